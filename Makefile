@@ -1,0 +1,49 @@
+# sam_bench developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sam_bench-installed
+
+.PHONY: help install quickstart test test-full lint format typecheck wheel clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create ./.venv and install sam_bench with its dependencies
+
+# torch and torchvision are installed together so pip picks a matching pair; sam2 is an sdist
+# built against that torch (no build isolation: no second torch download) without its optional
+# CUDA extension (SAM2_BUILD_CUDA=0; sam_bench supplies the CPU connected-components step).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch torchvision
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install --quiet --no-build-isolation "sam2==1.1.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+quickstart: install  ## install, then run the quickstart sweep (~5 min on 2 CPU cores)
+	$(BIN)/python -m sam_bench sweep=quickstart
+
+test: install  ## the CI test suite (no slow tests)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-full: install  ## every test, slow ones included
+	$(BIN)/python -m pytest -q
+
+lint: install  ## ruff lint + format check + mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install  ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install  ## mypy
+	$(BIN)/mypy
+
+wheel: install  ## build a wheel into dist/
+	$(BIN)/pip wheel --no-deps --no-build-isolation . -w dist
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

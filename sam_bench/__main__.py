@@ -1,0 +1,67 @@
+"""Command line: ``python -m sam_bench [-m] key=value ...`` (a Hydra app).
+
+Thin on purpose: composition and sweeps are Hydra's, the job is :func:`sam_bench.run.run_job`,
+the sweep summary is :class:`sam_bench.report.callback.SweepSummaryCallback`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from sam_bench.config import register_configs
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def app(cfg: DictConfig) -> float:
+    """One job. Returns the job's ``miou`` (a finite objective for sweepers; -1 on failure)."""
+    from sam_bench.report.console import print_job
+    from sam_bench.run import run_job
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    record = run_job(
+        cfg,
+        Path(hc.runtime.output_dir),
+        overrides=list(hc.overrides.task),
+        job_num=hc.job.num if multirun else None,
+        base_dir=Path(hc.runtime.cwd),
+        sweep_dir=Path(hc.sweep.dir) if multirun else None,
+        concurrent_jobs=concurrent_jobs(hc) if multirun else 1,
+    )
+    if record["status"] == "dry_run":
+        return 0.0
+    if not multirun:
+        print_job(record)
+        if record["status"] != "ok":
+            sys.exit(1)
+    miou = record.get("metrics", {}).get("miou")
+    return float(miou) if isinstance(miou, float) and miou == miou else -1.0
+
+
+def concurrent_jobs(hc: DictConfig) -> int:
+    """How many jobs the launcher runs at once (joblib ``n_jobs``; 1 for the basic launcher)."""
+    import os
+
+    n = hc.launcher.get("n_jobs", 1) if hc.get("launcher") is not None else 1
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return 1
+    return (os.cpu_count() or 1) + 1 + n if n < 0 else max(n, 1)  # joblib: -1 = all cores
+
+
+def main() -> None:
+    """Console-script entry point (``sam-bench``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

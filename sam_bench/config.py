@@ -1,0 +1,429 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` extend these schemas, so a misspelled key fails at composition
+time, and :meth:`__post_init__` range checks run when the composed config is turned into
+objects (:func:`to_typed`), before any model is built. Every field is documented where it is
+declared; ``docs`` of a field are what the README's config table shows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from sam_bench.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value == MISSING:  # not yet composed (schema defaults); required keys fail at compose
+        return
+    if value not in choices:
+        raise ConfigError(key, f"{value!r} is not one of {', '.join(choices)}")
+
+
+def _check_min(key: str, value: float | None, low: float, *, strict: bool = False) -> None:
+    if value is None:
+        return
+    if (value <= low) if strict else (value < low):
+        op = ">" if strict else ">="
+        raise ConfigError(key, f"must be {op} {low}, got {value}")
+
+
+def _check_unit(key: str, value: float | None) -> None:
+    if value is None:
+        return
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ConfigError(key, f"must be in [0, 1], got {value}")
+
+
+# --------------------------------------------------------------------------------------------
+# model/
+
+
+WEIGHTS_CHOICES = ("pretrained", "random", "auto")
+
+
+@dataclass
+class ModelConfig:
+    """One SAM 2 checkpoint (``conf/model/*.yaml``)."""
+
+    name: str = MISSING
+    """Catalog name, e.g. ``sam2.1_hiera_tiny``."""
+    family: str = MISSING
+    """``sam2`` (July 2024 release) or ``sam2.1`` (September 2024 release)."""
+    size: str = MISSING
+    """Backbone size: ``tiny``, ``small``, ``base_plus`` or ``large``."""
+    sam2_config: str = MISSING
+    """sam2's model YAML, relative to the installed ``sam2`` package
+    (e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
+    checkpoint_file: str = MISSING
+    """File name of the official checkpoint (``sam2.1_hiera_tiny.pt``)."""
+    url: str = MISSING
+    """Download URL of the official checkpoint."""
+    weights: str = "pretrained"
+    """``pretrained`` (official file, required), ``random`` (real architecture, untrained,
+    deterministic from ``seed``) or ``auto`` (pretrained when available, else random with a
+    banner)."""
+    checkpoint: str | None = None
+    """Explicit path of a checkpoint file; overrides the cache and the download."""
+    sha256: str | None = None
+    """Expected sha256 of the checkpoint file; a mismatch is an error. ``null``: not checked
+    (the measured hash is recorded either way)."""
+    apply_postprocessing: bool = False
+    """sam2's ``build_sam2(apply_postprocessing=...)``: dynamic multimask via stability. The
+    official AMG examples use ``false``."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.weights", self.weights, WEIGHTS_CHOICES)
+        _check_choice("model.family", self.family, ("sam2", "sam2.1"))
+        _check_choice("model.size", self.size, ("tiny", "small", "base_plus", "large"))
+
+
+# --------------------------------------------------------------------------------------------
+# amg/
+
+
+@dataclass
+class AMGPostFilterConfig:
+    """Steps some recipes need beyond ``SAM2AutomaticMaskGenerator``'s own arguments.
+
+    These are sam_bench settings, applied to the generator's output, not generator arguments.
+    """
+
+    max_area_fraction: float | None = None
+    """Drop masks whose area is >= this fraction of the image (SA-1B recipe: 0.95).
+    ``null``: keep all."""
+
+    def __post_init__(self) -> None:
+        _check_unit("amg.postfilter.max_area_fraction", self.max_area_fraction)
+
+
+@dataclass
+class AMGConfig:
+    """Arguments of ``sam2.SAM2AutomaticMaskGenerator`` (``conf/amg/*.yaml``).
+
+    This typed config is the only way settings reach the generator (it silently ignores
+    unknown keyword arguments). Defaults are the generator's code defaults.
+    """
+
+    name: str = "default"
+    """Preset name (recorded; not a generator argument)."""
+    points_per_side: int | None = 32
+    """Points sampled along one side of the image (grid of ``points_per_side**2`` prompts).
+    ``null`` requires ``point_grids``."""
+    points_per_batch: int = 64
+    """Prompts run through the decoder at once (speed / memory only)."""
+    pred_iou_thresh: float = 0.8
+    """Keep masks whose predicted IoU is > this (0 disables the filter)."""
+    stability_score_thresh: float = 0.95
+    """Keep masks whose stability score is >= this (0 disables the filter)."""
+    stability_score_offset: float = 1.0
+    """Logit offset used to compute the stability score."""
+    mask_threshold: float = 0.0
+    """Logit threshold that binarises masks."""
+    box_nms_thresh: float = 0.7
+    """Box IoU cutoff of the non-maximum suppression within a crop (1.0 keeps all)."""
+    crop_n_layers: int = 0
+    """Extra crop layers; layer i has 2**i x 2**i crops."""
+    crop_nms_thresh: float = 0.7
+    """Box IoU cutoff of the NMS between crops."""
+    crop_overlap_ratio: float = 512 / 1500
+    """Overlap of neighbouring crops in the first crop layer, as a fraction of the image."""
+    crop_n_points_downscale_factor: int = 1
+    """Points per side in crop layer n are divided by this ** n."""
+    point_grids: list[list[list[float]]] | None = None
+    """Explicit point grids (one per crop layer, normalised [0, 1] x/y); exclusive with
+    ``points_per_side``."""
+    min_mask_region_area: int = 0
+    """Fill holes and remove islands smaller than this (pixels of the 256x256 low-res logits,
+    before stability scoring). sam2 needs its CUDA extension for this; sam_bench supplies the
+    same connected-components step on CPU (recorded as ``cc_impl``)."""
+    output_mode: str = "binary_mask"
+    """Form of the generator's masks: ``binary_mask``, ``uncompressed_rle`` or ``coco_rle``
+    (affects post-processing cost only; metrics always use RLEs)."""
+    use_m2m: bool = False
+    """One extra refinement step feeding each mask back as a mask prompt."""
+    multimask_output: bool = True
+    """Three masks per point (``false``: one)."""
+    postfilter: AMGPostFilterConfig = field(default_factory=AMGPostFilterConfig)
+    """sam_bench's own filters applied after the generator (see :class:`AMGPostFilterConfig`)."""
+
+    def __post_init__(self) -> None:
+        p = "amg."
+        _check_min(p + "points_per_side", self.points_per_side, 1)
+        _check_min(p + "points_per_batch", self.points_per_batch, 1)
+        _check_min(p + "crop_n_points_downscale_factor", self.crop_n_points_downscale_factor, 1)
+        _check_min(p + "crop_n_layers", self.crop_n_layers, 0)
+        _check_min(p + "min_mask_region_area", self.min_mask_region_area, 0)
+        for key in (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "box_nms_thresh",
+            "crop_nms_thresh",
+            "crop_overlap_ratio",
+        ):
+            _check_unit(p + key, getattr(self, key))
+        _check_min(p + "stability_score_offset", self.stability_score_offset, 0.0, strict=True)
+        if math.isnan(self.mask_threshold):
+            raise ConfigError(p + "mask_threshold", "must be a number, got nan")
+        _check_choice(
+            p + "output_mode", self.output_mode, ("binary_mask", "uncompressed_rle", "coco_rle")
+        )
+        if (self.points_per_side is None) == (self.point_grids is None):
+            raise ConfigError(
+                p + "points_per_side",
+                "exactly one of amg.points_per_side and amg.point_grids must be set",
+            )
+        if self.point_grids is not None and len(self.point_grids) != self.crop_n_layers + 1:
+            raise ConfigError(
+                p + "point_grids",
+                f"needs one grid per crop layer ({self.crop_n_layers + 1}), "
+                f"got {len(self.point_grids)}",
+            )
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``SAM2AutomaticMaskGenerator`` (sam_bench-only keys removed)."""
+        import numpy as np
+
+        kwargs = {
+            k: getattr(self, k)
+            for k in (
+                "points_per_side",
+                "points_per_batch",
+                "pred_iou_thresh",
+                "stability_score_thresh",
+                "stability_score_offset",
+                "mask_threshold",
+                "box_nms_thresh",
+                "crop_n_layers",
+                "crop_nms_thresh",
+                "crop_overlap_ratio",
+                "crop_n_points_downscale_factor",
+                "min_mask_region_area",
+                "output_mode",
+                "use_m2m",
+                "multimask_output",
+            )
+        }
+        kwargs["point_grids"] = (
+            None
+            if self.point_grids is None
+            else [np.asarray(g, dtype=np.float64) for g in self.point_grids]
+        )
+        return kwargs
+
+
+# --------------------------------------------------------------------------------------------
+# dataset/ and preprocess/
+
+DATASET_FORMATS = ("synthetic", "coco", "instance_folder", "dsb")
+
+
+@dataclass
+class DatasetConfig:
+    """A labelled dataset (``conf/dataset/*.yaml``). Relative paths are taken from the
+    directory the command was launched from."""
+
+    name: str = "synthetic"
+    """Name recorded with the results."""
+    format: str = "synthetic"
+    """``synthetic`` (embedded), ``coco``, ``instance_folder`` or ``dsb``."""
+    annotations: str | None = None
+    """``coco``: instances JSON (polygons or RLE)."""
+    images: str | None = None
+    """``coco``: image folder; ``instance_folder``: image folder."""
+    labels: str | None = None
+    """``instance_folder``: folder of instance-id PNG/TIFF label maps (0 = background),
+    matched to images by file stem."""
+    root: str | None = None
+    """``dsb``: folder of ``<id>/images/<id>.png`` + ``<id>/masks/*.png``; ``synthetic``:
+    another generated dataset (default: the one shipped inside the package)."""
+    scenes: list[str] | None = None
+    """``synthetic``: keep only these scene kinds (``color``, ``gray_lowcontrast``,
+    ``dense_small``, ``textured``). ``null``: all."""
+    limit: int | None = None
+    """Take the first N images in the dataset's stable order (image id / file name)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("dataset.format", self.format, DATASET_FORMATS)
+        _check_min("dataset.limit", self.limit, 1)
+        required = {
+            "coco": ("annotations", "images"),
+            "instance_folder": ("images", "labels"),
+            "dsb": ("root",),
+        }.get(self.format, ())
+        for key in required:
+            if not getattr(self, key):
+                raise ConfigError(f"dataset.{key}", f"is required for dataset.format={self.format}")
+
+
+@dataclass
+class PreprocessConfig:
+    """How stored pixels become the HxWx3 uint8 RGB image SAM 2 takes
+    (``conf/preprocess/*.yaml``). Every step taken is recorded per image."""
+
+    name: str = "default"
+    """Preset name (recorded)."""
+    bit_depth: str = "range"
+    """How non-8-bit images become 8-bit: ``range`` (the dtype's full range, floats as 0..1),
+    ``minmax`` (the image's own min..max) or ``percentile`` (``percentile_low`` ..
+    ``percentile_high`` of the image)."""
+    stretch: str = "none"
+    """After 8-bit conversion: ``none`` or ``percentile`` (per-channel percentile stretch, for
+    low-contrast images)."""
+    percentile_low: float = 1.0
+    """Lower percentile of the stretch (0-100)."""
+    percentile_high: float = 99.0
+    """Upper percentile of the stretch (0-100)."""
+    color: str = "keep"
+    """``keep`` or ``gray`` (convert colour images to luminance first, to study grayscale).
+    Grayscale is always replicated to three channels, the only form SAM 2 takes."""
+    alpha: str = "drop"
+    """Alpha channel: ``drop`` or ``white`` (composite over white)."""
+    clahe: bool = False
+    """Contrast-limited adaptive histogram equalisation (OpenCV) on the luminance."""
+    clahe_clip_limit: float = 2.0
+    """CLAHE clip limit."""
+    clahe_tile_grid_size: int = 8
+    """CLAHE tiles per side."""
+
+    def __post_init__(self) -> None:
+        _check_choice("preprocess.bit_depth", self.bit_depth, ("range", "minmax", "percentile"))
+        _check_choice("preprocess.stretch", self.stretch, ("none", "percentile"))
+        _check_choice("preprocess.color", self.color, ("keep", "gray"))
+        _check_choice("preprocess.alpha", self.alpha, ("drop", "white"))
+        for key in ("percentile_low", "percentile_high"):
+            v = getattr(self, key)
+            if not 0.0 <= v <= 100.0:
+                raise ConfigError(f"preprocess.{key}", f"must be in [0, 100], got {v}")
+        if self.percentile_low >= self.percentile_high:
+            raise ConfigError(
+                "preprocess.percentile_low", "must be lower than preprocess.percentile_high"
+            )
+        _check_min("preprocess.clahe_clip_limit", self.clahe_clip_limit, 0.0, strict=True)
+        _check_min("preprocess.clahe_tile_grid_size", self.clahe_tile_grid_size, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# task/ and tracking/
+
+TASKS = ("amg",)
+ENGINES = ("reference",)
+
+
+@dataclass
+class TaskConfig:
+    """What is benchmarked (``conf/task/*.yaml``). Prompted, video and semantic tasks plug in
+    beside ``amg`` with their own groups."""
+
+    name: str = "amg"
+    """Task name: ``amg`` (automatic mask generation)."""
+    save_masks: int = 4
+    """Save the predicted masks of the first N images next to the record (for overlays)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("task.name", self.name, TASKS)
+        _check_min("task.save_masks", self.save_masks, 0)
+
+
+TRACKERS = ("none",)
+
+
+@dataclass
+class TrackingConfig:
+    """Where results go besides the job directory (``conf/tracking/*.yaml``)."""
+
+    name: str = "none"
+    """``none``: result records (``result.json``, ``per_image.csv``, ``summary.csv``) only."""
+    uri: str | None = None
+    """``mlflow``: tracking URI (``http://host:5000``, ``sqlite:///path.db``, ...). ``null``:
+    ``MLFLOW_TRACKING_URI``, else the SQLite store ``sqlite:///mlflow.db`` in the directory the
+    command was launched from. Relative SQLite paths are taken from that directory."""
+    experiment: str | None = None
+    """``mlflow``: experiment name. ``null``: the sweep preset's name (``sweep_name``), else
+    ``sam_bench``."""
+    log_masks: bool = True
+    """``mlflow``: upload each job's ``masks/`` folder (saved masks and overlay images)."""
+    retry_timeout_s: float = 120.0
+    """``mlflow``: how long one store operation is retried while the store is busy (SQLite
+    "database is locked" when jobs log concurrently) before the job's logging gives up."""
+
+    def __post_init__(self) -> None:
+        _check_choice("tracking.name", self.name, TRACKERS)
+        _check_min("tracking.retry_timeout_s", self.retry_timeout_s, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# top level
+
+
+@dataclass
+class Config:
+    """The whole configuration of one job."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    amg: AMGConfig = field(default_factory=AMGConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    engine: str = "reference"
+    """AMG implementation: ``reference`` (the official ``SAM2AutomaticMaskGenerator``)."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    dtype: str = "fp32"
+    """``fp32`` or ``bf16`` (torch autocast around the model)."""
+    seed: int = 0
+    """Seeds torch / numpy; also makes ``model.weights=random`` deterministic."""
+    warmup: bool = True
+    """One extra untimed pass on the first image before timing."""
+    dry_run: bool = False
+    """Print the job this configuration would run, then stop (no model is built)."""
+    progress: bool = True
+    """Show progress bars."""
+    save_predictions: bool = False
+    """Write every image's masks as COCO-results-style RLE JSON (``predictions.json``)."""
+    sweep_name: str | None = None
+    """Name of the sweep preset (set by ``conf/sweep/*.yaml``)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("engine", self.engine, ENGINES)
+        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        _check_choice("dtype", self.dtype, ("fp32", "bf16"))
+
+
+def register_configs() -> None:
+    """Register the schemas so the YAML files under ``conf/`` extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="amg", name="base_amg", node=AMGConfig)
+    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    cs.store(group="preprocess", name="base_preprocess", node=PreprocessConfig)
+    cs.store(group="task", name="base_task", node=TaskConfig)
+    cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
+
+
+def to_typed(cfg: DictConfig) -> Config:
+    """Turn a composed config into :class:`Config` objects, running every range check.
+
+    Raises :class:`ConfigError` naming the first offending key.
+    """
+    plain = (
+        OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    )
+    obj = OmegaConf.to_object(plain)
+    if not isinstance(obj, Config):  # composed without the schema (should not happen)
+        raise ConfigError("<root>", "config was not composed from the sam_bench schema")
+    return obj
+
+
+#: The packaged config folder (``conf/`` at the repository root is a link to it).
+CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent / "conf"

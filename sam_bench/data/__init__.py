@@ -1,0 +1,1 @@
+"""Datasets: loaders for each source format and the synthetic scene generator."""

@@ -1,0 +1,190 @@
+"""Images folder + labels folder of instance-id maps, matched by file stem.
+
+A label map is a single-channel integer image the size of its image (8- or 16-bit PNG, palette
+PNG (the indices are the ids), TIFF of any integer type): ``0`` is background and each other
+value one instance. Instances are listed in increasing id order; none is a crowd region.
+Images are listed sorted by file name (hidden files skipped).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+from scipy import ndimage
+
+from sam_bench.data.base import GroundTruth, ImageRef, Sample
+from sam_bench.data.images import read_image
+from sam_bench.data.registry import compute_fingerprint
+from sam_bench.errors import DatasetError, SampleError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+"""Files of the images folder that are listed (case-insensitive)."""
+LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+"""Files of the labels folder that are matched (case-insensitive)."""
+
+
+class InstanceFolderDataset:
+    """Images matched to instance-id label maps by file stem.
+
+    Args:
+        images: Folder of images.
+        labels: Folder of label maps (``<stem>.png`` / ``.tif`` / ``.tiff``).
+        name: Name recorded with results.
+        limit: Keep the first N images in file-name order.
+
+    Raises:
+        DatasetError: a folder is missing, the images folder holds no image, or two images
+            share a stem.
+    """
+
+    kind = "instance_folder"
+
+    def __init__(
+        self,
+        images: Path | str,
+        labels: Path | str,
+        *,
+        name: str = "instance_folder",
+        limit: int | None = None,
+    ) -> None:
+        self.name = name
+        self.images_dir = Path(images)
+        self.labels_dir = Path(labels)
+        for what, folder in (("images", self.images_dir), ("labels", self.labels_dir)):
+            if not folder.is_dir():
+                raise DatasetError(f"instance_folder {what} folder not found: {folder}")
+        files = _list(self.images_dir, IMAGE_SUFFIXES)
+        if not files:
+            raise DatasetError(f"no image ({', '.join(IMAGE_SUFFIXES)}) in {self.images_dir}")
+        stems: dict[str, str] = {}
+        for f in files:
+            if f.stem in stems:
+                raise DatasetError(
+                    f"{self.images_dir}: {stems[f.stem]} and {f.name} share the stem "
+                    f"{f.stem!r}; labels are matched by stem"
+                )
+            stems[f.stem] = f.name
+        self._labels: dict[str, list[Path]] = {}
+        for f in _list(self.labels_dir, LABEL_SUFFIXES):
+            self._labels.setdefault(f.stem, []).append(f)
+        if limit is not None:
+            files = files[:limit]
+        self._refs = [ImageRef(image_id=f.stem, path=f) for f in files]
+
+    def refs(self) -> list[ImageRef]:
+        """Images sorted by file name, ``limit`` applied."""
+        return list(self._refs)
+
+    def label_path(self, ref: ImageRef) -> Path:
+        """The label file of ``ref``. Raises :class:`SampleError` when there is none or several."""
+        found = self._labels.get(ref.image_id, [])
+        if not found:
+            raise SampleError(
+                ref.path, f"no label file {ref.image_id}.png/.tif/.tiff in {self.labels_dir}"
+            )
+        if len(found) > 1:
+            names = ", ".join(p.name for p in found)
+            raise SampleError(ref.path, f"several label files match: {names}")
+        return found[0]
+
+    def load(self, ref: ImageRef) -> Sample:
+        """Read one image and split its label map into instances.
+
+        Raises:
+            SampleError: missing label, unreadable image or label, label not a single-channel
+                integer map, or label size different from the image's.
+        """
+        label_file = self.label_path(ref)
+        raw = read_image(ref.path)
+        labels = read_label_map(label_file)
+        h, w = raw.pixels.shape[:2]
+        if labels.shape != (h, w):
+            raise SampleError(
+                label_file,
+                f"label is {labels.shape[1]}x{labels.shape[0]} but image {ref.path.name} "
+                f"is {w}x{h}",
+            )
+        rles = label_map_to_rles(labels)
+        gt = GroundTruth(rles=rles, iscrowd=[False] * len(rles), height=h, width=w)
+        return Sample(ref=ref, raw=raw, gt=gt)
+
+    def fingerprint(self) -> str:
+        """See :mod:`sam_bench.data.registry` for exactly what is hashed."""
+        images = [(r.image_id, r.path.name, r.path) for r in self._refs]
+        annotations: list[tuple[str, Path | None]] = []
+        for r in self._refs:
+            found = self._labels.get(r.image_id, [])
+            if not found:
+                annotations.append((f"{r.image_id}.<missing>", None))
+            annotations.extend((p.name, p) for p in found)
+        return compute_fingerprint(self.kind, images, annotations)
+
+
+def _list(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
+        ),
+        key=lambda p: p.name,
+    )
+
+
+def read_label_map(path: Path) -> np.ndarray:
+    """Read an instance-id map as a 2-D non-negative integer array.
+
+    Palette PNGs give their indices (not the colours); 1-bit images give 0/1; float TIFFs are
+    accepted when every value is a non-negative integer.
+
+    Raises:
+        SampleError: unreadable, not single-channel, or not integer ids.
+    """
+    if path.suffix.lower() == ".png":
+        try:
+            with Image.open(path) as im:
+                im.load()
+                if im.mode == "P":
+                    return np.array(im)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise SampleError(path, f"cannot decode label map: {e}") from None
+    px = read_image(path).pixels
+    if px.ndim == 3 and px.shape[2] == 1:
+        px = px[:, :, 0]
+    if px.ndim != 2:
+        raise SampleError(
+            path, f"label map must be single-channel instance ids, got shape {px.shape}"
+        )
+    if px.dtype == bool:
+        return px.astype(np.uint8)
+    if px.dtype.kind == "f":
+        if not (np.isfinite(px).all() and (px == np.round(px)).all()):
+            raise SampleError(path, "float label map has non-integer values")
+        px = px.astype(np.int64)
+    if px.dtype.kind not in "ui":
+        raise SampleError(path, f"label map has dtype {px.dtype}, expected integers")
+    if px.dtype.kind == "i" and (px < 0).any():
+        raise SampleError(path, "label map has negative ids")
+    return px
+
+
+def label_map_to_rles(labels: np.ndarray) -> list[dict[str, Any]]:
+    """One compressed RLE per non-zero id of ``labels``, in increasing id order."""
+    h, w = labels.shape
+    ids = np.unique(labels)
+    ids = ids[ids != 0]
+    if not len(ids):
+        return []
+    # relabel to 1..n so find_objects gives one bounding slice per instance
+    dense = np.searchsorted(ids, labels).astype(np.int64) + 1
+    dense[labels == 0] = 0
+    rles = []
+    for k, sl in enumerate(ndimage.find_objects(dense), start=1):
+        mask = np.zeros((h, w), dtype=np.uint8, order="F")
+        mask[sl] = dense[sl] == k
+        rles.append(mask_utils.encode(mask))
+    return rles

@@ -1,0 +1,37 @@
+"""Engine protocol and the mask record every engine returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from sam_bench.metrics.cost import StageTimes
+
+
+@dataclass
+class MaskRecord:
+    """One generated mask, as ``SAM2AutomaticMaskGenerator.generate`` describes it."""
+
+    rle: dict[str, Any]
+    """pycocotools compressed RLE (``counts`` as bytes), full image size."""
+    area: int
+    bbox: list[float]
+    """XYWH."""
+    predicted_iou: float
+    stability_score: float
+    point_coords: list[list[float]]
+    crop_box: list[float]
+    """XYWH."""
+
+
+class AMGEngine(Protocol):
+    """Generates masks for one RGB image, filling the encoder/decoder/postprocess timers."""
+
+    #: Connected-components implementation used for ``min_mask_region_area``.
+    cc_impl: str
+
+    def generate(self, image: np.ndarray, times: StageTimes) -> list[MaskRecord]:
+        """Masks for an HxWx3 uint8 RGB image."""
+        ...

@@ -1,0 +1,2 @@
+"""Model loading for sam_bench: checkpoint resolution (cache / download / verification) and
+building SAM 2 models with pretrained or deterministic random weights."""

@@ -1,0 +1,145 @@
+"""Build a SAM 2 model inside (or outside) a Hydra app, with pretrained or random weights.
+
+sam2's own ``build_sam2`` calls Hydra's ``compose()`` on whatever search path is active, which
+fails inside a ``@hydra.main`` app (upstream issues 179, 758). We do what it does without
+``compose()``: load sam2's model YAML with OmegaConf, apply the same overrides
+``build_sam2`` applies, ``hydra.utils.instantiate`` the model, and load the state dict the way
+``sam2.build_sam._load_checkpoint`` does (strict: missing or unexpected keys are errors).
+``tests/integration/test_model_build.py`` proves the result equals ``build_sam2``'s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from sam_bench.config import ModelConfig
+from sam_bench.errors import CheckpointUnavailable, SamBenchError
+from sam_bench.models.checkpoints import resolve_checkpoint, sha256_file, state_dict_hash
+
+log = logging.getLogger(__name__)
+
+#: What ``build_sam2(..., apply_postprocessing=True)`` adds to the model config.
+POSTPROCESSING_OVERRIDES: dict[str, Any] = {
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability": True,
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": 0.05,
+    "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
+}
+
+UNTRAINED_BANNER = (
+    "UNTRAINED MODEL: random weights (no checkpoint). Accuracy figures measure nothing but the "
+    "harness; latency and memory are real."
+)
+
+
+@dataclass
+class WeightsInfo:
+    """Where a model's weights came from (recorded with every result)."""
+
+    kind: str
+    """``pretrained`` or ``random``."""
+    sha256: str | None
+    """sha256 of the checkpoint file (``None`` for random weights)."""
+    state_dict_hash: str
+    """:func:`state_dict_hash` of the loaded weights (identifies random weights too)."""
+    checkpoint_path: str | None
+    requested: str
+    """The ``model.weights`` setting that led here (``auto`` may end up ``random``)."""
+    fallback_reason: str | None = None
+    """Why ``auto`` fell back to random weights."""
+
+    @property
+    def label(self) -> str:
+        """``random`` or the file's sha256: the ``weights`` column of the summary."""
+        return "random" if self.kind == "random" else str(self.sha256)
+
+    @property
+    def untrained(self) -> bool:
+        return self.kind == "random"
+
+
+def sam2_package_dir() -> Path:
+    """The installed ``sam2`` package folder, found without importing it."""
+    spec = importlib.util.find_spec("sam2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SamBenchError("the `sam2` package is not installed (pip install sam2==1.1.0)")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def model_config(cfg: ModelConfig) -> Any:
+    """sam2's model config for ``cfg`` with ``build_sam2``'s overrides applied (resolved)."""
+    path = sam2_package_dir() / cfg.sam2_config
+    if not path.is_file():
+        raise SamBenchError(f"sam2 model config not found: {path} (model.sam2_config)")
+    conf = OmegaConf.load(path)
+    if cfg.apply_postprocessing:
+        for key, value in POSTPROCESSING_OVERRIDES.items():
+            OmegaConf.update(conf, key, value, force_add=True)
+    OmegaConf.resolve(conf)
+    return conf
+
+
+def instantiate_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
+    """The architecture with freshly initialised weights, deterministic from ``seed``."""
+    conf = model_config(cfg)
+    torch.manual_seed(seed)
+    return instantiate(conf.model, _recursive_=True)
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Load an official checkpoint (``{"model": state_dict}``) strictly, as sam2 does."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    except Exception as e:  # corrupt file, wrong format
+        raise SamBenchError(f"cannot read checkpoint {path}: {e}") from e
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise SamBenchError(
+            f"checkpoint {path} does not fit the model config: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}). "
+            "Is model.sam2_config the right one for this file?"
+        )
+
+
+def build_model(
+    cfg: ModelConfig, device: torch.device, seed: int, *, progress: bool = True
+) -> tuple[torch.nn.Module, WeightsInfo]:
+    """Build the model named by ``cfg`` on ``device`` in eval mode.
+
+    ``weights=pretrained`` raises :class:`CheckpointUnavailable` without a checkpoint;
+    ``weights=auto`` falls back to random weights and logs :data:`UNTRAINED_BANNER`.
+    """
+    ckpt: Path | None = None
+    fallback: str | None = None
+    if cfg.weights in ("pretrained", "auto"):
+        try:
+            ckpt = resolve_checkpoint(cfg, progress=progress)
+        except CheckpointUnavailable as e:
+            if cfg.weights == "pretrained":
+                raise
+            fallback = str(e).splitlines()[0]
+            log.warning("model.weights=auto: no checkpoint (%s); using random weights", fallback)
+    model = instantiate_model(cfg, seed)
+    sha = None
+    if ckpt is not None:
+        load_weights(model, ckpt)
+        sha = sha256_file(ckpt)
+    info = WeightsInfo(
+        kind="pretrained" if ckpt is not None else "random",
+        sha256=sha,
+        state_dict_hash=state_dict_hash(model.state_dict()),
+        checkpoint_path=str(ckpt) if ckpt is not None else None,
+        requested=cfg.weights,
+        fallback_reason=fallback,
+    )
+    model = model.to(device)
+    model.eval()
+    return model, info

@@ -1,0 +1,123 @@
+"""Result records: ``result.json`` and ``per_image.csv`` of one job, written atomically.
+
+``result.json`` layout (``schema_version`` 1)::
+
+    schema_version  int
+    status          "ok" | "partial" (some images failed) | "failed"
+    error           str | null          why the job failed
+    task            "amg"
+    job             {num, dir, started, finished, duration_s}
+    overrides       Hydra's list of "key=value" strings for this job
+    config          the resolved config
+    environment     versions, device, CPU model, threads, dtype, CUDA extension, git commit
+    weights         {kind, sha256, state_dict_hash, requested, checkpoint_path, fallback_reason}
+    untrained       true when the weights are random (accuracy figures are meaningless)
+    banner          the untrained-model warning, or null
+    dataset         {name, format, n_images, fingerprint}
+    task_info       task-specific facts (AMG: engine, cc_impl, points per image)
+    metrics         aggregate metrics (see README "Metrics")
+    image_errors    [{image_id, path, error}]
+
+Readers (summary, plots, reports) use these files only, never model code.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sam_bench import SCHEMA_VERSION
+
+RESULT_FILE = "result.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+PER_IMAGE_FILE = "per_image.csv"
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN/inf become null (strict JSON); numpy scalars become Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; records are ordinary files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Strict JSON (NaN written as null), indented, atomically."""
+    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def new_record() -> dict[str, Any]:
+    """An empty result record with every top-level key present."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "status": "running",
+        "error": None,
+        "task": None,
+        "job": {},
+        "overrides": [],
+        "config": {},
+        "environment": {},
+        "weights": {},
+        "untrained": None,
+        "banner": None,
+        "dataset": {},
+        "task_info": {},
+        "metrics": {},
+        "image_errors": [],
+    }
+
+
+def write_rows_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Rows as CSV (columns in first-seen order; NaN and None as empty cells), atomically."""
+    rows = list(rows)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+
+    def cell(v: Any) -> Any:
+        v = _jsonable(v)
+        if isinstance(v, list | dict):
+            return json.dumps(v)
+        return "" if v is None else v
+
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: cell(row.get(k)) for k in columns})
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_record(job_dir: Path) -> dict[str, Any]:
+    """Load a job's ``result.json``."""
+    return json.loads((job_dir / RESULT_FILE).read_text(encoding="utf-8"))

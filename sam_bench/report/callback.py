@@ -1,0 +1,53 @@
+"""Hydra callback: at the end of a multirun, write ``summary.csv``, print it, report failures.
+
+Registered in ``conf/config.yaml`` under ``hydra.callbacks``. It runs in the launching process
+after all jobs, whatever launcher ran them, and reads only the jobs' ``result.json`` files.
+The command exits with status 1 when any job failed or lost images.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from sam_bench.report.console import print_summary
+from sam_bench.report.summary import collect, write_summary
+from sam_bench.tracking import build_tracker, safely
+
+
+class SweepSummaryCallback(Callback):
+    """Writes and prints the sweep summary; exits non-zero if anything failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        tracker = build_tracker(config.get("tracking"))
+        safely("starting the sweep", tracker.sweep_start, Path(config.hydra.sweep.dir), config)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = collect(sweep_dir) if sweep_dir.is_dir() else []
+        if not rows:
+            if not config.get("dry_run"):
+                print(f"no job wrote a result in {sweep_dir}", file=sys.stderr)
+                sys.exit(1)
+            return
+        path = write_summary(sweep_dir, rows)
+        untrained = any(str(r.get("untrained")) == "True" for r in rows)
+        title = f"sam_bench sweep: {len(rows)} jobs -> {path}"
+        if untrained:
+            title += (
+                "\nUNTRAINED MODEL (random weights) in this sweep: accuracy figures are meaningless"
+            )
+        print_summary(rows, title=title)
+        tracker = build_tracker(config.get("tracking"))
+        safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, [path])
+        bad = [r for r in rows if r.get("status") != "ok"]
+        if bad:
+            print(f"\n{len(bad)} of {len(rows)} jobs did not finish cleanly:", file=sys.stderr)
+            for r in bad:
+                why = r["error"] or "some images failed (see per_image.csv)"
+                print(f"  job {r['job']} [{r['status']}] {r['overrides']}: {why}", file=sys.stderr)
+            sys.exit(1)

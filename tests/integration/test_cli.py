@@ -1,0 +1,184 @@
+"""The command line as a user runs it: real ``python -m sam_bench`` subprocesses on CPU with
+random-weight SAM 2, launched from a directory outside the repository."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+SUMMARY_COLUMNS = {
+    "miou", "msa", "ar1000", "mask_count_mean", "latency_ms_p50", "latency_ms_p90",
+    "peak_gpu_mem_mb", "peak_rss_mb", "weights", "status", "error",
+}  # fmt: skip
+
+#: Settings that keep every candidate mask with random weights.
+KEEP_MASKS = ["amg.pred_iou_thresh=0", "amg.stability_score_thresh=0", "amg.box_nms_thresh=1.0"]
+
+
+def sam_bench(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900):
+    """Run ``python -m sam_bench ARGS`` in ``cwd``; returns the CompletedProcess."""
+    full_env = {**os.environ, "SAM_BENCH_CACHE": str(cwd / "ckpt-cache"), **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (full_env.get("PYTHONPATH", ""), str(REPO)) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "sam_bench", *args, "progress=false"],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The issue's sweep: 2 models x 2 grid sizes on 2 images, keeping masks."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    out = cwd / "OUT"
+    proc = sam_bench(
+        ["-m", "model=sam2.1_hiera_tiny,sam2.1_hiera_small", "model.weights=random",
+         "amg.points_per_side=4,8", *KEEP_MASKS, "dataset.limit=2", f"hydra.sweep.dir={out}"],
+        cwd,
+    )  # fmt: skip
+    return proc, out
+
+
+def test_sweep_summary_has_a_row_per_job_with_masks(sweep) -> None:
+    proc, out = sweep
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_csv(out / "summary.csv")
+    assert len(rows) == 4
+    assert set(rows[0]) >= SUMMARY_COLUMNS
+    combos = {(r["model"], r["amg.points_per_side"]) for r in rows}
+    assert combos == {(m, p) for m in ("sam2.1_hiera_tiny", "sam2.1_hiera_small") for p in "48"}
+    for r in rows:
+        assert r["status"] == "ok" and r["error"] == ""
+        assert r["weights"] == "random"
+        assert float(r["mask_count_mean"]) > 0
+        assert float(r["latency_ms_p50"]) > 0 and float(r["peak_rss_mb"]) > 0
+        assert 0.0 <= float(r["miou"]) <= 1.0
+    # 8x8 grid = 64 points x 3 masks kept, 4x4 = 48: more prompts, more masks
+    by = {(r["model"], r["amg.points_per_side"]): float(r["mask_count_mean"]) for r in rows}
+    assert by[("sam2.1_hiera_tiny", "8")] > by[("sam2.1_hiera_tiny", "4")]
+    # the table is printed, and says the model is untrained
+    assert "UNTRAINED" in proc.stdout
+
+
+def test_every_result_json_is_self_describing(sweep) -> None:
+    _, out = sweep
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    assert len(records) == 4
+    hashes = set()
+    for rec in records:
+        assert rec["schema_version"] == 1 and rec["status"] == "ok"
+        assert any(o.startswith("amg.points_per_side=") for o in rec["overrides"])
+        assert rec["config"]["amg"]["box_nms_thresh"] == 1.0
+        env = rec["environment"]
+        for key in ("torch", "sam2", "device", "cpu_model", "torch_threads", "dtype",
+                    "cuda_extension", "git_commit"):  # fmt: skip
+            assert key in env
+        assert rec["weights"]["kind"] == "random" and rec["untrained"] is True
+        assert "UNTRAINED" in rec["banner"]
+        hashes.add((rec["config"]["model"]["name"], rec["weights"]["state_dict_hash"]))
+        assert len(rec["dataset"]["fingerprint"]) == 64 and rec["dataset"]["n_images"] == 2
+        assert rec["task_info"]["cc_impl"] == "opencv_cpu"
+        m = rec["metrics"]
+        for key in ("miou", "miou_image", "recall50", "recall75", "msa", "sa50", "sa75",
+                    "ar100", "ar1000", "mask_count_mean", "coverage", "overlap",
+                    "encoder_ms_mean", "decoder_ms_mean", "postprocess_ms_mean"):  # fmt: skip
+            assert key in m
+        assert m["encoder_ms_mean"] > 0 and m["decoder_ms_mean"] > 0
+        job = Path(rec["job"]["dir"])
+        per_image = read_csv(job / "per_image.csv")
+        assert len(per_image) == 2 and all(r["error"] == "" for r in per_image)
+        assert (job / "masks").is_dir()
+    # same seed, same model -> same weights; different models differ
+    assert len({h for _, h in hashes}) == 2 and len(hashes) == 2
+
+
+def test_missing_checkpoint_exits_with_one_clear_message(tmp_path: Path) -> None:
+    proc = sam_bench(
+        ["model=sam2.1_hiera_tiny", "model.url=http://127.0.0.1:9/sam2.1_hiera_tiny.pt"],
+        tmp_path, timeout=60,
+    )  # fmt: skip
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Traceback" not in text
+    for needle in ("sam2.1_hiera_tiny.pt", "http://127.0.0.1:9/", "model.checkpoint=",
+                   "model.weights=random", str(tmp_path / "ckpt-cache")):  # fmt: skip
+        assert needle in text, needle
+    leftovers = list((tmp_path / "ckpt-cache").glob("*"))
+    assert not leftovers, "nothing lands in the cache"
+
+
+def test_misspelled_key_fails_before_any_model_is_built(tmp_path: Path) -> None:
+    proc = sam_bench(["model.weights=random", "amg.points_per_sid=8"], tmp_path, timeout=60)
+    assert proc.returncode != 0
+    assert "points_per_sid" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("result.json")), "no job ran"
+
+
+def test_out_of_range_value_fails_naming_the_key(tmp_path: Path) -> None:
+    proc = sam_bench(["model.weights=random", "amg.box_nms_thresh=1.5"], tmp_path, timeout=60)
+    assert proc.returncode != 0
+    assert "amg.box_nms_thresh" in proc.stdout + proc.stderr
+    rec = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    assert rec["status"] == "failed" and "amg.box_nms_thresh" in rec["error"]
+    assert rec["weights"] == {}, "failed before the model was built"
+
+
+def test_dry_run_lists_jobs_and_runs_nothing(tmp_path: Path) -> None:
+    proc = sam_bench(
+        ["-m", "dry_run=true", "model.weights=random", "amg.points_per_side=4,8,16",
+         f"hydra.sweep.dir={tmp_path / 'OUT'}"],
+        tmp_path, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[dry run]")]
+    assert len(lines) == 3 and "4x4" in lines[0] and "16x16" in lines[2]
+    assert not list(tmp_path.rglob("result.json"))
+
+
+def test_failed_job_and_bad_image_do_not_stop_the_sweep(tmp_path: Path) -> None:
+    """One job fails its config check, the other meets a corrupt image: both are reported,
+    the sweep finishes, summary.csv is written, and the command exits non-zero."""
+    from sam_bench.config import CONF_DIR
+
+    data = tmp_path / "data"
+    shutil.copytree(CONF_DIR.parent / "datasets" / "synthetic", data)
+    ann = json.loads((data / "annotations.json").read_text())
+    first = sorted(ann["images"], key=lambda im: im["id"])[0]
+    (data / "images" / first["file_name"]).write_bytes(b"not a png")
+    out = tmp_path / "OUT"
+    proc = sam_bench(
+        ["-m", "model.weights=random", "dataset=coco",
+         f"dataset.annotations={data}/annotations.json",
+         f"dataset.images={data}/images", "dataset.limit=2", "amg.points_per_side=0,2",
+         *KEEP_MASKS, f"hydra.sweep.dir={out}"],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    rows = {r["amg.points_per_side"]: r for r in read_csv(out / "summary.csv")}
+    assert rows["0"]["status"] == "failed" and "amg.points_per_side" in rows["0"]["error"]
+    assert rows["2"]["status"] == "partial"
+    per_image = read_csv(out / rows["2"]["job"] / "per_image.csv")
+    bad = [r for r in per_image if r["error"]]
+    assert len(bad) == 1 and first["file_name"] in bad[0]["path"]
+    assert "did not finish cleanly" in proc.stderr
