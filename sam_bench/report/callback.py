@@ -1,4 +1,5 @@
-"""Hydra callback: at the end of a multirun, write ``summary.csv``, print it, report failures.
+"""Hydra callback: at the end of a multirun, write ``summary.csv``, print it, draw the plots
+and write ``report.md`` / ``report.html``, report failures.
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. It runs in the launching process
 after all jobs, whatever launcher ran them, and reads only the jobs' ``result.json`` files.
@@ -7,6 +8,7 @@ The command exits with status 1 when any job failed or lost images.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from omegaconf import DictConfig
 from sam_bench.report.console import print_summary
 from sam_bench.report.summary import collect, write_summary
 from sam_bench.tracking import build_tracker, safely
+
+log = logging.getLogger(__name__)
 
 
 class SweepSummaryCallback(Callback):
@@ -42,8 +46,18 @@ class SweepSummaryCallback(Callback):
                 "\nUNTRAINED MODEL (random weights) in this sweep: accuracy figures are meaningless"
             )
         print_summary(rows, title=title)
+        files = [path]
+        try:  # the summary is written already: a plotting problem must not lose it
+            from sam_bench.report.document import write_report  # matplotlib: import late
+            from sam_bench.report.plots import make_plots
+
+            plots = make_plots(sweep_dir, rows)
+            files += [*plots, *write_report(sweep_dir, rows, plots)]
+            print(f"report: {sweep_dir / 'report.html'}")
+        except Exception as e:
+            log.warning("could not build the report: %s: %s", type(e).__name__, e)
         tracker = build_tracker(config.get("tracking"))
-        safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, [path])
+        safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, files)
         bad = [r for r in rows if r.get("status") != "ok"]
         if bad:
             print(f"\n{len(bad)} of {len(rows)} jobs did not finish cleanly:", file=sys.stderr)

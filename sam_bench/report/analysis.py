@@ -1,0 +1,193 @@
+"""Sweep analysis shared by the plots and the report: best configurations, the Pareto set and
+the caveats (untrained weights, shared-machine latency) that every figure must carry.
+
+Works on the summary rows of :func:`sam_bench.report.summary.collect` (values may be numbers,
+``None`` or, for rows read back from ``summary.csv``, strings) and on the jobs' ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam_bench.record import RESULT_FILE
+from sam_bench.report.console import varying_keys
+from sam_bench.report.summary import override_dict
+
+#: Metrics with an obvious "better" direction: ``True`` = higher is better.
+METRIC_DIRECTIONS: dict[str, bool] = {
+    "miou": True,
+    "miou_image": True,
+    "recall50": True,
+    "recall75": True,
+    "msa": True,
+    "sa50": True,
+    "sa75": True,
+    "ar100": True,
+    "ar1000": True,
+    "ar1000_small": True,
+    "ar1000_medium": True,
+    "ar1000_large": True,
+    "images_per_s": True,
+    "latency_ms_mean": False,
+    "latency_ms_p50": False,
+    "latency_ms_p90": False,
+    "encoder_ms_mean": False,
+    "decoder_ms_mean": False,
+    "postprocess_ms_mean": False,
+    "peak_gpu_mem_mb": False,
+    "peak_rss_mb": False,
+}
+
+#: Metrics that only mean something with trained weights.
+ACCURACY_METRICS = frozenset(
+    k for k in METRIC_DIRECTIONS if k.startswith(("miou", "recall", "msa", "sa", "ar"))
+)
+
+UNTRAINED_NOTE = "UNTRAINED (random weights): accuracy is meaningless"
+
+
+class SkipPlot(Exception):
+    """Raised by a plot that does not apply to this sweep; the message says why."""
+
+
+def num(value: Any) -> float:
+    """A metric value as a float; missing, empty or non-numeric values are NaN."""
+    if value is None or value == "" or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def is_untrained(row: dict[str, Any]) -> bool:
+    """Whether a row's job ran with random weights (``True`` or the CSV string ``"True"``)."""
+    value = row.get("untrained")
+    return value is True or str(value).lower() == "true" or row.get("weights") == "random"
+
+
+def ok_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of jobs that finished cleanly (status ``ok``)."""
+    return [r for r in rows if r.get("status") == "ok"]
+
+
+def best_configuration(
+    rows: list[dict[str, Any]], metric: str, maximize: bool | None = None
+) -> dict[str, Any] | None:
+    """The ``ok`` row with the best finite ``metric``, or ``None`` when no row has one.
+
+    ``maximize`` defaults to the metric's direction in :data:`METRIC_DIRECTIONS` (``KeyError``
+    for a metric without one). Ties go to the first row (lowest job number).
+    """
+    if maximize is None:
+        maximize = METRIC_DIRECTIONS[metric]
+    best: dict[str, Any] | None = None
+    for row in ok_rows(rows):
+        v = num(row.get(metric))
+        if math.isnan(v):
+            continue
+        if best is None or (v > num(best[metric]) if maximize else v < num(best[metric])):
+            best = row
+    return best
+
+
+def pareto_front(
+    rows: list[dict[str, Any]], x: str = "latency_ms_p50", y: str = "miou"
+) -> list[dict[str, Any]]:
+    """``ok`` rows not dominated on (minimum ``x``, maximum ``y``), sorted by ``x``.
+
+    A row is dominated when another is at least as good on both and better on one; rows
+    with a missing ``x`` or ``y`` take no part. Equal points are all kept.
+    """
+    points = [(num(r.get(x)), num(r.get(y)), r) for r in ok_rows(rows)]
+    points = [p for p in points if not (math.isnan(p[0]) or math.isnan(p[1]))]
+    front = [
+        (px, py, r)
+        for px, py, r in points
+        if not any(qx <= px and qy >= py and (qx < px or qy > py) for qx, qy, _ in points)
+    ]
+    return [r for _, _, r in sorted(front, key=lambda p: (p[0], -p[1]))]
+
+
+def value_key(value: str) -> tuple[int, float, str]:
+    """Sort override values: numbers numerically first, then anything else alphabetically."""
+    v = num(value)
+    return (0, v, "") if not math.isnan(v) else (1, 0.0, str(value))
+
+
+def override_value(row: dict[str, Any], key: str) -> str:
+    """A row's value of the override ``key`` (``""`` when the job did not set it)."""
+    return override_dict(str(row.get("overrides") or "").split()).get(key, "")
+
+
+def values_of(rows: list[dict[str, Any]], key: str) -> list[str]:
+    """The distinct values of the override ``key`` across ``rows``, sorted by :func:`value_key`."""
+    return sorted({override_value(r, key) for r in rows}, key=value_key)
+
+
+def job_label(row: dict[str, Any], keys: list[str]) -> str:
+    """``"#3 amg.points_per_side=8 ..."``: a job and its values of the swept ``keys``."""
+    ov = override_dict(str(row.get("overrides") or "").split())
+    parts = [f"{k}={ov[k]}" for k in keys if k in ov]
+    return " ".join([f"#{row.get('job')}", *parts])
+
+
+def load_record(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``result.json`` of a row's job, or ``{}`` when it cannot be read."""
+    try:
+        return json.loads((Path(str(row.get("job_dir"))) / RESULT_FILE).read_text("utf-8"))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+@dataclass
+class SweepFacts:
+    """What every plot title and the report must say about a sweep."""
+
+    n_jobs: int = 0
+    untrained_jobs: list[str] = field(default_factory=list)
+    #: Job -> number of jobs that shared the machine while it ran (only those > 1).
+    concurrent_jobs: dict[str, int] = field(default_factory=dict)
+    varying: list[str] = field(default_factory=list)
+    fixed: dict[str, str] = field(default_factory=dict)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def untrained(self) -> bool:
+        return bool(self.untrained_jobs)
+
+    @property
+    def max_concurrency(self) -> int:
+        return max(self.concurrent_jobs.values(), default=1)
+
+    def caveats(self) -> list[str]:
+        """The short notes that go under every plot title."""
+        notes = []
+        if self.untrained:
+            notes.append(UNTRAINED_NOTE)
+        if self.concurrent_jobs:
+            notes.append(
+                f"latency measured with up to {self.max_concurrency} jobs sharing the machine"
+            )
+        return notes
+
+
+def sweep_facts(rows: list[dict[str, Any]]) -> SweepFacts:
+    """Caveats and swept keys of a sweep, reading each job's ``result.json`` once."""
+    facts = SweepFacts(n_jobs=len(rows))
+    if rows:
+        facts.varying, facts.fixed = varying_keys(rows)
+    for row in rows:
+        job = str(row.get("job"))
+        record = load_record(row)
+        facts.records[job] = record
+        if is_untrained(row) or record.get("untrained") is True:
+            facts.untrained_jobs.append(job)
+        n = num((record.get("environment") or {}).get("concurrent_jobs"))
+        if math.isfinite(n) and n > 1:
+            facts.concurrent_jobs[job] = int(n)
+    return facts

@@ -1,0 +1,159 @@
+"""The mask-overlay grid: image | ground truth | best config | worst config, one row per image.
+
+Reads only what a job saved: ``masks/<image>.json`` (COCO RLE predictions and ground truth) and
+``masks/<image>.png`` (the RGB model input), so a sweep run elsewhere can be drawn later.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from sam_bench.record import PER_IMAGE_FILE
+from sam_bench.report.analysis import SkipPlot, job_label, num, ok_rows
+from sam_bench.report.console import varying_keys
+
+MASKS_DIR = "masks"
+MAX_IMAGES = 4
+MAX_MASKS = 200
+ALPHA = 0.5
+_PALETTE = colormaps["tab20"](np.arange(20))[:, :3]
+
+
+def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
+    """A COCO segmentation (RLE with str/bytes/list counts, or polygons) as a bool HxW mask."""
+    if isinstance(seg, dict):
+        counts = seg["counts"]
+        if isinstance(counts, list):
+            rle = mask_utils.frPyObjects(seg, *seg["size"])
+        else:
+            rle = {
+                "size": seg["size"],
+                "counts": counts.encode() if isinstance(counts, str) else counts,
+            }
+    else:  # polygons
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    return np.asarray(mask_utils.decode(rle), dtype=bool)
+
+
+def _edges(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def paint(image: np.ndarray, masks: list[np.ndarray], grey: list[bool] | None = None) -> np.ndarray:
+    """``image`` (HxWx3 floats in [0, 1]) with each mask blended in its own colour and outlined;
+    large masks first so small ones stay visible. ``grey[i]`` paints mask i grey (crowd)."""
+    out = image.copy()
+    order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
+    for n, i in enumerate(order):
+        m = masks[i]
+        if m.shape != out.shape[:2]:
+            continue
+        colour = np.array([0.6, 0.6, 0.6]) if grey and grey[i] else _PALETTE[n % len(_PALETTE)]
+        out[m] = (1 - ALPHA) * out[m] + ALPHA * colour
+        out[_edges(m)] = colour
+    return out
+
+
+def _load_image(json_path: Path, data: dict[str, Any]) -> np.ndarray:
+    h, w = int(data.get("height") or 1), int(data.get("width") or 1)
+    png = json_path.parent / str(data.get("image_file") or f"{json_path.stem}.png")
+    try:
+        with Image.open(png) as im:
+            return np.asarray(im.convert("RGB"), dtype=float) / 255.0
+    except OSError:
+        return np.full((h, w, 3), 0.5)
+
+
+def _per_image_miou(job_dir: Path) -> dict[str, float]:
+    try:
+        with (job_dir / PER_IMAGE_FILE).open(encoding="utf-8", newline="") as f:
+            return {str(r.get("image_id")): num(r.get("miou")) for r in csv.DictReader(f)}
+    except OSError:
+        return {}
+
+
+def _saved(row: dict[str, Any]) -> dict[str, Path]:
+    """Saved overlay records of a job: image stem -> JSON path."""
+    d = Path(str(row.get("job_dir"))) / MASKS_DIR
+    return {p.stem: p for p in d.glob("*.json")} if d.is_dir() else {}
+
+
+def _sort_key(stem: str) -> tuple[int, str]:
+    return (0, f"{int(stem):012d}") if stem.isdigit() else (1, stem)
+
+
+def _masks(entries: list[dict[str, Any]], h: int, w: int) -> list[np.ndarray]:
+    out = []
+    for entry in entries[:MAX_MASKS]:
+        try:
+            out.append(decode_segmentation(entry["segmentation"], h, w))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def draw_overlays(rows: list[dict[str, Any]]) -> tuple[Figure, str]:
+    """The overlay grid for the best and worst ok job (by mIoU) that saved masks.
+
+    Returns the figure and its title; raises :class:`SkipPlot` when no ok job saved masks.
+    """
+    candidates = [r for r in ok_rows(rows) if not math.isnan(num(r.get("miou"))) and _saved(r)]
+    if not candidates:
+        raise SkipPlot("no ok job with an mIoU saved masks (task.save_masks)")
+    best = max(candidates, key=lambda r: num(r.get("miou")))
+    worst = min(candidates, key=lambda r: num(r.get("miou")))
+    shown = [best] if best is worst else [best, worst]
+    saved = [_saved(r) for r in shown]
+    stems = sorted(set.intersection(*(set(s) for s in saved)), key=_sort_key)[:MAX_IMAGES]
+    if not stems:
+        raise SkipPlot("the best and worst jobs saved masks for no common image")
+    keys, _ = varying_keys(rows)
+    per_image = [_per_image_miou(Path(str(r.get("job_dir")))) for r in shown]
+    ncols = 2 + len(shown)
+    fig = Figure(figsize=(3.2 * ncols, 0.6 + 2.7 * len(stems)), layout="constrained")
+    axes = fig.subplots(len(stems), ncols, squeeze=False)
+    for i, stem in enumerate(stems):
+        ref = json.loads(saved[0][stem].read_text(encoding="utf-8"))
+        image = _load_image(saved[0][stem], ref)
+        h, w = image.shape[:2]
+        gt = ref.get("ground_truth") or []
+        gt_masks = _masks(gt, h, w)
+        crowd = [str(g.get("iscrowd")).lower() in ("1", "true") for g in gt[: len(gt_masks)]]
+        panels = [
+            (image, f"image {ref.get('image_id', stem)}"),
+            (paint(image, gt_masks, crowd), f"ground truth ({len(gt_masks)})"),
+        ]
+        for k, row in enumerate(shown):
+            data = json.loads(saved[k][stem].read_text(encoding="utf-8"))
+            preds = _masks(data.get("masks") or [], h, w)
+            which = "best" if k == 0 else "worst"
+            miou = per_image[k].get(str(data.get("image_id", stem)), math.nan)
+            panels.append(
+                (
+                    paint(image, preds),
+                    f"{which} #{row.get('job')}: {len(preds)} masks, mIoU {miou:.3f}",
+                )
+            )
+        for ax, (pixels, title) in zip(axes[i], panels, strict=True):
+            ax.imshow(np.clip(pixels, 0, 1))
+            ax.set_title(title, fontsize=8)
+            ax.set_axis_off()
+    lines = [f"{w}: {job_label(r, keys)}" for w, r in zip(("best", "worst"), shown, strict=False)]
+    title = "Mask overlays (best / worst config by mIoU)\n" + "\n".join(lines)
+    return fig, title
