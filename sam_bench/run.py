@@ -13,6 +13,7 @@ import random
 import time
 import traceback
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,36 @@ def describe_job(cfg: Config, overrides: list[str], n_images: int | None) -> str
     )
 
 
+@dataclass
+class JobSpec:
+    """One job as Hydra hands it over."""
+
+    cfg_node: DictConfig
+    job_dir: Path
+    overrides: list[str]
+    job_num: int | None = None
+    sweep_dir: Path | None = None
+    """The multirun's directory (``None`` for a single run); trackers find the parent run."""
+    concurrent_jobs: int = 1
+    """How many jobs share the machine (recorded so contended latency can be flagged)."""
+
+
+#: Outcomes computed ahead of their jobs by the grouping launcher, keyed by job directory.
+_PRECOMPUTED: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+
+
+def _key(job_dir: Path) -> str:
+    return str(Path(job_dir).resolve())
+
+
+def precompute_group(specs: list[JobSpec], base_dir: Path) -> None:
+    """Run jobs that share everything but AMG post-processing as one group (image by image,
+    one encoder + decoder pass), and keep each outcome until :func:`run_job` of that job
+    writes it. Used by the grouping launcher (``hydra_plugins.sam_bench_launcher``)."""
+    for spec, outcome in zip(specs, _run_specs(specs, base_dir), strict=True):
+        _PRECOMPUTED[_key(spec.job_dir)] = outcome
+
+
 def run_job(
     cfg_node: DictConfig,
     job_dir: Path,
@@ -62,60 +93,102 @@ def run_job(
     """Run one configuration and write ``result.json`` + ``per_image.csv`` into ``job_dir``.
 
     Returns the record (also on failure; ``record["status"]`` tells). ``dry_run`` prints the
-    job and writes nothing. ``sweep_dir`` is the multirun's directory (``None`` for a single
-    run); trackers use it to find the sweep's parent run. ``concurrent_jobs`` (how many jobs
-    share the machine) is recorded so latency measured under contention can be flagged.
+    job and writes nothing. A job the grouping launcher computed ahead only writes its outcome.
     """
-    from sam_bench.data.registry import build_dataset
     from sam_bench.tracking import build_tracker, safely
 
-    base_dir = base_dir or Path.cwd()
-    record = new_record()
-    record["overrides"] = list(overrides)
-    record["job"] = {"num": job_num, "dir": str(job_dir)}
-    record["config"] = OmegaConf.to_container(cfg_node, resolve=True)
-    started = time.time()
-    record["job"]["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rows: list[dict[str, Any]] = []
-    try:
-        cfg = to_typed(cfg_node)  # range checks, before anything is built
-        record["task"] = cfg.task.name
-        dataset = build_dataset(cfg.dataset, base_dir)
-        refs = dataset.refs()
-        if cfg.dry_run:
-            prefix = f"[dry run] #{job_num}" if job_num is not None else "[dry run]"
-            print(f"{prefix} {describe_job(cfg, overrides, len(refs))}", flush=True)
-            record["status"] = "dry_run"
-            return record
-        rows = _execute(cfg, dataset, refs, job_dir, record, concurrent_jobs)
-    except SamBenchError as e:
-        record["status"], record["error"] = "failed", str(e)
-        log.error("%s", e)
-    except Exception as e:  # unexpected: keep the traceback next to the record
-        record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
-        job_dir.mkdir(parents=True, exist_ok=True)
-        (job_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        log.exception("job failed")
-    finally:
-        if record["status"] != "dry_run":
-            record["job"]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            record["job"]["duration_s"] = time.time() - started
-            write_json(job_dir / RESULT_FILE, record)
-            write_rows_csv(job_dir / PER_IMAGE_FILE, rows or [{"image_id": None, "error": None}])
-            tracker = build_tracker(cfg_node.get("tracking"))
-            safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
+    spec = JobSpec(cfg_node, job_dir, list(overrides), job_num, sweep_dir, concurrent_jobs)
+    pre = _PRECOMPUTED.pop(_key(job_dir), None)
+    record, rows = pre if pre is not None else _run_specs([spec], base_dir or Path.cwd())[0]
+    if record["status"] == "dry_run":
+        return record
+    write_json(job_dir / RESULT_FILE, record)
+    write_rows_csv(job_dir / PER_IMAGE_FILE, rows or [{"image_id": None, "error": None}])
+    tracker = build_tracker(cfg_node.get("tracking"))
+    safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
     return record
 
 
+def _new_record(spec: JobSpec) -> dict[str, Any]:
+    record = new_record()
+    record["overrides"] = list(spec.overrides)
+    record["job"] = {
+        "num": spec.job_num,
+        "dir": str(spec.job_dir),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    record["config"] = OmegaConf.to_container(spec.cfg_node, resolve=True)
+    return record
+
+
+def _fail(record: dict[str, Any], e: BaseException, job_dir: Path) -> None:
+    if isinstance(e, SamBenchError):
+        record["status"], record["error"] = "failed", str(e)
+        log.error("%s", e)
+        return
+    record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
+    job_dir.mkdir(parents=True, exist_ok=True)  # unexpected: keep the traceback
+    (job_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+    log.exception("job failed")
+
+
+def _run_specs(
+    specs: list[JobSpec], base_dir: Path
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Validate, build and run jobs as one group; returns (record, rows) per job."""
+    from sam_bench.data.registry import build_dataset
+
+    started = time.time()
+    records = [_new_record(s) for s in specs]
+    rows: list[list[dict[str, Any]]] = [[] for _ in specs]
+    live: list[tuple[int, Config]] = []
+    for i, spec in enumerate(specs):
+        try:
+            cfg = to_typed(spec.cfg_node)  # range checks, before anything is built
+            records[i]["task"] = cfg.task.name
+            live.append((i, cfg))
+        except Exception as e:
+            _fail(records[i], e, spec.job_dir)
+    if live:
+        try:
+            lead = live[0][1]
+            dataset = build_dataset(lead.dataset, base_dir)
+            refs = dataset.refs()
+            if lead.dry_run:
+                for i, cfg in live:
+                    num = specs[i].job_num
+                    prefix = "[dry run]" if num is None else f"[dry run] #{num}"
+                    print(
+                        f"{prefix} {describe_job(cfg, specs[i].overrides, len(refs))}", flush=True
+                    )
+                    records[i]["status"] = "dry_run"
+            else:
+                outs = _execute(
+                    [cfg for _, cfg in live],
+                    dataset,
+                    refs,
+                    [specs[i] for i, _ in live],
+                    [records[i] for i, _ in live],
+                )
+                for (i, _), r in zip(live, outs, strict=True):
+                    rows[i] = r
+        except Exception as e:
+            for i, _ in live:
+                _fail(records[i], e, specs[i].job_dir)
+    for record in records:
+        record["job"]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record["job"]["duration_s"] = time.time() - started
+    return list(zip(records, rows, strict=True))
+
+
 def _execute(
-    cfg: Config,
+    cfgs: list[Config],
     dataset: Any,
     refs: list[Any],
-    job_dir: Path,
-    record: dict[str, Any],
-    concurrent_jobs: int,
-) -> list[dict[str, Any]]:
-    """Build the model, run the task, fill ``record``; returns the per-image rows."""
+    specs: list[JobSpec],
+    records: list[dict[str, Any]],
+) -> list[list[dict[str, Any]]]:
+    """Build the model once, run the task for every job, fill the records; returns rows."""
     from sam_bench import environment
     from sam_bench.metrics.cost import PeakRSS
     from sam_bench.models.build import UNTRAINED_BANNER, build_model
@@ -123,23 +196,56 @@ def _execute(
 
     # sam2 modules call torch.jit.script at import; torch >= 2.10 warns about it on every job.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
+    lead = cfgs[0]
     if not refs:
-        raise SamBenchError(f"dataset {cfg.dataset.name!r} has no images")
-    device = environment.resolve_device(cfg.device)
-    record["environment"] = environment.describe(device, cfg.dtype)
-    record["environment"]["concurrent_jobs"] = concurrent_jobs
-    record["dataset"] = {
-        "name": cfg.dataset.name,
-        "format": cfg.dataset.format,
+        raise SamBenchError(f"dataset {lead.dataset.name!r} has no images")
+    device = environment.resolve_device(lead.device)
+    env = environment.describe(device, lead.dtype)
+    data_info = {
+        "name": lead.dataset.name,
+        "format": lead.dataset.format,
         "n_images": len(refs),
         "fingerprint": dataset.fingerprint(),
     }
-    task_cls = get_task(cfg.task.name)
+    for record, spec in zip(records, specs, strict=True):
+        record["environment"] = {**env, "concurrent_jobs": spec.concurrent_jobs}
+        record["dataset"] = dict(data_info)
+    task_cls = get_task(lead.task.name)
     rss = PeakRSS().start()
-    seed_everything(cfg.seed)
+    seed_everything(lead.seed)
     t0 = time.perf_counter()
-    model, weights = build_model(cfg.model, device, cfg.seed, progress=cfg.progress)
+    model, weights = build_model(lead.model, device, lead.seed, progress=lead.progress)
     build_s = time.perf_counter() - t0
+    if weights.untrained:
+        log.warning("%s", UNTRAINED_BANNER)
+    ctxs = [
+        JobContext(
+            cfg=cfg, device=device, model=model, weights=weights, dataset=dataset, refs=refs,
+            job_dir=spec.job_dir,
+        )
+        for cfg, spec in zip(cfgs, specs, strict=True)
+    ]  # fmt: skip
+    run_group = getattr(task_cls, "run_group", None)
+    results = [task_cls(ctxs[0]).run()] if run_group is None or len(ctxs) == 1 else run_group(ctxs)
+    peak_rss = rss.stop()
+    group = [s.job_num for s in specs] if len(specs) > 1 else None
+    for record, result in zip(records, results, strict=True):
+        _fill(record, result, weights, build_s, peak_rss, rss.method, group)
+    return [r.rows for r in results]
+
+
+def _fill(
+    record: dict[str, Any],
+    result: Any,
+    weights: Any,
+    build_s: float,
+    peak_rss: float,
+    rss_method: str,
+    group: list[int | None] | None,
+) -> None:
+    """Record one job's outcome (status from its images)."""
+    from sam_bench.models.build import UNTRAINED_BANNER
+
     record["weights"] = {
         "kind": weights.kind,
         "label": weights.label,
@@ -150,32 +256,18 @@ def _execute(
         "fallback_reason": weights.fallback_reason,
     }
     record["untrained"] = weights.untrained
-    if weights.untrained:
-        record["banner"] = UNTRAINED_BANNER
-        log.warning("%s", UNTRAINED_BANNER)
-    ctx = JobContext(
-        cfg=cfg,
-        device=device,
-        model=model,
-        weights=weights,
-        dataset=dataset,
-        refs=refs,
-        job_dir=job_dir,
-    )
-    result = task_cls(ctx).run()
+    record["banner"] = UNTRAINED_BANNER if weights.untrained else None
     metrics = dict(result.metrics)
-    metrics["peak_rss_mb"] = rss.stop()
+    metrics["peak_rss_mb"] = peak_rss  # of the whole group when jobs ran grouped
     metrics["model_build_s"] = build_s
-    record["environment"]["peak_rss_method"] = rss.method
+    record["environment"]["peak_rss_method"] = rss_method
     record["metrics"] = metrics
-    record["task_info"] = result.info
+    record["task_info"] = {**result.info, "grouped_with_jobs": group}
     record["image_errors"] = result.image_errors
     n_ok = sum(1 for r in result.rows if r.get("error") is None)
     if n_ok == 0:
+        first = result.image_errors[0]["error"] if result.image_errors else "?"
         record["status"] = "failed"
-        record["error"] = f"all {len(result.rows)} images failed; first: " + (
-            result.image_errors[0]["error"] if result.image_errors else "?"
-        )
+        record["error"] = f"all {len(result.rows)} images failed; first: {first}"
     else:
         record["status"] = "partial" if result.image_errors else "ok"
-    return result.rows

@@ -1,6 +1,8 @@
 """AMG engines: what turns an RGB image into scored masks.
 
-``reference`` is sam2's official ``SAM2AutomaticMaskGenerator``. Every engine fills the
+``reference`` is sam2's official ``SAM2AutomaticMaskGenerator``; ``fast`` (the default) gives
+the same masks from shared encoder / decoder passes (:mod:`sam_bench.engines.fast`). Every
+engine fills the
 ``encoder`` / ``decoder`` / ``postprocess`` stages of the :class:`StageTimes` it is given and
 returns :class:`MaskRecord` s, so tasks, metrics and records never depend on the engine.
 """
@@ -13,10 +15,10 @@ from collections.abc import Callable
 import torch
 
 from sam_bench.config import Config
-from sam_bench.engines.base import AMGEngine, MaskRecord
+from sam_bench.engines.base import AMGEngine, GroupEngine, MaskRecord, SingleAsGroup
 from sam_bench.errors import ConfigError
 
-__all__ = ["AMGEngine", "MaskRecord", "build_engine"]
+__all__ = ["AMGEngine", "GroupEngine", "MaskRecord", "build_engine", "build_group_engine"]
 
 
 def _reference(model: torch.nn.Module, cfg: Config, device: torch.device) -> AMGEngine:
@@ -25,7 +27,14 @@ def _reference(model: torch.nn.Module, cfg: Config, device: torch.device) -> AMG
     return ReferenceEngine(model, cfg.amg, device, dtype=cfg.dtype)
 
 
+def _fast(model: torch.nn.Module, cfg: Config, device: torch.device) -> AMGEngine:
+    from sam_bench.engines.fast import FastEngine
+
+    return FastEngine(model, cfg.amg, device, dtype=cfg.dtype)
+
+
 ENGINES: dict[str, Callable[[torch.nn.Module, Config, torch.device], AMGEngine]] = {
+    "fast": _fast,
     "reference": _reference,
 }
 
@@ -39,3 +48,17 @@ def build_engine(model: torch.nn.Module, cfg: Config, device: torch.device) -> A
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError("engine", f"unknown engine {cfg.engine!r}{hint}") from None
     return factory(model, cfg, device)
+
+
+def build_group_engine(
+    model: torch.nn.Module, cfgs: list[Config], device: torch.device
+) -> GroupEngine:
+    """An engine serving several jobs at once. Only ``fast`` shares work between jobs (they
+    must share a candidate key); any engine serves a single job."""
+    if len(cfgs) == 1:
+        return SingleAsGroup(build_engine(model, cfgs[0], device))
+    if any(c.engine != "fast" for c in cfgs):
+        raise ValueError("only engine=fast can serve several jobs at once")
+    from sam_bench.engines.fast import FastAMG
+
+    return FastAMG(model, [c.amg for c in cfgs], device, dtype=cfgs[0].dtype)

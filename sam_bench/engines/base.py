@@ -35,3 +35,25 @@ class AMGEngine(Protocol):
     def generate(self, image: np.ndarray, times: StageTimes) -> list[MaskRecord]:
         """Masks for an HxWx3 uint8 RGB image."""
         ...
+
+
+class GroupEngine(Protocol):
+    """Generates masks for several jobs' configurations from one image."""
+
+    cc_impl: str
+
+    def generate_many(self, image: np.ndarray, times: list[StageTimes]) -> list[list[MaskRecord]]:
+        """Masks per configuration; ``times[j]`` receives configuration j's stage times."""
+        ...
+
+
+class SingleAsGroup:
+    """A single-configuration engine seen as a group of one."""
+
+    def __init__(self, engine: AMGEngine) -> None:
+        self.engine = engine
+        self.cc_impl = engine.cc_impl
+
+    def generate_many(self, image: np.ndarray, times: list[StageTimes]) -> list[list[MaskRecord]]:
+        (t,) = times
+        return [self.engine.generate(image, t)]

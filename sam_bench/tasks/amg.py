@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from sam_bench.data.base import GroundTruth
-from sam_bench.engines import MaskRecord, build_engine
+from sam_bench.data.base import GroundTruth, ImageRef
+from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
 from sam_bench.errors import SampleError
 from sam_bench.metrics.cost import STAGES, Clock, GpuPeak, StageTimes, latency_summary
 from sam_bench.metrics.instance import InstanceEvaluator
@@ -66,130 +66,188 @@ def prediction_entries(image_id: str, masks: list[MaskRecord]) -> list[dict[str,
     ]
 
 
+class _Member:
+    """One job of a (possibly grouped) run: its evaluator, rows and outputs."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.evaluator = InstanceEvaluator()
+        self.rows: list[dict[str, Any]] = []
+        self.errors: list[dict[str, str]] = []
+        self.predictions: list[dict[str, Any]] = []
+        self.saved = 0
+
+    def fail(self, row: dict[str, Any], ref: ImageRef, reason: str) -> None:
+        row["error"] = reason
+        self.errors.append({"image_id": ref.image_id, "path": str(ref.path), "error": reason})
+        self.rows.append(row)
+
+
 class AMGTask:
-    """Benchmark of the automatic mask generator on a labelled instance dataset."""
+    """Benchmark of the automatic mask generator on a labelled instance dataset.
+
+    Runs one job, or a group of jobs that share everything but AMG post-processing
+    (:meth:`run_group`): then each image is read, preprocessed, encoded and decoded once, and
+    every job post-processes the shared candidates (see :mod:`sam_bench.engines.fast`).
+    """
 
     name = "amg"
 
     def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
-        self.clock = Clock(ctx.device)
-        self.gpu = GpuPeak(ctx.device)
-        self.engine = build_engine(ctx.model, ctx.cfg, ctx.device)
-
-    def _warmup(self) -> None:
-        """One untimed pass on the first image that loads (nothing is recorded)."""
-        for ref in self.ctx.refs:
-            try:
-                sample = self.ctx.dataset.load(ref)
-                image, _ = to_model_input(sample.raw, self.ctx.cfg.preprocess)
-            except SampleError:
-                continue
-            self.engine.generate(image, StageTimes())
-            return
 
     def run(self) -> TaskResult:
-        ctx = self.ctx
-        cfg = ctx.cfg
-        if cfg.warmup:
-            self._warmup()
-        evaluator = InstanceEvaluator()
-        rows: list[dict[str, Any]] = []
-        errors: list[dict[str, str]] = []
-        predictions: list[dict[str, Any]] = []
-        saved = 0
-        bar = tqdm(ctx.refs, desc="images", unit="img", disable=not cfg.progress, leave=False)
+        return self.run_group([self.ctx])[0]
+
+    @staticmethod
+    def run_group(ctxs: list[JobContext]) -> list[TaskResult]:
+        """Run jobs that share model, data, preprocessing and decoder candidates."""
+        lead = ctxs[0]
+        clock = Clock(lead.device)
+        gpu = GpuPeak(lead.device)
+        engine = build_group_engine(lead.model, [c.cfg for c in ctxs], lead.device)
+        members = [_Member(c) for c in ctxs]
+        if lead.cfg.warmup:
+            _warmup(lead, engine, len(members))
+        desc = "images" if len(members) == 1 else f"images ({len(members)} jobs)"
+        bar = tqdm(lead.refs, desc=desc, unit="img", disable=not lead.cfg.progress, leave=False)
         for ref in bar:
-            row: dict[str, Any] = {"image_id": ref.image_id, "path": str(ref.path)}
-            times = StageTimes()
+            base: dict[str, Any] = {"image_id": ref.image_id, "path": str(ref.path)}
+            times = [StageTimes() for _ in members]
             try:
-                sample = ctx.dataset.load(ref)
-                with times.measure("preprocess", self.clock):
-                    image, steps = to_model_input(sample.raw, cfg.preprocess)
-                row.update(
+                sample = lead.dataset.load(ref)
+                t0 = clock.now()
+                image, steps = to_model_input(sample.raw, lead.cfg.preprocess)
+                for t in times:
+                    t.add("preprocess", clock.now() - t0)
+                base.update(
                     height=image.shape[0],
                     width=image.shape[1],
                     stored_as=sample.raw.mode,
                     conversion="; ".join([*sample.raw.notes, *steps]),
                 )
-                self.gpu.reset()
-                masks = self.engine.generate(image, times)
-                row["gpu_peak_mb"] = self.gpu.peak_mb()
-                with times.measure("metrics", self.clock):
-                    row.update(
-                        evaluator.process(
-                            ref.image_id,
-                            [m.rle for m in masks],
-                            [m.predicted_iou for m in masks],
-                            sample.gt,
-                        )
-                    )
-                if cfg.save_predictions or saved < cfg.task.save_masks:
-                    entries = prediction_entries(ref.image_id, masks)
-                    if saved < cfg.task.save_masks:
-                        self._save_masks(ref.image_id, ref.path, image, sample.gt, entries)
-                        saved += 1
-                    if cfg.save_predictions:
-                        predictions.extend(entries)
-                row.update(times.ms())
-                row["error"] = None
+                gpu.reset()
+                masks = engine.generate_many(image, times)
+                base["gpu_peak_mb"] = gpu.peak_mb()
             except Exception as e:  # one image must never sink the job
                 reason = e.reason if isinstance(e, SampleError) else f"{type(e).__name__}: {e}"
                 log.error("image %s (%s) failed: %s", ref.image_id, ref.path, reason)
-                row["error"] = reason
-                errors.append({"image_id": ref.image_id, "path": str(ref.path), "error": reason})
-            rows.append(row)
-        if cfg.save_predictions:
-            write_json(ctx.job_dir / PREDICTIONS_FILE, {"predictions": predictions})
-        ok = [r for r in rows if r.get("error") is None]
-        metrics = evaluator.evaluate() if ok else {}
-        metrics.update(latency_summary([r["latency_ms"] for r in ok]))
-        for stage in STAGES:
-            vals = [r[f"{stage}_ms"] for r in ok]
-            metrics[f"{stage}_ms_mean"] = float(np.mean(vals)) if vals else float("nan")
-        gpu = [r["gpu_peak_mb"] for r in ok if np.isfinite(r["gpu_peak_mb"])]
-        metrics["peak_gpu_mem_mb"] = max(gpu) if gpu else float("nan")
-        metrics["n_images_ok"] = len(ok)
-        metrics["n_image_errors"] = len(errors)
-        info = {
-            "engine": cfg.engine,
-            "cc_impl": self.engine.cc_impl,
-            "min_mask_region_area_applied": cfg.amg.min_mask_region_area > 0,
-            "prompts_per_image": prompts_per_image(ctx),
-        }
-        return TaskResult(rows=rows, metrics=metrics, image_errors=errors, info=info)
+                for m in members:
+                    m.fail(dict(base), ref, reason)
+                continue
+            for j, (m, t) in enumerate(zip(members, times, strict=True)):
+                row = dict(base)
+                try:
+                    _score(m, ref, image, sample.gt, masks[j], t, clock, row)
+                except Exception as e:
+                    m.fail(row, ref, f"{type(e).__name__}: {e}")
+                    continue
+                # the time this job added: shared stages count for the group's first job only
+                shared = sum(t.seconds[k] for k in ("preprocess", "encoder", "decoder"))
+                own = t.seconds["postprocess"] + (shared if j == 0 else 0.0)
+                row["marginal_ms"] = own * 1000.0
+                m.rows.append(row)
+        return [_result(m, engine.cc_impl) for m in members]
 
-    def _save_masks(
-        self,
-        image_id: str,
-        path: Path,
-        image: np.ndarray,
-        gt: GroundTruth,
-        entries: list[dict[str, Any]],
-    ) -> None:
-        """``masks/<id>.json`` (predicted + ground-truth RLEs) and ``masks/<id>.png`` (the model
-        input), so overlays can be drawn from the sweep directory alone."""
-        out = self.ctx.job_dir / MASKS_DIR
-        stem = safe_name(image_id)
-        out.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(out / f"{stem}.png")
-        gt_entries = [
-            {"segmentation": {"size": list(r["size"]), "counts": _counts_str(r["counts"])},
-             "iscrowd": bool(c)}
-            for r, c in zip(gt.rles, gt.iscrowd, strict=True)
-        ]  # fmt: skip
-        write_json(
-            out / f"{stem}.json",
-            {
-                "image_id": image_id,
-                "path": str(path),
-                "image_file": f"{stem}.png",
-                "height": int(image.shape[0]),
-                "width": int(image.shape[1]),
-                "masks": entries,
-                "ground_truth": gt_entries,
-            },
+
+def _warmup(ctx: JobContext, engine: GroupEngine, n: int) -> None:
+    """One untimed pass on the first image that loads (nothing is recorded)."""
+    for ref in ctx.refs:
+        try:
+            sample = ctx.dataset.load(ref)
+            image, _ = to_model_input(sample.raw, ctx.cfg.preprocess)
+        except SampleError:
+            continue
+        engine.generate_many(image, [StageTimes() for _ in range(n)])
+        return
+
+
+def _score(
+    m: _Member,
+    ref: ImageRef,
+    image: np.ndarray,
+    gt: GroundTruth,
+    masks: list[MaskRecord],
+    times: StageTimes,
+    clock: Clock,
+    row: dict[str, Any],
+) -> None:
+    """Metrics and saved outputs of one job for one image; fills ``row``."""
+    with times.measure("metrics", clock):
+        row.update(
+            m.evaluator.process(
+                ref.image_id, [k.rle for k in masks], [k.predicted_iou for k in masks], gt
+            )
         )
+    if m.cfg.save_predictions or m.saved < m.cfg.task.save_masks:
+        entries = prediction_entries(ref.image_id, masks)
+        if m.saved < m.cfg.task.save_masks:
+            _save_masks(m.ctx.job_dir, ref.image_id, ref.path, image, gt, entries)
+            m.saved += 1
+        if m.cfg.save_predictions:
+            m.predictions.extend(entries)
+    row.update(times.ms())
+    row["error"] = None
+
+
+def _result(m: _Member, cc_impl: str) -> TaskResult:
+    """Aggregate one job's rows."""
+    cfg = m.cfg
+    if cfg.save_predictions:
+        write_json(m.ctx.job_dir / PREDICTIONS_FILE, {"predictions": m.predictions})
+    ok = [r for r in m.rows if r.get("error") is None]
+    metrics = m.evaluator.evaluate() if ok else {}
+    metrics.update(latency_summary([r["latency_ms"] for r in ok]))
+    for stage in STAGES:
+        vals = [r[f"{stage}_ms"] for r in ok]
+        metrics[f"{stage}_ms_mean"] = float(np.mean(vals)) if vals else float("nan")
+    marginal = [r["marginal_ms"] for r in ok]
+    metrics["marginal_ms_mean"] = float(np.mean(marginal)) if marginal else float("nan")
+    gpu = [r["gpu_peak_mb"] for r in ok if np.isfinite(r["gpu_peak_mb"])]
+    metrics["peak_gpu_mem_mb"] = max(gpu) if gpu else float("nan")
+    metrics["n_images_ok"] = len(ok)
+    metrics["n_image_errors"] = len(m.errors)
+    info = {
+        "engine": cfg.engine,
+        "cc_impl": cc_impl,
+        "min_mask_region_area_applied": cfg.amg.min_mask_region_area > 0,
+        "prompts_per_image": prompts_per_image(m.ctx),
+    }
+    return TaskResult(rows=m.rows, metrics=metrics, image_errors=m.errors, info=info)
+
+
+def _save_masks(
+    job_dir: Path,
+    image_id: str,
+    path: Path,
+    image: np.ndarray,
+    gt: GroundTruth,
+    entries: list[dict[str, Any]],
+) -> None:
+    """``masks/<id>.json`` (predicted + ground-truth RLEs) and ``masks/<id>.png`` (the model
+    input), so overlays can be drawn from the sweep directory alone."""
+    out = job_dir / MASKS_DIR
+    stem = safe_name(image_id)
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out / f"{stem}.png")
+    gt_entries = [
+        {"segmentation": {"size": list(r["size"]), "counts": _counts_str(r["counts"])},
+         "iscrowd": bool(c)}
+        for r, c in zip(gt.rles, gt.iscrowd, strict=True)
+    ]  # fmt: skip
+    write_json(
+        out / f"{stem}.json",
+        {
+            "image_id": image_id,
+            "path": str(path),
+            "image_file": f"{stem}.png",
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "masks": entries,
+            "ground_truth": gt_entries,
+        },
+    )
 
 
 def _counts_str(counts: bytes | str) -> str:

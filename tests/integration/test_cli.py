@@ -182,3 +182,41 @@ def test_failed_job_and_bad_image_do_not_stop_the_sweep(tmp_path: Path) -> None:
     bad = [r for r in per_image if r["error"]]
     assert len(bad) == 1 and first["file_name"] in bad[0]["path"]
     assert "did not finish cleanly" in proc.stderr
+
+
+def _predictions(job_dir: Path) -> list[tuple]:
+    data = json.loads((job_dir / "predictions.json").read_text())["predictions"]
+    return sorted(
+        (p["image_id"], p["segmentation"]["counts"], p["predicted_iou"], p["stability_score"])
+        for p in data
+    )
+
+
+def test_fast_and_reference_jobs_write_the_same_predictions(tmp_path: Path) -> None:
+    """Issue 4's check: engine=fast,reference pairs agree; fast jobs are computed grouped."""
+    out = tmp_path / "OUT"
+    proc = sam_bench(
+        ["-m", "model.weights=random", "engine=fast,reference", "save_predictions=true",
+         "tracking=none", "amg.points_per_side=4", "amg.pred_iou_thresh=0.0,0.5",
+         "amg.stability_score_thresh=0.0,0.5", "amg.box_nms_thresh=1.0", "dataset.limit=2",
+         f"hydra.sweep.dir={out}"],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv(out / "summary.csv")
+    assert len(rows) == 8
+    pairs: dict[tuple[str, str], dict[str, Path]] = {}
+    for r in rows:
+        key = (r["amg.pred_iou_thresh"], r["amg.stability_score_thresh"])
+        pairs.setdefault(key, {})[r["engine"]] = out / r["job"]
+    n_masks = 0
+    for key, jobs in pairs.items():
+        fast, ref = _predictions(jobs["fast"]), _predictions(jobs["reference"])
+        assert [p[:2] for p in fast] == [p[:2] for p in ref], key
+        for a, b in zip(fast, ref, strict=True):
+            assert abs(a[2] - b[2]) <= 1e-4 and abs(a[3] - b[3]) <= 1e-4
+        n_masks += len(fast)
+        rec = json.loads((jobs["fast"] / "result.json").read_text())
+        assert len(rec["task_info"]["grouped_with_jobs"]) == 4, "the 4 fast jobs share work"
+        assert rec["metrics"]["encoder_ms_mean"] > 0, "shared stages count in every job"
+    assert n_masks > 0

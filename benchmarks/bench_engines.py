@@ -1,0 +1,93 @@
+"""Fast vs reference AMG engine: whole `python -m sam_bench` commands timed side by side.
+
+Runs on the embedded synthetic dataset with random weights on CPU (sam2.1 tiny) and prints
+wall-clock times and their ratios, all measured in this one run (machines are noisy: compare
+ratios, not absolute times). Untrained weights keep unusual numbers of masks, so speedups with
+trained weights may differ.
+
+    .venv/bin/python benchmarks/bench_engines.py                 # all three benchmarks
+    .venv/bin/python benchmarks/bench_engines.py threshold       # one of: threshold keep_all mixed
+    .venv/bin/python benchmarks/bench_engines.py --images 2      # more images (slower)
+
+Benchmarks:
+- threshold: 9 configurations (pred_iou_thresh x stability_score_thresh, 3 x 3, 16x16 grid)
+  with the fast engine, the same 9 with the reference engine, and 1 configuration (fast).
+  Target: fast 9 <= 1.5 x fast 1 (the reference costs ~9 x).
+- keep_all: one configuration that keeps every candidate (16x16, thresholds 0,
+  box_nms_thresh=1.0): fast vs reference. Target: fast >= 2 x faster.
+- mixed: points_per_side=8,16 x 3 IoU thresholds (6 jobs): fast vs reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COMMON = ["model.weights=random", "tracking=none", "progress=false", "warmup=false"]
+THRESH = ["amg.pred_iou_thresh=0.0,0.5,0.8", "amg.stability_score_thresh=0.0,0.5,0.9"]
+KEEP_ALL = ["amg.pred_iou_thresh=0", "amg.stability_score_thresh=0", "amg.box_nms_thresh=1.0"]
+
+
+def timed(args: list[str], images: int, label: str) -> float:
+    """Wall time of one whole command (start-up, model build and every job included)."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "sam_bench", "-m", *COMMON, f"dataset.limit={images}",
+               *args, f"hydra.sweep.dir={out}"]  # fmt: skip
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            sys.exit(f"{label} failed:\n{proc.stderr[-3000:]}")
+        n_jobs = len(list(Path(out).glob("*/result.json")))
+    print(f"  {label:<44} {n_jobs} jobs  {seconds:8.1f} s", flush=True)
+    return seconds
+
+
+def threshold(images: int) -> None:
+    print("threshold sweep (16x16 grid, 3 x 3 thresholds)")
+    grid = ["amg.points_per_side=16"]
+    fast9 = timed(["engine=fast", *grid, *THRESH], images, "fast, 9 configurations")
+    ref9 = timed(["engine=reference", *grid, *THRESH], images, "reference, 9 configurations")
+    fast1 = timed(["engine=fast", *grid], images, "fast, 1 configuration")
+    print(f"  fast 9 / fast 1       = {fast9 / fast1:5.2f}x   (target <= 1.5x)")
+    print(f"  reference 9 / fast 1  = {ref9 / fast1:5.2f}x")
+    print(f"  reference 9 / fast 9  = {ref9 / fast9:5.2f}x faster\n")
+
+
+def keep_all(images: int) -> None:
+    print("one configuration keeping every candidate (16x16, thresholds 0, NMS 1.0)")
+    args = ["amg.points_per_side=16", *KEEP_ALL]
+    fast = timed(["engine=fast", *args], images, "fast")
+    ref = timed(["engine=reference", *args], images, "reference")
+    print(f"  reference / fast      = {ref / fast:5.2f}x faster   (target >= 2x)\n")
+
+
+def mixed(images: int) -> None:
+    print("mixed sweep (points_per_side=8,16 x 3 IoU thresholds)")
+    args = ["amg.points_per_side=8,16", "amg.pred_iou_thresh=0.0,0.5,0.8"]
+    fast = timed(["engine=fast", *args], images, "fast, 6 configurations")
+    ref = timed(["engine=reference", *args], images, "reference, 6 configurations")
+    print(f"  reference / fast      = {ref / fast:5.2f}x faster\n")
+
+
+BENCHMARKS = {"threshold": threshold, "keep_all": keep_all, "mixed": mixed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", nargs="*", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--images", type=int, default=1, help="images of the embedded dataset")
+    args = parser.parse_args()
+    unknown = [w for w in args.which if w not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    for name in args.which or BENCHMARKS:
+        BENCHMARKS[name](args.images)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""The fast AMG engine: one encoder + decoder pass shared by many configurations.
+
+It reproduces ``SAM2AutomaticMaskGenerator.generate`` step by step, with the same sam2
+functions on the same tensors, so the masks are identical (``tests/integration/
+test_fast_engine.py`` checks it against the reference engine). Three things differ:
+
+* **Sharing.** For each image, the image encoder runs once per crop and the mask decoder
+  (plus the m2m refinement) once per prompt batch, for every configuration that shares the
+  *candidate key* (:func:`candidate_key`: model, weights, image, preprocessing, dtype, point
+  grid, crop settings, ``multimask_output``, ``use_m2m``, ``points_per_batch``). Each
+  configuration then post-processes those candidates on its own: ``pred_iou_thresh``,
+  ``stability_score_thresh`` / ``_offset``, ``mask_threshold``, ``box_nms_thresh``,
+  ``crop_nms_thresh`` and ``min_mask_region_area`` (hole filling / island removal on the
+  low-res logits, as upstream does) never touch the shared results.
+* **Order of cheap filters.** Candidates are filtered by predicted IoU *before* their logits
+  are upsampled (upstream upsamples every candidate first); upsampling, hole filling and the
+  stability score are per mask, so the kept masks are the same.
+* **Upstream slow spots removed.** No ``MaskData.cat`` deep copy of RLE lists, no per-mask
+  device sync in RLE encoding (masks are encoded by pycocotools in C, in chunks).
+
+Timing: the shared encoder / decoder seconds are added in full to every configuration's
+:class:`StageTimes`, so a configuration's latency is what it would cost alone. Upsampling of
+the kept logits counts as post-processing here (upstream counts it inside the decoder call).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from sam_bench.config import AMGConfig
+from sam_bench.engines.base import MaskRecord
+from sam_bench.metrics.cost import Clock, StageTimes
+from sam_bench.models import connected_components
+
+#: AMG settings that only change post-processing (everything else changes the candidates).
+POSTPROCESS_KEYS = (
+    "name",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "mask_threshold",
+    "box_nms_thresh",
+    "crop_nms_thresh",
+    "min_mask_region_area",
+    "output_mode",
+    "postfilter",
+)
+
+_RLE_CHUNK = 64
+
+
+def candidate_key(amg: AMGConfig) -> tuple[Any, ...]:
+    """The AMG settings that decide the decoder candidates (equal keys can share them)."""
+    grids = None if amg.point_grids is None else str(amg.point_grids)
+    return (
+        amg.points_per_side,
+        grids,
+        amg.points_per_batch,
+        amg.crop_n_layers,
+        amg.crop_overlap_ratio,
+        amg.crop_n_points_downscale_factor,
+        amg.use_m2m,
+        amg.multimask_output,
+    )
+
+
+@dataclass
+class _Kept:
+    """Masks one configuration kept so far (tensors on CPU/device, RLEs as a plain list)."""
+
+    boxes: list[torch.Tensor] = field(default_factory=list)
+    iou_preds: list[torch.Tensor] = field(default_factory=list)
+    stability: list[torch.Tensor] = field(default_factory=list)
+    points: list[torch.Tensor] = field(default_factory=list)
+    rles: list[dict[str, Any]] = field(default_factory=list)
+    areas: list[int] = field(default_factory=list)
+
+    def cat(self) -> dict[str, Any]:
+        def c(ts: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+            return torch.cat(ts) if ts else torch.zeros(shape)
+
+        return {
+            "boxes": c(self.boxes, (0, 4)),
+            "iou_preds": c(self.iou_preds, (0,)),
+            "stability": c(self.stability, (0,)),
+            "points": c(self.points, (0, 2)),
+            "rles": self.rles,
+            "areas": self.areas,
+        }
+
+    @staticmethod
+    def select(d: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
+        idx = keep.tolist()
+        out: dict[str, Any] = {k: v[keep] for k, v in d.items() if isinstance(v, torch.Tensor)}
+        out["rles"] = [d["rles"][i] for i in idx]
+        out["areas"] = [d["areas"][i] for i in idx]
+        return out
+
+
+class FastAMG:
+    """Generates masks for several AMG configurations that share a candidate key."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        configs: list[AMGConfig],
+        device: torch.device,
+        dtype: str = "fp32",
+    ) -> None:
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        from sam2.utils.amg import build_all_layer_point_grids
+        from sam2.utils.transforms import SAM2Transforms
+
+        if not configs:
+            raise ValueError("FastAMG needs at least one configuration")
+        keys = {candidate_key(c) for c in configs}
+        if len(keys) != 1:
+            raise ValueError("FastAMG configurations must share one candidate key")
+        connected_components.install()
+        self.cc_impl = connected_components.implementation(device)
+        self.configs = configs
+        self.device = device
+        self.dtype = dtype
+        self.clock = Clock(device)
+        first = configs[0]
+        self.first = first
+        # The predictor only encodes images and holds features; its own mask post-processing
+        # is never used (each configuration has its own transforms below).
+        self.predictor = SAM2ImagePredictor(model)
+        self.transforms = [
+            SAM2Transforms(
+                resolution=model.image_size,  # type: ignore[attr-defined]
+                mask_threshold=0.0,  # upstream's predictor threshold (AMG passes none)
+                max_hole_area=c.min_mask_region_area,
+                max_sprinkle_area=c.min_mask_region_area,
+            )
+            for c in configs
+        ]
+        if first.points_per_side is not None:
+            self.point_grids = build_all_layer_point_grids(
+                first.points_per_side, first.crop_n_layers, first.crop_n_points_downscale_factor
+            )
+        else:
+            self.point_grids = [np.asarray(g, dtype=np.float64) for g in first.point_grids or []]
+
+    # ------------------------------------------------------------------ shared computation
+
+    def _decode(
+        self,
+        coords: torch.Tensor,
+        labels: torch.Tensor,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``SAM2ImagePredictor._predict`` without upsampling: unclamped low-res logits, IoU."""
+        p = self.predictor
+        model = p.model
+        sparse, dense = model.sam_prompt_encoder(
+            points=(coords, labels), boxes=None, masks=mask_input
+        )
+        batched_mode = coords.shape[0] > 1
+        high_res = [f[-1].unsqueeze(0) for f in p._features["high_res_feats"]]
+        low_res, iou, _, _ = model.sam_mask_decoder(
+            image_embeddings=p._features["image_embed"][-1].unsqueeze(0),
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=batched_mode,
+            high_res_features=high_res,
+        )
+        return low_res, iou
+
+    def _batch_candidates(
+        self, points: np.ndarray, im_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decoder candidates of one prompt batch: (low-res logits N x 1 x 256 x 256,
+        predicted IoU N, points N x 2), flattened as upstream flattens them."""
+        cfg = self.first
+        tf = self.predictor._transforms
+        pts = torch.as_tensor(points, dtype=torch.float32, device=self.predictor.device)
+        in_points = tf.transform_coords(pts, normalize=True, orig_hw=im_size)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
+        low_res, iou = self._decode(
+            in_points[:, None, :], in_labels[:, None], None, cfg.multimask_output
+        )
+        n_masks = low_res.shape[1]
+        low_res = low_res.flatten(0, 1)
+        iou = iou.flatten(0, 1)
+        pts = pts.repeat_interleave(n_masks, dim=0)
+        if cfg.use_m2m:  # upstream refine_with_m2m, on the clamped logits, same batching
+            clamped = torch.clamp(low_res, -32.0, 32.0)
+            ref_points = tf.transform_coords(pts, normalize=True, orig_hw=im_size)
+            ref_labels = torch.ones(ref_points.shape[0], dtype=torch.int, device=pts.device)
+            outs, ious = [], []
+            step = cfg.points_per_batch
+            for s in range(0, ref_points.shape[0], step):
+                lr, io = self._decode(
+                    ref_points[s : s + step][:, None, :],
+                    ref_labels[s : s + step][:, None],
+                    clamped[s : s + step][:, None, :],
+                    multimask_output=False,
+                )
+                outs.append(lr)
+                ious.append(io)
+            low_res = torch.cat(outs, dim=0).flatten(0, 1)
+            iou = torch.cat(ious, dim=0).flatten(0, 1)
+        return low_res.unsqueeze(1), iou, pts
+
+    # ------------------------------------------------------------ per-configuration steps
+
+    def _postprocess_batch(
+        self,
+        j: int,
+        low_res: torch.Tensor,
+        iou: torch.Tensor,
+        pts: torch.Tensor,
+        im_size: tuple[int, int],
+        crop_box: list[int],
+        orig_size: tuple[int, int],
+        kept: _Kept,
+    ) -> None:
+        """Upstream ``_process_batch`` after the decoder, for configuration ``j``."""
+        from sam2.utils.amg import (
+            batched_mask_to_box,
+            calculate_stability_score,
+            is_box_near_crop_edge,
+        )
+
+        cfg = self.configs[j]
+        orig_h, orig_w = orig_size
+        idx = torch.arange(iou.shape[0], device=iou.device)
+        if cfg.pred_iou_thresh > 0.0:
+            idx = idx[iou > cfg.pred_iou_thresh]
+        if idx.numel() == 0:
+            return
+        masks = self.transforms[j].postprocess_masks(low_res[idx], im_size)[:, 0]
+        stability = calculate_stability_score(masks, cfg.mask_threshold, cfg.stability_score_offset)
+        if cfg.stability_score_thresh > 0.0:
+            keep = stability >= cfg.stability_score_thresh
+            idx, masks, stability = idx[keep], masks[keep], stability[keep]
+        binary = masks > cfg.mask_threshold
+        del masks
+        boxes = batched_mask_to_box(binary)
+        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
+        if not torch.all(keep):
+            idx, binary, stability, boxes = idx[keep], binary[keep], stability[keep], boxes[keep]
+        if idx.numel() == 0:
+            return
+        kept.boxes.append(boxes)
+        kept.iou_preds.append(iou[idx])
+        kept.stability.append(stability)
+        kept.points.append(pts[idx])
+        rles, areas = _encode(binary, crop_box, orig_size)
+        kept.rles.extend(rles)
+        kept.areas.extend(areas)
+
+    def _finish_crop(self, j: int, kept: _Kept, crop_box: list[int]) -> dict[str, Any]:
+        """Upstream NMS within the crop, then back to image coordinates."""
+        from sam2.utils.amg import uncrop_boxes_xyxy, uncrop_points
+        from torchvision.ops.boxes import batched_nms
+
+        d = kept.cat()
+        if d["boxes"].shape[0] == 0:
+            d["crop_boxes"] = torch.zeros((0, 4), dtype=torch.long)
+            return d
+        keep = batched_nms(
+            d["boxes"].float(),
+            d["iou_preds"],
+            torch.zeros_like(d["boxes"][:, 0]),
+            iou_threshold=self.configs[j].box_nms_thresh,
+        )
+        d = _Kept.select(d, keep)
+        d["boxes"] = uncrop_boxes_xyxy(d["boxes"], crop_box)
+        d["points"] = uncrop_points(d["points"], crop_box)
+        d["crop_boxes"] = torch.tensor([crop_box for _ in range(len(d["rles"]))])
+        return d
+
+    # --------------------------------------------------------------------- public API
+
+    def generate_many(self, image: np.ndarray, times: list[StageTimes]) -> list[list[MaskRecord]]:
+        """Masks of ``image`` for every configuration (``times[j]`` gets configuration j's
+        stages, shared encoder/decoder time included in full)."""
+        from sam2.utils.amg import generate_crop_boxes
+
+        if len(times) != len(self.configs):
+            raise ValueError("one StageTimes per configuration")
+        orig_size = (int(image.shape[0]), int(image.shape[1]))
+        crop_boxes, layer_idxs = generate_crop_boxes(
+            orig_size, self.first.crop_n_layers, self.first.crop_overlap_ratio
+        )
+        per_crop: list[list[dict[str, Any]]] = [[] for _ in self.configs]
+        ctx = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if self.dtype == "bf16"
+            else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), ctx:
+            for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
+                x0, y0, x1, y1 = crop_box
+                crop = image[y0:y1, x0:x1, :]
+                im_size = (int(crop.shape[0]), int(crop.shape[1]))
+                t0 = self.clock.now()
+                self.predictor.set_image(crop)
+                enc = self.clock.now() - t0
+                for t in times:
+                    t.add("encoder", enc)
+                points_all = self.point_grids[layer_idx] * np.array(im_size)[None, ::-1]
+                kept = [_Kept() for _ in self.configs]
+                step = self.first.points_per_batch
+                for s in range(0, len(points_all), step):
+                    t0 = self.clock.now()
+                    low_res, iou, pts = self._batch_candidates(points_all[s : s + step], im_size)
+                    dec = self.clock.now() - t0
+                    for j, t in enumerate(times):
+                        t.add("decoder", dec)
+                        with t.measure("postprocess", self.clock):
+                            self._postprocess_batch(
+                                j, low_res, iou, pts, im_size, crop_box, orig_size, kept[j]
+                            )
+                    del low_res
+                self.predictor.reset_predictor()
+                for j, t in enumerate(times):
+                    with t.measure("postprocess", self.clock):
+                        per_crop[j].append(self._finish_crop(j, kept[j], crop_box))
+        out = []
+        for j, t in enumerate(times):
+            with t.measure("postprocess", self.clock):
+                out.append(self._records(j, per_crop[j], len(crop_boxes), orig_size))
+        return out
+
+    def _records(
+        self, j: int, crops: list[dict[str, Any]], n_crops: int, orig_size: tuple[int, int]
+    ) -> list[MaskRecord]:
+        """Upstream's cross-crop NMS, the post-filter, and the output records."""
+        from sam2.utils.amg import box_xyxy_to_xywh
+        from torchvision.ops.boxes import batched_nms, box_area
+
+        cfg = self.configs[j]
+        d: dict[str, Any] = {
+            k: torch.cat([c[k] for c in crops if c["boxes"].shape[0]] or [crops[0][k]])
+            for k in ("boxes", "iou_preds", "stability", "points", "crop_boxes")
+        }
+        d["rles"] = [r for c in crops for r in c["rles"]]
+        d["areas"] = [a for c in crops for a in c["areas"]]
+        if n_crops > 1 and len(d["rles"]):
+            scores = (1 / box_area(d["crop_boxes"])).to(d["boxes"].device)
+            keep = batched_nms(
+                d["boxes"].float(),
+                scores,
+                torch.zeros_like(d["boxes"][:, 0]),
+                iou_threshold=cfg.crop_nms_thresh,
+            )
+            d = _Kept.select(d, keep)
+        h, w = orig_size
+        limit = cfg.postfilter.max_area_fraction
+        boxes = d["boxes"].float().cpu().numpy() if len(d["rles"]) else np.zeros((0, 4))
+        crop_xyxy = d["crop_boxes"].float().cpu().numpy() if len(d["rles"]) else np.zeros((0, 4))
+        records = []
+        for i, rle in enumerate(d["rles"]):
+            area = d["areas"][i]
+            if limit is not None and area >= limit * h * w:
+                continue
+            records.append(
+                MaskRecord(
+                    rle=rle,
+                    area=int(area),
+                    bbox=[float(v) for v in box_xyxy_to_xywh(boxes[i])],
+                    predicted_iou=float(d["iou_preds"][i].float().item()),
+                    stability_score=float(d["stability"][i].float().item()),
+                    point_coords=[d["points"][i].float().cpu().tolist()],
+                    crop_box=[float(v) for v in box_xyxy_to_xywh(crop_xyxy[i])],
+                )
+            )
+        return records
+
+
+def _encode(
+    binary: torch.Tensor, crop_box: list[int], orig_size: tuple[int, int]
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Compressed RLEs (full image size) and areas of crop-sized boolean masks, in chunks."""
+    x0, y0, x1, y1 = crop_box
+    h, w = orig_size
+    full_image = (x0, y0, x1, y1) == (0, 0, w, h)
+    rles: list[dict[str, Any]] = []
+    areas: list[int] = []
+    for s in range(0, binary.shape[0], _RLE_CHUNK):
+        chunk = binary[s : s + _RLE_CHUNK].to("cpu")
+        areas.extend(int(a) for a in chunk.flatten(1).sum(1).tolist())
+        if full_image:
+            arr = chunk.numpy()
+        else:
+            arr = np.zeros((chunk.shape[0], h, w), dtype=bool)
+            arr[:, y0:y1, x0:x1] = chunk.numpy()
+        rles.extend(mask_utils.encode(np.asfortranarray(arr.transpose(1, 2, 0), dtype=np.uint8)))
+    return rles, areas
+
+
+class FastEngine:
+    """:class:`FastAMG` for a single configuration (the ``AMGEngine`` protocol)."""
+
+    def __init__(
+        self, model: torch.nn.Module, amg: AMGConfig, device: torch.device, dtype: str = "fp32"
+    ) -> None:
+        self.amg = FastAMG(model, [amg], device, dtype)
+        self.cc_impl = self.amg.cc_impl
+
+    def generate(self, image: np.ndarray, times: StageTimes) -> list[MaskRecord]:
+        return self.amg.generate_many(image, [times])[0]

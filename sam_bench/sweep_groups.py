@@ -1,0 +1,76 @@
+"""Which jobs of a sweep can share work, and computing them together.
+
+Jobs whose resolved configs are equal except for AMG post-processing settings
+(:data:`sam_bench.engines.fast.POSTPROCESS_KEYS`) and per-job outputs share model, data,
+preprocessing and decoder candidates. With ``engine=fast`` they are computed as one group, one
+image at a time (memory holds one image's candidates, not a dataset's); each job keeps its own
+directory, record and summary row, and its latency counts the shared stages in full.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from sam_bench.engines.fast import POSTPROCESS_KEYS
+from sam_bench.run import JobSpec, precompute_group
+
+log = logging.getLogger(__name__)
+
+#: Top-level keys that only decide what a job writes, not what it computes.
+PER_JOB_KEYS = ("save_predictions", "tracking")
+
+
+def task_config(sweep_config: DictConfig) -> DictConfig:
+    """The job's config as its task function sees it (without the ``hydra`` node)."""
+    cfg = copy.deepcopy(sweep_config)  # as hydra.core.utils.run_job does: keeps the schema
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def group_key(cfg: DictConfig) -> str | None:
+    """Equal keys can be computed together; ``None``: the job runs alone."""
+    try:
+        c: Any = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # broken interpolation etc.: the job reports it itself
+        return None
+    if c.get("engine") != "fast" or c.get("dry_run") or c.get("task", {}).get("name") != "amg":
+        return None
+    for key in PER_JOB_KEYS:
+        c.pop(key, None)
+    c.get("task", {}).pop("save_masks", None)
+    for key in POSTPROCESS_KEYS:
+        c.get("amg", {}).pop(key, None)
+    return json.dumps(c, sort_keys=True, default=str)
+
+
+def precompute_shared(sweep_configs: list[DictConfig], base_dir: Path) -> None:
+    """Compute every group of two or more jobs ahead of Hydra running them."""
+    groups: dict[str, list[DictConfig]] = defaultdict(list)
+    for sc in sweep_configs:
+        key = group_key(task_config(sc))
+        if key is not None:
+            groups[key].append(sc)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        specs = [
+            JobSpec(
+                cfg_node=task_config(sc),
+                job_dir=Path(str(sc.hydra.sweep.dir)) / str(sc.hydra.sweep.subdir),
+                overrides=list(sc.hydra.overrides.task),
+                job_num=int(sc.hydra.job.num),
+                sweep_dir=Path(str(sc.hydra.sweep.dir)),
+            )
+            for sc in members
+        ]
+        nums = ", ".join(f"#{s.job_num}" for s in specs)
+        log.info("jobs %s differ only in post-processing: one encoder/decoder pass for all", nums)
+        precompute_group(specs, base_dir)
