@@ -21,7 +21,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> float:
-    """One job. Returns the job's ``miou`` (a finite objective for sweepers; -1 on failure)."""
+    """One job. Returns its finite objective (``objective.*`` settings) for sweepers."""
     from sam_bench.report.console import print_job
     from sam_bench.run import run_job
 
@@ -42,8 +42,7 @@ def app(cfg: DictConfig) -> float:
         print_job(record)
         if record["status"] != "ok":
             sys.exit(1)
-    miou = record.get("metrics", {}).get("miou")
-    return float(miou) if isinstance(miou, float) and miou == miou else -1.0
+    return float(record["metrics"]["objective"])
 
 
 def concurrent_jobs(hc: DictConfig) -> int:

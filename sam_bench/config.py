@@ -334,7 +334,7 @@ class TaskConfig:
         _check_min("task.save_masks", self.save_masks, 0)
 
 
-TRACKERS = ("none",)
+TRACKERS = ("none", "mlflow")
 
 
 @dataclass
@@ -342,7 +342,8 @@ class TrackingConfig:
     """Where results go besides the job directory (``conf/tracking/*.yaml``)."""
 
     name: str = "none"
-    """``none``: result records (``result.json``, ``per_image.csv``, ``summary.csv``) only."""
+    """``none``: result records (``result.json``, ``per_image.csv``, ``summary.csv``) only;
+    ``mlflow``: also an MLflow parent run per sweep with one child run per job."""
     uri: str | None = None
     """``mlflow``: tracking URI (``http://host:5000``, ``sqlite:///path.db``, ...). ``null``:
     ``MLFLOW_TRACKING_URI``, else the SQLite store ``sqlite:///mlflow.db`` in the directory the
@@ -361,6 +362,25 @@ class TrackingConfig:
         _check_min("tracking.retry_timeout_s", self.retry_timeout_s, 0.0)
 
 
+@dataclass
+class ObjectiveConfig:
+    """The single number a job returns to Hydra's sweepers (Optuna), also recorded as the
+    ``objective`` metric. Always finite: a failed job or one over the latency budget gets
+    ``penalty``."""
+
+    metric: str = "miou"
+    """Aggregate metric to maximise."""
+    latency_budget_ms: float | None = None
+    """Jobs whose ``latency_ms_p50`` exceeds this get ``penalty``. ``null``: no budget."""
+    penalty: float = -1.0
+    """Objective of a failed job, a job over budget, or a NaN metric."""
+
+    def __post_init__(self) -> None:
+        _check_min("objective.latency_budget_ms", self.latency_budget_ms, 0.0, strict=True)
+        if not math.isfinite(self.penalty):
+            raise ConfigError("objective.penalty", f"must be finite, got {self.penalty}")
+
+
 # --------------------------------------------------------------------------------------------
 # top level
 
@@ -375,6 +395,7 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     engine: str = "fast"
     """AMG implementation: ``fast`` (same masks as the official generator, sharing encoder and
     decoder work between jobs that differ only in post-processing) or ``reference`` (the

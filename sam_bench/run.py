@@ -9,6 +9,7 @@ makes the command exit non-zero.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import traceback
@@ -102,11 +103,32 @@ def run_job(
     record, rows = pre if pre is not None else _run_specs([spec], base_dir or Path.cwd())[0]
     if record["status"] == "dry_run":
         return record
+    value, why = objective(record, cfg_node)
+    record["metrics"]["objective"] = value
+    record["task_info"]["objective"] = why
     write_json(job_dir / RESULT_FILE, record)
     write_rows_csv(job_dir / PER_IMAGE_FILE, rows or [{"image_id": None, "error": None}])
     tracker = build_tracker(cfg_node.get("tracking"))
     safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
     return record
+
+
+def objective(record: dict[str, Any], cfg: DictConfig) -> tuple[float, str]:
+    """The job's finite objective (see :class:`sam_bench.config.ObjectiveConfig`) and why."""
+    obj = cfg.get("objective") or {}
+    metric = str(obj.get("metric", "miou"))
+    penalty = float(obj.get("penalty", -1.0))
+    budget = obj.get("latency_budget_ms")
+    metrics = record.get("metrics") or {}
+    if record.get("status") not in ("ok", "partial"):
+        return penalty, "failed"
+    value = metrics.get(metric)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return penalty, f"{metric} is not a number"
+    latency = metrics.get("latency_ms_p50")
+    if budget is not None and isinstance(latency, float) and latency > float(budget):
+        return penalty, f"latency_ms_p50 {latency:.0f} > budget {float(budget):.0f} ms"
+    return float(value), metric
 
 
 def _new_record(spec: JobSpec) -> dict[str, Any]:

@@ -34,6 +34,8 @@ class SweepSummaryCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect(sweep_dir) if sweep_dir.is_dir() else []
         if not rows:
+            tracker = build_tracker(config.get("tracking"))
+            safely("ending the sweep", tracker.sweep_end, sweep_dir, [], [])
             if not config.get("dry_run"):
                 print(f"no job wrote a result in {sweep_dir}", file=sys.stderr)
                 sys.exit(1)

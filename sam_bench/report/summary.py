@@ -18,7 +18,7 @@ METRIC_COLUMNS = (
     "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "images_per_s",
     "preprocess_ms_mean", "encoder_ms_mean", "decoder_ms_mean", "postprocess_ms_mean",
     "metrics_ms_mean", "peak_gpu_mem_mb", "peak_rss_mb", "model_build_s",
-    "n_images_ok", "n_image_errors",
+    "n_images_ok", "n_image_errors", "marginal_ms_mean", "objective",
 )  # fmt: skip
 
 

@@ -51,6 +51,10 @@ def build_tracker(tracking_cfg: Any) -> Tracker:
     name = getattr(tracking_cfg, "name", "none") if tracking_cfg is not None else "none"
     if name == "none":
         return NullTracker()
+    if name == "mlflow":
+        from sam_bench.tracking.mlflow import MlflowTracker  # imports mlflow lazily itself
+
+        return MlflowTracker(tracking_cfg)
     raise ValueError(f"unknown tracker {name!r}")
 
 

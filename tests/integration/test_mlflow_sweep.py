@@ -1,0 +1,240 @@
+"""``tracking=mlflow`` end to end: real ``python -m sam_bench -m`` sweeps (CPU, random weights)
+logging into a SQLite store (basic and joblib launchers) and into a real ``mlflow server``
+started on 127.0.0.1 by the test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mlflow")
+
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
+
+#: Tiny jobs (~10 s each on CPU): 2x2 grid, one image, every candidate mask kept.
+TINY = [
+    "tracking=mlflow",
+    "model.weights=random",
+    "amg.points_per_side=2",
+    "amg.stability_score_thresh=0",
+    "amg.box_nms_thresh=1.0",
+    "dataset.limit=1",
+    "progress=false",
+]
+
+
+def sam_bench(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run ``python -m sam_bench ARGS`` in ``cwd`` (``MLFLOW_TRACKING_URI`` only from ``env``)."""
+    full_env = {**os.environ, "SAM_BENCH_CACHE": str(cwd / "ckpt-cache")}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (full_env.get("PYTHONPATH", ""), str(REPO)) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "sam_bench", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def runs_by_role(client: MlflowClient, experiment: str = "sam_bench") -> tuple[Any, list[Any]]:
+    """The experiment's single parent run and its child runs (asserting that structure)."""
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, [(r.info.run_name, r.data.tags) for r in parents]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    for r in children:
+        assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    return parents[0], children
+
+
+def check_finished_child(client: MlflowClient, run: Any) -> None:
+    """A job's run as the issue asks: finished, config params, metrics, tags, artifacts."""
+    assert run.info.status == "FINISHED", run.data.tags.get("error")
+    assert run.data.params["amg.points_per_side"] == "2"
+    assert run.data.params["model.name"] == "sam2.1_hiera_tiny"
+    assert run.data.params["dataset.limit"] == "1"
+    assert "miou" in run.data.metrics and "latency_ms_p50" in run.data.metrics
+    tags = run.data.tags
+    assert tags["weights"] == "random"
+    assert tags["device"] == "cpu" and tags["dtype"] == "fp32"
+    for key in ("torch_version", "sam2_version", "cuda_extension", "concurrent_jobs"):
+        assert key in tags, key
+    top = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"result.json", "per_image.csv", "hydra", "masks"} <= top
+    hydra = {a.path for a in client.list_artifacts(run.info.run_id, "hydra")}
+    assert hydra == {"hydra/config.yaml", "hydra/hydra.yaml", "hydra/overrides.yaml"}
+    masks = {a.path for a in client.list_artifacts(run.info.run_id, "masks")}
+    assert any(p.endswith(".png") for p in masks), masks
+
+
+def test_sqlite_sweep_from_env_uri(tmp_path: Path) -> None:
+    """The issue's done-when check, tiny: MLFLOW_TRACKING_URI=sqlite:///OUT/mlflow.db."""
+    out = tmp_path / "OUT"
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    proc = sam_bench(
+        ["-m", *TINY, "amg.pred_iou_thresh=0.0,0.5", f"hydra.sweep.dir={out}"],
+        tmp_path,
+        env={"MLFLOW_TRACKING_URI": uri},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "mlflow.db").is_file() and not (tmp_path / "mlflow.db").exists()
+    assert not list(out.glob("*/mlflow.db")), "one store per sweep, never per job"
+
+    client = MlflowClient(uri)
+    parent, children = runs_by_role(client)
+    assert len(children) == 2
+    for run in children:
+        check_finished_child(client, run)
+        assert run.data.tags["concurrent_jobs"] == "1"
+    assert {r.data.params["amg.pred_iou_thresh"] for r in children} == {"0.0", "0.5"}
+    assert parent.info.status == "FINISHED" and parent.data.tags["n_ok"] == "2"
+    assert "summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_joblib_sweep_into_default_store_in_launch_dir(tmp_path: Path) -> None:
+    """``hydra/launcher=joblib``: jobs in worker processes find the parent run and the store
+    (``sqlite:///mlflow.db`` in the launching directory)."""
+    out = tmp_path / "OUT"
+    proc = sam_bench(
+        [
+            "-m",
+            *TINY,
+            "amg.pred_iou_thresh=0.0,0.5",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={out}",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    db = tmp_path / "mlflow.db"
+    assert db.is_file() and not list(out.rglob("mlflow.db"))
+
+    client = MlflowClient(f"sqlite:///{db}")
+    parent, children = runs_by_role(client)
+    assert len(children) == 2
+    for run in children:
+        check_finished_child(client, run)
+        assert run.data.tags["concurrent_jobs"] == "2"
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["concurrent_jobs"] == "2"
+    assert "Joblib" in parent.data.tags["launcher"]
+    # artifacts next to the database, not inside the sweep or job directories
+    assert all(r.info.artifact_uri.startswith((tmp_path / "mlruns").as_uri()) for r in children)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts); its URL."""
+    port = _free_port()
+    srv = tmp_path / "server"
+    srv.mkdir()
+    log = (srv / "server.log").open("w")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{srv / 'server.db'}",
+            "--artifacts-destination",
+            str(srv / "artifacts"),
+        ],
+        cwd=srv,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the workers die with it
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not start:\n{(srv / 'server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()
+
+
+def test_sweep_logs_to_mlflow_server_over_http(tmp_path: Path, mlflow_server: str) -> None:
+    """A sweep against a tracking server over HTTP, one job failing (config error): the failed
+    job's run is FAILED with its error as tag, the other job and the sweep go on."""
+    out = tmp_path / "OUT"
+    proc = sam_bench(
+        [
+            "-m",
+            *TINY,
+            "amg.pred_iou_thresh=0.0",
+            "dataset.format=synthetic,coco",  # coco without annotations: the job fails
+            f"tracking.uri={mlflow_server}",
+            "tracking.experiment=http_sweep",
+            f"hydra.sweep.dir={out}",
+        ],
+        tmp_path,
+        env={"MLFLOW_TRACKING_URI": "sqlite:///must-not-be-used.db"},  # tracking.uri wins
+    )
+    assert proc.returncode == 1, proc.stderr[-4000:]  # a failed job makes the command fail
+    assert not (tmp_path / "must-not-be-used.db").exists()
+
+    client = MlflowClient(mlflow_server)
+    parent, children = runs_by_role(client, "http_sweep")
+    by_format = {r.data.params["dataset.format"]: r for r in children}
+    assert set(by_format) == {"synthetic", "coco"}
+    check_finished_child(client, by_format["synthetic"])
+    failed = by_format["coco"]
+    assert failed.info.status == "FAILED"
+    assert "dataset.annotations" in failed.data.tags["error"]
+    assert failed.data.tags["status"] == "failed"
+    assert "result.json" in {a.path for a in client.list_artifacts(failed.info.run_id)}
+    assert parent.info.status == "FINISHED" and parent.data.tags["n_failed"] == "1"
+    # artifacts went through the server into its artifact destination
+    assert list((tmp_path / "server" / "artifacts").rglob("result.json"))
