@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -45,7 +46,7 @@ def app(cfg: DictConfig) -> float:
     return float(record["metrics"]["objective"])
 
 
-def concurrent_jobs(hc: DictConfig) -> int:
+def concurrent_jobs(hc: Any) -> int:
     """How many jobs the launcher runs at once (joblib ``n_jobs``; 1 for the basic launcher)."""
     import os
 

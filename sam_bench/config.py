@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -451,4 +452,4 @@ def to_typed(cfg: DictConfig) -> Config:
 
 
 #: The packaged config folder (``conf/`` at the repository root is a link to it).
-CONF_DIR = __import__("pathlib").Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -93,7 +94,7 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
         "device_name": dev_name,
         "cuda_version": torch.version.cuda if device.type == "cuda" else None,
         "cpu_model": cpu_model(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "dtype": dtype,
         "cuda_extension": cuda_extension_present(),
