@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,3 +21,39 @@ def shared_data() -> Path:
     if not data.is_dir():
         pytest.skip(f"shared data not found at {data}")
     return data
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sam_bench ARGS`` in ``cwd`` as a user would, isolated from this shell:
+    an empty checkpoint cache under ``cwd`` and no inherited ``MLFLOW_TRACKING_URI`` (only what
+    ``env`` sets)."""
+    full_env = {**os.environ, "SAM_BENCH_CACHE": str(cwd / "ckpt-cache")}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (full_env.get("PYTHONPATH", ""), str(REPO)) if p
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "sam_bench", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def hydra_conf() -> Iterator[None]:
+    """Hydra's compose API initialised on sam_bench's packaged configs (cleared after)."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from sam_bench.config import CONF_DIR, register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield
+    GlobalHydra.instance().clear()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,20 +24,8 @@ KEEP_MASKS = ["amg.pred_iou_thresh=0", "amg.stability_score_thresh=0", "amg.box_
 
 
 def sam_bench(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 900):
-    """Run ``python -m sam_bench ARGS`` in ``cwd``; returns the CompletedProcess."""
-    full_env = {**os.environ, "SAM_BENCH_CACHE": str(cwd / "ckpt-cache"), **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (full_env.get("PYTHONPATH", ""), str(REPO)) if p
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "sam_bench", *args, "progress=false"],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """Run ``python -m sam_bench ARGS progress=false`` in ``cwd``."""
+    return run_cli([*args, "progress=false"], cwd, env, timeout)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

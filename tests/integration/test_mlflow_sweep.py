@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_cli
 
 pytest.importorskip("mlflow")
 
@@ -36,23 +37,7 @@ TINY = [
 ]
 
 
-def sam_bench(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
-    """Run ``python -m sam_bench ARGS`` in ``cwd`` (``MLFLOW_TRACKING_URI`` only from ``env``)."""
-    full_env = {**os.environ, "SAM_BENCH_CACHE": str(cwd / "ckpt-cache")}
-    full_env.pop("MLFLOW_TRACKING_URI", None)
-    full_env.update(env or {})
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (full_env.get("PYTHONPATH", ""), str(REPO)) if p
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "sam_bench", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+sam_bench = run_cli
 
 
 def runs_by_role(client: MlflowClient, experiment: str = "sam_bench") -> tuple[Any, list[Any]]:

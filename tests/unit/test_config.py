@@ -5,22 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.errors import ConfigCompositionException
 
 from sam_bench.config import CONF_DIR, AMGConfig, register_configs, to_typed
 from sam_bench.errors import ConfigError
 
 register_configs()
-
-
-@pytest.fixture(autouse=True)
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_conf")
 
 
 def _options(group: str) -> list[str]:

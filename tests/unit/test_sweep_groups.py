@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 
-from sam_bench.config import CONF_DIR, register_configs
+from sam_bench.config import register_configs
 from sam_bench.sweep_groups import group_key
 
 register_configs()
-
-
-@pytest.fixture(autouse=True)
-def hydra_ctx():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        yield
-    GlobalHydra.instance().clear()
+pytestmark = pytest.mark.usefixtures("hydra_conf")
 
 
 def key(*overrides: str) -> str | None:
