@@ -77,8 +77,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(PAYLOAD[:1000])
             self.wfile.flush()
             _thread.interrupt_main()
-            time.sleep(0.2)
-            self.wfile.write(PAYLOAD[1000:])
+            # The interrupt lands when the client's read loop next runs Python code: trickle
+            # the rest over seconds so that happens mid-body even on a loaded machine.
+            rest = PAYLOAD[1000:]
+            step = max(len(rest) // 50, 1)
+            try:
+                for i in range(0, len(rest), step):
+                    self.wfile.write(rest[i : i + step])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:  # the client went away, as it should
+                pass
         elif self.path == "/stall.pt":  # accepts, never answers
             time.sleep(3)
         else:
