@@ -126,7 +126,7 @@ def objective(record: dict[str, Any], cfg: DictConfig) -> tuple[float, str]:
     if not isinstance(value, int | float) or not math.isfinite(value):
         return penalty, f"{metric} is not a number"
     latency = metrics.get("latency_ms_p50")
-    if budget is not None and isinstance(latency, float) and latency > float(budget):
+    if budget is not None and isinstance(latency, int | float) and latency > float(budget):
         return penalty, f"latency_ms_p50 {latency:.0f} > budget {float(budget):.0f} ms"
     return float(value), metric
 

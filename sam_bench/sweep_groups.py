@@ -9,10 +9,12 @@ directory, record and summary row, and its latency counts the shared stages in f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,4 +75,20 @@ def precompute_shared(sweep_configs: list[DictConfig], base_dir: Path) -> None:
         ]
         nums = ", ".join(f"#{s.job_num}" for s in specs)
         log.info("jobs %s differ only in post-processing: one encoder/decoder pass for all", nums)
-        precompute_group(specs, base_dir)
+        with _quiet_root_logger():
+            precompute_group(specs, base_dir)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """sam2 logs every ``set_image`` at INFO on the root logger; jobs silence it through their
+    logging config, the launcher's shared pass does it here (sam_bench's own INFO stays)."""
+    root, ours = logging.getLogger(), logging.getLogger("sam_bench")
+    levels = root.level, ours.level
+    root.setLevel(logging.WARNING)
+    ours.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.setLevel(levels[0])
+        ours.setLevel(levels[1])

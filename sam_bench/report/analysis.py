@@ -40,6 +40,7 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "postprocess_ms_mean": False,
     "peak_gpu_mem_mb": False,
     "peak_rss_mb": False,
+    "objective": True,  # what a job returns to Hydra's sweepers (see sam_bench.run.objective)
 }
 
 #: Metrics that only mean something with trained weights.
@@ -48,6 +49,9 @@ ACCURACY_METRICS = frozenset(
 )
 
 UNTRAINED_NOTE = "UNTRAINED (random weights): accuracy is meaningless"
+
+#: What Hydra's Optuna sweeper writes in the sweep directory at the end of a study.
+OPTUNA_RESULTS_FILE = "optimization_results.yaml"
 
 
 class SkipPlot(Exception):
@@ -191,3 +195,62 @@ def sweep_facts(rows: list[dict[str, Any]]) -> SweepFacts:
         if math.isfinite(n) and n > 1:
             facts.concurrent_jobs[job] = int(n)
     return facts
+
+
+@dataclass
+class Tuning:
+    """How a tuning sweep scored its jobs (``objective.*`` settings of its records)."""
+
+    metric: str = "miou"
+    latency_budget_ms: float | None = None
+    penalty: float = -1.0
+    #: The best ``ok`` row by objective (ties: lowest job number); ``None`` when none has one.
+    best: dict[str, Any] | None = None
+    #: Rows whose objective is not their metric: (row, reason from ``task_info.objective``).
+    penalised: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+    #: Optuna's own result (``optimization_results.yaml``), when the study wrote one.
+    optuna: dict[str, Any] | None = None
+
+
+def tuning(sweep_dir: Path, rows: list[dict[str, Any]], facts: SweepFacts) -> Tuning | None:
+    """The sweep's tuning facts, or ``None`` for a sweep that is not a tuning run.
+
+    A sweep is a tuning run when a job ran under the ``tune`` preset (``config.sweep_name``),
+    when its objective is not plain mIoU (another ``objective.metric`` or a latency budget), or
+    when Optuna wrote :data:`OPTUNA_RESULTS_FILE` in the sweep directory.
+    """
+    configs = [rec.get("config") or {} for rec in facts.records.values()]
+    settings: dict[str, Any] = next(
+        (c["objective"] for c in configs if isinstance(c.get("objective"), dict)), {}
+    )
+    optuna = _read_optuna_results(Path(sweep_dir) / OPTUNA_RESULTS_FILE)
+    plain = settings.get("metric", "miou") == "miou" and settings.get("latency_budget_ms") is None
+    if plain and optuna is None and not any(c.get("sweep_name") == "tune" for c in configs):
+        return None
+    out = Tuning(
+        metric=str(settings.get("metric", "miou")),
+        latency_budget_ms=settings.get("latency_budget_ms"),
+        penalty=num(settings.get("penalty", -1.0)),
+        best=best_configuration(rows, "objective", maximize=True),
+        optuna=optuna,
+    )
+    for row in rows:
+        info = facts.records.get(str(row.get("job")), {}).get("task_info") or {}
+        why = str(info.get("objective") or "")
+        if row.get("status") != "ok" and not why:
+            why = "failed"
+        if why and why != out.metric:
+            out.penalised.append((row, why))
+    return out
+
+
+def _read_optuna_results(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except Exception:  # unreadable or damaged: no reason to lose the report
+        return None
+    return data if isinstance(data, dict) else None

@@ -58,6 +58,9 @@ class SweepSummaryCallback(Callback):
             print(f"report: {sweep_dir / 'report.html'}")
         except Exception as e:
             log.warning("could not build the report: %s: %s", type(e).__name__, e)
+        optuna = sweep_dir / "optimization_results.yaml"  # written by the Optuna sweeper
+        if optuna.is_file():
+            files.append(optuna)
         tracker = build_tracker(config.get("tracking"))
         safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, files)
         bad = [r for r in rows if r.get("status") != "ok"]

@@ -1,14 +1,17 @@
 """The sweep report: ``report.md`` and a self-contained ``report.html`` in the sweep directory.
 
 Contents: caveat banners (untrained weights, shared-machine latency, failures), an overview,
-the best configuration per metric, the Pareto set (mIoU vs p50 latency), the plots, the full
-table, what failed, notes on the metrics and the environment. Built from the jobs' records only.
+for a tuning sweep (``sweep=tune``, Optuna) the best configuration by objective and the
+penalised trials, the best configuration per metric, the Pareto set (mIoU vs p50 latency), the
+plots, the full table, what failed, notes on the metrics and the environment. Built from the
+jobs' records only.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shlex
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,12 +20,16 @@ from sam_bench.record import atomic_write_text
 from sam_bench.report.analysis import (
     ACCURACY_METRICS,
     METRIC_DIRECTIONS,
+    OPTUNA_RESULTS_FILE,
     SweepFacts,
+    Tuning,
     best_configuration,
     job_label,
     num,
+    ok_rows,
     pareto_front,
     sweep_facts,
+    tuning,
     values_of,
 )
 from sam_bench.report.plots import CAPTIONS, PLOTS_DIR, SKIPPED_FILE, make_plots
@@ -163,6 +170,98 @@ def _best_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
     return table
 
 
+#: Trials listed in the tuning section's ranking.
+TOP_TRIALS = 5
+
+
+def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[Any]:
+    """The "Tuning" section: the objective, the best configuration, the top trials and the
+    penalised ones (with the reason recorded in ``task_info.objective``)."""
+    goal = f"maximise {t.metric}"
+    if t.latency_budget_ms is not None:
+        goal += f" with a p50 latency of at most {fmt(t.latency_budget_ms, '{:.0f}')} ms"
+    blocks: list[Any] = [
+        Text(
+            f"Objective: {goal}. A failed trial, a trial whose {t.metric} is not a number or one "
+            f"over the budget scores the penalty {t.penalty:g}. {len(rows)} trials, "
+            f"{len(t.penalised)} penalised; every trial's value is the objective column of "
+            "summary.csv."
+        )
+    ]
+    best = t.best
+    if best is None:
+        blocks.append(Text("No trial finished cleanly: there is no best configuration.", "warn"))
+    else:
+        job = str(best.get("job"))
+        value = fmt(best.get("objective"))
+        why = (facts.records.get(job, {}).get("task_info") or {}).get("objective") or t.metric
+        if why != t.metric:
+            blocks.append(
+                Text(
+                    "The best objective is the penalty: no trial met the objective's "
+                    "conditions (see 'Penalised trials'), the configuration named is only the "
+                    "first of the penalised ones.",
+                    "warn",
+                )
+            )
+        elif t.metric in ACCURACY_METRICS and job in facts.untrained_jobs:
+            why += ", untrained"
+        blocks.append(
+            Text(
+                f"Best configuration: job #{job}, objective {value} ({why}): {_config(best, facts)}"
+            )
+        )
+        ties = [r for r in ok_rows(rows) if num(r.get("objective")) == num(best.get("objective"))]
+        if len(ties) > 1:
+            jobs = ", ".join(f"#{r.get('job')}" for r in ties)
+            blocks.append(
+                Text(
+                    f"{len(ties)} trials tie at this objective ({jobs}); the first is named.",
+                    "note",
+                )
+            )
+        overrides = str(best.get("overrides") or "").split()
+        command = " ".join(["python -m sam_bench hydra.mode=RUN", *map(shlex.quote, overrides)])
+        blocks.append(Text(f"Run it alone: {command}"))
+    if t.optuna and "best_value" in t.optuna:
+        params = t.optuna.get("best_params") or {}
+        listed = " ".join(f"{k}={v}" for k, v in params.items()) or "-"
+        blocks.append(
+            Text(
+                f"Optuna's study ({OPTUNA_RESULTS_FILE}): best value "
+                f"{fmt(t.optuna.get('best_value'))} with {listed}.",
+                "note",
+            )
+        )
+    ranked = sorted(
+        (r for r in ok_rows(rows) if math.isfinite(num(r.get("objective")))),
+        key=lambda r: -num(r.get("objective")),
+    )  # stable: ties keep job order
+    if ranked:
+        top = Table(["job", "objective", t.metric, "p50 ms", "configuration"], [], {1, 2, 3})
+        for r in ranked[:TOP_TRIALS]:
+            top.rows.append(
+                [
+                    f"#{r.get('job')}",
+                    fmt(r.get("objective")),
+                    fmt(r.get(t.metric), _FORMATS.get(t.metric, "{:.4g}")),
+                    fmt(r.get("latency_ms_p50"), "{:.0f}"),
+                    _config(r, facts),
+                ]
+            )
+        blocks += [Text(f"Top {len(top.rows)} trials by objective:"), top]
+    if t.penalised:
+        table = Table(["job", "objective", "reason", "configuration"], [], {1})
+        for r, reason in t.penalised:
+            table.rows.append(
+                [f"#{r.get('job')}", fmt(r.get("objective")), reason, _config(r, facts)]
+            )
+        blocks += [Text("Penalised trials:"), table]
+    else:
+        blocks.append(Text("No trial was penalised."))
+    return blocks
+
+
 def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
     headers = [
         "job",
@@ -259,9 +358,14 @@ def report_sections(
         Text("Jobs that no other job beats on both mIoU (higher) and p50 latency (lower)."),
         pareto if front else Text("No ok job has both mIoU and latency.", "note"),
     ]
+    tuned = tuning(sweep_dir, rows, facts)
+    tuning_sections = (
+        [] if tuned is None else [Section("Tuning", _tuning(tuned, rows, facts), "tuning")]
+    )
     return [
         Section("", [*_banners(rows, facts)], "caveats"),
         Section("Overview", [Bullets(_overview(sweep_dir, rows, facts))], "overview"),
+        *tuning_sections,
         Section("Best configuration per metric", [_best_table(rows, facts)], "best"),
         Section("Pareto set (accuracy vs latency)", pareto_blocks, "pareto"),
         Section("Plots", [*_plots(sweep_dir, plots)], "plots"),

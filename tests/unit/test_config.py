@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from sam_bench.config import CONF_DIR, AMGConfig, register_configs, to_typed
 from sam_bench.errors import ConfigError
@@ -44,6 +45,9 @@ def test_every_sweep_preset_composes(sweep: str) -> None:
     assert cfg.hydra.mode is not None and str(cfg.hydra.mode).endswith("MULTIRUN")
     assert cfg.hydra.sweeper.params, "a sweep preset declares its parameters"
     assert cfg.sweep_name == sweep
+    # the preset's own sweep directory wins over the primary config's default
+    raw = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)
+    assert f"multirun/{sweep}/" in raw["dir"], raw
 
 
 def test_amg_default_matches_generator_signature() -> None:
