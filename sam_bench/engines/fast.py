@@ -25,7 +25,6 @@ the kept logits counts as post-processing here (upstream counts it inside the de
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +33,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from sam_bench.config import AMGConfig
-from sam_bench.engines.base import MaskRecord
+from sam_bench.engines.base import MaskRecord, autocast
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.models import connected_components
 
@@ -296,12 +295,7 @@ class FastAMG:
             orig_size, self.first.crop_n_layers, self.first.crop_overlap_ratio
         )
         per_crop: list[list[dict[str, Any]]] = [[] for _ in self.configs]
-        ctx = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if self.dtype == "bf16"
-            else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), autocast(self.device, self.dtype):
             for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
                 x0, y0, x1, y1 = crop_box
                 crop = image[y0:y1, x0:x1, :]

@@ -10,7 +10,6 @@ of what a SAM 2 user pays and is timed as ``metrics``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -18,16 +17,9 @@ import torch
 from pycocotools import mask as mask_utils
 
 from sam_bench.config import AMGConfig
-from sam_bench.engines.base import MaskRecord
+from sam_bench.engines.base import MaskRecord, autocast
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.models import connected_components
-
-
-def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast around the model when ``dtype=bf16``; a no-op for fp32."""
-    if dtype == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def to_compressed_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
