@@ -24,6 +24,7 @@ Readers (summary, plots, reports) use these files only, never model code.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -107,8 +108,6 @@ def write_rows_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
         if isinstance(v, list | dict):
             return json.dumps(v)
         return "" if v is None else v
-
-    import io
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")

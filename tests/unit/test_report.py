@@ -389,26 +389,23 @@ def test_report_contents(grid_sweep: Path) -> None:
 
 def test_cli(grid_sweep: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    ok = subprocess.run(
-        [sys.executable, "-m", "sam_bench.report", str(grid_sweep)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert ok.returncode == 0, ok.stderr
-    printed = ok.stdout.split()
-    assert str(grid_sweep / "report.html") in printed and all(Path(p).is_file() for p in printed)
-    for bad in (tmp_path / "empty", tmp_path / "missing"):
-        if bad.name == "empty":
-            bad.mkdir()
-        res = subprocess.run(
-            [sys.executable, "-m", "sam_bench.report", str(bad)],
+
+    def report_cli(sweep: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "sam_bench.report", str(sweep)],
             capture_output=True,
             text=True,
             env=env,
             check=False,
         )
+
+    ok = report_cli(grid_sweep)
+    assert ok.returncode == 0, ok.stderr
+    printed = ok.stdout.split()
+    assert str(grid_sweep / "report.html") in printed and all(Path(p).is_file() for p in printed)
+    (tmp_path / "empty").mkdir()
+    for bad in (tmp_path / "empty", tmp_path / "missing"):
+        res = report_cli(bad)
         assert res.returncode == 2 and "error:" in res.stderr and "Traceback" not in res.stderr
 
 
