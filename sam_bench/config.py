@@ -382,6 +382,27 @@ class ObjectiveConfig:
             raise ConfigError("objective.penalty", f"must be finite, got {self.penalty}")
 
 
+@dataclass
+class CacheConfig:
+    """On-disk cache of image-encoder outputs, shared across commands (``engine=fast`` only;
+    see :mod:`sam_bench.engines.encoder_cache`). Off unless ``cache.dir`` is set. It never
+    changes results or ``latency_ms_*``, only the wall time a job takes."""
+
+    dir: str | None = None
+    """Cache folder (created if missing; relative paths are taken from the directory the
+    command was launched from). ``null``: no cache. Parallel jobs may share one folder."""
+    max_gb: float = 10.0
+    """Size cap of the folder's entries in GB (10**9 bytes); least-recently-used entries are
+    removed after a write until they fit."""
+
+    def __post_init__(self) -> None:
+        if self.dir is not None and not str(self.dir).strip():
+            raise ConfigError("cache.dir", "must be a folder path or null, got an empty string")
+        if math.isnan(self.max_gb):
+            raise ConfigError("cache.max_gb", "must be a number, got nan")
+        _check_min("cache.max_gb", self.max_gb, 0.0, strict=True)
+
+
 # --------------------------------------------------------------------------------------------
 # top level
 
@@ -397,6 +418,8 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    """On-disk cache of image-encoder outputs (``cache.dir=PATH``; off by default)."""
     engine: str = "fast"
     """AMG implementation: ``fast`` (same masks as the official generator, sharing encoder and
     decoder work between jobs that differ only in post-processing) or ``reference`` (the

@@ -14,7 +14,8 @@
     untrained       true when the weights are random (accuracy figures are meaningless)
     banner          the untrained-model warning, or null
     dataset         {name, format, n_images, fingerprint}
-    task_info       task-specific facts (AMG: engine, cc_impl, points per image)
+    task_info       task-specific facts (AMG: engine, cc_impl, points per image,
+                    encoder_cache {dir, max_gb, hits, misses, writes, evictions, errors} or null)
     metrics         aggregate metrics (see README "Metrics")
     image_errors    [{image_id, path, error}]
 

@@ -159,15 +159,19 @@ def _run_specs(
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Validate, build and run jobs as one group; returns (record, rows) per job."""
     from sam_bench.data.registry import build_dataset
+    from sam_bench.engines.encoder_cache import resolve_dir
 
     started = time.time()
     records = [_new_record(s) for s in specs]
     rows: list[list[dict[str, Any]]] = [[] for _ in specs]
     live: list[tuple[int, Config]] = []
+    cache_dirs: dict[int, Path | None] = {}
     for i, spec in enumerate(specs):
         try:
             cfg = to_typed(spec.cfg_node)  # range checks, before anything is built
             records[i]["task"] = cfg.task.name
+            if not cfg.dry_run:  # the cache folder is created here, before any model work
+                cache_dirs[i] = resolve_dir(cfg.cache, base_dir)
             live.append((i, cfg))
         except Exception as e:
             _fail(records[i], e, spec.job_dir)
@@ -191,6 +195,7 @@ def _run_specs(
                     refs,
                     [specs[i] for i, _ in live],
                     [records[i] for i, _ in live],
+                    [cache_dirs.get(i) for i, _ in live],
                 )
                 for (i, _), r in zip(live, outs, strict=True):
                     rows[i] = r
@@ -209,6 +214,7 @@ def _execute(
     refs: list[Any],
     specs: list[JobSpec],
     records: list[dict[str, Any]],
+    cache_dirs: list[Path | None],
 ) -> list[list[dict[str, Any]]]:
     """Build the model once, run the task for every job, fill the records; returns rows."""
     from sam_bench import environment
@@ -243,9 +249,9 @@ def _execute(
     ctxs = [
         JobContext(
             cfg=cfg, device=device, model=model, weights=weights, dataset=dataset, refs=refs,
-            job_dir=spec.job_dir,
+            job_dir=spec.job_dir, cache_dir=cache_dir,
         )
-        for cfg, spec in zip(cfgs, specs, strict=True)
+        for cfg, spec, cache_dir in zip(cfgs, specs, cache_dirs, strict=True)
     ]  # fmt: skip
     run_group = getattr(task_cls, "run_group", None)
     results = [task_cls(ctxs[0]).run()] if run_group is None or len(ctxs) == 1 else run_group(ctxs)

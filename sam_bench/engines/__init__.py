@@ -5,12 +5,17 @@ the same masks from shared encoder / decoder passes (:mod:`sam_bench.engines.fas
 engine fills the
 ``encoder`` / ``decoder`` / ``postprocess`` stages of the :class:`StageTimes` it is given and
 returns :class:`MaskRecord` s, so tasks, metrics and records never depend on the engine.
+
+The optional encoder cache (:class:`~sam_bench.engines.encoder_cache.EncoderCache`,
+``cache.dir``) is used by ``fast`` only; ``reference`` runs the official generator unchanged
+and ignores it.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,47 +23,66 @@ from sam_bench.config import Config
 from sam_bench.engines.base import AMGEngine, GroupEngine, MaskRecord, SingleAsGroup
 from sam_bench.errors import ConfigError
 
+if TYPE_CHECKING:
+    from sam_bench.engines.encoder_cache import EncoderCache
+
 __all__ = ["AMGEngine", "GroupEngine", "MaskRecord", "build_engine", "build_group_engine"]
 
 
-def _reference(model: torch.nn.Module, cfg: Config, device: torch.device) -> AMGEngine:
+def _reference(
+    model: torch.nn.Module, cfg: Config, device: torch.device, cache: EncoderCache | None
+) -> AMGEngine:
     from sam_bench.engines.reference import ReferenceEngine
 
     return ReferenceEngine(model, cfg.amg, device, dtype=cfg.dtype)
 
 
-def _fast(model: torch.nn.Module, cfg: Config, device: torch.device) -> AMGEngine:
+def _fast(
+    model: torch.nn.Module, cfg: Config, device: torch.device, cache: EncoderCache | None
+) -> AMGEngine:
     from sam_bench.engines.fast import FastEngine
 
-    return FastEngine(model, cfg.amg, device, dtype=cfg.dtype)
+    return FastEngine(model, cfg.amg, device, dtype=cfg.dtype, encoder_cache=cache)
 
 
-ENGINES: dict[str, Callable[[torch.nn.Module, Config, torch.device], AMGEngine]] = {
+EngineFactory = Callable[[torch.nn.Module, Config, torch.device, "EncoderCache | None"], AMGEngine]
+
+#: Engine factories by ``engine`` name (the reference engine ignores the encoder cache).
+ENGINES: dict[str, EngineFactory] = {
     "fast": _fast,
     "reference": _reference,
 }
 
 
-def build_engine(model: torch.nn.Module, cfg: Config, device: torch.device) -> AMGEngine:
-    """The engine named by ``cfg.engine``."""
+def build_engine(
+    model: torch.nn.Module,
+    cfg: Config,
+    device: torch.device,
+    cache: EncoderCache | None = None,
+) -> AMGEngine:
+    """The engine named by ``cfg.engine``; ``cache``: the encoder cache (``None``: off)."""
     try:
         factory = ENGINES[cfg.engine]
     except KeyError:
         close = difflib.get_close_matches(cfg.engine, ENGINES, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError("engine", f"unknown engine {cfg.engine!r}{hint}") from None
-    return factory(model, cfg, device)
+    return factory(model, cfg, device, cache)
 
 
 def build_group_engine(
-    model: torch.nn.Module, cfgs: list[Config], device: torch.device
+    model: torch.nn.Module,
+    cfgs: list[Config],
+    device: torch.device,
+    cache: EncoderCache | None = None,
 ) -> GroupEngine:
     """An engine serving several jobs at once. Only ``fast`` shares work between jobs (they
-    must share a candidate key); any engine serves a single job."""
+    must share a candidate key); any engine serves a single job. ``cache``: the encoder
+    cache (``None``: off)."""
     if len(cfgs) == 1:
-        return SingleAsGroup(build_engine(model, cfgs[0], device))
+        return SingleAsGroup(build_engine(model, cfgs[0], device, cache))
     if any(c.engine != "fast" for c in cfgs):
         raise ValueError("only engine=fast can serve several jobs at once")
     from sam_bench.engines.fast import FastAMG
 
-    return FastAMG(model, [c.amg for c in cfgs], device, dtype=cfgs[0].dtype)
+    return FastAMG(model, [c.amg for c in cfgs], device, dtype=cfgs[0].dtype, encoder_cache=cache)

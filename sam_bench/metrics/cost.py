@@ -42,6 +42,11 @@ class StageTimes:
     """Seconds spent per stage for one image (accumulates over repeated calls)."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    wall_offset: float = 0.0
+    """Wall seconds actually spent minus those counted in the stages. Non-zero only with the
+    encoder cache: the ``encoder`` stage then holds what running the encoder costs (stored
+    with the entry on a hit), and this holds the difference to what ran (negative on a hit,
+    the hashing and writing on a miss). Only ``marginal_ms`` uses it."""
 
     def add(self, stage: str, seconds: float) -> None:
         self.seconds[stage] += seconds

@@ -5,10 +5,16 @@ Timing per image is split into ``preprocess`` / ``encoder`` / ``decoder`` / ``po
 file from disk is not timed. With ``warmup=true`` an extra untimed pass runs on the first
 image, so every image of the dataset is timed. A bad image is recorded with its path and
 reason and the job goes on.
+
+With ``cache.dir`` set (``engine=fast``), encoder outputs come from / go to the on-disk
+encoder cache (:mod:`sam_bench.engines.encoder_cache`); the warm-up pass bypasses it. Stage
+times and ``latency_ms`` stay what the configuration costs without a cache; ``marginal_ms``
+is the time actually spent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -20,6 +26,7 @@ from tqdm.auto import tqdm
 
 from sam_bench.data.base import GroundTruth, ImageRef
 from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
+from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.errors import SampleError
 from sam_bench.metrics.cost import STAGES, Clock, GpuPeak, StageTimes, latency_summary
 from sam_bench.metrics.instance import InstanceEvaluator
@@ -106,10 +113,12 @@ class AMGTask:
         lead = ctxs[0]
         clock = Clock(lead.device)
         gpu = GpuPeak(lead.device)
-        engine = build_group_engine(lead.model, [c.cfg for c in ctxs], lead.device)
+        cache = open_encoder_cache(ctxs)
+        engine = build_group_engine(lead.model, [c.cfg for c in ctxs], lead.device, cache)
         members = [_Member(c) for c in ctxs]
         if lead.cfg.warmup:
-            _warmup(lead, engine, len(members))
+            with cache.suspended() if cache is not None else contextlib.nullcontext():
+                _warmup(lead, engine, len(members))
         desc = "images" if len(members) == 1 else f"images ({len(members)} jobs)"
         bar = tqdm(lead.refs, desc=desc, unit="img", disable=not lead.cfg.progress, leave=False)
         for ref in bar:
@@ -144,11 +153,40 @@ class AMGTask:
                     m.fail(row, ref, f"{type(e).__name__}: {e}")
                     continue
                 # the time this job added: shared stages count for the group's first job only
+                # (as spent: an encoder-cache hit counts its load, not the stored seconds)
                 shared = sum(t.seconds[k] for k in ("preprocess", "encoder", "decoder"))
+                shared += t.wall_offset
                 own = t.seconds["postprocess"] + (shared if j == 0 else 0.0)
                 row["marginal_ms"] = own * 1000.0
                 m.rows.append(row)
-        return [_result(m, engine.cc_impl) for m in members]
+        cache_info = cache.info() if cache is not None else None
+        return [_result(m, engine.cc_impl, cache_info) for m in members]
+
+
+def open_encoder_cache(ctxs: list[JobContext]) -> EncoderCache | None:
+    """The encoder cache of a group of jobs (``engine=fast`` only), or ``None``.
+
+    Jobs that differ only in ``cache.*`` are grouped (the cache never changes results): the
+    group uses the first job that sets ``cache.dir``, and every job records that cache in
+    ``task_info.encoder_cache``.
+    """
+    chosen = next((c for c in ctxs if c.cache_dir is not None), None)
+    if chosen is None or chosen.cache_dir is None:
+        return None
+    if chosen.cfg.engine != "fast":
+        log.warning("cache.dir is ignored by engine=%s (only fast uses it)", chosen.cfg.engine)
+        return None
+    others = {str(c.cache_dir) for c in ctxs if c.cache_dir not in (None, chosen.cache_dir)}
+    if others:
+        log.warning(
+            "jobs computed together name several cache.dir; using %s (not %s)",
+            chosen.cache_dir,
+            ", ".join(sorted(others)),
+        )
+    identity = encoder_identity(
+        chosen.cfg.model, chosen.weights.state_dict_hash, chosen.cfg.dtype, chosen.device
+    )
+    return EncoderCache(chosen.cache_dir, chosen.cfg.cache.max_gb, identity, chosen.device)
 
 
 def _warmup(ctx: JobContext, engine: GroupEngine, n: int) -> None:
@@ -191,7 +229,7 @@ def _score(
     row["error"] = None
 
 
-def _result(m: _Member, cc_impl: str) -> TaskResult:
+def _result(m: _Member, cc_impl: str, encoder_cache: dict[str, Any] | None) -> TaskResult:
     """Aggregate one job's rows."""
     cfg = m.cfg
     if cfg.save_predictions:
@@ -213,6 +251,7 @@ def _result(m: _Member, cc_impl: str) -> TaskResult:
         "cc_impl": cc_impl,
         "min_mask_region_area_applied": cfg.amg.min_mask_region_area > 0,
         "prompts_per_image": prompts_per_image(m.ctx),
+        "encoder_cache": encoder_cache,
     }
     return TaskResult(rows=m.rows, metrics=metrics, image_errors=m.errors, info=info)
 

@@ -24,6 +24,8 @@ class JobContext:
     dataset: Dataset
     refs: list[ImageRef]
     job_dir: Path
+    cache_dir: Path | None = None
+    """The validated, absolute ``cache.dir`` (encoder cache); ``None``: off."""
 
 
 @dataclass

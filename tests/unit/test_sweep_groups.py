@@ -22,7 +22,7 @@ def key(*overrides: str) -> str | None:
         "amg.pred_iou_thresh=0.1", "amg.stability_score_thresh=0.5",
         "amg.stability_score_offset=0.5", "amg.mask_threshold=1.0", "amg.box_nms_thresh=0.9",
         "amg.crop_nms_thresh=0.1", "amg.min_mask_region_area=100", "amg.output_mode=coco_rle",
-        "save_predictions=true", "task.save_masks=0",
+        "save_predictions=true", "task.save_masks=0", "cache.dir=/tmp/enc", "cache.max_gb=1",
     ],
 )  # fmt: skip
 def test_post_processing_settings_share_a_group(override: str) -> None:

@@ -1,0 +1,376 @@
+"""An optional on-disk cache of image-encoder outputs, shared across commands (``cache.dir``).
+
+What ``SAM2ImagePredictor.set_image`` leaves on the predictor (``_features``: the image
+embedding and the high-resolution feature maps, ``_orig_hw``, ``_is_batch``) is stored per
+encoded image, with the seconds the encoder took, so a later command with the same model and
+image restores it instead of running the encoder. Only ``engine=fast`` uses it.
+
+* **Content-addressed.** An entry's name is the sha256 of its key: the weights'
+  ``state_dict_hash``, the model (name and sam2 config), dtype, device type and name, the sam2
+  and torch versions, and the exact array fed to ``set_image`` (sha256 of its bytes, shape and
+  dtype; it is the preprocessed crop, so preprocessing and crop boxes are covered). Entries
+  live in ``<dir>/<first 2 hex digits>/<sha256>.pt``.
+* **Exact.** A restored entry holds the very tensors ``set_image`` produced (same dtype, same
+  strides), so the masks are bit-identical to running the encoder.
+* **Safe to share.** Writes go to a temporary file in the entry's folder, then
+  ``os.replace``: parallel jobs (``hydra/launcher=joblib``) may share a folder. An unreadable
+  entry is a miss (a warning names the file, which is removed); a failed write is a warning
+  and the job goes on.
+* **Size-capped.** After a write, least-recently-used entries (file mtime; a hit touches its
+  file) are removed until the entries total at most ``cache.max_gb``. Files that are not
+  entries are never removed.
+* **Timing.** A hit returns the encoder seconds stored with the entry, so a job's
+  ``encoder`` stage (and ``latency_ms_*``) is what the configuration costs alone, whatever
+  the cache held; the time actually spent (hashing, loading, writing) goes to the job's
+  ``marginal_ms`` through :attr:`StageTimes.wall_offset`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sam_bench.config import CacheConfig, ModelConfig
+from sam_bench.errors import ConfigError
+from sam_bench.metrics.cost import Clock
+
+log = logging.getLogger(__name__)
+
+#: Version of the entry layout; part of every key, so a new layout never reads an old one.
+FORMAT = 1
+_SUFFIX = ".pt"
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_ENTRY = re.compile(r"[0-9a-f]{64}\.pt")
+_GB = 1e9
+
+
+def resolve_dir(cfg: CacheConfig, base_dir: Path) -> Path | None:
+    """The cache folder of ``cfg`` (relative paths from ``base_dir``), created if needed;
+    ``None`` when the cache is off.
+
+    Raises :class:`ConfigError` (``cache.dir``) when the path exists but is not a folder, or
+    cannot be created or written to. Called before any model is built.
+    """
+    if cfg.dir is None:
+        return None
+    root = Path(cfg.dir).expanduser()
+    if not root.is_absolute():
+        root = base_dir / root
+    if root.exists() and not root.is_dir():
+        raise ConfigError("cache.dir", f"{root} exists and is not a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("cache.dir", f"cannot create {root}: {e.strerror or e}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError("cache.dir", f"{root} is not writable")
+    return root.resolve()
+
+
+def encoder_identity(
+    model: ModelConfig, weights_hash: str, dtype: str, device: torch.device
+) -> dict[str, str]:
+    """Everything besides the image that decides the encoder's output (part of every key).
+
+    ``model.apply_postprocessing`` is left out: it changes the mask decoder only.
+    """
+    from sam_bench.environment import cpu_model
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+    return {
+        "weights": weights_hash,
+        "model": model.name,
+        "sam2_config": model.sam2_config,
+        "dtype": dtype,
+        "device": device.type,
+        "device_name": name,
+        "sam2": _version("sam2"),
+        "torch": torch.__version__,
+    }
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def image_digest(image: np.ndarray) -> dict[str, Any]:
+    """sha256 of an array's bytes (C order), with its shape and dtype."""
+    data = np.ascontiguousarray(image)
+    return {
+        "sha256": hashlib.sha256(data.data.cast("B")).hexdigest(),
+        "shape": list(data.shape),
+        "dtype": str(data.dtype),
+    }
+
+
+@dataclass
+class EncoderEntry:
+    """What ``SAM2ImagePredictor.set_image`` computed for one image."""
+
+    image_embed: torch.Tensor
+    high_res_feats: list[torch.Tensor]
+    orig_hw: list[tuple[int, int]]
+    is_batch: bool
+    encoder_s: float
+    """Seconds the encoder took when the entry was computed."""
+
+    @classmethod
+    def capture(cls, predictor: Any, encoder_s: float) -> EncoderEntry:
+        """The state ``set_image`` left on ``predictor`` (compact CPU copies, same strides)."""
+        feats = predictor._features
+
+        def copy(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to("cpu").clone()  # clone keeps strides, drops a shared storage
+
+        return cls(
+            image_embed=copy(feats["image_embed"]),
+            high_res_feats=[copy(t) for t in feats["high_res_feats"]],
+            orig_hw=[(int(h), int(w)) for h, w in predictor._orig_hw],
+            is_batch=bool(predictor._is_batch),
+            encoder_s=float(encoder_s),
+        )
+
+    def restore(self, predictor: Any) -> None:
+        """Leave ``predictor`` as ``set_image`` would (tensors must be on its device)."""
+        predictor.reset_predictor()
+        predictor._features = {
+            "image_embed": self.image_embed,
+            "high_res_feats": list(self.high_res_feats),
+        }
+        predictor._orig_hw = list(self.orig_hw)
+        predictor._is_batch = self.is_batch
+        predictor._is_image_set = True
+
+    def to_dict(self, key: str) -> dict[str, Any]:
+        """The stored form (only types ``torch.load(weights_only=True)`` accepts)."""
+        return {
+            "format": FORMAT,
+            "key": key,
+            "image_embed": self.image_embed,
+            "high_res_feats": list(self.high_res_feats),
+            "orig_hw": [list(hw) for hw in self.orig_hw],
+            "is_batch": self.is_batch,
+            "encoder_s": self.encoder_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any, key: str) -> EncoderEntry:
+        """Parse a stored entry; :class:`ValueError` when it is not one (for ``key``)."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("key") != key:
+            raise ValueError("not an encoder-cache entry of this format and key")
+        embed, feats, hw = d.get("image_embed"), d.get("high_res_feats"), d.get("orig_hw")
+        encoder_s = d.get("encoder_s")
+        if (
+            not isinstance(embed, torch.Tensor)
+            or not isinstance(feats, list)
+            or not all(isinstance(t, torch.Tensor) for t in feats)
+            or not isinstance(hw, list)
+            or not all(isinstance(x, list | tuple) and len(x) == 2 for x in hw)
+            or not isinstance(encoder_s, float)
+            or not isinstance(d.get("is_batch"), bool)
+        ):
+            raise ValueError("malformed encoder-cache entry")
+        return cls(
+            image_embed=embed,
+            high_res_feats=feats,
+            orig_hw=[(int(h), int(w)) for h, w in hw],
+            is_batch=d["is_batch"],
+            encoder_s=encoder_s,
+        )
+
+
+@dataclass
+class CacheStats:
+    """What one :class:`EncoderCache` did (recorded as ``task_info.encoder_cache``)."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    evictions: int = 0
+    """Entries removed to stay under the size cap."""
+    errors: int = 0
+    """Unreadable entries (removed) and failed writes."""
+
+
+class EncoderCache:
+    """A folder of encoder outputs for one model identity (see the module docstring).
+
+    ``identity`` is :func:`encoder_identity`; ``device`` is where restored tensors go.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        max_gb: float,
+        identity: Mapping[str, str],
+        device: torch.device,
+    ) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_gb * _GB
+        self.identity = dict(identity)
+        self.device = device
+        self.stats = CacheStats()
+        self.active = True
+
+    # ------------------------------------------------------------------------ entries
+
+    def key(self, image: np.ndarray) -> str:
+        """The entry name (sha256 hex) of ``image`` encoded under this cache's identity."""
+        text = json.dumps(
+            {"format": FORMAT, **self.identity, "image": image_digest(image)}, sort_keys=True
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        """Where the entry ``key`` lives."""
+        return self.root / key[:2] / f"{key}{_SUFFIX}"
+
+    def get(self, key: str) -> EncoderEntry | None:
+        """The entry ``key`` on :attr:`device` (its file touched), or ``None`` (a miss). An
+        unreadable or malformed entry is removed with a warning and is a miss."""
+        path = self.path(key)
+        try:
+            raw = torch.load(path, map_location=self.device, weights_only=True)
+            entry = EncoderEntry.from_dict(raw, key)
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        except Exception as e:  # truncated, corrupt, foreign file: recompute
+            log.warning("encoder cache: unreadable entry %s (%s); removing it", path, e)
+            self.stats.errors += 1
+            self.stats.misses += 1
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # least recently used = oldest mtime
+        self.stats.hits += 1
+        return entry
+
+    def put(self, key: str, entry: EncoderEntry) -> bool:
+        """Store ``entry`` atomically, then enforce the size cap. A failure (disk full, no
+        permission) is a warning; returns whether the entry was written."""
+        path = self.path(key)
+        tmp: str | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=_SUFFIX, dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                torch.save(entry.to_dict(key), f)
+            os.replace(tmp, path)
+            tmp = None
+        except Exception as e:
+            log.warning("encoder cache: cannot write %s (%s); going on without it", path, e)
+            self.stats.errors += 1
+            return False
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+        self.stats.writes += 1
+        self.evict()
+        return True
+
+    def entries(self) -> list[tuple[float, str, int, Path]]:
+        """Every entry file as (mtime, name, bytes, path), oldest first. Only regular files
+        named ``<2 hex>/<64 hex>.pt`` with a matching prefix count: nothing else is ever
+        removed."""
+        found = []
+        try:
+            shards = [d for d in os.scandir(self.root) if _SHARD.fullmatch(d.name)]
+        except OSError:
+            return []
+        for shard in shards:
+            if not shard.is_dir(follow_symlinks=False):
+                continue
+            try:
+                files = list(os.scandir(shard.path))
+            except OSError:
+                continue
+            for f in files:
+                if not (_ENTRY.fullmatch(f.name) and f.name.startswith(shard.name)):
+                    continue
+                try:
+                    if not f.is_file(follow_symlinks=False):
+                        continue
+                    st = f.stat(follow_symlinks=False)
+                except OSError:  # removed meanwhile by another job
+                    continue
+                found.append((st.st_mtime, f.name, st.st_size, Path(f.path)))
+        return sorted(found)
+
+    def evict(self) -> int:
+        """Remove least-recently-used entries until they total at most the cap; returns how
+        many were removed."""
+        found = self.entries()
+        total = sum(size for _, _, size, _ in found)
+        removed = 0
+        for _, _, size, path in found:
+            if total <= self.max_bytes:
+                break
+            try:
+                path.unlink()
+            except FileNotFoundError:  # another job removed it
+                pass
+            except OSError as e:
+                log.warning("encoder cache: cannot remove %s (%s)", path, e)
+                continue
+            else:
+                removed += 1
+            total -= size
+        self.stats.evictions += removed
+        return removed
+
+    # ------------------------------------------------------------------ predictor glue
+
+    def set_image(self, predictor: Any, image: np.ndarray, clock: Clock) -> float:
+        """``predictor.set_image(image)``, or restore its stored result.
+
+        Returns the encoder seconds to count: measured now on a miss (the encoder alone, not
+        hashing or writing), the stored seconds on a hit. While :meth:`suspended`, the encoder
+        simply runs (nothing read, written or counted).
+        """
+        if not self.active:
+            t0 = clock.now()
+            predictor.set_image(image)
+            return clock.now() - t0
+        key = self.key(image)
+        entry = self.get(key)
+        if entry is not None:
+            entry.restore(predictor)
+            return entry.encoder_s
+        t0 = clock.now()
+        predictor.set_image(image)
+        seconds = clock.now() - t0
+        self.put(key, EncoderEntry.capture(predictor, seconds))
+        return seconds
+
+    @contextlib.contextmanager
+    def suspended(self) -> Iterator[None]:
+        """Run the encoder without the cache inside the block (the untimed warm-up: its cold
+        timing must never be stored, and the model must really be warmed up)."""
+        active, self.active = self.active, False
+        try:
+            yield
+        finally:
+            self.active = active
+
+    def info(self) -> dict[str, Any]:
+        """``task_info.encoder_cache``: the folder, the cap and :class:`CacheStats`."""
+        return {"dir": str(self.root), "max_gb": self.max_bytes / _GB, **asdict(self.stats)}
