@@ -17,6 +17,10 @@ test_fast_engine.py`` checks it against the reference engine). Three things diff
   stability score are per mask, so the kept masks are the same.
 * **Upstream slow spots removed.** No ``MaskData.cat`` deep copy of RLE lists, no per-mask
   device sync in RLE encoding (masks are encoded by pycocotools in C, in chunks).
+* **Cache-sized decoder work (CPU).** The mask decoder runs as
+  :class:`~sam_bench.engines.decoder.SlicedMaskDecoder`: the same modules and operations, with
+  the per-prompt image-side tensors computed a few prompts at a time instead of as one 1 GB
+  batch; its output is bit-identical to upstream's decoder for the same prompt batch.
 
 Timing: the shared encoder / decoder seconds are added in full to every configuration's
 :class:`StageTimes`, so a configuration's latency is what it would cost alone. Upsampling of
@@ -25,6 +29,7 @@ the kept logits counts as post-processing here (upstream counts it inside the de
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +39,7 @@ from pycocotools import mask as mask_utils
 
 from sam_bench.config import AMGConfig
 from sam_bench.engines.base import MaskRecord, autocast
+from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.models import connected_components
@@ -168,9 +174,15 @@ class FastAMG:
         )
         batched_mode = coords.shape[0] > 1
         high_res = [f[-1].unsqueeze(0) for f in p._features["high_res_feats"]]
+        image_embed = p._features["image_embed"][-1].unsqueeze(0)
+        image_pe = model.sam_prompt_encoder.get_dense_pe()
+        if batched_mode and self._sliced_decoder is not None:
+            return self._sliced_decoder(
+                image_embed, image_pe, sparse, dense, multimask_output, high_res
+            )
         low_res, iou, _, _ = model.sam_mask_decoder(
-            image_embeddings=p._features["image_embed"][-1].unsqueeze(0),
-            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            image_embeddings=image_embed,
+            image_pe=image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
@@ -178,6 +190,14 @@ class FastAMG:
             high_res_features=high_res,
         )
         return low_res, iou
+
+    @functools.cached_property
+    def _sliced_decoder(self) -> SlicedMaskDecoder | None:
+        """The mask decoder with image-side work in slices (CPU), or ``None``: upstream's."""
+        size = slice_size_for(self.device)
+        if size is None:
+            return None
+        return SlicedMaskDecoder(self.predictor.model.sam_mask_decoder, size)
 
     def _batch_candidates(
         self, points: np.ndarray, im_size: tuple[int, int]

@@ -1,0 +1,93 @@
+"""sam2's mask decoder vs the fast engine's sliced decoder, side by side in one run.
+
+One batch of point prompts on one embedded image (sam2.1 tiny, random weights, CPU), decoded
+by the upstream ``MaskDecoder`` and by :class:`sam_bench.engines.decoder.SlicedMaskDecoder`
+with several slice sizes. Prints each one's median time over ``--repeats`` runs, its speedup
+over upstream, and whether its output is bit-identical (it must be). The fastest slice size
+is the one to put in ``CPU_SLICE_SIZE``.
+
+    .venv/bin/python benchmarks/bench_decoder.py                  # 64 prompts, slices 2 3 4 8
+    .venv/bin/python benchmarks/bench_decoder.py --prompts 32 --sizes 2 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
+from sam_bench.data.registry import build_dataset
+from sam_bench.engines.decoder import SlicedMaskDecoder
+from sam_bench.models.build import build_model
+from sam_bench.preprocess import to_model_input
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=64, help="prompts in the batch")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 3, 4, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    cfg = ModelConfig(
+        name="sam2.1_hiera_tiny", sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        checkpoint_file="x.pt", url="http://127.0.0.1:9/x.pt", weights="random",
+    )  # fmt: skip
+    model, _ = build_model(cfg, torch.device("cpu"), seed=0, progress=False)
+    root = Path(__file__).resolve().parents[1]
+    ds = build_dataset(DatasetConfig(limit=1), root)
+    image = to_model_input(ds.load(ds.refs()[0]).raw, PreprocessConfig())[0]
+    predictor = SAM2ImagePredictor(model)
+    h, w = image.shape[:2]
+    n = args.prompts
+    side = int(np.ceil(np.sqrt(n)))
+    grid = np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:n]
+    pts = torch.as_tensor((grid + 0.5) / side * [w, h], dtype=torch.float32)
+    with torch.inference_mode():
+        predictor.set_image(image)
+        coords = predictor._transforms.transform_coords(pts, normalize=True, orig_hw=(h, w))
+        labels = torch.ones(n, dtype=torch.int)
+        sparse, dense = model.sam_prompt_encoder(
+            points=(coords[:, None], labels[:, None]), boxes=None, masks=None
+        )
+        feats = predictor._features
+        kwargs = {
+            "image_embeddings": feats["image_embed"][-1].unsqueeze(0),
+            "image_pe": model.sam_prompt_encoder.get_dense_pe(),
+            "sparse_prompt_embeddings": sparse,
+            "dense_prompt_embeddings": dense,
+            "multimask_output": True,
+            "high_res_features": [f[-1].unsqueeze(0) for f in feats["high_res_feats"]],
+        }
+
+        def upstream() -> torch.Tensor:
+            return model.sam_mask_decoder(repeat_image=True, **kwargs)[0]  # type: ignore[no-any-return]
+
+        runs = {"upstream": upstream}
+        for size in args.sizes:
+            dec = SlicedMaskDecoder(model.sam_mask_decoder, size)
+            runs[f"sliced, {size} prompts per slice"] = lambda dec=dec: dec(**kwargs)[0]
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        outs: dict[str, torch.Tensor] = {}
+        for _ in range(args.repeats):  # interleaved, so load changes hit every variant alike
+            for name, fn in runs.items():
+                t0 = time.perf_counter()
+                outs[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["upstream"])
+    print(f"mask decoder, {n} prompts, one {w}x{h} image, {torch.get_num_threads()} threads")
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        same = torch.equal(outs[name], outs["upstream"])
+        print(f"  {name:<34} {t:7.2f} s   {base / t:5.2f}x   bit-identical: {same}")
+
+
+if __name__ == "__main__":
+    main()

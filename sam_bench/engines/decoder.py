@@ -1,0 +1,246 @@
+"""SAM 2's mask decoder with its per-prompt image-side work done in cache-sized slices.
+
+For a batch of B point prompts, upstream ``MaskDecoder.predict_masks`` repeats the 64x64x256
+image embedding B times and runs the two-way transformer and the upscaling convolutions on
+B-sized tensors (1 GB each for B=64). On a CPU those element-wise passes are bound by memory
+bandwidth and take most of the decoder's time.
+
+:class:`SlicedMaskDecoder` computes the same function with the same modules and the same
+operations, but splits the work in two kinds:
+
+* **Prompt-side** work (tokens: self-attention, the token MLP, layer norms, the q/k/v/out
+  projections of the tokens, the hypernetwork, IoU and object-score heads) runs on the whole
+  batch, with exactly upstream's tensor shapes: small matrix products pick their kernel by
+  their row count, so their results depend on the batch size.
+* **Image-side** work (projections of the 4096 image tokens, the attention itself, the image
+  layer norm and the upscaling convolutions) runs ``slice_size`` prompts at a time. These are
+  row-wise operations on >= 4096 rows per prompt, whose results do not depend on how many
+  prompts share a call; their tensors now fit in the CPU's caches.
+
+The outputs are bit-identical to ``model.sam_mask_decoder(...)`` (checked against it in
+``tests/integration/test_sliced_decoder.py``, and end to end against the official generator
+in ``tests/integration/test_fast_engine.py``). Only the CPU uses slicing: on CUDA the fast
+engine calls the upstream decoder as is (see :func:`slice_size_for`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+#: Prompts per image-side slice on the CPU (measured by ``benchmarks/bench_decoder.py``).
+CPU_SLICE_SIZE = 4
+
+
+def slice_size_for(device: torch.device) -> int | None:
+    """Image-side slice size for ``device``; ``None``: run the upstream decoder unchanged."""
+    return CPU_SLICE_SIZE if device.type == "cpu" else None
+
+
+def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``Attention._separate_heads``."""
+    b, t, c = x.shape
+    return x.reshape(b, t, n, c // n).transpose(1, 2)
+
+
+def _merge(x: torch.Tensor) -> torch.Tensor:
+    """``Attention._recombine_heads``."""
+    b, n, t, c = x.shape
+    return x.transpose(1, 2).reshape(b, t, n * c)
+
+
+class SlicedMaskDecoder:
+    """``MaskDecoder.forward`` for a batch of prompts on one image, image side sliced.
+
+    Args:
+        decoder: the model's ``sam_mask_decoder`` (weights are used, never changed).
+        slice_size: prompts per image-side slice.
+    """
+
+    def __init__(self, decoder: torch.nn.Module, slice_size: int) -> None:
+        if slice_size < 2:
+            raise ValueError("slice_size must be >= 2 (see _slices)")
+        self.d: Any = decoder
+        self.slice_size = slice_size
+
+    def __call__(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        high_res_features: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res mask logits and predicted IoU, as ``MaskDecoder.forward`` returns them
+        (with ``repeat_image=True``: one image, ``B`` prompts)."""
+        d = self.d
+        if d.training:
+            raise RuntimeError("SlicedMaskDecoder is for inference (the decoder is in training)")
+        masks, iou_pred = self._predict_masks(
+            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings,
+            high_res_features,
+        )  # fmt: skip
+        if multimask_output:
+            return masks[:, 1:, :, :], iou_pred[:, 1:]
+        if d.dynamic_multimask_via_stability:
+            out: tuple[torch.Tensor, torch.Tensor] = d._dynamic_multimask_via_stability(
+                masks, iou_pred
+            )
+            return out
+        return masks[:, 0:1, :, :], iou_pred[:, 0:1]
+
+    # ------------------------------------------------------------------ predict_masks
+
+    def _slices(self, n: int) -> list[slice]:
+        """Consecutive slices of ``slice_size`` prompts, the last one taking the remainder.
+
+        No slice holds a single prompt unless the batch does: a 1-prompt tensor takes a
+        different memory layout through the upscaling convolution than a batch does, and
+        so different rounding."""
+        size = self.slice_size
+        starts = list(range(0, n, size))
+        if len(starts) > 1 and n - starts[-1] < size:
+            starts.pop()  # merge the short remainder into the previous slice
+        return [slice(s, e) for s, e in zip(starts, [*starts[1:], n], strict=True)]
+
+    def _predict_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse: torch.Tensor,
+        dense: torch.Tensor,
+        high_res_features: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.d
+        s = 0
+        if d.pred_obj_scores:
+            output_tokens = torch.cat(
+                [d.obj_score_token.weight, d.iou_token.weight, d.mask_tokens.weight], dim=0
+            )
+            s = 1
+        else:
+            output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
+        output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        n = tokens.shape[0]
+        if image_embeddings.shape[0] != 1 or image_pe.size(0) != 1:
+            raise ValueError("SlicedMaskDecoder decodes prompts on one image")
+        slices = self._slices(n)
+        _, c, h, w = image_embeddings.shape
+        # Per slice: the repeated image embedding plus the prompts' dense embeddings,
+        # flattened to tokens as TwoWayTransformer.forward does (same strides, so the same
+        # kernels: a contiguous copy here would change bf16 rounding in the projections).
+        srcs = []
+        for sl in slices:
+            k = sl.stop - sl.start
+            src = torch.repeat_interleave(image_embeddings, k, dim=0) + dense[sl]
+            srcs.append(src.flatten(2).permute(0, 2, 1))
+        # The positional encoding is the same for every prompt: one contiguous 1 x HW x C copy
+        # broadcast in the additions (element-wise, so the sums are the same bits as
+        # upstream's repeated copy, and cheaper to read).
+        key_pe = image_pe.flatten(2).permute(0, 2, 1).contiguous()
+
+        hs, keys = self._transformer(srcs, key_pe, tokens, slices)
+        iou_token_out = hs[:, s, :]
+        mask_tokens_out = hs[:, s + 1 : (s + 1 + d.num_mask_tokens), :]
+        mlps = d.output_hypernetworks_mlps
+        hyper_in = torch.stack(
+            [mlps[i](mask_tokens_out[:, i, :]) for i in range(d.num_mask_tokens)], dim=1
+        )
+        masks = []
+        for sl, src in zip(slices, keys, strict=True):
+            k = sl.stop - sl.start
+            src = src.transpose(1, 2).view(k, c, h, w)
+            if not d.use_high_res_features:
+                up = d.output_upscaling(src)
+            else:
+                dc1, ln1, act1, dc2, act2 = d.output_upscaling
+                feat_s0, feat_s1 = high_res_features or (None, None)
+                up = act1(ln1(dc1(src) + feat_s1))
+                up = act2(dc2(up) + feat_s0)
+            _, uc, uh, uw = up.shape
+            masks.append((hyper_in[sl] @ up.view(k, uc, uh * uw)).view(k, -1, uh, uw))
+        iou_pred = d.iou_prediction_head(iou_token_out)
+        return torch.cat(masks, dim=0), iou_pred
+
+    # ------------------------------------------------------------------ TwoWayTransformer
+
+    def _transformer(
+        self,
+        srcs: list[torch.Tensor],
+        key_pe: torch.Tensor,
+        point_embedding: torch.Tensor,
+        slices: list[slice],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``TwoWayTransformer.forward``: queries on the whole batch, keys per slice."""
+        t = self.d.transformer
+        queries, keys = point_embedding, srcs
+        for layer in t.layers:
+            queries, keys = self._block(layer, queries, keys, point_embedding, key_pe, slices)
+        q = queries + point_embedding
+        ks = [k + key_pe for k in keys]
+        attn_out = self._token_to_image(t.final_attn_token_to_image, q, ks, keys, slices)
+        queries = queries + attn_out
+        queries = t.norm_final_attn(queries)
+        return queries, keys
+
+    def _block(
+        self,
+        layer: Any,
+        queries: torch.Tensor,
+        keys: list[torch.Tensor],
+        query_pe: torch.Tensor,
+        key_pe: torch.Tensor,
+        slices: list[slice],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``TwoWayAttentionBlock.forward``."""
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            attn_out = layer.self_attn(q=q, k=q, v=queries)
+            queries = queries + attn_out
+        queries = layer.norm1(queries)
+
+        q = queries + query_pe
+        ks = [k + key_pe for k in keys]
+        attn_out = self._token_to_image(layer.cross_attn_token_to_image, q, ks, keys, slices)
+        queries = queries + attn_out
+        queries = layer.norm2(queries)
+
+        mlp_out = layer.mlp(queries)
+        queries = queries + mlp_out
+        queries = layer.norm3(queries)
+
+        q = queries + query_pe
+        attn = layer.cross_attn_image_to_token
+        k_tok = _heads(attn.k_proj(q), attn.num_heads)
+        v_tok = _heads(attn.v_proj(queries), attn.num_heads)
+        new_keys = []
+        for sl, key in zip(slices, keys, strict=True):
+            k_img = key + key_pe
+            q_img = _heads(attn.q_proj(k_img), attn.num_heads)
+            out = F.scaled_dot_product_attention(q_img, k_tok[sl], v_tok[sl])
+            key = key + attn.out_proj(_merge(out))
+            new_keys.append(layer.norm4(key))
+        return queries, new_keys
+
+    @staticmethod
+    def _token_to_image(
+        attn: Any,
+        q: torch.Tensor,
+        ks: list[torch.Tensor],
+        vs: list[torch.Tensor],
+        slices: list[slice],
+    ) -> torch.Tensor:
+        """``Attention.forward`` with token queries (whole batch) and image keys (sliced)."""
+        q_tok = _heads(attn.q_proj(q), attn.num_heads)
+        outs = []
+        for sl, k, v in zip(slices, ks, vs, strict=True):
+            k_img = _heads(attn.k_proj(k), attn.num_heads)
+            v_img = _heads(attn.v_proj(v), attn.num_heads)
+            outs.append(F.scaled_dot_product_attention(q_tok[sl], k_img, v_img))
+        return attn.out_proj(_merge(torch.cat(outs, dim=0)))
