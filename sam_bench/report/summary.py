@@ -56,6 +56,7 @@ def summary_row(record: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         untrained=record.get("untrained"),
         device=env.get("device"),
         dtype=env.get("dtype") or cfg.get("dtype"),
+        engine=cfg.get("engine"),
         status=record.get("status"),
         error=record.get("error"),
         job_dir=str(job_dir),
