@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,24 @@ def shared_data() -> Path:
 
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Any:
+    """sam2.1 Hiera-tiny with random weights (the real architecture; no checkpoint needed).
+    Shared by the tests that compare engines and decoders; none of them changes weights."""
+    import torch
+
+    from sam_bench.config import ModelConfig
+    from sam_bench.models.build import build_model
+
+    cfg = ModelConfig(
+        name="sam2.1_hiera_tiny", family="sam2.1", size="tiny",
+        sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint_file="x.pt",
+        url="http://127.0.0.1:9/x.pt", weights="random",
+    )  # fmt: skip
+    model, _ = build_model(cfg, torch.device("cpu"), seed=0, progress=False)
+    return model
 
 
 def run_cli(

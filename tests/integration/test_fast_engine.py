@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig, DatasetConfig, ModelConfig, PreprocessConfig
+from sam_bench.config import AMGConfig, DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.fast import FastAMG, candidate_key
 from sam_bench.engines.reference import ReferenceEngine
 from sam_bench.metrics.cost import StageTimes
-from sam_bench.models.build import build_model
 from sam_bench.preprocess import to_model_input
 
 KEEP = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
@@ -42,14 +41,8 @@ ALONE = [
 
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    cfg = ModelConfig(
-        name="sam2.1_hiera_tiny", family="sam2.1", size="tiny",
-        sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint_file="x.pt",
-        url="http://127.0.0.1:9/x.pt", weights="random",
-    )  # fmt: skip
-    m, _ = build_model(cfg, torch.device("cpu"), seed=0, progress=False)
-    return m
+def model(tiny_model: torch.nn.Module) -> torch.nn.Module:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

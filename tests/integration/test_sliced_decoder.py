@@ -15,23 +15,16 @@ import numpy as np
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig, DatasetConfig, ModelConfig, PreprocessConfig
+from sam_bench.config import AMGConfig, DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
 from sam_bench.engines.fast import FastAMG
-from sam_bench.models.build import build_model
 from sam_bench.preprocess import to_model_input
 
 
 @pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    cfg = ModelConfig(
-        name="sam2.1_hiera_tiny", family="sam2.1", size="tiny",
-        sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml", checkpoint_file="x.pt",
-        url="http://127.0.0.1:9/x.pt", weights="random",
-    )  # fmt: skip
-    m, _ = build_model(cfg, torch.device("cpu"), seed=0, progress=False)
-    return m
+def model(tiny_model: torch.nn.Module) -> torch.nn.Module:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
