@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict, read_write
 
+from sam_bench import registry
 from sam_bench.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
@@ -91,6 +93,22 @@ class ModelConfig:
 # --------------------------------------------------------------------------------------------
 # amg/
 
+AMG_ROLES = ("candidate", "postprocess", "label")
+
+
+#: ``dataclasses.field`` metadata of the AMG roles (see :class:`AMGConfig`).
+CANDIDATE = {"role": "candidate"}
+POSTPROCESS = {"role": "postprocess"}
+LABEL = {"role": "label"}
+
+
+def amg_fields(role: str) -> tuple[str, ...]:
+    """Names of the :class:`AMGConfig` fields with ``role`` (``candidate``, ``postprocess``
+    or ``label``), in declaration order."""
+    if role not in AMG_ROLES:
+        raise ValueError(f"role must be one of {AMG_ROLES}, got {role!r}")
+    return tuple(f.name for f in fields(AMGConfig) if f.metadata.get("role") == role)
+
 
 @dataclass
 class AMGPostFilterConfig:
@@ -113,48 +131,57 @@ class AMGConfig:
 
     This typed config is the only way settings reach the generator (it silently ignores
     unknown keyword arguments). Defaults are the generator's code defaults.
+
+    Every field has a *role* (``dataclasses.field`` metadata, :func:`amg_fields`):
+    ``candidate`` settings change the decoder's candidate masks (the point grid, crops,
+    batching, ``multimask_output``, ``use_m2m``); ``postprocess`` settings only filter and
+    encode those candidates, so jobs differing only in them share one encoder + decoder pass
+    (``engine=fast``); ``label`` is a name that changes nothing. A test fails when a new field
+    has no role.
     """
 
-    name: str = "default"
+    name: str = field(default="default", metadata=LABEL)
     """Preset name (recorded; not a generator argument)."""
-    points_per_side: int | None = 32
+    points_per_side: int | None = field(default=32, metadata=CANDIDATE)
     """Points sampled along one side of the image (grid of ``points_per_side**2`` prompts).
     ``null`` requires ``point_grids``."""
-    points_per_batch: int = 64
+    points_per_batch: int = field(default=64, metadata=CANDIDATE)
     """Prompts run through the decoder at once (speed / memory only)."""
-    pred_iou_thresh: float = 0.8
+    pred_iou_thresh: float = field(default=0.8, metadata=POSTPROCESS)
     """Keep masks whose predicted IoU is > this (0 disables the filter)."""
-    stability_score_thresh: float = 0.95
+    stability_score_thresh: float = field(default=0.95, metadata=POSTPROCESS)
     """Keep masks whose stability score is >= this (0 disables the filter)."""
-    stability_score_offset: float = 1.0
+    stability_score_offset: float = field(default=1.0, metadata=POSTPROCESS)
     """Logit offset used to compute the stability score."""
-    mask_threshold: float = 0.0
+    mask_threshold: float = field(default=0.0, metadata=POSTPROCESS)
     """Logit threshold that binarises masks."""
-    box_nms_thresh: float = 0.7
+    box_nms_thresh: float = field(default=0.7, metadata=POSTPROCESS)
     """Box IoU cutoff of the non-maximum suppression within a crop (1.0 keeps all)."""
-    crop_n_layers: int = 0
+    crop_n_layers: int = field(default=0, metadata=CANDIDATE)
     """Extra crop layers; layer i has 2**i x 2**i crops."""
-    crop_nms_thresh: float = 0.7
+    crop_nms_thresh: float = field(default=0.7, metadata=POSTPROCESS)
     """Box IoU cutoff of the NMS between crops."""
-    crop_overlap_ratio: float = 512 / 1500
+    crop_overlap_ratio: float = field(default=512 / 1500, metadata=CANDIDATE)
     """Overlap of neighbouring crops in the first crop layer, as a fraction of the image."""
-    crop_n_points_downscale_factor: int = 1
+    crop_n_points_downscale_factor: int = field(default=1, metadata=CANDIDATE)
     """Points per side in crop layer n are divided by this ** n."""
-    point_grids: list[list[list[float]]] | None = None
+    point_grids: list[list[list[float]]] | None = field(default=None, metadata=CANDIDATE)
     """Explicit point grids (one per crop layer, normalised [0, 1] x/y); exclusive with
     ``points_per_side``."""
-    min_mask_region_area: int = 0
+    min_mask_region_area: int = field(default=0, metadata=POSTPROCESS)
     """Fill holes and remove islands smaller than this (pixels of the 256x256 low-res logits,
     before stability scoring). sam2 needs its CUDA extension for this; sam_bench supplies the
     same connected-components step on CPU (recorded as ``cc_impl``)."""
-    output_mode: str = "binary_mask"
+    output_mode: str = field(default="binary_mask", metadata=POSTPROCESS)
     """Form of the generator's masks: ``binary_mask``, ``uncompressed_rle`` or ``coco_rle``
     (affects post-processing cost only; metrics always use RLEs)."""
-    use_m2m: bool = False
+    use_m2m: bool = field(default=False, metadata=CANDIDATE)
     """One extra refinement step feeding each mask back as a mask prompt."""
-    multimask_output: bool = True
+    multimask_output: bool = field(default=True, metadata=CANDIDATE)
     """Three masks per point (``false``: one)."""
-    postfilter: AMGPostFilterConfig = field(default_factory=AMGPostFilterConfig)
+    postfilter: AMGPostFilterConfig = field(
+        default_factory=AMGPostFilterConfig, metadata=POSTPROCESS
+    )
     """sam_bench's own filters applied after the generator (see :class:`AMGPostFilterConfig`)."""
 
     def __post_init__(self) -> None:
@@ -225,8 +252,6 @@ class AMGConfig:
 # --------------------------------------------------------------------------------------------
 # dataset/ and preprocess/
 
-DATASET_FORMATS = ("synthetic", "coco", "instance_folder", "dsb")
-
 
 @dataclass
 class DatasetConfig:
@@ -236,7 +261,8 @@ class DatasetConfig:
     name: str = "synthetic"
     """Name recorded with the results."""
     format: str = "synthetic"
-    """``synthetic`` (embedded), ``coco``, ``instance_folder`` or ``dsb``."""
+    """A registered format (:mod:`sam_bench.registry`): ``synthetic`` (embedded), ``coco``,
+    ``instance_folder`` or ``dsb``."""
     annotations: str | None = None
     """``coco``: instances JSON (polygons or RLE)."""
     images: str | None = None
@@ -254,7 +280,8 @@ class DatasetConfig:
     """Take the first N images in the dataset's stable order (image id / file name)."""
 
     def __post_init__(self) -> None:
-        _check_choice("dataset.format", self.format, DATASET_FORMATS)
+        if self.format != MISSING:
+            registry.check("dataset", self.format)
         _check_min("dataset.limit", self.limit, 1)
         required = {
             "coco": ("annotations", "images"),
@@ -316,22 +343,20 @@ class PreprocessConfig:
 # --------------------------------------------------------------------------------------------
 # task/ and tracking/
 
-TASKS = ("amg",)
-ENGINES = ("fast", "reference")
-
 
 @dataclass
 class TaskConfig:
-    """What is benchmarked (``conf/task/*.yaml``). Prompted, video and semantic tasks plug in
-    beside ``amg`` with their own groups."""
+    """What is benchmarked (``conf/task/*.yaml``). A task's own settings live in their own
+    section (``amg``, ...); see :mod:`sam_bench.tasks`."""
 
     name: str = "amg"
-    """Task name: ``amg`` (automatic mask generation)."""
+    """A registered task (:mod:`sam_bench.registry`): ``amg`` (automatic mask generation)."""
     save_masks: int = 4
-    """Save the predicted masks of the first N images next to the record (for overlays)."""
+    """Save the predicted masks of the first N items next to the record (for overlays)."""
 
     def __post_init__(self) -> None:
-        _check_choice("task.name", self.name, TASKS)
+        if self.name != MISSING:
+            registry.check("task", self.name)
         _check_min("task.save_masks", self.save_masks, 0)
 
 
@@ -369,16 +394,18 @@ class ObjectiveConfig:
     ``objective`` metric. Always finite: a failed job or one over the latency budget gets
     ``penalty``."""
 
-    metric: str = "miou"
-    """Aggregate metric to maximise."""
+    metric: str | None = None
+    """Catalogue metric to optimise; ``null``: the task's default objective (``miou`` for
+    ``amg``). The objective is always maximised: a metric where lower is better is negated."""
     latency_budget_ms: float | None = None
     """Jobs whose ``latency_ms_p50`` exceeds this get ``penalty``. ``null``: no budget."""
-    penalty: float = -1.0
-    """Objective of a failed job, a job over budget, or a NaN metric."""
+    penalty: float | None = None
+    """Objective of a failed job, a job over budget, or a NaN metric. ``null``: -1 when the
+    metric is higher-is-better (accuracies are >= 0), -1e9 when it is negated."""
 
     def __post_init__(self) -> None:
         _check_min("objective.latency_budget_ms", self.latency_budget_ms, 0.0, strict=True)
-        if not math.isfinite(self.penalty):
+        if self.penalty is not None and not math.isfinite(self.penalty):
             raise ConfigError("objective.penalty", f"must be finite, got {self.penalty}")
 
 
@@ -421,11 +448,12 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     """On-disk cache of image-encoder outputs (``cache.dir=PATH``; off by default)."""
     engine: str = "fast"
-    """AMG implementation: ``fast`` (same masks as the official generator, sharing encoder and
-    decoder work between jobs that differ only in post-processing) or ``reference`` (the
-    official ``SAM2AutomaticMaskGenerator``, unchanged)."""
+    """AMG implementation (a registered engine): ``fast`` (same masks as the official
+    generator, sharing encoder and decoder work between jobs that differ only in
+    post-processing) or ``reference`` (the official ``SAM2AutomaticMaskGenerator``,
+    unchanged)."""
     device: str = "auto"
-    """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     dtype: str = "fp32"
     """``fp32`` or ``bf16`` (torch autocast around the model)."""
     seed: int = 0
@@ -440,11 +468,23 @@ class Config:
     """Write every image's masks as COCO-results-style RLE JSON (``predictions.json``)."""
     sweep_name: str | None = None
     """Name of the sweep preset (set by ``conf/sweep/*.yaml``)."""
+    predictions: str | None = None
+    """Score existing predictions instead of running SAM 2: a file (AMG: a COCO results JSON
+    with RLE masks and scores, as ``save_predictions=true`` writes it) or folder the task
+    reads. No model is built; latency is not measured; the record says so."""
+    plugins: list[str] = field(default_factory=list)
+    """Python modules imported before the job is validated; they register their own tasks,
+    engines, dataset formats and metrics (see :mod:`sam_bench.registry`)."""
 
     def __post_init__(self) -> None:
-        _check_choice("engine", self.engine, ENGINES)
-        _check_choice("device", self.device, ("auto", "cpu", "cuda"))
+        registry.check("engine", self.engine)
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ConfigError(
+                "device", f"must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}"
+            )
         _check_choice("dtype", self.dtype, ("fp32", "bf16"))
+        if self.predictions is not None and not str(self.predictions).strip():
+            raise ConfigError("predictions", "must be a path or null, got an empty string")
 
 
 def register_configs() -> None:

@@ -1,23 +1,34 @@
 """Result records: ``result.json`` and ``per_image.csv`` of one job, written atomically.
 
-``result.json`` layout (``schema_version`` 1)::
+``result.json`` layout (``schema_version`` 2)::
 
     schema_version  int
-    status          "ok" | "partial" (some images failed) | "failed"
+    status          "ok" | "partial" (some items failed) | "failed"
     error           str | null          why the job failed
-    task            "amg"
+    task            the task name ("amg", ...)
+    task_spec       the task's declaration: metrics, headline, objective, pareto [x, y],
+                    stages, needs, sections (see sam_bench.tasks.base.TaskSpec)
+    config_id       16 hex digits identifying the configuration (see sam_bench.identity)
+    config_identity the document config_id hashes
     job             {num, dir, started, finished, duration_s}
     overrides       Hydra's list of "key=value" strings for this job
     config          the resolved config
     environment     versions, device, CPU model, threads, dtype, CUDA extension, git commit
-    weights         {kind, sha256, state_dict_hash, requested, checkpoint_path, fallback_reason}
+    weights         {kind, label, hash, sha256, state_dict_hash, requested, checkpoint_path,
+                    fallback_reason}; kind "predictions" when saved predictions were scored
     untrained       true when the weights are random (accuracy figures are meaningless)
     banner          the untrained-model warning, or null
     dataset         {name, format, n_images, fingerprint}
     task_info       task-specific facts (AMG: engine, cc_impl, points per image,
-                    encoder_cache {dir, max_gb, hits, misses, writes, evictions, errors} or null)
-    metrics         aggregate metrics (see README "Metrics")
-    image_errors    [{image_id, path, error}]
+                    encoder_cache {dir, max_gb, hits, misses, writes, evictions, errors} or
+                    null), warmup {item, failed}, grouped_with_jobs, scored_from
+    metrics         aggregate metrics (catalogue names)
+    metric_info     the catalogue entry of every metric (sam_bench.metrics.catalogue)
+    figures         [{path, caption}]: figures the task drew for this job (paths relative to
+                    the job directory); the sweep report shows them
+    item_errors     [{image_id, path, error}]
+
+Version 1 records (``image_errors``, no catalogue snapshot) are still read by the reports.
 
 Readers (summary, plots, reports) use these files only, never model code.
 """
@@ -83,6 +94,9 @@ def new_record() -> dict[str, Any]:
         "status": "running",
         "error": None,
         "task": None,
+        "task_spec": {},
+        "config_id": None,
+        "config_identity": {},
         "job": {},
         "overrides": [],
         "config": {},
@@ -93,7 +107,9 @@ def new_record() -> dict[str, Any]:
         "dataset": {},
         "task_info": {},
         "metrics": {},
-        "image_errors": [],
+        "metric_info": {},
+        "figures": [],
+        "item_errors": [],
     }
 
 

@@ -17,14 +17,19 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from sam_bench import registry
 from sam_bench.config import Config, to_typed
-from sam_bench.errors import SamBenchError
+from sam_bench.errors import ConfigError, SamBenchError
+from sam_bench.metrics.catalogue import Metric
 from sam_bench.record import PER_IMAGE_FILE, RESULT_FILE, new_record, write_json, write_rows_csv
+
+if TYPE_CHECKING:
+    from sam_bench.tasks.base import Task
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +43,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def describe_job(cfg: Config, overrides: list[str], n_images: int | None) -> str:
-    """One line describing a job (used by ``dry_run``)."""
-    a = cfg.amg
-    grid = f"{a.points_per_side}x{a.points_per_side}" if a.points_per_side else "custom grid"
+def describe_job(
+    cfg: Config, overrides: list[str], n_images: int | None, task_text: str = ""
+) -> str:
+    """One line describing a job (used by ``dry_run``); ``task_text``: the task's own part."""
     imgs = "?" if n_images is None else str(n_images)
-    return (
-        f"model={cfg.model.name} weights={cfg.model.weights} amg={a.name} ({grid}, "
-        f"{a.crop_n_layers} crop layers) dataset={cfg.dataset.name} ({imgs} images) "
-        f"preprocess={cfg.preprocess.name} device={cfg.device} dtype={cfg.dtype} "
-        f"| overrides: {' '.join(overrides) or '(none)'}"
+    return " ".join(
+        p
+        for p in (
+            f"task={cfg.task.name} model={cfg.model.name} weights={cfg.model.weights}",
+            task_text,
+            f"dataset={cfg.dataset.name} ({imgs} items) preprocess={cfg.preprocess.name}",
+            f"device={cfg.device} dtype={cfg.dtype}",
+            f"| overrides: {' '.join(overrides) or '(none)'}",
+        )
+        if p
     )
 
 
@@ -114,21 +124,35 @@ def run_job(
 
 
 def objective(record: dict[str, Any], cfg: DictConfig) -> tuple[float, str]:
-    """The job's finite objective (see :class:`sam_bench.config.ObjectiveConfig`) and why."""
+    """The job's finite objective (see :class:`sam_bench.config.ObjectiveConfig`) and why.
+
+    The metric is ``objective.metric``, else the task's default objective (recorded as
+    ``task_spec.objective``), else ``miou``. The objective is maximised: a metric whose
+    catalogue direction is ``lower`` is negated. The penalty defaults to -1 for a
+    higher-is-better metric and -1e9 for a negated one.
+    """
+    from sam_bench.metrics.catalogue import CATALOGUE
+
     obj = cfg.get("objective") or {}
-    metric = str(obj.get("metric", "miou"))
-    penalty = float(obj.get("penalty", -1.0))
+    spec = record.get("task_spec") or {}
+    metric = str(obj.get("metric") or spec.get("objective") or "miou")
+    entry = CATALOGUE.get(metric)
+    if entry is None and isinstance((record.get("metric_info") or {}).get(metric), dict):
+        entry = Metric.from_dict(record["metric_info"][metric])
+    sign = -1.0 if entry is not None and entry.direction == "lower" else 1.0
+    penalty = obj.get("penalty")
+    penalty = float(penalty) if penalty is not None else (-1.0 if sign > 0 else -1e9)
     budget = obj.get("latency_budget_ms")
     metrics = record.get("metrics") or {}
     if record.get("status") not in ("ok", "partial"):
         return penalty, "failed"
     value = metrics.get(metric)
-    if not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return penalty, f"{metric} is not a number"
     latency = metrics.get("latency_ms_p50")
     if budget is not None and isinstance(latency, int | float) and latency > float(budget):
         return penalty, f"latency_ms_p50 {latency:.0f} > budget {float(budget):.0f} ms"
-    return float(value), metric
+    return sign * float(value), metric if sign > 0 else f"-{metric}"
 
 
 def _new_record(spec: JobSpec) -> dict[str, Any]:
@@ -154,48 +178,73 @@ def _fail(record: dict[str, Any], e: BaseException, job_dir: Path) -> None:
     log.exception("job failed")
 
 
+def validate(cfg_node: DictConfig) -> tuple[Config, type[Task]]:
+    """Plugins imported, the config typed and range-checked, the task found and its objective
+    metric checked against the catalogue: everything that can fail before data or model."""
+    from sam_bench.metrics.catalogue import CATALOGUE
+    from sam_bench.tasks import get_task
+
+    registry.import_plugins(cfg_node.get("plugins") or [])
+    cfg = to_typed(cfg_node)
+    task_cls = get_task(cfg.task.name)
+    task_cls.spec.check_catalogue()
+    if cfg.objective.metric is not None:
+        try:
+            CATALOGUE.require(cfg.objective.metric, task=cfg.task.name)
+        except KeyError as e:
+            raise ConfigError("objective.metric", str(e.args[0])) from None
+    return cfg, task_cls
+
+
 def _run_specs(
     specs: list[JobSpec], base_dir: Path
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Validate, build and run jobs as one group; returns (record, rows) per job."""
     from sam_bench.data.registry import build_dataset
     from sam_bench.engines.encoder_cache import resolve_dir
+    from sam_bench.metrics.catalogue import CATALOGUE
 
     started = time.time()
     records = [_new_record(s) for s in specs]
     rows: list[list[dict[str, Any]]] = [[] for _ in specs]
     live: list[tuple[int, Config]] = []
+    task_cls: type[Task] | None = None
     cache_dirs: dict[int, Path | None] = {}
     for i, spec in enumerate(specs):
         try:
-            cfg = to_typed(spec.cfg_node)  # range checks, before anything is built
+            cfg, task_cls = validate(spec.cfg_node)  # before anything is built
             records[i]["task"] = cfg.task.name
+            records[i]["task_spec"] = task_cls.spec.to_dict()
+            records[i]["metric_info"] = CATALOGUE.snapshot(task_cls.spec.catalogue_names())
             if not cfg.dry_run:  # the cache folder is created here, before any model work
                 cache_dirs[i] = resolve_dir(cfg.cache, base_dir)
             live.append((i, cfg))
         except Exception as e:
             _fail(records[i], e, spec.job_dir)
-    if live:
+    if live and task_cls is not None:
         try:
             lead = live[0][1]
             dataset = build_dataset(lead.dataset, base_dir)
             refs = dataset.refs()
+            for _, cfg in live:
+                task_cls.check(cfg, dataset)
             if lead.dry_run:
                 for i, cfg in live:
                     num = specs[i].job_num
                     prefix = "[dry run]" if num is None else f"[dry run] #{num}"
-                    print(
-                        f"{prefix} {describe_job(cfg, specs[i].overrides, len(refs))}", flush=True
-                    )
+                    text = describe_job(cfg, specs[i].overrides, len(refs), task_cls.describe(cfg))
+                    print(f"{prefix} {text}", flush=True)
                     records[i]["status"] = "dry_run"
             else:
                 outs = _execute(
+                    task_cls,
                     [cfg for _, cfg in live],
                     dataset,
                     refs,
                     [specs[i] for i, _ in live],
                     [records[i] for i, _ in live],
                     [cache_dirs.get(i) for i, _ in live],
+                    base_dir,
                 )
                 for (i, _), r in zip(live, outs, strict=True):
                     rows[i] = r
@@ -209,18 +258,23 @@ def _run_specs(
 
 
 def _execute(
+    task_cls: type[Task],
     cfgs: list[Config],
     dataset: Any,
     refs: list[Any],
     specs: list[JobSpec],
     records: list[dict[str, Any]],
     cache_dirs: list[Path | None],
+    base_dir: Path,
 ) -> list[list[dict[str, Any]]]:
-    """Build the model once, run the task for every job, fill the records; returns rows."""
+    """Build the model once (or open the saved predictions), run the task's jobs through the
+    shared loop, free the model, fill the records; returns the rows."""
     from sam_bench import environment
-    from sam_bench.metrics.cost import PeakRSS
+    from sam_bench.loop import run_items
+    from sam_bench.metrics.cost import Clock, PeakRSS
     from sam_bench.models.build import UNTRAINED_BANNER, build_model
-    from sam_bench.tasks import JobContext, get_task
+    from sam_bench.tasks.base import JobContext
+    from sam_bench.tasks.predictions import ReplayTask
 
     # sam2 modules call torch.jit.script at import; torch >= 2.10 warns about it on every job.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
@@ -238,14 +292,21 @@ def _execute(
     for record, spec in zip(records, specs, strict=True):
         record["environment"] = {**env, "concurrent_jobs": spec.concurrent_jobs}
         record["dataset"] = dict(data_info)
-    task_cls = get_task(lead.task.name)
     rss = PeakRSS().start()
-    seed_everything(lead.seed)
-    t0 = time.perf_counter()
-    model, weights = build_model(lead.model, device, lead.seed, progress=lead.progress)
-    build_s = time.perf_counter() - t0
-    if weights.untrained:
-        log.warning("%s", UNTRAINED_BANNER)
+    source = None
+    model = weights = None
+    build_s = math.nan
+    if lead.predictions:
+        path = Path(lead.predictions).expanduser()
+        source = task_cls.read_predictions(path if path.is_absolute() else base_dir / path, dataset)
+    elif task_cls.spec.model:
+        seed_everything(lead.seed)
+        clock = Clock(device)
+        t0 = clock.now()
+        model, weights = build_model(lead.model, device, lead.seed, progress=lead.progress)
+        build_s = clock.now() - t0
+        if weights.untrained:
+            log.warning("%s", UNTRAINED_BANNER)
     ctxs = [
         JobContext(
             cfg=cfg, device=device, model=model, weights=weights, dataset=dataset, refs=refs,
@@ -253,49 +314,121 @@ def _execute(
         )
         for cfg, spec, cache_dir in zip(cfgs, specs, cache_dirs, strict=True)
     ]  # fmt: skip
-    run_group = getattr(task_cls, "run_group", None)
-    results = [task_cls(ctxs[0]).run()] if run_group is None or len(ctxs) == 1 else run_group(ctxs)
+    task = ReplayTask(ctxs, task_cls, source) if source is not None else task_cls(ctxs)
+    try:
+        results = run_items(task, warmup=lead.warmup, progress=lead.progress)
+    finally:
+        task.close()
+        del task, ctxs, model
+        free_memory(device)
     peak_rss = rss.stop()
     group = [s.job_num for s in specs] if len(specs) > 1 else None
     for record, result in zip(records, results, strict=True):
-        _fill(record, result, weights, build_s, peak_rss, rss.method, group)
+        _fill(record, result, task_cls, weights, source, build_s, peak_rss, rss.method, group)
     return [r.rows for r in results]
 
 
-def _fill(
-    record: dict[str, Any],
-    result: Any,
-    weights: Any,
-    build_s: float,
-    peak_rss: float,
-    rss_method: str,
-    group: list[int | None] | None,
-) -> None:
-    """Record one job's outcome (status from its images)."""
-    from sam_bench.models.build import UNTRAINED_BANNER
+def free_memory(device: Any) -> None:
+    """Collect garbage (a job's model must not outlive it) and return cached CUDA memory."""
+    import gc
 
-    record["weights"] = {
+    import torch
+
+    gc.collect()
+    if getattr(device, "type", None) == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _weights_block(weights: Any, source: Any) -> dict[str, Any]:
+    if source is None and weights is None:  # a task that builds no model
+        return {"kind": "none", "label": "none", "hash": None, "sha256": None,
+                "state_dict_hash": None, "requested": None, "checkpoint_path": None,
+                "fallback_reason": None}  # fmt: skip
+    if source is not None:
+        info = source.info()
+        sha = str(info.get("sha256"))
+        return {"kind": "predictions", "label": f"predictions:{sha[:12]}", "hash": sha,
+                "sha256": sha, "state_dict_hash": None, "requested": None,
+                "checkpoint_path": None, "fallback_reason": None}  # fmt: skip
+    return {
         "kind": weights.kind,
         "label": weights.label,
+        "hash": weights.sha256 if weights.kind != "random" else weights.state_dict_hash,
         "sha256": weights.sha256,
         "state_dict_hash": weights.state_dict_hash,
         "requested": weights.requested,
         "checkpoint_path": weights.checkpoint_path,
         "fallback_reason": weights.fallback_reason,
     }
-    record["untrained"] = weights.untrained
-    record["banner"] = UNTRAINED_BANNER if weights.untrained else None
+
+
+def _fill(
+    record: dict[str, Any],
+    result: Any,
+    task_cls: type[Task],
+    weights: Any,
+    source: Any,
+    build_s: float,
+    peak_rss: float,
+    rss_method: str,
+    group: list[int | None] | None,
+) -> None:
+    """Record one job's outcome (status from its items)."""
+    from sam_bench.identity import config_id, config_identity
+    from sam_bench.metrics.catalogue import CATALOGUE
+    from sam_bench.models.build import UNTRAINED_BANNER
+
+    record["weights"] = _weights_block(weights, source)
+    untrained: bool | None
+    if source is None and weights is None:
+        untrained, banner = None, None
+    elif source is None:
+        untrained = bool(weights.untrained)
+        banner = UNTRAINED_BANNER if untrained else None
+    else:  # what the predictions' own header says (sam_bench writes it)
+        flag = (source.info().get("source") or {}).get("untrained")
+        untrained = flag if isinstance(flag, bool) else None
+        banner = PREDICTIONS_UNTRAINED_BANNER if untrained else None
+    record["untrained"] = untrained
+    record["banner"] = banner
     metrics = dict(result.metrics)
-    metrics["peak_rss_mb"] = peak_rss  # of the whole group when jobs ran grouped
-    metrics["model_build_s"] = build_s
+    if source is None:
+        metrics["peak_rss_mb"] = peak_rss  # of the whole group when jobs ran grouped
+        if weights is not None:
+            metrics["model_build_s"] = build_s
+    else:  # nothing ran: no cost was measured
+        metrics = {
+            k: v for k, v in metrics.items() if (m := CATALOGUE.get(k)) is None or m.kind != "cost"
+        }
     record["environment"]["peak_rss_method"] = rss_method
     record["metrics"] = metrics
+    record["metric_info"] = {
+        **record.get("metric_info", {}),
+        **CATALOGUE.snapshot([*metrics, "objective"]),
+    }
     record["task_info"] = {**result.info, "grouped_with_jobs": group}
-    record["image_errors"] = result.image_errors
+    record["item_errors"] = result.item_errors
+    spec = task_cls.spec
+    identity = config_identity(
+        record["config"],
+        task=spec.name,
+        sections=spec.sections,
+        uses_engine=spec.uses_engine and source is None,
+        data=record["dataset"].get("fingerprint"),
+        weights=record["weights"].get("hash"),
+    )
+    record["config_identity"] = identity
+    record["config_id"] = config_id(identity)
     n_ok = sum(1 for r in result.rows if r.get("error") is None)
     if n_ok == 0:
-        first = result.image_errors[0]["error"] if result.image_errors else "?"
+        first = result.item_errors[0]["error"] if result.item_errors else "?"
         record["status"] = "failed"
-        record["error"] = f"all {len(result.rows)} images failed; first: {first}"
+        record["error"] = f"all {len(result.rows)} items failed; first: {first}"
     else:
-        record["status"] = "partial" if result.image_errors else "ok"
+        record["status"] = "partial" if result.item_errors else "ok"
+
+
+PREDICTIONS_UNTRAINED_BANNER = (
+    "UNTRAINED MODEL: these predictions came from random weights (no checkpoint), as their "
+    "file says. Accuracy figures measure nothing but the harness."
+)

@@ -1,10 +1,11 @@
 """Which jobs of a sweep can share work, and computing them together.
 
-Jobs whose resolved configs are equal except for AMG post-processing settings
-(:data:`sam_bench.engines.fast.POSTPROCESS_KEYS`) and per-job outputs share model, data,
-preprocessing and decoder candidates. With ``engine=fast`` they are computed as one group, one
-image at a time (memory holds one image's candidates, not a dataset's); each job keeps its own
-directory, record and summary row, and its latency counts the shared stages in full.
+Per-job output settings (:data:`PER_JOB_KEYS`, ``task.save_masks``) never prevent sharing; what
+else may differ is the task's decision (:meth:`sam_bench.tasks.base.Task.group_key`): for AMG
+with ``engine=fast``, the post-processing settings. Jobs with equal keys are computed as one
+group, one item at a time (memory holds one item's intermediate results, not a dataset's); each
+job keeps its own directory, record and summary row, and its latency counts the shared stages
+in full.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from sam_bench.engines.fast import POSTPROCESS_KEYS
 from sam_bench.run import JobSpec, precompute_group
 
 log = logging.getLogger(__name__)
@@ -42,18 +42,22 @@ def task_config(sweep_config: DictConfig) -> DictConfig:
 
 def group_key(cfg: DictConfig) -> str | None:
     """Equal keys can be computed together; ``None``: the job runs alone."""
+    from sam_bench import registry
+    from sam_bench.tasks import get_task
+
     try:
         c: Any = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # broken interpolation etc.: the job reports it itself
+        registry.import_plugins(c.get("plugins"))
+        task_cls = get_task(str((c.get("task") or {}).get("name")))
+    except Exception:  # broken interpolation, unknown task...: the job reports it itself
         return None
-    if c.get("engine") != "fast" or c.get("dry_run") or c.get("task", {}).get("name") != "amg":
+    if c.get("dry_run") or c.get("predictions"):
         return None
     for key in PER_JOB_KEYS:
         c.pop(key, None)
     c.get("task", {}).pop("save_masks", None)
-    for key in POSTPROCESS_KEYS:
-        c.get("amg", {}).pop(key, None)
-    return json.dumps(c, sort_keys=True, default=str)
+    reduced = task_cls.group_key(c)
+    return None if reduced is None else json.dumps(reduced, sort_keys=True, default=str)
 
 
 def precompute_shared(sweep_configs: list[DictConfig], base_dir: Path) -> None:

@@ -2,7 +2,9 @@
 
 - Images are listed sorted by image id (integer ids numerically, then text ids).
 - Every annotation of an image is one instance, in annotation-id order; ``iscrowd`` is kept
-  as a flag (crowd regions are not instances to find, see :class:`GroundTruth`).
+  as a flag (crowd regions are not instances to find, see :class:`GroundTruth`), and so are
+  ``category_id`` (0 when absent) and ``area`` (the rasterised area when absent): COCOeval's
+  area ranges (``ar1000_small`` ...) use the annotation's ``area`` field, not the mask's.
 - Masks are built the way ``pycocotools.coco.COCO.annToRLE`` builds them
   (``frPyObjects`` + ``merge``), after validating each segmentation so a malformed one costs its
   image (a :class:`SampleError` naming the annotation id), never a crash in pycocotools.
@@ -21,6 +23,7 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
+from sam_bench.config import DatasetConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
 from sam_bench.data.images import read_image
 from sam_bench.data.registry import compute_fingerprint
@@ -43,6 +46,7 @@ class CocoDataset:
     """
 
     kind = "coco"
+    provides: tuple[str, ...] = ("instances",)
 
     def __init__(
         self,
@@ -108,13 +112,24 @@ class CocoDataset:
 
         rles: list[dict[str, Any]] = []
         crowd: list[bool] = []
+        categories: list[int] = []
+        areas: list[float] = []
         for ann in self._anns.get(ref.image_id, []):
             try:
-                rles.append(segmentation_to_rle(ann.get("segmentation"), h, w))
+                rle = segmentation_to_rle(ann.get("segmentation"), h, w)
             except ValueError as e:
                 raise SampleError(path, f"annotation {ann.get('id')}: {e}") from None
+            rles.append(rle)
             crowd.append(bool(ann.get("iscrowd", 0)))
-        return Sample(ref=ref, raw=raw, gt=GroundTruth(rles=rles, iscrowd=crowd, height=h, width=w))
+            cat: Any = ann.get("category_id")
+            categories.append(int(cat) if _is_number(cat) else 0)
+            # COCOeval's area ranges use the annotation's own ``area`` field
+            area: Any = ann.get("area")
+            areas.append(float(area) if _is_number(area) else float(mask_utils.area(rle)))
+        gt = GroundTruth(
+            rles=rles, iscrowd=crowd, height=h, width=w, category_ids=categories, areas=areas
+        )
+        return Sample(ref=ref, raw=raw, gt=gt)
 
     def fingerprint(self) -> str:
         """See :mod:`sam_bench.data.registry` for exactly what is hashed."""
@@ -288,3 +303,15 @@ def _compressed_total(text: str) -> int:
             raise ValueError("compressed RLE has a negative run length")
         counts.append(x)
     return sum(counts)
+
+
+def from_config(cfg: DatasetConfig, base_dir: Path) -> CocoDataset:
+    """``dataset.format=coco`` (relative paths taken from ``base_dir``)."""
+    from sam_bench.data.registry import config_path
+
+    return CocoDataset(
+        config_path(cfg, "annotations", base_dir),
+        config_path(cfg, "images", base_dir),
+        name=cfg.name,
+        limit=cfg.limit,
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from sam_bench.config import DatasetConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
 from sam_bench.data.images import read_image
 from sam_bench.data.registry import compute_fingerprint
@@ -33,6 +34,7 @@ class DsbDataset:
     """
 
     kind = "dsb"
+    provides: tuple[str, ...] = ("instances",)
 
     def __init__(self, root: Path | str, *, name: str = "dsb", limit: int | None = None) -> None:
         self.name = name
@@ -110,3 +112,10 @@ def _mask_files(folder: Path) -> list[Path]:
         (p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")),
         key=lambda p: p.name,
     )
+
+
+def from_config(cfg: DatasetConfig, base_dir: Path) -> DsbDataset:
+    """``dataset.format=dsb`` (relative paths taken from ``base_dir``)."""
+    from sam_bench.data.registry import config_path
+
+    return DsbDataset(config_path(cfg, "root", base_dir), name=cfg.name, limit=cfg.limit)

@@ -16,6 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
+from sam_bench.config import DatasetConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
 from sam_bench.data.images import read_image
 from sam_bench.data.registry import compute_fingerprint
@@ -42,6 +43,7 @@ class InstanceFolderDataset:
     """
 
     kind = "instance_folder"
+    provides: tuple[str, ...] = ("instances",)
 
     def __init__(
         self,
@@ -188,3 +190,15 @@ def label_map_to_rles(labels: np.ndarray) -> list[dict[str, Any]]:
         mask[sl] = dense[sl] == k
         rles.append(mask_utils.encode(mask))
     return rles
+
+
+def from_config(cfg: DatasetConfig, base_dir: Path) -> InstanceFolderDataset:
+    """``dataset.format=instance_folder`` (relative paths taken from ``base_dir``)."""
+    from sam_bench.data.registry import config_path
+
+    return InstanceFolderDataset(
+        config_path(cfg, "images", base_dir),
+        config_path(cfg, "labels", base_dir),
+        name=cfg.name,
+        limit=cfg.limit,
+    )

@@ -36,9 +36,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sam_bench.config import DATASET_FORMATS, DatasetConfig
+from sam_bench import registry
+from sam_bench.config import DatasetConfig
 from sam_bench.data.base import Dataset
-from sam_bench.errors import DatasetError
+from sam_bench.errors import ConfigError, DatasetError
 
 FINGERPRINT_VERSION = "sam_bench-dataset-fingerprint-v1"
 
@@ -89,7 +90,8 @@ def embedded_synthetic_root() -> Path:
 
 
 def build_dataset(cfg: DatasetConfig, base_dir: Path) -> Dataset:
-    """Create the loader for ``cfg``.
+    """Create the loader for ``cfg`` (the builder registered for ``cfg.format`` in
+    :mod:`sam_bench.registry`).
 
     Args:
         cfg: Dataset options (see :class:`DatasetConfig`).
@@ -102,34 +104,30 @@ def build_dataset(cfg: DatasetConfig, base_dir: Path) -> Dataset:
     Raises:
         DatasetError: unknown format, missing folder or annotation file, unknown scene...
     """
-    fmt = cfg.format
-    if fmt not in DATASET_FORMATS:
-        close = difflib.get_close_matches(str(fmt), DATASET_FORMATS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DatasetError(
-            f"unknown dataset format {fmt!r}{hint}; available: {', '.join(DATASET_FORMATS)}"
-        )
+    try:
+        builder = registry.load("dataset", cfg.format)
+    except ConfigError as e:
+        raise DatasetError(str(e)) from None
+    return builder(cfg, Path(base_dir))
 
-    def path(key: str) -> Path:
-        value = getattr(cfg, key)
-        if not value:
-            raise DatasetError(f"dataset.{key} is required for dataset.format={fmt}")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else Path(base_dir) / p
 
-    if fmt == "coco":
-        from sam_bench.data.coco import CocoDataset
+def config_path(cfg: DatasetConfig, key: str, base_dir: Path) -> Path:
+    """The path the dataset setting ``key`` names, relative ones taken from ``base_dir``.
 
-        return CocoDataset(path("annotations"), path("images"), name=cfg.name, limit=cfg.limit)
-    if fmt == "instance_folder":
-        from sam_bench.data.instance_folder import InstanceFolderDataset
+    Raises:
+        DatasetError: the setting is empty.
+    """
+    value = getattr(cfg, key)
+    if not value:
+        raise DatasetError(f"dataset.{key} is required for dataset.format={cfg.format}")
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p
 
-        return InstanceFolderDataset(path("images"), path("labels"), name=cfg.name, limit=cfg.limit)
-    if fmt == "dsb":
-        from sam_bench.data.dsb import DsbDataset
 
-        return DsbDataset(path("root"), name=cfg.name, limit=cfg.limit)
-    return _build_synthetic(cfg, path("root") if cfg.root else embedded_synthetic_root())
+def build_synthetic(cfg: DatasetConfig, base_dir: Path) -> Dataset:
+    """``dataset.format=synthetic``: the embedded scenes, or ``dataset.root``."""
+    root = config_path(cfg, "root", base_dir) if cfg.root else embedded_synthetic_root()
+    return _build_synthetic(cfg, root)
 
 
 def _build_synthetic(cfg: DatasetConfig, root: Path) -> Dataset:

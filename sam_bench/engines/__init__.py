@@ -13,15 +13,14 @@ and ignores it.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 
+from sam_bench import registry
 from sam_bench.config import Config
 from sam_bench.engines.base import AMGEngine, GroupEngine, MaskRecord, SingleAsGroup
-from sam_bench.errors import ConfigError
 
 if TYPE_CHECKING:
     from sam_bench.engines.encoder_cache import EncoderCache
@@ -29,29 +28,25 @@ if TYPE_CHECKING:
 __all__ = ["AMGEngine", "GroupEngine", "MaskRecord", "build_engine", "build_group_engine"]
 
 
-def _reference(
+def reference_engine(
     model: torch.nn.Module, cfg: Config, device: torch.device, cache: EncoderCache | None
 ) -> AMGEngine:
+    """``engine=reference`` (ignores the encoder cache)."""
     from sam_bench.engines.reference import ReferenceEngine
 
     return ReferenceEngine(model, cfg.amg, device, dtype=cfg.dtype)
 
 
-def _fast(
+def fast_engine(
     model: torch.nn.Module, cfg: Config, device: torch.device, cache: EncoderCache | None
 ) -> AMGEngine:
+    """``engine=fast``."""
     from sam_bench.engines.fast import FastEngine
 
     return FastEngine(model, cfg.amg, device, dtype=cfg.dtype, encoder_cache=cache)
 
 
 EngineFactory = Callable[[torch.nn.Module, Config, torch.device, "EncoderCache | None"], AMGEngine]
-
-#: Engine factories by ``engine`` name (the reference engine ignores the encoder cache).
-ENGINES: dict[str, EngineFactory] = {
-    "fast": _fast,
-    "reference": _reference,
-}
 
 
 def build_engine(
@@ -60,13 +55,9 @@ def build_engine(
     device: torch.device,
     cache: EncoderCache | None = None,
 ) -> AMGEngine:
-    """The engine named by ``cfg.engine``; ``cache``: the encoder cache (``None``: off)."""
-    try:
-        factory = ENGINES[cfg.engine]
-    except KeyError:
-        close = difflib.get_close_matches(cfg.engine, ENGINES, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError("engine", f"unknown engine {cfg.engine!r}{hint}") from None
+    """The engine named by ``cfg.engine`` (:mod:`sam_bench.registry`); ``cache``: the encoder
+    cache (``None``: off)."""
+    factory: EngineFactory = registry.load("engine", cfg.engine)
     return factory(model, cfg, device, cache)
 
 

@@ -1,12 +1,19 @@
-"""Cost measurement: stage timers, latency statistics and memory peaks.
+"""Cost measurement: stage timers, latency statistics and memory peaks, and their catalogue
+entries.
 
 Definitions follow ``shared/docs/metrics.md`` ("Cost"): on CUDA the clock is read only after
 ``torch.cuda.synchronize()``; GPU memory is ``max_memory_allocated`` after resetting the peak
-before each image; the process's peak resident set is measured per job.
+before each item; the process's peak resident set is measured per job.
+
+Stages: every task times ``preprocess`` and the stages it declares (AMG: ``encoder``,
+``decoder``, ``postprocess``; a task may add its own, e.g. ``propagation`` or ``clip``); the
+runner adds ``metrics``. ``latency_ms`` of an item is the sum of every stage but ``metrics``:
+what a SAM 2 user pays. Each stage ``<s>`` is reported as ``<s>_ms_mean``.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -14,14 +21,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psutil
-import torch
 
-#: Stages of the per-image timing split, in order. ``latency`` is the sum of all but metrics.
+from sam_bench.metrics.catalogue import ALL_TASKS, CATALOGUE, Metric, declare, declare_family
+
+if TYPE_CHECKING:  # torch is imported only where CUDA is used: reports read this module
+    import torch
+
+#: Stages of the AMG timing split, in order (the default of :class:`StageTimes`).
 STAGES = ("preprocess", "encoder", "decoder", "postprocess", "metrics")
-LATENCY_STAGES = ("preprocess", "encoder", "decoder", "postprocess")
+#: Stages that are not part of what a SAM 2 user pays (excluded from ``latency_ms``).
+NON_LATENCY_STAGES = ("metrics",)
+LATENCY_STAGES = tuple(s for s in STAGES if s not in NON_LATENCY_STAGES)
 
 
 class Clock:
@@ -29,17 +43,21 @@ class Clock:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
+        self.device = device
 
     def now(self) -> float:
-        """Seconds, after all queued CUDA work has finished."""
+        """Seconds, after all queued CUDA work on the device has finished."""
         if self.cuda:
-            torch.cuda.synchronize()
+            import torch
+
+            torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
 
 @dataclass
 class StageTimes:
-    """Seconds spent per stage for one image (accumulates over repeated calls)."""
+    """Seconds spent per stage for one item (accumulates over repeated calls). Stages that are
+    not listed at construction are added on first use."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_offset: float = 0.0
@@ -48,8 +66,14 @@ class StageTimes:
     with the entry on a hit), and this holds the difference to what ran (negative on a hit,
     the hashing and writing on a miss). Only ``marginal_ms`` uses it."""
 
+    @classmethod
+    def of(cls, stages: tuple[str, ...]) -> StageTimes:
+        """Empty timers for ``stages`` (``metrics`` appended when missing)."""
+        names = (*stages, *(s for s in NON_LATENCY_STAGES if s not in stages))
+        return cls(seconds=dict.fromkeys(names, 0.0))
+
     def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     @contextmanager
     def measure(self, stage: str, clock: Clock) -> Iterator[None]:
@@ -63,28 +87,54 @@ class StageTimes:
     def ms(self) -> dict[str, float]:
         """``{"<stage>_ms": ..., "latency_ms": ...}`` for a per-image row."""
         out = {f"{k}_ms": v * 1000.0 for k, v in self.seconds.items()}
-        out["latency_ms"] = sum(self.seconds[k] for k in LATENCY_STAGES) * 1000.0
+        out["latency_ms"] = (
+            sum(v for k, v in self.seconds.items() if k not in NON_LATENCY_STAGES) * 1000.0
+        )
         return out
 
+    def shared_seconds(self, own: tuple[str, ...]) -> float:
+        """Seconds of every stage but ``own`` and ``metrics``, plus :attr:`wall_offset`: the
+        part of an item's time that jobs computed together share."""
+        skip = set(own) | set(NON_LATENCY_STAGES)
+        return sum(v for k, v in self.seconds.items() if k not in skip) + self.wall_offset
 
-def latency_summary(latencies_ms: list[float]) -> dict[str, float]:
-    """Mean / p50 / p90 of per-image latency and images per second (NaN when empty)."""
+
+def latency_summary(latencies_ms: list[float], per_s: str = "images_per_s") -> dict[str, float]:
+    """Mean / p50 / p90 of per-item latency and items per second (``per_s`` names that key;
+    NaN when empty)."""
     a = np.asarray([x for x in latencies_ms if np.isfinite(x)], dtype=float)
     if a.size == 0:
         nan = float("nan")
-        return {
-            "latency_ms_mean": nan,
-            "latency_ms_p50": nan,
-            "latency_ms_p90": nan,
-            "images_per_s": nan,
-        }
+        return {"latency_ms_mean": nan, "latency_ms_p50": nan, "latency_ms_p90": nan, per_s: nan}
     mean = float(a.mean())
     return {
         "latency_ms_mean": mean,
         "latency_ms_p50": float(np.percentile(a, 50)),
         "latency_ms_p90": float(np.percentile(a, 90)),
-        "images_per_s": 1000.0 / mean if mean > 0 else float("nan"),
+        per_s: 1000.0 / mean if mean > 0 else float("nan"),
     }
+
+
+def _finite_mean(values: list[float]) -> float:
+    vals = [v for v in values if isinstance(v, int | float) and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def cost_summary(
+    rows: list[dict[str, Any]], stages: tuple[str, ...], per_s: str = "images_per_s"
+) -> dict[str, float]:
+    """The cost metrics of a job from its ok per-item rows: latency statistics, the mean of
+    every stage (``<stage>_ms_mean``), ``marginal_ms_mean`` and ``peak_gpu_mem_mb`` (the
+    maximum over items; NaN on CPU)."""
+    out = latency_summary([r["latency_ms"] for r in rows], per_s)
+    names = (*stages, *(s for s in NON_LATENCY_STAGES if s not in stages))
+    for stage in names:
+        out[f"{stage}_ms_mean"] = _finite_mean([r.get(f"{stage}_ms", math.nan) for r in rows])
+    out["marginal_ms_mean"] = _finite_mean([r.get("marginal_ms", math.nan) for r in rows])
+    gpu = [r.get("gpu_peak_mb", math.nan) for r in rows]
+    gpu = [g for g in gpu if isinstance(g, int | float) and np.isfinite(g)]
+    out["peak_gpu_mem_mb"] = max(gpu) if gpu else float("nan")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,11 +212,61 @@ class GpuPeak:
 
     def reset(self) -> None:
         if self.cuda:
+            import torch
+
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def peak_mb(self) -> float:
         if not self.cuda:
             return float("nan")
+        import torch
+
         torch.cuda.synchronize(self.device)
         return torch.cuda.max_memory_allocated(self.device) / 2**20
+
+
+# ---------------------------------------------------------------------------------------------
+# catalogue entries
+
+declare(
+    Metric("latency_ms_mean", "lower", "mean ms",
+           "per-item latency (every stage but metrics: what a SAM 2 user pays), mean over the "
+           "timed items (a warm-up pass runs first, untimed)",
+           reference="shared metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
+    Metric("latency_ms_p50", "lower", "p50 ms", "per-item latency, median over the items",
+           reference="shared metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
+    Metric("latency_ms_p90", "lower", "p90 ms", "per-item latency, 90th percentile",
+           reference="shared metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
+    Metric("images_per_s", "higher", "img/s", "images per second: 1000 / latency_ms_mean",
+           reference="shared metrics.md: Cost", unit="img/s", kind="cost", fmt="{:.3g}"),
+    Metric("marginal_ms_mean", "lower", "marginal ms",
+           "time the job added to its sweep per item: jobs computed together share stages, "
+           "which count for the group's first job only (an encoder-cache hit counts its load)",
+           unit="ms", kind="cost", fmt="{:.0f}"),
+    Metric("peak_gpu_mem_mb", "lower", "GPU MB",
+           "CUDA max_memory_allocated per item after a reset, maximum over items (NaN on CPU)",
+           reference="shared metrics.md: Cost", unit="MB", kind="cost", fmt="{:.0f}"),
+)  # fmt: skip
+
+_STAGE_TEXT = {
+    "preprocess": "conversion of the stored pixels to the model input",
+    "encoder": "image encoder (set_image)",
+    "decoder": "prompt encoder + mask decoder, every prompt batch",
+    "postprocess": "filtering, NMS, upsampling and encoding of the masks",
+    "metrics": "scoring against ground truth (not part of latency)",
+}
+
+
+def _stage_metric(match: re.Match[str]) -> Metric:
+    stage = match.group("stage")
+    what = _STAGE_TEXT.get(stage, f"the {stage} stage")
+    return Metric(
+        f"{stage}_ms_mean", "lower", f"{stage} ms", f"per-item time of {what}, mean over items",
+        unit="ms", kind="cost", fmt="{:.0f}", tasks=(ALL_TASKS,),
+    )  # fmt: skip
+
+
+declare_family(r"(?P<stage>[a-z][a-z0-9]*)_ms_mean", _stage_metric)
+for _stage in STAGES:  # the common stages, listed in this order
+    CATALOGUE.get(f"{_stage}_ms_mean")

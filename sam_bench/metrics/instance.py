@@ -12,9 +12,27 @@ Edge cases (per image; aggregates use NaN-aware means, so NaN rows are skipped):
   ``miou_image``); SA 0, since every prediction is a false positive -- unless all of them lie in
   crowd regions, in which case TP + FP + FN = 0 and SA is NaN.
 * neither: ``miou`` / recalls / SA NaN.
-* crowd regions: a prediction left unmatched by the one-to-one matching whose crowd IoU
-  (pycocotools' crowd IoU = intersection / prediction area) with some crowd region is >= 0.5 is not
-  counted as a false positive. In AR, COCOeval's own crowd rule applies.
+* crowd regions (sam_bench's own rule, for SA): a prediction left unmatched by the one-to-one
+  matching whose crowd IoU (pycocotools' crowd IoU = intersection / prediction area) with some
+  crowd region is >= 0.5 is not counted as a false positive. In AR, COCOeval's own crowd rule
+  applies.
+
+Two SA variants:
+
+* ``msa`` / ``sa50`` / ``sa75`` score the generator's masks as they are (they may overlap),
+  matching at IoU **>** t as the Data Science Bowl 2018 defines a hit.
+* ``msa_label`` / ``sa50_label`` / ``sa75_label`` follow micro-sam's evaluation of AMG output
+  (``micro_sam.instance_segmentation.mask_data_to_segmentation`` with its defaults, then
+  ``elf.evaluation.mean_segmentation_accuracy``): the masks are painted into one label image,
+  largest first, each mask taking only pixels no earlier mask took; every label is split into
+  its 4-connected components; the components are matched one-to-one at IoU **>=** t, and an
+  image with no true positive scores 0. Only these are comparable with micro-sam's published
+  mSA figures.
+
+AR by object size uses COCOeval's area ranges, which include both ends (an instance of exactly
+32² or 96² pixels counts in two ranges), and the area the source states (COCO's ``area``
+field, :attr:`GroundTruth.areas`), as COCOeval does; the rasterised area where the source has
+none.
 """
 
 from __future__ import annotations
@@ -30,9 +48,11 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from sam_bench.data.base import GroundTruth
+from sam_bench.data.base import GroundTruth, Sample
+from sam_bench.metrics.catalogue import Metric, declare
 
 SA_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 """IoU thresholds of mSA: 0.50, 0.55, ..., 0.95 (matching requires IoU strictly above)."""
@@ -41,16 +61,6 @@ CROWD_FP_THRESHOLD = 0.5
 AR_MAX_DETS: tuple[int, int, int] = (10, 100, 1000)
 """COCOeval ``params.maxDets`` used for AR."""
 _AREA_INDEX = {"all": 0, "small": 1, "medium": 2, "large": 3}  # COCOeval params.areaRngLbl order
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """Metadata of one aggregate metric."""
-
-    higher_is_better: bool | None
-    """True / False for quality metrics, None for descriptive statistics."""
-    description: str
-    """One line stating the definition followed."""
 
 
 def _nanmean(values: Sequence[float] | np.ndarray) -> float:
@@ -168,6 +178,78 @@ def coverage_and_overlap(
     return covered / float(height * width), (n_multi / covered if covered else math.nan)
 
 
+def paint_label_image(pred_rles: Sequence[dict[str, Any]], height: int, width: int) -> np.ndarray:
+    """micro-sam's label image of a set of masks: largest mask first, each mask taking only the
+    pixels no earlier mask took, then every label split into its 4-connected components
+    (``mask_data_to_segmentation`` with ``merge_exclusively=True, label_masks=True``).
+    Returns an HxW int32 array, 0 = background, labels 1..n consecutive."""
+    painted = np.zeros((height, width), dtype=np.int32)
+    if len(pred_rles):
+        areas = mask_areas(pred_rles)
+        order = sorted(range(len(pred_rles)), key=lambda i: -areas[i])  # stable: ties keep order
+        for label, i in enumerate(order, start=1):
+            m = mask_utils.decode(pred_rles[i]).astype(bool)
+            painted[m & (painted == 0)] = label
+    out = np.zeros_like(painted)
+    n = 0
+    for label in np.unique(painted):
+        if label == 0:
+            continue
+        comps, k = ndimage.label(painted == label)  # default structure: 4-connectivity
+        out[comps > 0] = comps[comps > 0] + n
+        n += k
+    return out
+
+
+def label_rles(labels: np.ndarray) -> list[dict[str, Any]]:
+    """One compressed RLE per non-zero label of a label image, in label order."""
+    ids = [int(v) for v in np.unique(labels) if v != 0]
+    if not ids:
+        return []
+    stack = np.stack([labels == i for i in ids], axis=-1).astype(np.uint8)
+    return list(mask_utils.encode(np.asfortranarray(stack)))
+
+
+def segmentation_accuracy_elf(
+    iou_matrix: np.ndarray,
+    thresholds: Sequence[float] = SA_THRESHOLDS,
+    pred_ignore: np.ndarray | None = None,
+) -> np.ndarray:
+    """SA(t) as ``elf.evaluation.matching`` computes it (micro-sam): one-to-one matching at
+    IoU **>=** t (most matches, ties by total IoU), SA = TP / (TP + FP + FN), and 0 when there
+    is no true positive. ``pred_ignore``: unmatched predictions not counted as false positives
+    (sam_bench's crowd rule; no effect on data without crowd regions)."""
+    ious = np.asarray(iou_matrix, dtype=np.float64)
+    n_pred, n_gt = ious.shape
+    ignore = np.zeros(n_pred, bool) if pred_ignore is None else np.asarray(pred_ignore, bool)
+    out = np.zeros(len(thresholds), dtype=np.float64)
+    n = min(n_pred, n_gt)
+    for k, t in enumerate(thresholds):
+        valid = ious >= t
+        if n == 0 or not valid.any():
+            continue
+        cost = -(valid.astype(np.float64) + ious / (2 * n))
+        r, c = linear_sum_assignment(cost)
+        ok = valid[r, c]
+        tp = int(ok.sum())
+        matched = np.zeros(n_pred, dtype=bool)
+        matched[r[ok]] = True
+        fp = int((~matched & ~ignore).sum())
+        fn = n_gt - tp
+        out[k] = tp / (tp + fp + fn) if tp > 0 else 0.0
+    return out
+
+
+@dataclass
+class InstancePredictions:
+    """What the instance evaluator scores for one image: masks and the score ranking them."""
+
+    rles: list[dict[str, Any]]
+    """Compressed RLEs, full image size."""
+    scores: list[float]
+    """One score per mask (SAM 2's predicted IoU): ranks the masks for AR."""
+
+
 @dataclass
 class _ImageRecord:
     image_id: str
@@ -180,7 +262,13 @@ class _ImageRecord:
 
 class InstanceEvaluator:
     """detectron2-style: reset / process / evaluate; keeps per-image statistics + compressed RLEs,
-    never dense masks. AR over the whole dataset is computed once, in :meth:`evaluate`."""
+    never dense masks. AR over the whole dataset is computed once, in :meth:`evaluate`.
+
+    ``process(sample, InstancePredictions)`` is the evaluator interface
+    (:class:`sam_bench.metrics.base.Evaluator`); :meth:`add` takes the parts directly.
+    """
+
+    name = "instance"
 
     def __init__(self) -> None:
         self._records: list[_ImageRecord] = []
@@ -191,7 +279,13 @@ class InstanceEvaluator:
         self._records = []
         self._ids = set()
 
-    def process(
+    def process(self, sample: Sample, prediction: InstancePredictions) -> dict[str, float]:
+        """Score one image (see :meth:`add`)."""
+        if sample.gt is None:
+            raise ValueError(f"item {sample.ref.image_id} has no instance ground truth")
+        return self.add(sample.ref.image_id, prediction.rles, prediction.scores, sample.gt)
+
+    def add(
         self,
         image_id: str,
         pred_rles: list[dict[str, Any]],
@@ -202,8 +296,8 @@ class InstanceEvaluator:
 
         ``pred_scores`` (the predicted IoU of each mask) rank the masks for AR. Returns the
         per-image row: n_gt (non-crowd), mask_count, miou, recall50, recall75, msa, sa50, sa75,
-        coverage, overlap, mask_area_mean (mean mask area / image area); edge cases in the module
-        docstring.
+        msa_label, sa50_label, sa75_label, coverage, overlap, mask_area_mean (mean mask area /
+        image area); edge cases in the module docstring.
         """
         if image_id in self._ids:
             raise ValueError(f"image {image_id!r} processed twice")
@@ -221,6 +315,7 @@ class InstanceEvaluator:
         else:
             in_crowd = np.zeros(len(pred_rles), dtype=bool)
         sa = segmentation_accuracy(ious[:, ~crowd], SA_THRESHOLDS, in_crowd)
+        sa_label = self._label_sa(pred_rles, gt, crowd, h, w)
         coverage, overlap = coverage_and_overlap(pred_rles, h, w)
         areas = mask_areas(pred_rles)
         has_gt = best.size > 0
@@ -233,6 +328,9 @@ class InstanceEvaluator:
             "msa": _nanmean(sa),
             "sa50": float(sa[SA_THRESHOLDS.index(0.5)]),
             "sa75": float(sa[SA_THRESHOLDS.index(0.75)]),
+            "msa_label": float(sa_label.mean()),
+            "sa50_label": float(sa_label[SA_THRESHOLDS.index(0.5)]),
+            "sa75_label": float(sa_label[SA_THRESHOLDS.index(0.75)]),
             "coverage": coverage,
             "overlap": overlap,
             "mask_area_mean": _nanmean(areas / float(h * w)),
@@ -242,8 +340,22 @@ class InstanceEvaluator:
         self._ids.add(image_id)
         return dict(row)
 
+    @staticmethod
+    def _label_sa(
+        pred_rles: list[dict[str, Any]], gt: GroundTruth, crowd: np.ndarray, h: int, w: int
+    ) -> np.ndarray:
+        """SA per threshold of micro-sam's painted label image (see the module docstring)."""
+        comps = label_rles(paint_label_image(pred_rles, h, w))
+        ious = mask_iou_matrix(comps, gt.rles, gt.iscrowd)
+        in_crowd = (
+            ious[:, crowd].max(axis=1) >= CROWD_FP_THRESHOLD
+            if crowd.any() and comps
+            else np.zeros(len(comps), dtype=bool)
+        )
+        return segmentation_accuracy_elf(ious[:, ~crowd], SA_THRESHOLDS, in_crowd)
+
     def evaluate(self) -> dict[str, float]:
-        """Aggregate metrics over every processed image; see :data:`METRIC_INFO` for definitions."""
+        """Aggregate metrics over every processed image (catalogue: :data:`INSTANCE_METRICS`)."""
         rows = [r.row for r in self._records]
         best = (
             np.concatenate([r.best_ious for r in self._records]) if self._records else np.zeros(0)
@@ -255,7 +367,7 @@ class InstanceEvaluator:
             "recall50": _nanmean(best >= 0.5),
             "recall75": _nanmean(best >= 0.75),
         }
-        for key in ("msa", "sa50", "sa75"):
+        for key in ("msa", "sa50", "sa75", "msa_label", "sa50_label", "sa75_label"):
             out[key] = _nanmean([r[key] for r in rows])
         out.update(self._average_recall())
         out["mask_count_mean"] = _nanmean(counts)
@@ -289,8 +401,13 @@ class InstanceEvaluator:
         dt_anns: list[dict[str, Any]] = []
         for i, rec in enumerate(self._records, start=1):
             images.append({"id": i, "height": rec.gt.height, "width": rec.gt.width})
-            for rle, is_crowd in zip(rec.gt.rles, rec.gt.iscrowd, strict=True):
-                gt_anns.append(_ann(len(gt_anns) + 1, i, rle, iscrowd=int(bool(is_crowd))))
+            areas: list[float | None] = [None] * len(rec.gt.rles)
+            if rec.gt.areas is not None:
+                areas = list(rec.gt.areas)
+            for rle, is_crowd, src_area in zip(rec.gt.rles, rec.gt.iscrowd, areas, strict=True):
+                gt_anns.append(
+                    _ann(len(gt_anns) + 1, i, rle, iscrowd=int(bool(is_crowd)), area=src_area)
+                )
             for rle, score in zip(rec.pred_rles, rec.pred_scores, strict=True):
                 dt_anns.append(_ann(len(dt_anns) + 1, i, rle, iscrowd=0, score=score))
         with contextlib.redirect_stdout(io.StringIO()):
@@ -302,20 +419,23 @@ class InstanceEvaluator:
             ev.accumulate()
         recall = ev.eval["recall"]  # (T iou thresholds, K=1 category, A=4 areas, M=3 maxDets)
         out = {}
-        for key, (area, max_det) in keys.items():
-            r = recall[:, 0, _AREA_INDEX[area], AR_MAX_DETS.index(max_det)]
+        for key, (rng, max_det) in keys.items():
+            r = recall[:, 0, _AREA_INDEX[rng], AR_MAX_DETS.index(max_det)]
             out[key] = float(r.mean()) if np.all(r > -1) else math.nan
         return out
 
 
-def _ann(ann_id: int, image_id: int, rle: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """COCO annotation for an RLE; fields as ``COCO.loadRes`` sets them for segm results."""
+def _ann(
+    ann_id: int, image_id: int, rle: dict[str, Any], area: float | None = None, **extra: Any
+) -> dict[str, Any]:
+    """COCO annotation for an RLE; fields as ``COCO.loadRes`` sets them for segm results.
+    ``area``: the source's own area (COCOeval's area ranges use it); ``None``: the RLE's."""
     return {
         "id": ann_id,
         "image_id": image_id,
         "category_id": 1,
         "segmentation": rle,
-        "area": float(mask_utils.area(rle)),
+        "area": float(mask_utils.area(rle)) if area is None else float(area),
         "bbox": [float(v) for v in mask_utils.toBbox(rle)],
         **extra,
     }
@@ -329,32 +449,72 @@ def _coco(images: list[dict[str, Any]], anns: list[dict[str, Any]]) -> COCO:
     return coco
 
 
-def _info(higher: bool | None, text: str) -> MetricInfo:
-    return MetricInfo(higher_is_better=higher, description=text)
+_AMG = "shared metrics.md: Automatic mask generation"
+_TASKS = ("amg", "semantic")
+_SIZE = "AR@1000 by object size"
 
 
-METRIC_INFO: dict[str, MetricInfo] = {
-    "miou": _info(True, "best-match mask IoU per non-crowd GT instance, mean over all instances"),
-    "miou_image": _info(True, "best-match mask IoU averaged per image, then over images with GT"),
-    "recall50": _info(True, "fraction of GT instances whose best-match IoU >= 0.5"),
-    "recall75": _info(True, "fraction of GT instances whose best-match IoU >= 0.75"),
-    "msa": _info(True, "mean of SA(t) over t = 0.50, 0.55, ..., 0.95 per image; mean over images"),
-    "sa50": _info(True, "SA(0.5)=TP/(TP+FP+FN), one-to-one matching at IoU>0.5; mean over images"),
-    "sa75": _info(
-        True, "SA(0.75)=TP/(TP+FP+FN), one-to-one matching at IoU>0.75; mean over images"
-    ),
-    "ar100": _info(True, "class-agnostic COCOeval segm AR, 100 masks per image by predicted IoU"),
-    "ar1000": _info(True, "class-agnostic COCOeval segm AR, 1000 masks per image"),
-    "ar1000_small": _info(True, "class-agnostic COCOeval segm AR@1000, GT area < 32^2"),
-    "ar1000_medium": _info(True, "class-agnostic COCOeval segm AR@1000, 32^2 <= GT area < 96^2"),
-    "ar1000_large": _info(True, "class-agnostic COCOeval segm AR@1000, GT area >= 96^2"),
-    "mask_count_mean": _info(None, "number of predicted masks per image, mean over images"),
-    "mask_count_min": _info(None, "number of predicted masks per image, minimum over images"),
-    "mask_count_max": _info(None, "number of predicted masks per image, maximum over images"),
-    "mask_area_mean": _info(None, "mean mask area as a fraction of the image, mean over images"),
-    "coverage": _info(None, "fraction of pixels inside at least one mask, mean over images"),
-    "overlap": _info(None, "fraction of covered pixels inside 2+ masks, mean over images"),
-    "n_images": _info(None, "number of evaluated images"),
-    "n_instances": _info(None, "number of non-crowd GT instances"),
-}
-"""Metadata of every key returned by :meth:`InstanceEvaluator.evaluate`."""
+def _m(name: str, direction: str, label: str, text: str, **kw: Any) -> Metric:
+    kw.setdefault("reference", _AMG)
+    return Metric(name, direction, label, text, tasks=_TASKS, **kw)  # type: ignore[arg-type]
+
+
+INSTANCE_METRICS = declare(
+    _m("miou", "higher", "mIoU",
+       "best-match mask IoU of every non-crowd GT instance, mean over all instances of the "
+       "dataset (more masks never lower it)"),
+    _m("miou_image", "higher", "mIoU/img",
+       "best-match mask IoU averaged per image, then over the images with GT"),
+    _m("recall50", "higher", "R@50", "fraction of GT instances whose best-match IoU >= 0.5"),
+    _m("recall75", "higher", "R@75", "fraction of GT instances whose best-match IoU >= 0.75"),
+    _m("msa", "higher", "mSA",
+       "mean over t = 0.50..0.95 of SA(t) = TP/(TP+FP+FN), one-to-one matching at IoU > t on "
+       "the masks as generated (they may overlap); a prediction mostly inside a crowd region "
+       "is no false positive (sam_bench's rule); mean over images. Harsh on partially "
+       "labelled data (COCO)",
+       reference="Data Science Bowl 2018 (IoU > t); crowd rule: sam_bench"),
+    _m("sa50", "higher", "SA50", "SA(0.5) of msa (IoU > 0.5), mean over images",
+       reference="Data Science Bowl 2018"),
+    _m("sa75", "higher", "SA75", "SA(0.75) of msa (IoU > 0.75), mean over images",
+       reference="Data Science Bowl 2018"),
+    _m("msa_label", "higher", "mSA (label)",
+       "mSA after painting the masks into one label image, largest first, each taking only "
+       "free pixels, split into 4-connected components; matching at IoU >= t, 0 without a "
+       "true positive: comparable with micro-sam's published mSA",
+       reference="micro-sam mask_data_to_segmentation + elf mean_segmentation_accuracy"),
+    _m("sa50_label", "higher", "SA50 (label)", "SA(0.5) of msa_label (IoU >= 0.5)",
+       reference="micro-sam / elf"),
+    _m("sa75_label", "higher", "SA75 (label)", "SA(0.75) of msa_label (IoU >= 0.75)",
+       reference="micro-sam / elf"),
+    _m("ar100", "higher", "AR@100",
+       "class-agnostic COCOeval segm AR, 100 masks per image ranked by predicted IoU",
+       reference="pycocotools COCOeval, useCats=0 (SAM paper's proposal protocol)"),
+    _m("ar1000", "higher", "AR@1000", "class-agnostic COCOeval segm AR, 1000 masks per image",
+       reference="pycocotools COCOeval, useCats=0"),
+    _m("ar1000_small", "higher", "AR small",
+       "AR@1000 over GT with area in [0, 32^2] (COCOeval's range, both ends included; the "
+       "source's area field where it has one)",
+       reference="pycocotools COCOeval areaRng", group=_SIZE, group_x="small"),
+    _m("ar1000_medium", "higher", "AR medium",
+       "AR@1000 over GT with area in [32^2, 96^2] (both ends included)",
+       reference="pycocotools COCOeval areaRng", group=_SIZE, group_x="medium"),
+    _m("ar1000_large", "higher", "AR large",
+       "AR@1000 over GT with area in [96^2, 1e10] (both ends included)",
+       reference="pycocotools COCOeval areaRng", group=_SIZE, group_x="large"),
+    _m("mask_count_mean", "neither", "masks/img", "predicted masks per image, mean",
+       kind="count", fmt="{:.1f}"),
+    _m("mask_count_min", "neither", "masks min", "predicted masks per image, minimum",
+       kind="count", fmt="{:.0f}"),
+    _m("mask_count_max", "neither", "masks max", "predicted masks per image, maximum",
+       kind="count", fmt="{:.0f}"),
+    _m("mask_area_mean", "neither", "mask area",
+       "mean mask area as a fraction of the image, mean over images", kind="count"),
+    _m("coverage", "neither", "coverage",
+       "fraction of pixels inside at least one mask, mean over images", kind="count"),
+    _m("overlap", "neither", "overlap",
+       "fraction of covered pixels inside two or more masks, mean over images", kind="count"),
+    _m("n_images", "neither", "images", "images scored", kind="info", fmt="{:.0f}"),
+    _m("n_instances", "neither", "instances", "non-crowd GT instances", kind="info",
+       fmt="{:.0f}"),
+)  # fmt: skip
+"""Catalogue entries of every key returned by :meth:`InstanceEvaluator.evaluate`."""

@@ -13,40 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.record import RESULT_FILE
 from sam_bench.report.console import varying_keys
 from sam_bench.report.summary import override_dict
-
-#: Metrics with an obvious "better" direction: ``True`` = higher is better.
-METRIC_DIRECTIONS: dict[str, bool] = {
-    "miou": True,
-    "miou_image": True,
-    "recall50": True,
-    "recall75": True,
-    "msa": True,
-    "sa50": True,
-    "sa75": True,
-    "ar100": True,
-    "ar1000": True,
-    "ar1000_small": True,
-    "ar1000_medium": True,
-    "ar1000_large": True,
-    "images_per_s": True,
-    "latency_ms_mean": False,
-    "latency_ms_p50": False,
-    "latency_ms_p90": False,
-    "encoder_ms_mean": False,
-    "decoder_ms_mean": False,
-    "postprocess_ms_mean": False,
-    "peak_gpu_mem_mb": False,
-    "peak_rss_mb": False,
-    "objective": True,  # what a job returns to Hydra's sweepers (see sam_bench.run.objective)
-}
-
-#: Metrics that only mean something with trained weights.
-ACCURACY_METRICS = frozenset(
-    k for k in METRIC_DIRECTIONS if k.startswith(("miou", "recall", "msa", "sa", "ar"))
-)
+from sam_bench.report.view import MetricView
 
 UNTRAINED_NOTE = "UNTRAINED (random weights): accuracy is meaningless"
 
@@ -80,15 +51,24 @@ def ok_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best_configuration(
-    rows: list[dict[str, Any]], metric: str, maximize: bool | None = None
+    rows: list[dict[str, Any]],
+    metric: str,
+    maximize: bool | None = None,
+    view: MetricView | None = None,
 ) -> dict[str, Any] | None:
     """The ``ok`` row with the best finite ``metric``, or ``None`` when no row has one.
 
-    ``maximize`` defaults to the metric's direction in :data:`METRIC_DIRECTIONS` (``KeyError``
-    for a metric without one). Ties go to the first row (lowest job number).
+    ``maximize`` defaults to the metric's catalogue direction in ``view`` (else in this
+    process's catalogue; ``KeyError`` for a metric without one). Ties go to the first row
+    (lowest job number).
     """
     if maximize is None:
-        maximize = METRIC_DIRECTIONS[metric]
+        entry = CATALOGUE.get(metric)
+        maximize = view.direction(metric) if view is not None else None
+        if maximize is None and entry is not None:
+            maximize = entry.higher_is_better
+        if maximize is None:
+            raise KeyError(f"metric {metric!r} has no direction")
     best: dict[str, Any] | None = None
     for row in ok_rows(rows):
         v = num(row.get(metric))
@@ -99,9 +79,7 @@ def best_configuration(
     return best
 
 
-def pareto_front(
-    rows: list[dict[str, Any]], x: str = "latency_ms_p50", y: str = "miou"
-) -> list[dict[str, Any]]:
+def pareto_front(rows: list[dict[str, Any]], x: str, y: str) -> list[dict[str, Any]]:
     """``ok`` rows not dominated on (minimum ``x``, maximum ``y``), sorted by ``x``.
 
     A row is dominated when another is at least as good on both and better on one; rows
@@ -159,6 +137,8 @@ class SweepFacts:
     varying: list[str] = field(default_factory=list)
     fixed: dict[str, str] = field(default_factory=dict)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    view: MetricView = field(default_factory=MetricView)
+    """The catalogue entries and task declarations of the records."""
 
     @property
     def untrained(self) -> bool:
@@ -194,6 +174,7 @@ def sweep_facts(rows: list[dict[str, Any]]) -> SweepFacts:
         n = num((record.get("environment") or {}).get("concurrent_jobs"))
         if math.isfinite(n) and n > 1:
             facts.concurrent_jobs[job] = int(n)
+    facts.view = MetricView.from_records(facts.records.values())
     return facts
 
 
@@ -201,9 +182,11 @@ def sweep_facts(rows: list[dict[str, Any]]) -> SweepFacts:
 class Tuning:
     """How a tuning sweep scored its jobs (``objective.*`` settings of its records)."""
 
-    metric: str = "miou"
+    metric: str = ""
     latency_budget_ms: float | None = None
-    penalty: float = -1.0
+    penalty: float | None = None
+    #: The metric is lower-is-better: the objective is its negation.
+    negated: bool = False
     #: The best ``ok`` row by objective (ties: lowest job number); ``None`` when none has one.
     best: dict[str, Any] | None = None
     #: Rows whose objective is not their metric: (row, reason from ``task_info.objective``).
@@ -216,21 +199,25 @@ def tuning(sweep_dir: Path, rows: list[dict[str, Any]], facts: SweepFacts) -> Tu
     """The sweep's tuning facts, or ``None`` for a sweep that is not a tuning run.
 
     A sweep is a tuning run when a job ran under the ``tune`` preset (``config.sweep_name``),
-    when its objective is not plain mIoU (another ``objective.metric`` or a latency budget), or
-    when Optuna wrote :data:`OPTUNA_RESULTS_FILE` in the sweep directory.
+    when its objective is not the task's default one (another ``objective.metric`` or a latency
+    budget), or when Optuna wrote :data:`OPTUNA_RESULTS_FILE` in the sweep directory.
     """
     configs = [rec.get("config") or {} for rec in facts.records.values()]
     settings: dict[str, Any] = next(
         (c["objective"] for c in configs if isinstance(c.get("objective"), dict)), {}
     )
     optuna = _read_optuna_results(Path(sweep_dir) / OPTUNA_RESULTS_FILE)
-    plain = settings.get("metric", "miou") == "miou" and settings.get("latency_budget_ms") is None
+    default = facts.view.default_objective() or ""
+    metric = str(settings.get("metric") or default)
+    plain = metric == default and settings.get("latency_budget_ms") is None
     if plain and optuna is None and not any(c.get("sweep_name") == "tune" for c in configs):
         return None
+    penalty = settings.get("penalty")
     out = Tuning(
-        metric=str(settings.get("metric", "miou")),
+        metric=metric,
         latency_budget_ms=settings.get("latency_budget_ms"),
-        penalty=num(settings.get("penalty", -1.0)),
+        penalty=None if penalty is None else num(penalty),
+        negated=facts.view.direction(metric) is False,
         best=best_configuration(rows, "objective", maximize=True),
         optuna=optuna,
     )
@@ -239,7 +226,7 @@ def tuning(sweep_dir: Path, rows: list[dict[str, Any]], facts: SweepFacts) -> Tu
         why = str(info.get("objective") or "")
         if row.get("status") != "ok" and not why:
             why = "failed"
-        if why and why != out.metric:
+        if why and why not in (out.metric, f"-{out.metric}"):
             out.penalised.append((row, why))
     return out
 

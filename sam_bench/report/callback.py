@@ -16,6 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from sam_bench.report.analysis import sweep_facts
 from sam_bench.report.console import print_summary
 from sam_bench.report.summary import collect, write_summary
 from sam_bench.tracking import build_tracker, safely
@@ -41,13 +42,13 @@ class SweepSummaryCallback(Callback):
                 sys.exit(1)
             return
         path = write_summary(sweep_dir, rows)
-        untrained = any(str(r.get("untrained")) == "True" for r in rows)
+        facts = sweep_facts(rows)
         title = f"sam_bench sweep: {len(rows)} jobs -> {path}"
-        if untrained:
+        if facts.untrained:
             title += (
                 "\nUNTRAINED MODEL (random weights) in this sweep: accuracy figures are meaningless"
             )
-        print_summary(rows, title=title)
+        print_summary(rows, title=title, view=facts.view)
         files = [path]
         try:  # the summary is written already: a plotting problem must not lose it
             from sam_bench.report.document import write_report  # matplotlib: import late

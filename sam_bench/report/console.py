@@ -1,44 +1,35 @@
-"""Readable console output: the sweep table and a single job's result."""
+"""Readable console output: the sweep table and a single job's result. Columns are the tasks'
+headline metrics (``task_spec.headline`` of the records), labelled and formatted as the
+catalogue declares them."""
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from sam_bench.metrics.catalogue import format_value as _fmt
 from sam_bench.report.summary import override_dict
+from sam_bench.report.view import MetricView
 
 #: Wide enough for a sweep table when stdout is not a terminal (rich would assume 80 columns).
 _console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
-#: (header, summary key, format) of the printed table.
-TABLE_COLUMNS = (
-    ("mIoU", "miou", "{:.3f}"),
-    ("mSA", "msa", "{:.3f}"),
-    ("AR@1000", "ar1000", "{:.3f}"),
-    ("masks/img", "mask_count_mean", "{:.1f}"),
-    ("p50 ms", "latency_ms_p50", "{:.0f}"),
-    ("p90 ms", "latency_ms_p90", "{:.0f}"),
-    ("GPU MB", "peak_gpu_mem_mb", "{:.0f}"),
-    ("RSS MB", "peak_rss_mb", "{:.0f}"),
-)
 
-
-def _fmt(value: Any, fmt: str) -> str:
-    if value is None or value == "":
-        return "-"
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return "-" if math.isnan(v) else fmt.format(v)
+def table_columns(view: MetricView) -> list[tuple[str, str, str]]:
+    """(header, summary key, format) of the printed table: the headline metrics."""
+    return [(view.label(m), m, view.fmt(m)) for m in view.headline() if view.get(m) is not None]
 
 
 def _weights(label: Any) -> str:
+    """``random``, a checkpoint's sha256 cut to 12 digits, or ``predictions:<8 digits>``."""
     label = str(label or "-")
+    kind, sep, digest = label.rpartition(":")
+    if sep:
+        return f"{kind}:{digest[:8]}"
     return label if label in ("random", "-") else label[:12]
 
 
@@ -53,16 +44,18 @@ def varying_keys(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]
     return varying, fixed
 
 
-def print_summary(rows: list[dict[str, Any]], title: str) -> None:
-    """The sweep table: one line per job, its swept values, main metrics and status."""
+def print_summary(rows: list[dict[str, Any]], title: str, view: MetricView) -> None:
+    """The sweep table: one line per job, its swept values, headline metrics and status."""
+    columns = table_columns(view)
     swept, fixed = varying_keys(rows)
     if fixed:
         title += "\nall jobs: " + " ".join(f"{k}={v}" for k, v in fixed.items())
+    title = escape(title)
     table = Table(title=title, title_justify="left")
     table.add_column("job", justify="right")
     for key in swept:
         table.add_column(key)
-    for header, _, _ in TABLE_COLUMNS:
+    for header, _, _ in columns:
         table.add_column(header, justify="right")
     table.add_column("weights")
     table.add_column("status")
@@ -71,8 +64,8 @@ def print_summary(rows: list[dict[str, Any]], title: str) -> None:
         status = str(r.get("status"))
         table.add_row(
             str(r.get("job")),
-            *[ov.get(k, "") for k in swept],
-            *[_fmt(r.get(key), fmt) for _, key, fmt in TABLE_COLUMNS],
+            *[escape(ov.get(k, "")) for k in swept],
+            *[_fmt(r.get(key), fmt) for _, key, fmt in columns],
             _weights(r.get("weights")),
             status if status == "ok" else f"[bold red]{status}[/]",
         )
@@ -82,20 +75,24 @@ def print_summary(rows: list[dict[str, Any]], title: str) -> None:
 def print_job(record: dict[str, Any]) -> None:
     """A single (non-multirun) job's result, as a two-column table."""
     if record.get("banner"):
-        _console.print(f"[bold yellow]{record['banner']}[/]")
+        _console.print(f"[bold yellow]{escape(str(record['banner']))}[/]")
     job_dir = record.get("job", {}).get("dir")
     if record.get("status") == "failed":
         _console.print(f"[bold red]job failed[/] (record: {job_dir}/result.json)")
         return
     m = record.get("metrics", {})
+    view = MetricView.from_records([record])
     table = Table(title=f"sam_bench result: {job_dir}", title_justify="left", show_header=False)
     table.add_column("key")
     table.add_column("value", justify="right")
-    table.add_row("overrides", " ".join(record.get("overrides", [])) or "(none)")
-    for header, key, fmt in TABLE_COLUMNS:
+    table.add_row("overrides", escape(" ".join(record.get("overrides", [])) or "(none)"))
+    table.add_row("config_id", str(record.get("config_id") or "-"))
+    for header, key, fmt in table_columns(view):
         table.add_row(header, _fmt(m.get(key), fmt))
     table.add_row("weights", _weights(record.get("weights", {}).get("label")))
     table.add_row("status", str(record.get("status")))
     _console.print(table)
-    for err in record.get("image_errors", []):
-        _console.print(f"[red]image failed[/] {err['path']}: {err['error']}")
+    for err in record.get("item_errors") or record.get("image_errors") or []:
+        _console.print(
+            f"[red]item failed[/] {escape(str(err['path']))}: {escape(str(err['error']))}"
+        )

@@ -2,9 +2,11 @@
 
 Contents: caveat banners (untrained weights, shared-machine latency, failures), an overview,
 for a tuning sweep (``sweep=tune``, Optuna) the best configuration by objective and the
-penalised trials, the best configuration per metric, the Pareto set (mIoU vs p50 latency), the
-plots, the full table, what failed, notes on the metrics and the environment. Built from the
-jobs' records only.
+penalised trials, the best configuration per metric, the Pareto set of each task (its declared
+accuracy metric against its cost metric), the plots (the sweep's and the figures jobs drew),
+the full table, what failed, the definitions of the metrics shown and the environment. Built
+from the jobs' records only; which metrics exist, their direction, labels and definitions come
+from the records' catalogue entries (:mod:`sam_bench.report.view`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from typing import Any
 
 from sam_bench.record import atomic_write_text
 from sam_bench.report.analysis import (
-    ACCURACY_METRICS,
-    METRIC_DIRECTIONS,
     OPTUNA_RESULTS_FILE,
     SweepFacts,
     Tuning,
@@ -32,36 +32,15 @@ from sam_bench.report.analysis import (
     tuning,
     values_of,
 )
-from sam_bench.report.plots import CAPTIONS, PLOTS_DIR, SKIPPED_FILE, make_plots
+from sam_bench.report.plots import PLOTS_DIR, SKIPPED_FILE, caption, make_plots
 from sam_bench.report.render import Bullets, Figure, Section, Table, Text, to_html, to_markdown
 from sam_bench.report.summary import collect, override_dict, write_summary
+from sam_bench.report.view import MetricView
 
 __all__ = ["best_configuration", "build_report", "write_report"]
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-
-#: Metrics of the "best configuration" table, in order.
-BEST_METRICS = (
-    "miou", "miou_image", "recall50", "recall75", "msa", "ar1000", "ar1000_small",
-    "ar1000_medium", "ar1000_large", "latency_ms_p50", "latency_ms_p90", "images_per_s",
-    "peak_gpu_mem_mb", "peak_rss_mb",
-)  # fmt: skip
-
-#: (header, summary key, format) of the full table.
-TABLE_COLUMNS = (
-    ("mIoU", "miou", "{:.3f}"), ("mIoU/img", "miou_image", "{:.3f}"),
-    ("R@50", "recall50", "{:.3f}"), ("R@75", "recall75", "{:.3f}"), ("mSA", "msa", "{:.3f}"),
-    ("AR@100", "ar100", "{:.3f}"), ("AR@1000", "ar1000", "{:.3f}"),
-    ("AR small", "ar1000_small", "{:.3f}"), ("AR medium", "ar1000_medium", "{:.3f}"),
-    ("AR large", "ar1000_large", "{:.3f}"), ("masks/img", "mask_count_mean", "{:.1f}"),
-    ("coverage", "coverage", "{:.3f}"), ("overlap", "overlap", "{:.3f}"),
-    ("p50 ms", "latency_ms_p50", "{:.0f}"), ("p90 ms", "latency_ms_p90", "{:.0f}"),
-    ("img/s", "images_per_s", "{:.3g}"), ("encoder ms", "encoder_ms_mean", "{:.0f}"),
-    ("decoder ms", "decoder_ms_mean", "{:.0f}"), ("post ms", "postprocess_ms_mean", "{:.0f}"),
-    ("GPU MB", "peak_gpu_mem_mb", "{:.0f}"), ("RSS MB", "peak_rss_mb", "{:.0f}"),
-)  # fmt: skip
-_FORMATS = {key: fmt for _, key, fmt in TABLE_COLUMNS}
 
 ENV_KEYS = (
     "device", "device_name", "cpu_model", "cpu_count", "torch_threads", "dtype",
@@ -69,17 +48,10 @@ ENV_KEYS = (
     "numpy", "pycocotools", "platform", "git_commit", "git_dirty", "concurrent_jobs",
 )  # fmt: skip
 
-METRIC_NOTES = [
-    "mIoU: best-match mask IoU of every ground-truth object, averaged over objects; it ignores "
-    "extra masks, so more masks never lower it.",
-    "mSA (segmentation accuracy TP/(TP+FP+FN), one-to-one matching) punishes every predicted "
-    "mask that matches no ground-truth object, including masks on real but unlabelled objects: "
-    "it is harsh on partially labelled data such as COCO.",
-    "AR: class-agnostic COCO average recall with masks ranked by predicted IoU; small/medium/"
-    "large = ground-truth area < 32², < 96², larger (pixels).",
-    "Latency: preprocess + image encoder + mask decoder + post-processing per image (metrics "
-    "excluded); p50/p90 over the sweep's images.",
-    "Best values and the Pareto set consider jobs with status ok only.",
+GENERAL_NOTES = [
+    "Best values and the Pareto sets consider jobs with status ok only.",
+    "Accuracy metrics are meaningless for jobs that ran with random weights (marked "
+    "untrained); latency and memory are real.",
 ]
 
 
@@ -106,8 +78,8 @@ def _banners(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Text]:
         out.append(
             Text(
                 f"UNTRAINED MODEL: {len(facts.untrained_jobs)} of {facts.n_jobs} jobs ran with "
-                "random weights (no checkpoint). Their accuracy figures (mIoU, mSA, recall, AR) "
-                "are meaningless; only latency and memory are real.",
+                "random weights (no checkpoint). Their accuracy figures are meaningless; only "
+                "latency and memory are real.",
                 "warn",
             )
         )
@@ -155,15 +127,16 @@ def _overview(sweep_dir: Path, rows: list[dict[str, Any]], facts: SweepFacts) ->
 
 
 def _best_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
+    view = facts.view
     table = Table(["metric", "goal", "best", "job", "model", "configuration"], [], {2})
-    for metric in BEST_METRICS:
-        row = best_configuration(rows, metric)
+    for metric in view.best_metrics():
+        row = best_configuration(rows, metric, view=view)
         if row is None:
             continue
-        value = fmt(row.get(metric), _FORMATS.get(metric, "{:.4g}"))
-        if metric in ACCURACY_METRICS and str(row.get("job")) in facts.untrained_jobs:
+        value = fmt(row.get(metric), view.fmt(metric))
+        if view.is_accuracy(metric) and str(row.get("job")) in facts.untrained_jobs:
             value += " (untrained)"
-        goal = "higher" if METRIC_DIRECTIONS[metric] else "lower"
+        goal = "higher" if view.direction(metric) else "lower"
         table.rows.append(
             [metric, goal, value, f"#{row.get('job')}", _s(row.get("model")), _config(row, facts)]
         )
@@ -177,13 +150,15 @@ TOP_TRIALS = 5
 def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[Any]:
     """The "Tuning" section: the objective, the best configuration, the top trials and the
     penalised ones (with the reason recorded in ``task_info.objective``)."""
-    goal = f"maximise {t.metric}"
+    view = facts.view
+    goal = f"minimise {t.metric} (objective = -{t.metric})" if t.negated else f"maximise {t.metric}"
     if t.latency_budget_ms is not None:
         goal += f" with a p50 latency of at most {fmt(t.latency_budget_ms, '{:.0f}')} ms"
+    penalty = t.penalty if t.penalty is not None else (-1e9 if t.negated else -1.0)
     blocks: list[Any] = [
         Text(
             f"Objective: {goal}. A failed trial, a trial whose {t.metric} is not a number or one "
-            f"over the budget scores the penalty {t.penalty:g}. {len(rows)} trials, "
+            f"over the budget scores the penalty {penalty:g}. {len(rows)} trials, "
             f"{len(t.penalised)} penalised; every trial's value is the objective column of "
             "summary.csv."
         )
@@ -195,7 +170,7 @@ def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[An
         job = str(best.get("job"))
         value = fmt(best.get("objective"))
         why = (facts.records.get(job, {}).get("task_info") or {}).get("objective") or t.metric
-        if why != t.metric:
+        if why not in (t.metric, f"-{t.metric}"):
             blocks.append(
                 Text(
                     "The best objective is the penalty: no trial met the objective's "
@@ -204,7 +179,7 @@ def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[An
                     "warn",
                 )
             )
-        elif t.metric in ACCURACY_METRICS and job in facts.untrained_jobs:
+        elif view.is_accuracy(t.metric) and job in facts.untrained_jobs:
             why += ", untrained"
         blocks.append(
             Text(
@@ -238,14 +213,17 @@ def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[An
         key=lambda r: -num(r.get("objective")),
     )  # stable: ties keep job order
     if ranked:
-        top = Table(["job", "objective", t.metric, "p50 ms", "configuration"], [], {1, 2, 3})
+        cost = view.main_cost() or "latency_ms_p50"
+        top = Table(
+            ["job", "objective", t.metric, view.label(cost), "configuration"], [], {1, 2, 3}
+        )
         for r in ranked[:TOP_TRIALS]:
             top.rows.append(
                 [
                     f"#{r.get('job')}",
                     fmt(r.get("objective")),
-                    fmt(r.get(t.metric), _FORMATS.get(t.metric, "{:.4g}")),
-                    fmt(r.get("latency_ms_p50"), "{:.0f}"),
+                    fmt(r.get(t.metric), view.fmt(t.metric)),
+                    fmt(r.get(cost), view.fmt(cost)),
                     _config(r, facts),
                 ]
             )
@@ -263,16 +241,18 @@ def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[An
 
 
 def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
+    view = facts.view
+    columns = [(view.label(m), m, view.fmt(m)) for m in view.table_metrics()]
     headers = [
         "job",
         *facts.varying,
         "model",
-        *(h for h, _, _ in TABLE_COLUMNS),
+        *(h for h, _, _ in columns),
         "weights",
         "status",
     ]
     first_metric = 2 + len(facts.varying)
-    table = Table(headers, [], set(range(first_metric, first_metric + len(TABLE_COLUMNS))))
+    table = Table(headers, [], set(range(first_metric, first_metric + len(columns))))
     for r in rows:
         ov = override_dict(str(r.get("overrides") or "").split())
         weights = str(r.get("weights") or "-")
@@ -281,7 +261,7 @@ def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
                 str(r.get("job")),
                 *(ov.get(k, "") for k in facts.varying),
                 _s(r.get("model")),
-                *(fmt(r.get(key), spec) for _, key, spec in TABLE_COLUMNS),
+                *(fmt(r.get(key), spec) for _, key, spec in columns),
                 weights if weights == "random" else weights[:12],
                 str(r.get("status")),
             ]
@@ -296,7 +276,7 @@ def _failures(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Text | Tabl
         why = str(r.get("error") or "some images failed (see per_image.csv)")
         table.rows.append([f"#{r.get('job')}", str(r.get("status")), _config(r, facts), why])
     for job, rec in facts.records.items():
-        for err in (rec.get("image_errors") or [])[:5]:
+        for err in (rec.get("item_errors") or rec.get("image_errors") or [])[:5]:
             table.rows.append(
                 [
                     f"#{job}",
@@ -318,17 +298,40 @@ def _environment(facts: SweepFacts) -> Table:
     return table
 
 
-def _plots(sweep_dir: Path, plots: list[Path]) -> list[Figure | Text | Bullets]:
+#: Jobs whose own figures (``result.json`` ``figures``) the report shows.
+MAX_JOB_FIGURES = 12
+
+
+def _job_figures(facts: SweepFacts) -> list[Figure]:
+    """Figures a task drew for its jobs (``figures``: ``[{path, caption}]``, paths relative to
+    the job directory), for the first :data:`MAX_JOB_FIGURES` jobs that have any."""
+    out: list[Figure] = []
+    jobs = 0
+    for job, rec in facts.records.items():
+        figures = [f for f in rec.get("figures") or [] if isinstance(f, dict) and f.get("path")]
+        job_dir = Path(str((rec.get("job") or {}).get("dir") or ""))
+        figures = [f for f in figures if (job_dir / str(f["path"])).is_file()]
+        if not figures:
+            continue
+        jobs += 1
+        if jobs > MAX_JOB_FIGURES:
+            break
+        for f in figures:
+            out.append(Figure(job_dir / str(f["path"]), f"job #{job}: {f.get('caption') or ''}"))
+    return out
+
+
+def _plots(sweep_dir: Path, plots: list[Path], facts: SweepFacts) -> list[Figure | Text | Bullets]:
     blocks: list[Figure | Text | Bullets] = []
     for path in plots:
-        key = next((k for k in CAPTIONS if path.stem.startswith(k)), "")
-        blocks.append(Figure(path, CAPTIONS.get(key, path.stem)))
+        blocks.append(Figure(path, caption(path.stem, facts.view)))
     skipped_file = Path(sweep_dir) / PLOTS_DIR / SKIPPED_FILE
     try:
         skipped = json.loads(skipped_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         skipped = {}
     drawn = {p.stem for p in plots}
+    blocks.extend(_job_figures(facts))
     notes = [f"{name}: {why}" for name, why in skipped.items() if name not in drawn]
     if notes:
         blocks.append(Text("Plots not drawn:", "note"))
@@ -336,28 +339,69 @@ def _plots(sweep_dir: Path, plots: list[Path]) -> list[Figure | Text | Bullets]:
     return blocks or [Text("No plots.", "note")]
 
 
+def _pareto_blocks(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Any]:
+    """One Pareto table per task: its accuracy metric (higher) against its cost metric."""
+    view = facts.view
+    blocks: list[Any] = []
+    axes = view.pareto_axes()
+    for task, x, y in axes:
+        mine = [r for r in rows if r.get("task") in (task, None, "")] if len(axes) > 1 else rows
+        front = pareto_front(mine, x, y)
+        extra = _count_metric(view, (x, y))
+        headers = ["job", "model", "configuration", view.label(y), view.label(x)]
+        if extra:
+            headers.append(view.label(extra))
+        table = Table(headers, [], set(range(3, len(headers))))
+        for r in front:
+            cells = [f"#{r.get('job')}", _s(r.get("model")), _config(r, facts),
+                     fmt(r.get(y), view.fmt(y)), fmt(r.get(x), view.fmt(x))]  # fmt: skip
+            if extra:
+                cells.append(fmt(r.get(extra), view.fmt(extra)))
+            table.rows.append(cells)
+        prefix = f"Task {task}: j" if len(axes) > 1 else "J"
+        blocks.append(
+            Text(
+                f"{prefix}obs that no other job beats on both {view.label(y)} (higher) and "
+                f"{view.label(x)} (lower)."
+            )
+        )
+        blocks.append(
+            table
+            if front
+            else Text(f"No ok job has both {view.label(y)} and {view.label(x)}.", "note")
+        )
+    return blocks or [Text("No task in this sweep declares Pareto axes.", "note")]
+
+
+def _count_metric(view: MetricView, skip: tuple[str, ...]) -> str | None:
+    """The first headline metric of kind ``count`` (shown beside a Pareto set)."""
+    for name in view.headline():
+        m = view.get(name)
+        if name not in skip and m is not None and m.kind == "count":
+            return name
+    return None
+
+
+def _metric_notes(facts: SweepFacts) -> list[Any]:
+    """Definitions of the metrics shown: the records' catalogue entries."""
+    view = facts.view
+    table = Table(["metric", "label", "goal", "definition", "reference"], [])
+    for name in view.columns():
+        m = view.get(name)
+        if m is None:
+            continue
+        goal = {"higher": "higher", "lower": "lower"}.get(m.direction, "-")
+        unit = f" [{m.unit}]" if m.unit else ""
+        table.rows.append([name, m.label + unit, goal, m.description, m.reference])
+    return [Bullets(GENERAL_NOTES), table]
+
+
 def report_sections(
     sweep_dir: Path, rows: list[dict[str, Any]], plots: list[Path]
 ) -> list[Section]:
     """The report's sections (shared by the Markdown and HTML renderings)."""
     facts = sweep_facts(rows)
-    front = pareto_front(rows)
-    pareto = Table(["job", "model", "configuration", "mIoU", "p50 ms", "masks/img"], [], {3, 4, 5})
-    for r in front:
-        pareto.rows.append(
-            [
-                f"#{r.get('job')}",
-                _s(r.get("model")),
-                _config(r, facts),
-                fmt(r.get("miou"), "{:.3f}"),
-                fmt(r.get("latency_ms_p50"), "{:.0f}"),
-                fmt(r.get("mask_count_mean"), "{:.1f}"),
-            ]
-        )
-    pareto_blocks: list[Any] = [
-        Text("Jobs that no other job beats on both mIoU (higher) and p50 latency (lower)."),
-        pareto if front else Text("No ok job has both mIoU and latency.", "note"),
-    ]
+    pareto_blocks = _pareto_blocks(rows, facts)
     tuned = tuning(sweep_dir, rows, facts)
     tuning_sections = (
         [] if tuned is None else [Section("Tuning", _tuning(tuned, rows, facts), "tuning")]
@@ -367,11 +411,11 @@ def report_sections(
         Section("Overview", [Bullets(_overview(sweep_dir, rows, facts))], "overview"),
         *tuning_sections,
         Section("Best configuration per metric", [_best_table(rows, facts)], "best"),
-        Section("Pareto set (accuracy vs latency)", pareto_blocks, "pareto"),
-        Section("Plots", [*_plots(sweep_dir, plots)], "plots"),
+        Section("Pareto set (accuracy vs cost)", pareto_blocks, "pareto"),
+        Section("Plots", [*_plots(sweep_dir, plots, facts)], "plots"),
         Section("All jobs", [Text("Every column: summary.csv."), _full_table(rows, facts)], "all"),
         Section("What failed", [*_failures(rows, facts)], "failed"),
-        Section("About the metrics", [Bullets(METRIC_NOTES)], "metrics"),
+        Section("About the metrics", _metric_notes(facts), "metrics"),
         Section("Environment", [_environment(facts)], "environment"),
     ]
 

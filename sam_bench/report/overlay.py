@@ -80,10 +80,10 @@ def _load_image(json_path: Path, data: dict[str, Any]) -> np.ndarray:
         return np.full((h, w, 3), 0.5)
 
 
-def _per_image_miou(job_dir: Path) -> dict[str, float]:
+def _per_image(job_dir: Path, metric: str) -> dict[str, float]:
     try:
         with (job_dir / PER_IMAGE_FILE).open(encoding="utf-8", newline="") as f:
-            return {str(r.get("image_id")): num(r.get("miou")) for r in csv.DictReader(f)}
+            return {str(r.get("image_id")): num(r.get(metric)) for r in csv.DictReader(f)}
     except OSError:
         return {}
 
@@ -108,23 +108,26 @@ def _masks(entries: list[dict[str, Any]], h: int, w: int) -> list[np.ndarray]:
     return out
 
 
-def draw_overlays(rows: list[dict[str, Any]]) -> tuple[Figure, str]:
-    """The overlay grid for the best and worst ok job (by mIoU) that saved masks.
+def draw_overlays(rows: list[dict[str, Any]], metric: str) -> tuple[Figure, str]:
+    """The overlay grid for the best and worst ok job by ``metric`` (higher is better) among
+    the jobs that saved masks (``masks/<id>.json`` with ``masks`` and ``ground_truth``).
 
     Returns the figure and its title; raises :class:`SkipPlot` when no ok job saved masks.
     """
-    candidates = [r for r in ok_rows(rows) if not math.isnan(num(r.get("miou"))) and _saved(r)]
+    if not metric:
+        raise SkipPlot("the sweep declares no accuracy metric to rank jobs by")
+    candidates = [r for r in ok_rows(rows) if not math.isnan(num(r.get(metric))) and _saved(r)]
     if not candidates:
-        raise SkipPlot("no ok job with an mIoU saved masks (task.save_masks)")
-    best = max(candidates, key=lambda r: num(r.get("miou")))
-    worst = min(candidates, key=lambda r: num(r.get("miou")))
+        raise SkipPlot(f"no ok job with a value of {metric} saved masks (task.save_masks)")
+    best = max(candidates, key=lambda r: num(r.get(metric)))
+    worst = min(candidates, key=lambda r: num(r.get(metric)))
     shown = [best] if best is worst else [best, worst]
     saved = [_saved(r) for r in shown]
     stems = sorted(set.intersection(*(set(s) for s in saved)), key=_sort_key)[:MAX_IMAGES]
     if not stems:
         raise SkipPlot("the best and worst jobs saved masks for no common image")
     keys, _ = varying_keys(rows)
-    per_image = [_per_image_miou(Path(str(r.get("job_dir")))) for r in shown]
+    per_image = [_per_image(Path(str(r.get("job_dir"))), metric) for r in shown]
     ncols = 2 + len(shown)
     fig = Figure(figsize=(3.2 * ncols, 0.6 + 2.7 * len(stems)), layout="constrained")
     axes = fig.subplots(len(stems), ncols, squeeze=False)
@@ -143,11 +146,11 @@ def draw_overlays(rows: list[dict[str, Any]]) -> tuple[Figure, str]:
             data = json.loads(saved[k][stem].read_text(encoding="utf-8"))
             preds = _masks(data.get("masks") or [], h, w)
             which = "best" if k == 0 else "worst"
-            miou = per_image[k].get(str(data.get("image_id", stem)), math.nan)
+            value = per_image[k].get(str(data.get("image_id", stem)), math.nan)
             panels.append(
                 (
                     paint(image, preds),
-                    f"{which} #{row.get('job')}: {len(preds)} masks, mIoU {miou:.3f}",
+                    f"{which} #{row.get('job')}: {len(preds)} masks, {metric} {value:.3f}",
                 )
             )
         for ax, (pixels, title) in zip(axes[i], panels, strict=True):
@@ -155,5 +158,5 @@ def draw_overlays(rows: list[dict[str, Any]]) -> tuple[Figure, str]:
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
     lines = [f"{w}: {job_label(r, keys)}" for w, r in zip(("best", "worst"), shown, strict=False)]
-    title = "Mask overlays (best / worst config by mIoU)\n" + "\n".join(lines)
+    title = f"Mask overlays (best / worst config by {metric})\n" + "\n".join(lines)
     return fig, title

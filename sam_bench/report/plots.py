@@ -1,5 +1,10 @@
 """Sweep plots (matplotlib, Agg, no pyplot state) written as PNGs to ``SWEEP/plots/``.
 
+Which metrics a plot shows comes from the records (:class:`~sam_bench.report.view.MetricView`):
+each task's Pareto axes (its accuracy metric against its cost metric), its headline metrics,
+and the series the catalogue declares (``group``: a categorical series such as AR by object
+size is drawn as grouped bars, a numeric one such as mIoU after k clicks as one line per job).
+
 Every figure's title carries the sweep's caveats (untrained weights, shared-machine latency),
 and is also stored in the PNG's ``Title`` text chunk so it can be read back. A plot that does
 not apply is skipped; the reasons go to ``plots/skipped.json`` for the report.
@@ -34,29 +39,52 @@ from sam_bench.report.analysis import (
     values_of,
 )
 from sam_bench.report.overlay import draw_overlays
+from sam_bench.report.view import MetricView
 
 PLOTS_DIR = "plots"
 SKIPPED_FILE = "skipped.json"
 MAX_HEATMAPS = 15
 MAX_JOB_BARS = 24
+MAX_CURVES = 12
 MARKERS = "osD^vPX*<>ph"
-MARGINAL_METRICS = ("miou", "mask_count_mean", "latency_ms_p50")
 SIZE_ORDER = ("tiny", "small", "base", "large")
 
-#: File stem (or prefix) -> caption used by the report.
-CAPTIONS = {
-    "pareto": "Accuracy vs latency: mIoU against median per-image latency; the Pareto set "
-    "(no other job is both faster and more accurate) is ringed in red.",
-    "heatmap": "Mean mIoU for each pair of values of two swept parameters "
-    "(averaged over the other parameters; grey = no ok job).",
-    "marginal_effects": "Marginal effect of each swept parameter: dots are jobs, the line "
-    "joins the means over the other parameters.",
-    "model_comparison": "Model comparison: mean over each model's jobs, whiskers min to max.",
-    "recall_by_size": "Recall (COCO AR@1000) by ground-truth object size: small < 32² px, "
-    "medium < 96² px, large otherwise.",
-    "mask_overlays": "Mask overlays for the saved images: input, ground truth, and the "
-    "best and worst ok configuration by mIoU (one colour per mask).",
-}
+
+def caption(stem: str, view: MetricView) -> str:
+    """The report's caption of the plot file ``stem``."""
+    y, x = view.main_accuracy() or "?", view.main_cost() or "?"
+    if stem.startswith("pareto"):
+        task = stem.partition("_")[2]
+        axes = {t: (tx, ty) for t, tx, ty in view.pareto_axes()}
+        x, y = axes.get(task, (x, y))
+        return (
+            f"{view.label(y)} against {view.label(x)}; the Pareto set (no other job is both "
+            "cheaper and more accurate) is ringed in red."
+        )
+    if stem.startswith("heatmap"):
+        return (
+            f"Mean {view.label(y)} for each pair of values of two swept parameters (averaged "
+            "over the other parameters; grey = no ok job)."
+        )
+    if stem == "marginal_effects":
+        return (
+            "Marginal effect of each swept parameter: dots are jobs, the line joins the means "
+            "over the other parameters."
+        )
+    if stem == "model_comparison":
+        return "Model comparison: mean over each model's jobs, whiskers min to max."
+    if stem.startswith("series_"):
+        for group, members in view.groups().items():
+            if stem == f"series_{_slug(group).lower()}":
+                text = "; ".join(f"{m.group_x}: {m.description}" for m in members[:4])
+                return f"{group} ({text}{'; ...' if len(members) > 4 else ''})."
+        return stem
+    if stem == "mask_overlays":
+        return (
+            "Mask overlays for the saved images: input, ground truth, and the best and worst "
+            f"ok configuration by {view.label(y)} (one colour per mask)."
+        )
+    return stem
 
 
 def _finite(rows: list[dict[str, Any]], metric: str) -> list[float]:
@@ -80,12 +108,14 @@ def save_figure(fig: Figure, title: str, path: Path, facts: SweepFacts) -> Path:
     return path
 
 
-def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Path:
-    """mIoU vs median latency, one marker per model, the Pareto set ringed and joined."""
-    pts = [r for r in ok_rows(rows) if _finite([r], "miou") and _finite([r], "latency_ms_p50")]
+def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, x: str, y: str) -> Path:
+    """``y`` (accuracy) vs ``x`` (cost), one marker per model, the Pareto set ringed and
+    joined."""
+    view = facts.view
+    pts = [r for r in ok_rows(rows) if _finite([r], y) and _finite([r], x)]
     if len(pts) < 2:
-        raise SkipPlot("needs at least two ok jobs with both mIoU and latency")
-    front = pareto_front(rows)
+        raise SkipPlot(f"needs at least two ok jobs with both {y} and {x}")
+    front = pareto_front(rows, x, y)
     in_front = {id(r) for r in front}
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.add_subplot()
@@ -94,8 +124,8 @@ def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Pa
     for i, model in enumerate(models):
         mine = [r for r in pts if str(r.get("model")) == model]
         ax.scatter(
-            [num(r["latency_ms_p50"]) for r in mine],
-            [num(r["miou"]) for r in mine],
+            [num(r[x]) for r in mine],
+            [num(r[y]) for r in mine],
             marker=MARKERS[i % len(MARKERS)],
             s=[140 if id(r) in in_front else 50 for r in mine],
             color=f"C{i}",
@@ -106,8 +136,8 @@ def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Pa
         handles.append(
             Line2D([], [], ls="", marker=MARKERS[i % len(MARKERS)], color=f"C{i}", label=model)
         )
-    xs = [num(r["latency_ms_p50"]) for r in front]
-    ys = [num(r["miou"]) for r in front]
+    xs = [num(r[x]) for r in front]
+    ys = [num(r[y]) for r in front]
     ax.step(xs, ys, where="post", color="red", ls="--", lw=1, zorder=2)
     ring = Line2D([], [], color="red", ls="--", lw=1, marker="o", ms=11, mfc="none", mec="red")
     ring.set_markeredgewidth(2)
@@ -116,25 +146,26 @@ def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Pa
     for r in pts:
         ax.annotate(
             f"#{r.get('job')}",
-            (num(r["latency_ms_p50"]), num(r["miou"])),
+            (num(r[x]), num(r[y])),
             xytext=(5, 5),
             textcoords="offset points",
             fontsize=8,
         )
-    lat = _finite(pts, "latency_ms_p50")
+    lat = _finite(pts, x)
     if min(lat) > 0 and max(lat) / min(lat) > 20:
         ax.set_xscale("log")
-    shared = " (shared machine)" if facts.concurrent_jobs else ""
-    ax.set_xlabel(f"latency p50 per image, ms{shared}  (lower is better)")
-    ax.set_ylabel("mIoU (higher is better)")
+    shared = " (shared machine)" if facts.concurrent_jobs and x.startswith("latency") else ""
+    ax.set_xlabel(view.axis_label(x) + shared)
+    ax.set_ylabel(view.axis_label(y))
     ax.grid(alpha=0.3)
     ax.margins(0.08)
     ax.legend(handles=handles, fontsize=8)
-    return save_figure(fig, "Accuracy vs latency (Pareto front)", path, facts)
+    title = f"{view.label(y)} vs {view.label(x)} (Pareto front)"
+    return save_figure(fig, title, path, facts)
 
 
 def mean_grid(
-    rows: list[dict[str, Any]], a: str, b: str, metric: str = "miou"
+    rows: list[dict[str, Any]], a: str, b: str, metric: str
 ) -> tuple[list[str], list[str], np.ndarray]:
     """Values of ``a`` and ``b`` and the mean ``metric`` of the ok jobs for each pair of them
     (NaN where no ok job has one): the heatmap's cells."""
@@ -151,11 +182,14 @@ def mean_grid(
     return va, vb, grid
 
 
-def plot_heatmap(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, a: str, b: str) -> Path:
-    """Mean mIoU over the other parameters for each (a, b) pair of values, annotated."""
-    va, vb, grid = mean_grid(rows, a, b)
+def plot_heatmap(
+    rows: list[dict[str, Any]], facts: SweepFacts, path: Path, a: str, b: str, metric: str
+) -> Path:
+    """Mean ``metric`` over the other parameters for each (a, b) pair of values, annotated."""
+    label = facts.view.label(metric)
+    va, vb, grid = mean_grid(rows, a, b, metric)
     if np.isnan(grid).all():
-        raise SkipPlot(f"no ok job with an mIoU for {a} x {b}")
+        raise SkipPlot(f"no ok job with {metric} for {a} x {b}")
     size = (max(6.5, 2.5 + 1.1 * len(vb)), 2.6 + 0.6 * len(va))
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.add_subplot()
@@ -170,21 +204,31 @@ def plot_heatmap(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, a: s
     ax.set_yticks(range(len(va)), va)
     ax.set_xlabel(b)
     ax.set_ylabel(a)
-    fig.colorbar(image, ax=ax, label="mean mIoU")
-    return save_figure(fig, f"mean mIoU by {a} and {b}", path, facts)
+    fig.colorbar(image, ax=ax, label=f"mean {label}")
+    return save_figure(fig, f"mean {label} by {a} and {b}", path, facts)
+
+
+def marginal_metrics(view: MetricView) -> list[str]:
+    """The accuracy metric, the first headline count metric and the cost metric."""
+    count = next(
+        (n for n in view.headline() if (m := view.get(n)) is not None and m.kind == "count"), None
+    )
+    names = [view.main_accuracy(), count, view.main_cost()]
+    return [n for n in dict.fromkeys(names) if n]
 
 
 def plot_marginal(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Path:
-    """For each swept key and each of MARGINAL_METRICS: jobs as dots, means joined."""
+    """For each swept key and each of :func:`marginal_metrics`: jobs as dots, means joined."""
     keys = facts.varying
+    metrics = marginal_metrics(facts.view)
     if not keys:
         raise SkipPlot("no parameter varies across jobs")
     good = ok_rows(rows)
-    if not any(_finite(good, m) for m in MARGINAL_METRICS):
-        raise SkipPlot("no ok job has mIoU, mask count or latency")
-    fig = Figure(figsize=(12, 1.2 + 2.8 * len(keys)), layout="constrained")
-    axes = fig.subplots(len(keys), len(MARGINAL_METRICS), squeeze=False)
-    for (k, key), (m, metric) in itertools.product(enumerate(keys), enumerate(MARGINAL_METRICS)):
+    if not metrics or not any(_finite(good, m) for m in metrics):
+        raise SkipPlot(f"no ok job has any of {', '.join(metrics) or 'the main metrics'}")
+    fig = Figure(figsize=(4 * len(metrics), 1.2 + 2.8 * len(keys)), layout="constrained")
+    axes = fig.subplots(len(keys), len(metrics), squeeze=False)
+    for (k, key), (m, metric) in itertools.product(enumerate(keys), enumerate(metrics)):
         ax = axes[k][m]
         values = values_of(rows, key)
         means = []
@@ -196,7 +240,8 @@ def plot_marginal(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> 
         ax.set_xticks(range(len(values)), values, fontsize=8)
         ax.set_xlabel(key, fontsize=9)
         shared = metric.startswith("latency") and facts.concurrent_jobs
-        ax.set_title(f"{metric} (shared machine)" if shared else metric, fontsize=9)
+        label = facts.view.label(metric)
+        ax.set_title(f"{label} (shared machine)" if shared else label, fontsize=9)
         ax.grid(alpha=0.3)
     return save_figure(fig, "Marginal effect of each swept parameter", path, facts)
 
@@ -207,11 +252,16 @@ def plot_models(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Pa
     models = sorted({str(r.get("model")) for r in good}, key=_model_key)
     if len(models) < 2:
         raise SkipPlot("fewer than two models with ok jobs")
-    mem = "peak_gpu_mem_mb" if _finite(good, "peak_gpu_mem_mb") else "peak_rss_mb"
-    metrics = ("miou", "msa", "ar1000", "mask_count_mean", "latency_ms_p50", mem)
-    fig = Figure(figsize=(12, 7), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
-    for ax, metric in zip(axes, metrics, strict=True):
+    metrics = [m for m in facts.view.headline() if _finite(good, m)][:6]
+    if not metrics:
+        raise SkipPlot("no headline metric has a value")
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig = Figure(figsize=(4 * ncols, 3.5 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(metrics) :]:
+        ax.set_axis_off()
+    for ax, metric in zip(axes, metrics, strict=False):
         stats = [_finite([r for r in good if str(r.get("model")) == m], metric) for m in models]
         mean = [float(np.mean(v)) if v else 0.0 for v in stats]
         lo = [mean[i] - min(v) if v else 0.0 for i, v in enumerate(stats)]
@@ -227,43 +277,104 @@ def plot_models(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Pa
                 fontsize=8,
             )
         ax.set_xticks(range(len(models)), models, rotation=20, fontsize=8)
-        ax.set_title(metric, fontsize=10)
+        ax.set_title(facts.view.axis_label(metric), fontsize=10)
     return save_figure(fig, "Model comparison", path, facts)
 
 
-def plot_recall_by_size(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Path:
-    """AR@1000 for small, medium and large objects: per job, or per model for big sweeps."""
+def plot_series(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, group: str) -> Path:
+    """A catalogue series: grouped bars per job (or per model for big sweeps) for a
+    categorical one, one line per job for a numeric one (e.g. a curve over clicks)."""
+    members = facts.view.groups().get(group, [])
+    names = [m.name for m in members]
     good = ok_rows(rows)
-    sizes = ("ar1000_small", "ar1000_medium", "ar1000_large")
-    if not any(_finite(good, s) for s in sizes):
-        raise SkipPlot("no ok job has a recall by object size")
+    if not any(_finite(good, n) for n in names):
+        raise SkipPlot(f"no ok job has a value of {group}")
+    numeric = all(isinstance(m.group_x, int | float) for m in members)
+    y_label = facts.view.axis_label(names[0]).split(" (")[0]
+    higher = facts.view.direction(names[0])
+    goal = "" if higher is None else (" (higher is better)" if higher else " (lower is better)")
+    if numeric:
+        return _curves(good, facts, path, group, members, goal)
     if len(good) <= MAX_JOB_BARS:
         groups = [(f"#{r.get('job')}", [r]) for r in good]
     else:
         models = sorted({str(r.get("model")) for r in good}, key=_model_key)
         groups = [(m, [r for r in good if str(r.get("model")) == m]) for m in models]
+    width = 0.8 / max(len(names), 1)
     fig = Figure(figsize=(max(6.0, 0.8 * len(groups) + 2), 4.8), layout="constrained")
     ax = fig.add_subplot()
-    for s, size in enumerate(sizes):
-        for g, (_, members) in enumerate(groups):
-            vals = _finite(members, size)
-            x = g + (s - 1) * 0.27
+    for s, name in enumerate(names):
+        for g, (_, rows_g) in enumerate(groups):
+            vals = _finite(rows_g, name)
+            x = g + (s - (len(names) - 1) / 2) * width
             value = float(np.mean(vals)) if vals else 0.0
-            ax.bar(x, value, 0.27, color=f"C{s}")
+            ax.bar(x, value, width, color=f"C{s}")
             text = f"{value:.2f}" if vals else "n/a"
-            ax.text(x, value + 0.01, text, ha="center", va="bottom", fontsize=7, rotation=90)
-    handles = [
-        Patch(color=f"C{s}", label=size.removeprefix("ar1000_")) for s, size in enumerate(sizes)
-    ]
+            ax.text(x, value, text, ha="center", va="bottom", fontsize=7, rotation=90)
+    handles = [Patch(color=f"C{s}", label=str(m.group_x)) for s, m in enumerate(members)]
     ax.set_xticks(range(len(groups)), [name for name, _ in groups], fontsize=8)
-    ax.set_ylabel("AR@1000 (higher is better)")
-    ax.set_ylim(0, 1.05)
-    ax.legend(handles=handles, title="object size", fontsize=8)
-    return save_figure(fig, "Recall by object size", path, facts)
+    ax.set_ylabel(y_label + goal)
+    ax.legend(handles=handles, fontsize=8)
+    return save_figure(fig, group, path, facts)
+
+
+def _curves(
+    good: list[dict[str, Any]],
+    facts: SweepFacts,
+    path: Path,
+    group: str,
+    members: list[Any],
+    goal: str,
+) -> Path:
+    xs = [float(m.group_x) for m in members]
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.add_subplot()
+    for i, r in enumerate(good[:MAX_CURVES]):
+        ys = [num(r.get(m.name)) for m in members]
+        if all(math.isnan(v) for v in ys):
+            continue
+        label = job_label_short(r, facts)
+        ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], color=f"C{i % 10}", label=label)
+    ax.set_xlabel(_series_axis(group))
+    ax.set_ylabel(facts.view.label(members[0].name).split(" @")[0] + goal)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    more = f" (first {MAX_CURVES} of {len(good)} jobs)" if len(good) > MAX_CURVES else ""
+    return save_figure(fig, group + more, path, facts)
+
+
+def _series_axis(group: str) -> str:
+    """The x-axis label of a numeric series: the words after its last "after"/"by"/"per"."""
+    for word in (" after ", " by ", " per ", " over "):
+        if word in group:
+            return group.rsplit(word, 1)[1]
+    return group
+
+
+def job_label_short(row: dict[str, Any], facts: SweepFacts) -> str:
+    """``#3 key=value`` with the swept values of a job (for legends)."""
+    from sam_bench.report.analysis import job_label
+
+    return job_label(row, facts.varying)
 
 
 def _heatmap(rows: list[dict[str, Any]], facts: SweepFacts, a: str, b: str, path: Path) -> Path:
-    return plot_heatmap(rows, facts, path, a, b)
+    metric = facts.view.main_accuracy()
+    if metric is None:
+        raise SkipPlot("the sweep declares no accuracy metric")
+    return plot_heatmap(rows, facts, path, a, b, metric)
+
+
+def _pareto(rows: list[dict[str, Any]], facts: SweepFacts, x: str, y: str, path: Path) -> Path:
+    return plot_pareto(rows, facts, path, x, y)
+
+
+def _no_pareto(path: Path) -> Path:
+    raise SkipPlot("no task in this sweep declares Pareto axes")
+
+
+def _series(rows: list[dict[str, Any]], facts: SweepFacts, group: str, path: Path) -> Path:
+    return plot_series(rows, facts, path, group)
 
 
 def make_plots(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
@@ -279,13 +390,30 @@ def make_plots(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
         (f"heatmap_{_slug(a)}__{_slug(b)}", partial(_heatmap, rows, facts, a, b))
         for a, b in pairs[:MAX_HEATMAPS]
     ]
+    axes = facts.view.pareto_axes()
+    paretos: list[tuple[str, Callable[[Path], Path]]] = [
+        (
+            "pareto" if len(axes) == 1 else f"pareto_{_slug(task)}",
+            partial(
+                _pareto, [r for r in rows if len(axes) == 1 or r.get("task") == task], facts, x, y
+            ),
+        )
+        for task, x, y in axes
+    ]
+    if not axes:
+        paretos = [("pareto", _no_pareto)]
+    series: list[tuple[str, Callable[[Path], Path]]] = [
+        (f"series_{_slug(group).lower()}", partial(_series, rows, facts, group))
+        for group in facts.view.groups()
+    ]
+    accuracy = facts.view.main_accuracy() or ""
     jobs: list[tuple[str, Callable[[Path], Path]]] = [
-        ("pareto", lambda p: plot_pareto(rows, facts, p)),
+        *paretos,
         *heatmaps,
         ("marginal_effects", lambda p: plot_marginal(rows, facts, p)),
         ("model_comparison", lambda p: plot_models(rows, facts, p)),
-        ("recall_by_size", lambda p: plot_recall_by_size(rows, facts, p)),
-        ("mask_overlays", lambda p: save_figure(*draw_overlays(rows), p, facts)),
+        *series,
+        ("mask_overlays", lambda p: save_figure(*draw_overlays(rows, accuracy), p, facts)),
     ]
     skipped: dict[str, str] = {}
     if len(facts.varying) < 2:

@@ -1,4 +1,11 @@
-"""The sweep summary: one row per job, read from the jobs' ``result.json`` files."""
+"""The sweep summary: one row per job, read from the jobs' ``result.json`` files.
+
+Columns: ``job``, ``overrides`` and one column per override key, every metric the records
+report (in catalogue order, :class:`~sam_bench.report.view.MetricView`), then the job's
+identity and provenance: ``config_id``, ``task``, ``model``, ``weights``, ``weights_hash``,
+``dataset_fingerprint``, ``untrained``, ``device``, ``dtype``, ``engine``, ``status``,
+``error``, ``job_dir``.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from sam_bench.record import RESULT_FILE, write_rows_csv
+from sam_bench.report.view import MetricView
 
 SUMMARY_FILE = "summary.csv"
-
-#: Metric columns of ``summary.csv``, in order (missing ones are left empty).
-METRIC_COLUMNS = (
-    "miou", "miou_image", "recall50", "recall75", "msa", "sa50", "sa75",
-    "ar100", "ar1000", "ar1000_small", "ar1000_medium", "ar1000_large",
-    "mask_count_mean", "mask_count_min", "mask_count_max", "coverage", "overlap",
-    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "images_per_s",
-    "preprocess_ms_mean", "encoder_ms_mean", "decoder_ms_mean", "postprocess_ms_mean",
-    "metrics_ms_mean", "peak_gpu_mem_mb", "peak_rss_mb", "model_build_s",
-    "n_images_ok", "n_image_errors", "marginal_ms_mean", "objective",
-)  # fmt: skip
 
 
 def find_records(sweep_dir: Path) -> list[Path]:
@@ -41,18 +38,29 @@ def override_dict(overrides: list[str]) -> dict[str, str]:
     return out
 
 
-def summary_row(record: dict[str, Any], job_dir: Path) -> dict[str, Any]:
-    """The summary row of one job."""
+def summary_row(
+    record: dict[str, Any], job_dir: Path, metric_columns: list[str] | None = None
+) -> dict[str, Any]:
+    """The summary row of one job (``metric_columns``: the sweep's metric columns; default:
+    this record's own metrics)."""
     cfg = record.get("config", {})
     env = record.get("environment", {})
     metrics = record.get("metrics", {})
+    weights = record.get("weights") or {}
     overrides = record.get("overrides", [])
+    columns = metric_columns if metric_columns is not None else MetricView.from_records(
+        [record]
+    ).columns()  # fmt: skip
     row: dict[str, Any] = {"job": job_dir.name, "overrides": " ".join(overrides)}
     row.update(override_dict(overrides))
-    row.update({k: metrics.get(k) for k in METRIC_COLUMNS})
+    row.update({k: metrics.get(k) for k in columns})
     row.update(
+        config_id=record.get("config_id"),
+        task=record.get("task") or (cfg.get("task") or {}).get("name"),
         model=cfg.get("model", {}).get("name"),
-        weights=record.get("weights", {}).get("label") or cfg.get("model", {}).get("weights"),
+        weights=weights.get("label") or cfg.get("model", {}).get("weights"),
+        weights_hash=weights.get("hash") or weights.get("sha256"),
+        dataset_fingerprint=(record.get("dataset") or {}).get("fingerprint"),
         untrained=record.get("untrained"),
         device=env.get("device"),
         dtype=env.get("dtype") or cfg.get("dtype"),
@@ -64,17 +72,23 @@ def summary_row(record: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     return row
 
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """Summary rows of every job in ``sweep_dir`` (a job with an unreadable record is a
-    failed row saying so)."""
-    rows = []
+def read_records(sweep_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(job_dir, record)`` of every job (an unreadable record is a failed job saying so)."""
+    out = []
     for job_dir in find_records(sweep_dir):
         try:
             record = json.loads((job_dir / RESULT_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             record = {"status": "failed", "error": f"unreadable {RESULT_FILE}: {e}"}
-        rows.append(summary_row(record, job_dir))
-    return rows
+        out.append((job_dir, record))
+    return out
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Summary rows of every job in ``sweep_dir``, all with the same columns."""
+    records = read_records(sweep_dir)
+    columns = MetricView.from_records(r for _, r in records).columns()
+    return [summary_row(record, job_dir, columns) for job_dir, record in records]
 
 
 def write_summary(sweep_dir: Path, rows: list[dict[str, Any]]) -> Path:

@@ -1,33 +1,20 @@
-"""Benchmark tasks. Each task turns a :class:`JobContext` into a :class:`TaskResult`.
+"""Benchmark tasks. A task is a module (a :class:`~sam_bench.tasks.base.Task` subclass with its
+:class:`~sam_bench.tasks.base.TaskSpec`) plus its configs (``conf/task/<name>.yaml`` and its
+settings' section), registered by name in :mod:`sam_bench.registry`.
 
-``amg`` is the first; prompted, video and semantic tasks register here beside it.
+``amg`` (automatic mask generation) is built in; plugin modules register more.
 """
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
+from sam_bench import registry
+from sam_bench.tasks.base import JobContext, Task, TaskResult, TaskSpec
 
-from sam_bench.errors import ConfigError
-from sam_bench.tasks.base import JobContext, Task, TaskResult
-
-__all__ = ["JobContext", "Task", "TaskResult", "get_task"]
-
-
-def _amg() -> type[Task]:
-    from sam_bench.tasks.amg import AMGTask
-
-    return AMGTask
-
-
-TASKS: dict[str, Callable[[], type[Task]]] = {"amg": _amg}
+__all__ = ["JobContext", "Task", "TaskResult", "TaskSpec", "get_task"]
 
 
 def get_task(name: str) -> type[Task]:
-    """The task class registered as ``name`` (error with a suggestion otherwise)."""
-    try:
-        return TASKS[name]()
-    except KeyError:
-        close = difflib.get_close_matches(name, TASKS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError("task.name", f"unknown task {name!r}{hint}") from None
+    """The task class registered as ``name`` (:class:`ConfigError` with a suggestion
+    otherwise)."""
+    task: type[Task] = registry.load("task", name)
+    return task

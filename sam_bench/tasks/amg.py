@@ -1,15 +1,19 @@
-"""Automatic mask generation: per image, preprocess -> AMG engine -> instance metrics.
+"""Automatic mask generation: per image, the AMG engine's masks scored by the instance metrics.
 
-Timing per image is split into ``preprocess`` / ``encoder`` / ``decoder`` / ``postprocess`` /
-``metrics``; ``latency_ms`` (what a SAM 2 user pays) is the sum of the first four. Reading the
-file from disk is not timed. With ``warmup=true`` an extra untimed pass runs on the first
-image, so every image of the dataset is timed. A bad image is recorded with its path and
-reason and the job goes on.
+Stages: ``preprocess`` / ``encoder`` / ``decoder`` / ``postprocess`` (the runner adds
+``metrics``). Jobs that differ only in AMG post-processing settings (``amg`` fields whose role
+is ``postprocess``, :func:`sam_bench.config.amg_fields`) are computed together with
+``engine=fast``: each image is read, converted, encoded and decoded once, and every job
+post-processes the shared candidates (:mod:`sam_bench.engines.fast`).
 
 With ``cache.dir`` set (``engine=fast``), encoder outputs come from / go to the on-disk
 encoder cache (:mod:`sam_bench.engines.encoder_cache`); the warm-up pass bypasses it. Stage
 times and ``latency_ms`` stay what the configuration costs without a cache; ``marginal_ms``
 is the time actually spent.
+
+Outputs per job: ``masks/<id>.json`` + ``.png`` for the first ``task.save_masks`` images
+(overlays), and with ``save_predictions=true`` ``predictions.json`` (COCO results with RLE
+masks and scores), which ``predictions=PATH`` scores again without a model.
 """
 
 from __future__ import annotations
@@ -18,21 +22,22 @@ import contextlib
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
 
-from sam_bench.data.base import GroundTruth, ImageRef
+from sam_bench.config import Config, amg_fields
+from sam_bench.data.base import Dataset, GroundTruth, Sample
 from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
-from sam_bench.errors import SampleError
-from sam_bench.metrics.cost import STAGES, Clock, GpuPeak, StageTimes, latency_summary
-from sam_bench.metrics.instance import InstanceEvaluator
-from sam_bench.preprocess import to_model_input
+from sam_bench.errors import ConfigError
+from sam_bench.metrics.base import Evaluator, Evaluators
+from sam_bench.metrics.cost import StageTimes
+from sam_bench.metrics.instance import InstanceEvaluator, InstancePredictions
 from sam_bench.record import write_json
-from sam_bench.tasks.base import JobContext, TaskResult
+from sam_bench.tasks.base import JobContext, Task, TaskSpec
+from sam_bench.tasks.predictions import read_instance_predictions
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +45,9 @@ MASKS_DIR = "masks"
 PREDICTIONS_FILE = "predictions.json"
 
 
-def prompts_per_image(ctx: JobContext) -> int:
+def prompts_per_image(cfg: Config) -> int:
     """Point prompts the grid sends to the decoder per image (all crop layers)."""
-    amg = ctx.cfg.amg
+    amg = cfg.amg
     total = 0
     for layer in range(amg.crop_n_layers + 1):
         if amg.point_grids is not None:
@@ -73,94 +78,123 @@ def prediction_entries(image_id: str, masks: list[MaskRecord]) -> list[dict[str,
     ]
 
 
-class _Member:
-    """One job of a (possibly grouped) run: its evaluator, rows and outputs."""
+class AMGTask(Task):
+    """Benchmark of the automatic mask generator on a labelled instance dataset."""
 
-    def __init__(self, ctx: JobContext) -> None:
-        self.ctx = ctx
-        self.cfg = ctx.cfg
-        self.evaluator = InstanceEvaluator()
-        self.rows: list[dict[str, Any]] = []
-        self.errors: list[dict[str, str]] = []
-        self.predictions: list[dict[str, Any]] = []
-        self.saved = 0
+    spec: ClassVar[TaskSpec] = TaskSpec(
+        name="amg",
+        metrics=(
+            "miou", "miou_image", "recall50", "recall75", "msa", "sa50", "sa75",
+            "msa_label", "sa50_label", "sa75_label", "ar100", "ar1000", "ar1000_small",
+            "ar1000_medium", "ar1000_large", "mask_count_mean", "mask_count_min",
+            "mask_count_max", "mask_area_mean", "coverage", "overlap", "n_images",
+            "n_instances",
+        ),
+        headline=("miou", "msa", "ar1000", "mask_count_mean", "latency_ms_p50",
+                  "latency_ms_p90", "peak_gpu_mem_mb", "peak_rss_mb"),
+        objective="miou",
+        pareto=("latency_ms_p50", "miou"),
+        needs="instances",
+        sections=("amg",),
+        uses_engine=True,
+    )  # fmt: skip
 
-    def fail(self, row: dict[str, Any], ref: ImageRef, reason: str) -> None:
-        row["error"] = reason
-        self.errors.append({"image_id": ref.image_id, "path": str(ref.path), "error": reason})
-        self.rows.append(row)
+    def __init__(self, jobs: list[JobContext]) -> None:
+        super().__init__(jobs)
+        lead = self.lead
+        if lead.model is None:
+            raise ValueError("AMGTask needs a model (scoring saved predictions uses a replay)")
+        self.cache = open_encoder_cache(jobs)
+        self.engine: GroupEngine = build_group_engine(
+            lead.model, [c.cfg for c in jobs], lead.device, self.cache
+        )
+        self.predictions: list[list[dict[str, Any]]] = [[] for _ in jobs]
+
+    # ------------------------------------------------------------------ class-level hooks
+
+    @classmethod
+    def group_key(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """``engine=fast`` jobs that differ only in post-processing settings share a pass."""
+        if config.get("engine") != "fast":
+            return None
+        amg = config.get("amg") or {}
+        for key in (*amg_fields("postprocess"), *amg_fields("label")):
+            amg.pop(key, None)
+        return config
+
+    @classmethod
+    def describe(cls, cfg: Config) -> str:
+        a = cfg.amg
+        grid = f"{a.points_per_side}x{a.points_per_side}" if a.points_per_side else "custom grid"
+        return f"engine={cfg.engine} amg={a.name} ({grid}, {a.crop_n_layers} crop layers)"
+
+    @classmethod
+    def read_predictions(cls, path: Path, dataset: Dataset) -> Any:
+        """A COCO results JSON (list, or ``{"predictions": [...]}``) with RLE masks."""
+        return read_instance_predictions(path, dataset)
+
+    # ------------------------------------------------------------------ per item
+
+    @classmethod
+    def evaluator_for(cls, cfg: Config) -> Evaluator:
+        return Evaluators([InstanceEvaluator()], pick=lambda _, masks: as_instances(masks))
+
+    def warmup(self, sample: Sample, inputs: Any) -> None:
+        with self.cache.suspended() if self.cache is not None else contextlib.nullcontext():
+            self.engine.generate_many(inputs, [StageTimes() for _ in self.jobs])
+
+    def predict(
+        self, sample: Sample, inputs: Any, times: list[StageTimes]
+    ) -> list[list[MaskRecord]]:
+        return self.engine.generate_many(inputs, times)
+
+    def save(
+        self, job: int, sample: Sample, inputs: Any, prediction: list[MaskRecord], saved: int
+    ) -> bool:
+        cfg = self.jobs[job].cfg
+        example = saved < cfg.task.save_masks
+        if not (cfg.save_predictions or example):
+            return False
+        entries = prediction_entries(sample.ref.image_id, prediction)
+        if example and sample.gt is not None:
+            _save_masks(self.jobs[job].job_dir, sample, inputs, sample.gt, entries)
+        if cfg.save_predictions:
+            self.predictions[job].extend(entries)
+        return example
+
+    def finish(self, job: int) -> dict[str, Any]:
+        ctx = self.jobs[job]
+        if ctx.cfg.save_predictions:
+            write_json(
+                ctx.job_dir / PREDICTIONS_FILE,
+                {"source": predictions_source(ctx), "predictions": self.predictions[job]},
+            )
+        return {
+            "engine": ctx.cfg.engine,
+            "cc_impl": self.engine.cc_impl,
+            "min_mask_region_area_applied": ctx.cfg.amg.min_mask_region_area > 0,
+            "prompts_per_image": prompts_per_image(ctx.cfg),
+            "encoder_cache": self.cache.info() if self.cache is not None else None,
+        }
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()
+        del self.engine
+        self.cache = None
+        super().close()
 
 
-class AMGTask:
-    """Benchmark of the automatic mask generator on a labelled instance dataset.
-
-    Runs one job, or a group of jobs that share everything but AMG post-processing
-    (:meth:`run_group`): then each image is read, preprocessed, encoded and decoded once, and
-    every job post-processes the shared candidates (see :mod:`sam_bench.engines.fast`).
-    """
-
-    name = "amg"
-
-    def __init__(self, ctx: JobContext) -> None:
-        self.ctx = ctx
-
-    def run(self) -> TaskResult:
-        return self.run_group([self.ctx])[0]
-
-    @staticmethod
-    def run_group(ctxs: list[JobContext]) -> list[TaskResult]:
-        """Run jobs that share model, data, preprocessing and decoder candidates."""
-        lead = ctxs[0]
-        clock = Clock(lead.device)
-        gpu = GpuPeak(lead.device)
-        cache = open_encoder_cache(ctxs)
-        engine = build_group_engine(lead.model, [c.cfg for c in ctxs], lead.device, cache)
-        members = [_Member(c) for c in ctxs]
-        if lead.cfg.warmup:
-            with cache.suspended() if cache is not None else contextlib.nullcontext():
-                _warmup(lead, engine, len(members))
-        desc = "images" if len(members) == 1 else f"images ({len(members)} jobs)"
-        bar = tqdm(lead.refs, desc=desc, unit="img", disable=not lead.cfg.progress, leave=False)
-        for ref in bar:
-            base: dict[str, Any] = {"image_id": ref.image_id, "path": str(ref.path)}
-            times = [StageTimes() for _ in members]
-            try:
-                sample = lead.dataset.load(ref)
-                t0 = clock.now()
-                image, steps = to_model_input(sample.raw, lead.cfg.preprocess)
-                for t in times:
-                    t.add("preprocess", clock.now() - t0)
-                base.update(
-                    height=image.shape[0],
-                    width=image.shape[1],
-                    stored_as=sample.raw.mode,
-                    conversion="; ".join([*sample.raw.notes, *steps]),
-                )
-                gpu.reset()
-                masks = engine.generate_many(image, times)
-                base["gpu_peak_mb"] = gpu.peak_mb()
-            except Exception as e:  # one image must never sink the job
-                reason = e.reason if isinstance(e, SampleError) else f"{type(e).__name__}: {e}"
-                log.error("image %s (%s) failed: %s", ref.image_id, ref.path, reason)
-                for m in members:
-                    m.fail(dict(base), ref, reason)
-                continue
-            for j, (m, t) in enumerate(zip(members, times, strict=True)):
-                row = dict(base)
-                try:
-                    _score(m, ref, image, sample.gt, masks[j], t, clock, row)
-                except Exception as e:
-                    m.fail(row, ref, f"{type(e).__name__}: {e}")
-                    continue
-                # the time this job added: shared stages count for the group's first job only
-                # (as spent: an encoder-cache hit counts its load, not the stored seconds)
-                shared = sum(t.seconds[k] for k in ("preprocess", "encoder", "decoder"))
-                shared += t.wall_offset
-                own = t.seconds["postprocess"] + (shared if j == 0 else 0.0)
-                row["marginal_ms"] = own * 1000.0
-                m.rows.append(row)
-        cache_info = cache.info() if cache is not None else None
-        return [_result(m, engine.cc_impl, cache_info) for m in members]
+def predictions_source(ctx: JobContext) -> dict[str, Any]:
+    """What produced a ``predictions.json`` (carried into a job that scores it again)."""
+    w = ctx.weights
+    return {
+        "tool": "sam_bench",
+        "model": ctx.cfg.model.name,
+        "weights": None if w is None else w.label,
+        "untrained": None if w is None else w.untrained,
+    }
 
 
 def open_encoder_cache(ctxs: list[JobContext]) -> EncoderCache | None:
@@ -176,6 +210,8 @@ def open_encoder_cache(ctxs: list[JobContext]) -> EncoderCache | None:
     if chosen.cfg.engine != "fast":
         log.warning("cache.dir is ignored by engine=%s (only fast uses it)", chosen.cfg.engine)
         return None
+    if chosen.weights is None:
+        raise ConfigError("cache.dir", "the encoder cache needs a model")
     others = {str(c.cache_dir) for c in ctxs if c.cache_dir not in (None, chosen.cache_dir)}
     if others:
         log.warning(
@@ -189,77 +225,9 @@ def open_encoder_cache(ctxs: list[JobContext]) -> EncoderCache | None:
     return EncoderCache(chosen.cache_dir, chosen.cfg.cache.max_gb, identity, chosen.device)
 
 
-def _warmup(ctx: JobContext, engine: GroupEngine, n: int) -> None:
-    """One untimed pass on the first image that loads (nothing is recorded)."""
-    for ref in ctx.refs:
-        try:
-            sample = ctx.dataset.load(ref)
-            image, _ = to_model_input(sample.raw, ctx.cfg.preprocess)
-        except SampleError:
-            continue
-        engine.generate_many(image, [StageTimes() for _ in range(n)])
-        return
-
-
-def _score(
-    m: _Member,
-    ref: ImageRef,
-    image: np.ndarray,
-    gt: GroundTruth,
-    masks: list[MaskRecord],
-    times: StageTimes,
-    clock: Clock,
-    row: dict[str, Any],
-) -> None:
-    """Metrics and saved outputs of one job for one image; fills ``row``."""
-    with times.measure("metrics", clock):
-        row.update(
-            m.evaluator.process(
-                ref.image_id, [k.rle for k in masks], [k.predicted_iou for k in masks], gt
-            )
-        )
-    if m.cfg.save_predictions or m.saved < m.cfg.task.save_masks:
-        entries = prediction_entries(ref.image_id, masks)
-        if m.saved < m.cfg.task.save_masks:
-            _save_masks(m.ctx.job_dir, ref.image_id, ref.path, image, gt, entries)
-            m.saved += 1
-        if m.cfg.save_predictions:
-            m.predictions.extend(entries)
-    row.update(times.ms())
-    row["error"] = None
-
-
-def _result(m: _Member, cc_impl: str, encoder_cache: dict[str, Any] | None) -> TaskResult:
-    """Aggregate one job's rows."""
-    cfg = m.cfg
-    if cfg.save_predictions:
-        write_json(m.ctx.job_dir / PREDICTIONS_FILE, {"predictions": m.predictions})
-    ok = [r for r in m.rows if r.get("error") is None]
-    metrics = m.evaluator.evaluate() if ok else {}
-    metrics.update(latency_summary([r["latency_ms"] for r in ok]))
-    for stage in STAGES:
-        vals = [r[f"{stage}_ms"] for r in ok]
-        metrics[f"{stage}_ms_mean"] = float(np.mean(vals)) if vals else float("nan")
-    marginal = [r["marginal_ms"] for r in ok]
-    metrics["marginal_ms_mean"] = float(np.mean(marginal)) if marginal else float("nan")
-    gpu = [r["gpu_peak_mb"] for r in ok if np.isfinite(r["gpu_peak_mb"])]
-    metrics["peak_gpu_mem_mb"] = max(gpu) if gpu else float("nan")
-    metrics["n_images_ok"] = len(ok)
-    metrics["n_image_errors"] = len(m.errors)
-    info = {
-        "engine": cfg.engine,
-        "cc_impl": cc_impl,
-        "min_mask_region_area_applied": cfg.amg.min_mask_region_area > 0,
-        "prompts_per_image": prompts_per_image(m.ctx),
-        "encoder_cache": encoder_cache,
-    }
-    return TaskResult(rows=m.rows, metrics=metrics, image_errors=m.errors, info=info)
-
-
 def _save_masks(
     job_dir: Path,
-    image_id: str,
-    path: Path,
+    sample: Sample,
     image: np.ndarray,
     gt: GroundTruth,
     entries: list[dict[str, Any]],
@@ -267,7 +235,7 @@ def _save_masks(
     """``masks/<id>.json`` (predicted + ground-truth RLEs) and ``masks/<id>.png`` (the model
     input), so overlays can be drawn from the sweep directory alone."""
     out = job_dir / MASKS_DIR
-    stem = safe_name(image_id)
+    stem = safe_name(sample.ref.image_id)
     out.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(out / f"{stem}.png")
     gt_entries = [
@@ -278,8 +246,8 @@ def _save_masks(
     write_json(
         out / f"{stem}.json",
         {
-            "image_id": image_id,
-            "path": str(path),
+            "image_id": sample.ref.image_id,
+            "path": str(sample.ref.path),
             "image_file": f"{stem}.png",
             "height": int(image.shape[0]),
             "width": int(image.shape[1]),
@@ -296,3 +264,10 @@ def _counts_str(counts: bytes | str) -> str:
 def safe_name(image_id: str) -> str:
     """A file-name-safe version of an image id."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", image_id) or "_"
+
+
+def as_instances(masks: list[MaskRecord] | InstancePredictions) -> InstancePredictions:
+    """The instance evaluator's view of an engine's masks (saved predictions already are)."""
+    if isinstance(masks, InstancePredictions):
+        return masks
+    return InstancePredictions([m.rle for m in masks], [m.predicted_iou for m in masks])

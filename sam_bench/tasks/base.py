@@ -1,16 +1,86 @@
-"""What every task receives and returns."""
+"""What a task is: its declaration (:class:`TaskSpec`) and the hooks the shared runner loop
+(:mod:`sam_bench.loop`) calls.
+
+A task is a module plus its configs. It declares which metrics it reports (catalogue names),
+its headline columns, default objective and Pareto axes, its timing stages, the ground truth it
+needs and the config sections that identify one of its configurations; it supplies the model
+call (:meth:`Task.predict`) and its evaluators (:meth:`Task.evaluator`). Everything around it
+-- loading, conversion, warm-up, timers, GPU peak and RSS, per-item errors, progress, marginal
+time, records, tracking, summary and report -- is shared.
+
+One :class:`Task` object serves a *group* of jobs that share computation (the jobs its
+:meth:`Task.group_key` maps to the same key); ``predict`` returns one prediction per job.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from sam_bench.config import Config
-from sam_bench.data.base import Dataset, ImageRef
+from sam_bench.data.base import Dataset, ImageRef, Sample
+from sam_bench.errors import ConfigError
+from sam_bench.metrics.base import Evaluator
+from sam_bench.metrics.catalogue import CATALOGUE
+from sam_bench.metrics.cost import StageTimes
 from sam_bench.models.build import WeightsInfo
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task's declaration (recorded in every ``result.json`` as ``task_spec``)."""
+
+    name: str
+    """``task.name`` value."""
+    metrics: tuple[str, ...]
+    """Catalogue names of the task's own metrics, in display order (cost metrics of the runner
+    are added to every task)."""
+    headline: tuple[str, ...]
+    """Columns of the console table and the report's main tables."""
+    objective: str
+    """Default ``objective.metric``."""
+    pareto: tuple[str, str]
+    """(cost metric on x, accuracy metric on y) of the Pareto front."""
+    stages: tuple[str, ...] = ("preprocess", "encoder", "decoder", "postprocess")
+    """Timed stages in order; the runner adds ``metrics``. ``latency_ms`` sums them."""
+    own_stages: tuple[str, ...] = ("postprocess",)
+    """Stages each job of a group pays alone (the others are shared: ``marginal_ms``)."""
+    needs: str = "instances"
+    """Ground truth the task scores against: ``instances``, ``semantic`` or ``video``."""
+    sections: tuple[str, ...] = ()
+    """Config sections of the task's own settings (``amg``, ``prompt``...): they identify a
+    configuration (``config_id``) together with model, preprocessing and dtype."""
+    uses_engine: bool = False
+    """Whether the ``engine`` setting applies (and so enters ``config_id``)."""
+    per_s: str = "images_per_s"
+    """Name of the throughput metric (items per second)."""
+    model: bool = True
+    """Whether the runner builds the SAM 2 model for it (``ctx.model``)."""
+
+    def check_catalogue(self) -> None:
+        """Every metric the spec names must be declared (a typo fails at once)."""
+        for name in {*self.metrics, *self.headline, self.objective, *self.pareto}:
+            CATALOGUE.require(name)
+
+    def catalogue_names(self) -> list[str]:
+        """Every metric a job of this task may report: its own, the stages' and the runner's
+        (the catalogue snapshot a record carries even when the job fails early)."""
+        runner = [
+            "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", self.per_s,
+            *(f"{s}_ms_mean" for s in (*self.stages, "metrics")), "marginal_ms_mean",
+            "peak_gpu_mem_mb", "peak_rss_mb", "model_build_s", "n_items_ok", "n_item_errors",
+            "objective",
+        ]  # fmt: skip
+        names = [*self.metrics, *self.headline, *self.pareto, self.objective, *runner]
+        return list(dict.fromkeys(names))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 @dataclass
@@ -19,8 +89,9 @@ class JobContext:
 
     cfg: Config
     device: torch.device
-    model: torch.nn.Module
-    weights: WeightsInfo
+    model: torch.nn.Module | None
+    """The SAM 2 model; ``None`` when the job scores existing predictions."""
+    weights: WeightsInfo | None
     dataset: Dataset
     refs: list[ImageRef]
     job_dir: Path
@@ -30,25 +101,111 @@ class JobContext:
 
 @dataclass
 class TaskResult:
-    """What a task measured."""
+    """What the runner loop measured for one job."""
 
     rows: list[dict[str, Any]]
-    """One row per image (``per_image.csv``), with an ``error`` column."""
+    """One row per item (``per_image.csv``), with an ``error`` column."""
     metrics: dict[str, float]
     """Aggregate metrics (``result.json`` ``metrics``, summary columns)."""
-    image_errors: list[dict[str, str]] = field(default_factory=list)
-    """``{image_id, path, error}`` for every image that could not be processed."""
+    item_errors: list[dict[str, str]] = field(default_factory=list)
+    """``{image_id, path, error}`` for every item that could not be processed."""
     info: dict[str, Any] = field(default_factory=dict)
     """Task-specific facts recorded as ``task_info``."""
 
 
-class Task(Protocol):
-    """A benchmark task."""
+class Task:
+    """Base class of the benchmark tasks; subclasses set :attr:`spec` and implement
+    :meth:`evaluator` and :meth:`predict`."""
 
-    name: str
+    spec: ClassVar[TaskSpec]
 
-    def __init__(self, ctx: JobContext) -> None: ...
+    def __init__(self, jobs: list[JobContext]) -> None:
+        if not jobs:
+            raise ValueError("a task needs at least one job")
+        self.jobs = jobs
+        self.lead = jobs[0]
 
-    def run(self) -> TaskResult:
-        """Process every image of ``ctx.refs`` and aggregate."""
-        ...
+    # --------------------------------------------------------------- class-level hooks
+
+    @classmethod
+    def group_key(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """Which jobs of a sweep can be computed together: return ``config`` (the job's
+        resolved config without per-job output settings) reduced to what must be equal, or
+        ``None`` when the job always runs alone (the default)."""
+        return None
+
+    @classmethod
+    def check(cls, cfg: Config, dataset: Dataset | None = None) -> None:
+        """Task-level validation before any model is built (the dataset must provide what the
+        task needs). Raises :class:`ConfigError`."""
+        if dataset is not None and cls.spec.needs not in getattr(dataset, "provides", ()):
+            raise ConfigError(
+                "dataset.format",
+                f"task {cls.spec.name} needs {cls.spec.needs} ground truth; dataset.format="
+                f"{cfg.dataset.format} provides {', '.join(dataset.provides) or 'nothing'}",
+            )
+
+    @classmethod
+    def describe(cls, cfg: Config) -> str:
+        """A few words on the job's task settings (``dry_run`` prints them)."""
+        return ""
+
+    @classmethod
+    def read_predictions(cls, path: Path, dataset: Dataset) -> Any:
+        """A source of existing predictions (``predictions=PATH``): an object with
+        ``get(ref) -> prediction`` and ``info() -> dict``. Tasks that cannot score saved
+        predictions keep this default."""
+        raise ConfigError("predictions", f"task {cls.spec.name} cannot score saved predictions")
+
+    # --------------------------------------------------------------- per-item hooks
+
+    def prepare(self, sample: Sample) -> tuple[Any, list[str]]:
+        """The model input of an item and the conversion steps taken (timed as
+        ``preprocess``). Default: the image converted by ``preprocess`` settings."""
+        from sam_bench.preprocess import to_model_input
+
+        if sample.raw is None:
+            raise ValueError(f"item {sample.ref.image_id} has no image")
+        return to_model_input(sample.raw, self.lead.cfg.preprocess)
+
+    def describe_input(self, sample: Sample, inputs: Any) -> dict[str, Any]:
+        """Columns of the per-item row that describe the input (size, storage)."""
+        if isinstance(inputs, np.ndarray) and sample.raw is not None:
+            return {
+                "height": int(inputs.shape[0]),
+                "width": int(inputs.shape[1]),
+                "stored_as": sample.raw.mode,
+            }
+        return {}
+
+    @classmethod
+    def evaluator_for(cls, cfg: Config) -> Evaluator:
+        """A fresh evaluator for a job with settings ``cfg`` (never needs the model, so saved
+        predictions are scored by the same evaluators)."""
+        raise NotImplementedError
+
+    def evaluator(self, job: int) -> Evaluator:
+        """A fresh evaluator for job ``job`` of the group."""
+        return self.evaluator_for(self.jobs[job].cfg)
+
+    def predict(self, sample: Sample, inputs: Any, times: list[StageTimes]) -> list[Any]:
+        """One prediction per job of the group; ``times[j]`` receives job j's stage times
+        (shared stages in full)."""
+        raise NotImplementedError
+
+    def warmup(self, sample: Sample, inputs: Any) -> None:
+        """The untimed warm-up pass (default: one prediction, discarded)."""
+        self.predict(sample, inputs, [StageTimes.of(self.spec.stages) for _ in self.jobs])
+
+    def save(self, job: int, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
+        """Write job ``job``'s outputs of one item (``saved`` items were saved before); returns
+        whether this item was saved as an example (``task.save_masks``)."""
+        return False
+
+    def finish(self, job: int) -> dict[str, Any]:
+        """Write job ``job``'s dataset-level outputs; returns its ``task_info`` entries."""
+        return {}
+
+    def close(self) -> None:
+        """Drop references to models and caches (the runner frees memory after this)."""
+        self.jobs = []

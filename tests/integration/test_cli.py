@@ -40,7 +40,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Complete
     out = cwd / "OUT"
     proc = sam_bench(
         ["-m", "model=sam2.1_hiera_tiny,sam2.1_hiera_small", "model.weights=random",
-         "amg.points_per_side=4,8", *KEEP_MASKS, "dataset.limit=2", f"hydra.sweep.dir={out}"],
+         "amg.points_per_side=4,8", *KEEP_MASKS, "dataset.limit=2", "save_predictions=true",
+         f"hydra.sweep.dir={out}"],
         cwd,
     )  # fmt: skip
     return proc, out
@@ -73,7 +74,9 @@ def test_every_result_json_is_self_describing(sweep) -> None:
     assert len(records) == 4
     hashes = set()
     for rec in records:
-        assert rec["schema_version"] == 1 and rec["status"] == "ok"
+        assert rec["schema_version"] == 2 and rec["status"] == "ok"
+        assert rec["task"] == "amg" and rec["task_spec"]["objective"] == "miou"
+        assert len(rec["config_id"]) == 16 and rec["config_identity"]["task"] == "amg"
         assert any(o.startswith("amg.points_per_side=") for o in rec["overrides"])
         assert rec["config"]["amg"]["box_nms_thresh"] == 1.0
         env = rec["environment"]
@@ -97,6 +100,96 @@ def test_every_result_json_is_self_describing(sweep) -> None:
         assert (job / "masks").is_dir()
     # same seed, same model -> same weights; different models differ
     assert len({h for _, h in hashes}) == 2 and len(hashes) == 2
+
+
+def _independent_scores(job_dir: Path) -> dict[str, float]:
+    """Metrics of a job re-computed from its predictions.json and the embedded dataset's
+    annotations, with pycocotools' own loader, dense numpy IoUs and a direct COCOeval."""
+    import contextlib
+    import io
+
+    import numpy as np
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from sam_bench.config import CONF_DIR
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(CONF_DIR.parent / "datasets" / "synthetic" / "annotations.json"))
+    preds = json.loads((job_dir / "predictions.json").read_text())["predictions"]
+    by_image: dict[int, list[dict]] = {}
+    for p in preds:
+        by_image.setdefault(int(p["image_id"]), []).append(p)
+    image_ids = sorted(coco.getImgIds())[:2]  # dataset.limit=2, stable order by id
+    best, counts, coverage = [], [], []
+    for img_id in image_ids:
+        info = coco.loadImgs(img_id)[0]
+        masks = [mask_utils.decode({"size": p["segmentation"]["size"],
+                                    "counts": p["segmentation"]["counts"].encode()}).astype(bool)
+                 for p in by_image.get(img_id, [])]  # fmt: skip
+        counts.append(len(masks))
+        union = np.zeros((info["height"], info["width"]), bool)
+        for m in masks:
+            union |= m
+        coverage.append(union.mean())
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img_id)):
+            if ann.get("iscrowd"):
+                continue
+            g = coco.annToMask(ann).astype(bool)
+            ious = [(g & m).sum() / (g | m).sum() for m in masks]
+            best.append(max(ious, default=0.0))
+    dets = [{"image_id": int(p["image_id"]), "category_id": 1, "segmentation": p["segmentation"],
+             "score": p["predicted_iou"]} for p in preds]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco, coco.loadRes(dets), iouType="segm")
+        ev.params.imgIds = image_ids
+        ev.params.useCats = 0
+        ev.params.maxDets = [10, 100, 1000]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    b = np.asarray(best)
+    return {
+        "miou": float(b.mean()),
+        "recall50": float((b >= 0.5).mean()),
+        "mask_count_mean": float(np.mean(counts)),
+        "coverage": float(np.mean(coverage)),
+        "ar1000": float(ev.stats[8]),
+    }
+
+
+def test_metrics_are_recomputed_from_saved_predictions(sweep) -> None:
+    """The summary's numbers are what an independent computation gives from the job's own
+    saved masks and the dataset's ground truth."""
+    _, out = sweep
+    for row in read_csv(out / "summary.csv"):
+        expect = _independent_scores(out / row["job"])
+        for key, value in expect.items():
+            assert float(row[key]) == pytest.approx(value, abs=1e-9), (row["job"], key)
+
+
+def test_scoring_saved_predictions_gives_the_jobs_metrics(sweep, tmp_path: Path) -> None:
+    """predictions=PATH scores a job's predictions.json without a model: same accuracy."""
+    _, out = sweep
+    job = out / "0"
+    proc = sam_bench(
+        [f"predictions={job / 'predictions.json'}", "dataset.limit=2", "tracking=none",
+         f"hydra.run.dir={tmp_path / 'RUN'}"],
+        tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    original = json.loads((job / "result.json").read_text())
+    scored = json.loads((tmp_path / "RUN" / "result.json").read_text())
+    assert scored["weights"]["kind"] == "predictions" and "model_build_s" not in scored["metrics"]
+    assert scored["task_info"]["scored_from"]["path"] == str(job / "predictions.json")
+    assert scored["untrained"] is True and "UNTRAINED" in scored["banner"]  # from the file
+    assert "latency_ms_p50" not in scored["metrics"]  # nothing ran: no cost measured
+    accuracy = [k for k, v in original["metric_info"].items() if v["kind"] in ("accuracy", "count")]
+    assert "miou" in accuracy and "ar1000" in accuracy
+    for key in accuracy:
+        a, b = original["metrics"].get(key), scored["metrics"].get(key)
+        assert (a is None and b is None) or a == pytest.approx(b, abs=1e-12), key
 
 
 def test_missing_checkpoint_exits_with_one_clear_message(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ started on 127.0.0.1 by the test."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
 import socket
@@ -59,7 +61,19 @@ def check_finished_child(client: MlflowClient, run: Any) -> None:
     assert run.data.params["amg.points_per_side"] == "2"
     assert run.data.params["model.name"] == "sam2.1_hiera_tiny"
     assert run.data.params["dataset.limit"] == "1"
-    assert "miou" in run.data.metrics and "latency_ms_p50" in run.data.metrics
+    # every finite metric of the job's record, with its value (and nothing else)
+    record = json.loads((Path(run.data.tags["job_dir"]) / "result.json").read_text())
+    expected = {
+        k: float(v)
+        for k, v in record["metrics"].items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    logged = {k: v for k, v in run.data.metrics.items() if k != "job_duration_s"}
+    assert logged.keys() == expected.keys()
+    for key, value in expected.items():
+        assert logged[key] == pytest.approx(value, rel=1e-12), key
+    assert {"miou", "latency_ms_p50", "objective"} <= logged.keys()
+    assert run.data.tags["config_id"] == record["config_id"]
     tags = run.data.tags
     assert tags["weights"] == "random"
     assert tags["device"] == "cpu" and tags["dtype"] == "fp32"

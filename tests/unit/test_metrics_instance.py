@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import math
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 
 from sam_bench.data.base import GroundTruth
+from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.metrics.instance import (
-    METRIC_INFO,
+    INSTANCE_METRICS,
     SA_THRESHOLDS,
     InstanceEvaluator,
     best_match_ious,
@@ -59,7 +61,7 @@ def test_identical_masks_score_one_everywhere():
     h = w = 200
     masks = [rect(h, w, 0, 0, 20, 20), rect(h, w, 0, 30, 50, 80), rect(h, w, 90, 90, 190, 190)]
     ev = InstanceEvaluator()
-    row = ev.process("a", [rle(m) for m in masks], [0.9, 0.8, 0.7], gt_of(masks))
+    row = ev.add("a", [rle(m) for m in masks], [0.9, 0.8, 0.7], gt_of(masks))
     assert row["n_gt"] == 3 and row["mask_count"] == 3
     for key in ("miou", "recall50", "recall75", "msa", "sa50", "sa75"):
         assert row[key] == 1.0, key
@@ -72,7 +74,7 @@ def test_identical_masks_score_one_everywhere():
         assert agg[key] == 1.0, key
     assert agg["ar1000_large"] == 1.0
     assert agg["n_images"] == 1 and agg["n_instances"] == 3
-    assert set(agg) == set(METRIC_INFO)
+    assert set(agg) == {m.name for m in INSTANCE_METRICS}
 
 
 def test_partial_overlap_hand_computed():
@@ -85,7 +87,7 @@ def test_partial_overlap_hand_computed():
         mask_iou_matrix([rle(p1), rle(p2)], gt.rles, [False]), [[1 / 7], [2 / 3]]
     )
     ev = InstanceEvaluator()
-    row = ev.process("a", [rle(p1), rle(p2)], [0.5, 0.9], gt)
+    row = ev.add("a", [rle(p1), rle(p2)], [0.5, 0.9], gt)
     assert row["miou"] == pytest.approx(2 / 3)
     assert row["recall50"] == 1.0 and row["recall75"] == 0.0
     assert row["sa50"] == pytest.approx(0.5)  # TP p2, FP p1, FN none
@@ -121,7 +123,7 @@ def test_sa_one_to_one_matching_beats_greedy():
     sa = segmentation_accuracy(ious, (0.5, 0.6, 0.95))
     # t=0.5: a-GT2, b-GT1 -> TP 2 -> SA 1; t=0.6: b-GT1 (0.6) not > 0.6 -> TP 1, FP 1, FN 1
     np.testing.assert_allclose(sa, [1.0, 1 / 3, 0.0])
-    row = InstanceEvaluator().process("a", [rle(a), rle(b)], [0.5, 0.5], gt)
+    row = InstanceEvaluator().add("a", [rle(a), rle(b)], [0.5, 0.5], gt)
     assert row["sa50"] == 1.0 and row["sa75"] == pytest.approx(1 / 3)
 
 
@@ -145,7 +147,7 @@ def test_no_predictions():
     h = w = 100
     gt = gt_of([rect(h, w, 0, 0, 20, 20), rect(h, w, 50, 50, 90, 90)])  # small 400, medium 1600
     ev = InstanceEvaluator()
-    row = ev.process("a", [], [], gt)
+    row = ev.add("a", [], [], gt)
     assert row["n_gt"] == 2 and row["mask_count"] == 0
     for key in ("miou", "recall50", "recall75", "msa", "sa50", "sa75", "coverage"):
         assert row[key] == 0.0, key
@@ -162,8 +164,8 @@ def test_no_ground_truth_image():
     h = w = 50
     m = rect(h, w, 0, 0, 10, 10)
     ev = InstanceEvaluator()
-    ev.process("with_gt", [rle(m)], [1.0], gt_of([m]))
-    row = ev.process("no_gt", [rle(m), rle(rect(h, w, 20, 20, 30, 30))], [0.9, 0.8], empty_gt(h, w))
+    ev.add("with_gt", [rle(m)], [1.0], gt_of([m]))
+    row = ev.add("no_gt", [rle(m), rle(rect(h, w, 20, 20, 30, 30))], [0.9, 0.8], empty_gt(h, w))
     assert row["n_gt"] == 0
     assert math.isnan(row["miou"]) and math.isnan(row["recall50"])
     assert row["sa50"] == 0.0 and row["msa"] == 0.0  # every prediction is a false positive
@@ -172,7 +174,7 @@ def test_no_ground_truth_image():
     assert agg["msa"] == pytest.approx(0.5)
     assert agg["ar100"] == 1.0 and agg["n_instances"] == 1 and agg["n_images"] == 2
     only = InstanceEvaluator()
-    only.process("no_gt", [rle(m)], [0.9], empty_gt(h, w))
+    only.add("no_gt", [rle(m)], [0.9], empty_gt(h, w))
     agg = only.evaluate()
     assert math.isnan(agg["miou"]) and math.isnan(agg["ar100"]) and agg["msa"] == 0.0
 
@@ -181,8 +183,8 @@ def test_neither_gt_nor_predictions_is_skipped():
     h = w = 50
     m = rect(h, w, 0, 0, 10, 10)
     ev = InstanceEvaluator()
-    ev.process("a", [rle(m)], [1.0], gt_of([m]))
-    row = ev.process("b", [], [], empty_gt(h, w))
+    ev.add("a", [rle(m)], [1.0], gt_of([m]))
+    row = ev.add("b", [], [], empty_gt(h, w))
     assert all(math.isnan(row[k]) for k in ("miou", "msa", "sa50", "sa75", "overlap"))
     agg = ev.evaluate()
     assert agg["msa"] == 1.0 and agg["miou_image"] == 1.0
@@ -198,13 +200,13 @@ def test_crowd_region_is_not_an_instance_nor_a_false_positive():
     half = rect(h, w, 60, 80, 70, 100)  # cols 80-89 inside: 50 % of its area -> ignored
     assert best_match_ious(gt.rles, gt.iscrowd, [rle(obj)]).tolist() == [1.0]
     ev = InstanceEvaluator()
-    row = ev.process("a", [rle(obj), rle(inside), rle(half)], [0.9, 0.8, 0.7], gt)
+    row = ev.add("a", [rle(obj), rle(inside), rle(half)], [0.9, 0.8, 0.7], gt)
     assert row["n_gt"] == 1 and row["miou"] == 1.0
     assert row["sa50"] == 1.0 and row["msa"] == 1.0
     agg = ev.evaluate()
     assert agg["n_instances"] == 1 and agg["ar1000"] == 1.0
     mostly_out = rect(h, w, 60, 86, 70, 96)  # 4 of 10 columns inside: 40 % -> a false positive
-    row = InstanceEvaluator().process("b", [rle(obj), rle(inside), rle(mostly_out)], [1, 1, 1], gt)
+    row = InstanceEvaluator().add("b", [rle(obj), rle(inside), rle(mostly_out)], [1, 1, 1], gt)
     assert row["sa50"] == pytest.approx(1 / 2)  # TP 1, FP 1, FN 0
 
 
@@ -230,7 +232,7 @@ def test_many_predictions():
     gt_masks = [rect(h, w, y, x, y + 8, x + 8) for y, x in rng.integers(0, 56, (20, 2))]
     preds = [rect(h, w, y, x, y + 4, x + 6) for y, x in rng.integers(0, 58, (1000, 2))]
     ev = InstanceEvaluator()
-    row = ev.process("a", [rle(m) for m in preds], rng.random(1000).tolist(), gt_of(gt_masks))
+    row = ev.add("a", [rle(m) for m in preds], rng.random(1000).tolist(), gt_of(gt_masks))
     assert row["mask_count"] == 1000 and row["mask_area_mean"] == pytest.approx(24 / 4096)
     agg = ev.evaluate()
     assert 0 <= agg["ar100"] <= agg["ar1000"] <= 1 and agg["mask_count_max"] == 1000.0
@@ -241,34 +243,41 @@ def test_input_validation_and_reset():
     m = rect(h, w, 0, 0, 5, 5)
     ev = InstanceEvaluator()
     with pytest.raises(ValueError, match="size"):
-        ev.process("a", [rle(rect(h, w + 1, 0, 0, 5, 5))], [1.0], gt_of([m]))
+        ev.add("a", [rle(rect(h, w + 1, 0, 0, 5, 5))], [1.0], gt_of([m]))
     with pytest.raises(ValueError, match="scores"):
-        ev.process("a", [rle(m)], [], gt_of([m]))
-    ev.process("a", [rle(m)], [1.0], gt_of([m]))
+        ev.add("a", [rle(m)], [], gt_of([m]))
+    ev.add("a", [rle(m)], [1.0], gt_of([m]))
     with pytest.raises(ValueError, match="twice"):
-        ev.process("a", [rle(m)], [1.0], gt_of([m]))
+        ev.add("a", [rle(m)], [1.0], gt_of([m]))
     ev.reset()
     agg = ev.evaluate()
     assert agg["n_images"] == 0 and math.isnan(agg["miou"]) and math.isnan(agg["ar100"])
-    assert set(agg) == set(METRIC_INFO)
-    assert all(info.description for info in METRIC_INFO.values())
+    assert set(agg) == {m.name for m in INSTANCE_METRICS}
+    for m in INSTANCE_METRICS:  # every key is in the catalogue, documented, with a direction
+        assert CATALOGUE.get(m.name) == m and m.description and m.reference
+        assert m.direction in ("higher", "lower", "neither")
 
 
 # ------------------------------------------------------------- real COCO sample vs references
 
 
-@pytest.fixture(scope="module")
-def coco_case():
-    """GT of the COCO sample and deterministic perturbed predictions, run through the evaluator."""
+def _coco_case(json_path: Path):
+    """GT of a COCO json read by sam_bench's loader (so source areas and crowd flags are what
+    a job sees) and deterministic perturbed predictions, run through the evaluator."""
+    from sam_bench.data.coco import CocoDataset
+
     with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(COCO_JSON))
+        coco = COCO(str(json_path))
+    dataset = CocoDataset(json_path, COCO_DIR / "train_2017_small")
     rng = np.random.default_rng(1234)
     ev, per_image = InstanceEvaluator(), []
-    for k, img_id in enumerate(sorted(coco.getImgIds())):
+    for k, ref in enumerate(dataset.refs()):
+        img_id = int(ref.image_id)
         info = coco.loadImgs(img_id)[0]
         h, w = info["height"], info["width"]
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
-        gt = GroundTruth([coco.annToRLE(a) for a in anns], [bool(a["iscrowd"]) for a in anns], h, w)
+        anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=img_id)), key=lambda a: a["id"])
+        gt = dataset.load(ref).gt
+        assert gt is not None and gt.areas == [float(a["area"]) for a in anns]
         preds: list[np.ndarray] = []
         for j, a in enumerate(anns):
             if k == 0 or a["iscrowd"]:
@@ -291,21 +300,18 @@ def coco_case():
             preds.append(rect(h, w, y0, x0, y0 + bh, x0 + bw))
         scores = rng.random(len(preds)).tolist()
         pred_rles = [rle(m) for m in preds]
-        ev.process(str(img_id), pred_rles, scores, gt)
+        ev.add(str(img_id), pred_rles, scores, gt)
         per_image.append((img_id, anns, gt, preds, pred_rles, scores))
     return coco, ev.evaluate(), per_image
 
 
-@pytest.mark.shared_data
-@needs_coco
-def test_ar_matches_direct_cocoeval(coco_case):
-    coco, agg, per_image = coco_case
-    # The reference uses the json's own GT (polygons, polygon areas, real ids, 80 categories);
-    # the evaluator uses RLE areas. Valid only if no instance changes COCO area range between them:
-    for a in coco.dataset["annotations"]:
-        mask_area = float(mask_utils.area(coco.annToRLE(a)))
-        for bound in (32**2, 96**2):
-            assert (mask_area < bound) == (a["area"] < bound)
+@pytest.fixture(scope="module")
+def coco_case():
+    return _coco_case(COCO_JSON)
+
+
+def _direct_cocoeval(coco: COCO, per_image: list) -> dict[str, float]:
+    """Class-agnostic AR straight from pycocotools on the json's own GT."""
     dets = [
         {"image_id": img_id, "category_id": 1, "segmentation": copy.deepcopy(r), "score": s}
         for img_id, _, _, _, rles, scores in per_image
@@ -320,12 +326,46 @@ def test_ar_matches_direct_cocoeval(coco_case):
         ref.summarize()
     # summarize(): stats[7] AR@maxDets[1], stats[8] AR@maxDets[2], stats[9:12] S/M/L @maxDets[2]
     keys = ["ar100", "ar1000", "ar1000_small", "ar1000_medium", "ar1000_large"]
-    expect = dict(zip(keys, ref.stats[7:12], strict=True))
-    for key, value in expect.items():
+    return dict(zip(keys, ref.stats[7:12], strict=True))
+
+
+@pytest.mark.shared_data
+@needs_coco
+def test_ar_matches_direct_cocoeval(coco_case):
+    coco, agg, per_image = coco_case
+    for key, value in _direct_cocoeval(coco, per_image).items():
         assert value > 0, key
         assert agg[key] == pytest.approx(value, abs=1e-12), key
     assert agg["ar100"] < agg["ar1000"]  # the 110-box image really exercises maxDets
     assert agg["n_instances"] == sum(not a["iscrowd"] for a in coco.dataset["annotations"])
+
+
+@pytest.mark.shared_data
+@needs_coco
+def test_ar_by_size_uses_the_annotation_area_field(tmp_path: Path):
+    """A copy of the sample where annotation areas and raster areas disagree across 32^2, and
+    one area exactly 32^2 (COCOeval's ranges include both ends): AR by size still equals a
+    direct COCOeval, and moves with the area field, not the raster."""
+    data = json.loads(COCO_JSON.read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        orig = COCO(str(COCO_JSON))
+    raster = {a["id"]: float(mask_utils.area(orig.annToRLE(a))) for a in data["annotations"]}
+    # the sample itself has no annotation whose two areas fall on different sides of a bound
+    for a in data["annotations"]:
+        for bound in (32**2, 96**2):
+            assert (raster[a["id"]] < bound) == (a["area"] < bound)
+    medium = [a for a in data["annotations"] if not a["iscrowd"] and 1200 < raster[a["id"]] < 9000]
+    medium[0]["area"] = 1000.0  # the field says small, the raster says medium
+    medium[1]["area"] = float(32**2)  # exactly 32^2: small and medium both
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    coco, agg, per_image = _coco_case(path)
+    direct = _direct_cocoeval(coco, per_image)
+    for key, value in direct.items():
+        assert agg[key] == pytest.approx(value, abs=1e-12), key
+    _, agg_orig, _ = _coco_case(COCO_JSON)
+    assert agg["ar1000_small"] != agg_orig["ar1000_small"]  # the moved instances count there
+    assert agg["ar1000"] == pytest.approx(agg_orig["ar1000"], abs=1e-12)  # "all" is unchanged
 
 
 @pytest.mark.shared_data
@@ -351,3 +391,84 @@ def test_best_match_miou_matches_brute_force(coco_case):
     assert agg["recall75"] == pytest.approx((best >= 0.75).mean(), abs=1e-12)
     assert agg["miou_image"] == pytest.approx(np.mean(per_image_miou), abs=1e-9)
     assert 0 < agg["msa"] < agg["sa50"] <= 1
+
+
+# ------------------------------------------------------- micro-sam's painted-label variant
+
+
+def test_label_variant_hand_computed():
+    """Painted largest first, each mask taking only free pixels: the 200 px mask takes the
+    whole top band, the mask equal to GT A gets no pixel, the two-blob mask becomes two
+    components. Matching at IoU >= t, SA 0 without a true positive."""
+    h = w = 20
+    a, b = rect(h, w, 0, 0, 10, 10), rect(h, w, 0, 10, 10, 20)
+    p1, p2 = rect(h, w, 0, 0, 10, 20), a.copy()
+    p3 = rect(h, w, 12, 0, 14, 2) | rect(h, w, 12, 18, 14, 20)
+    row = InstanceEvaluator().add("x", [rle(p2), rle(p3), rle(p1)], [1, 1, 1], gt_of([a, b]))
+    # label image: p1 (IoU 0.5 with A and with B) and p3's two pieces; only t = 0.5 matches
+    assert row["sa50_label"] == pytest.approx(1 / 4)  # TP 1, FP 2 (the pieces), FN 1
+    assert row["sa75_label"] == 0.0
+    assert row["msa_label"] == pytest.approx(0.25 / 10)
+    # the overlapping masks as generated: p2 == A (IoU 1 > every t), p1 and p3 false positives
+    assert row["msa"] == pytest.approx(1 / 4) and row["sa75"] == pytest.approx(1 / 4)
+
+
+def _paint_reference(masks: list[np.ndarray]) -> np.ndarray:
+    """micro-sam's painting written independently: OpenCV 4-connected components per label."""
+    import cv2
+
+    seg = np.zeros(masks[0].shape, np.int32)
+    order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))
+    for label, i in enumerate(order, 1):
+        seg[(seg == 0) & masks[i]] = label
+    out, n = np.zeros_like(seg), 0
+    for label in range(1, len(masks) + 1):
+        k, comps = cv2.connectedComponents((seg == label).astype(np.uint8), connectivity=4)
+        out[comps > 0] = comps[comps > 0] + n
+        n += k - 1
+    return out
+
+
+def _elf_msa(seg: np.ndarray, gt: np.ndarray) -> list[float]:
+    """elf.evaluation.mean_segmentation_accuracy re-derived from its definition: contingency
+    table, IoU, matching of most pairs at IoU >= t (ties by total IoU), SA 0 without a TP."""
+    from scipy.optimize import linear_sum_assignment
+
+    p_ids, g_ids = np.unique(seg), np.unique(gt)
+    table = np.array([[np.sum((seg == p) & (gt == g)) for g in g_ids] for p in p_ids], float)
+    iou = table / (table.sum(1, keepdims=True) + table.sum(0, keepdims=True) - table)
+    iou = iou[p_ids != 0][:, g_ids != 0]
+    n_pred, n_true = iou.shape
+    out = []
+    for t in SA_THRESHOLDS:
+        tp = 0
+        if min(n_pred, n_true) and (iou >= t).any():
+            cost = -(iou >= t).astype(float) - iou / (2 * min(n_pred, n_true))
+            r, c = linear_sum_assignment(cost)
+            tp = int((iou[r, c] >= t).sum())
+        out.append(tp / (tp + (n_pred - tp) + (n_true - tp)) if tp else 0.0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_label_variant_matches_an_independent_micro_sam_computation(seed: int):
+    rng = np.random.default_rng(seed)
+    h, w = 40, 48
+    gt_label = np.zeros((h, w), np.int32)  # non-overlapping GT, as micro-sam's label images
+    for k in range(1, 6):
+        y, x = rng.integers(0, 30), rng.integers(0, 38)
+        gt_label[y : y + rng.integers(4, 10), x : x + rng.integers(4, 10)] = k
+    gt_masks = [gt_label == k for k in range(1, 6) if (gt_label == k).any()]
+    preds = []
+    for _ in range(int(rng.integers(1, 9))):
+        y, x = rng.integers(0, 34), rng.integers(0, 42)
+        m = rect(h, w, y, x, y + int(rng.integers(3, 12)), x + int(rng.integers(3, 12)))
+        if rng.random() < 0.3:  # a second blob: painted as two components
+            y2, x2 = rng.integers(0, 36), rng.integers(0, 44)
+            m |= rect(h, w, y2, x2, y2 + 3, x2 + 3)
+        preds.append(m)
+    row = InstanceEvaluator().add("x", [rle(m) for m in preds], [0.5] * len(preds), gt_of(gt_masks))
+    expect = _elf_msa(_paint_reference(preds), gt_label)
+    assert row["msa_label"] == pytest.approx(np.mean(expect), abs=1e-12)
+    assert row["sa50_label"] == pytest.approx(expect[0], abs=1e-12)
+    assert row["sa75_label"] == pytest.approx(expect[5], abs=1e-12)

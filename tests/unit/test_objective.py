@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import amg_record_fields
 from omegaconf import OmegaConf
 
-from sam_bench.report.analysis import METRIC_DIRECTIONS, best_configuration, sweep_facts, tuning
+from sam_bench.report.analysis import best_configuration, sweep_facts, tuning
 from sam_bench.report.document import build_report
 from sam_bench.report.summary import collect
+from sam_bench.report.view import MetricView
 from sam_bench.run import objective
 
 
@@ -81,8 +83,9 @@ def _job(
         "sweep_name": sweep_name,
         "objective": {"metric": "miou", "latency_budget_ms": budget, "penalty": -1.0},
     }
+    metrics = {} if status == "failed" else {"miou": miou, "latency_ms_p50": latency}
     record: dict[str, Any] = {
-        "schema_version": 1,
+        **amg_record_fields(metrics),
         "status": status,
         "error": "RuntimeError: boom" if status == "failed" else None,
         "overrides": [f"{k}={v}" for k, v in overrides.items()],
@@ -91,9 +94,9 @@ def _job(
         "weights": {"label": "ab" * 32},
         "untrained": False,
         "dataset": {"name": "synthetic", "n_images": 1},
-        "metrics": {} if status == "failed" else {"miou": miou, "latency_ms_p50": latency},
+        "metrics": metrics,
         "task_info": {},
-        "image_errors": [],
+        "item_errors": [],
     }
     value, why = objective(record, OmegaConf.create(cfg))
     record["metrics"]["objective"] = value
@@ -115,7 +118,8 @@ def tune_sweep(tmp_path: Path) -> Path:
 
 
 def test_objective_is_higher_is_better() -> None:
-    assert METRIC_DIRECTIONS["objective"] is True
+    view = MetricView.from_records([{"metrics": {"objective": 0.5}}])
+    assert view.direction("objective") is True
 
 
 def test_tuning_section_names_the_best_configuration(tune_sweep: Path) -> None:

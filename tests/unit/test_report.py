@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fakes import amg_record_fields
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+import sam_bench.metrics.instance  # noqa: F401  (declares the AMG metrics in the catalogue)
 from sam_bench.report.analysis import best_configuration, pareto_front, sweep_facts
 from sam_bench.report.document import build_report, write_report
 from sam_bench.report.overlay import decode_segmentation, paint
@@ -31,7 +33,7 @@ ALL_KINDS = {
     "heatmap",
     "marginal_effects",
     "model_comparison",
-    "recall_by_size",
+    "series_ar_1000_by_object_size",
     "mask_overlays",
 }
 
@@ -80,10 +82,9 @@ def write_job(
     job_dir = sweep / str(num)
     job_dir.mkdir(parents=True)
     record = {
-        "schema_version": 1,
+        **amg_record_fields(metrics),
         "status": status,
         "error": error,
-        "task": "amg",
         "job": {"num": num, "dir": str(job_dir)},
         "overrides": [f"{k}={v}" for k, v in overrides.items()],
         "config": {"model": {"name": model}, "dtype": "fp32"},
@@ -99,7 +100,7 @@ def write_job(
         "untrained": untrained,
         "dataset": {"name": "synthetic", "n_images": 2},
         "metrics": metrics,
-        "image_errors": [],
+        "item_errors": [],
     }
     (job_dir / "result.json").write_text(json.dumps(record))
     if masks_shift is not None:
@@ -188,7 +189,7 @@ def test_pareto_front_matches_an_independent_computation(seed: int) -> None:
         lat = rng.choice([None, *range(1, 12)])
         status = rng.choice(["ok"] * 5 + ["failed", "partial"])
         rows.append({"job": str(n), "miou": miou, "latency_ms_p50": lat, "status": status})
-    front = pareto_front(rows)
+    front = pareto_front(rows, "latency_ms_p50", "miou")
     assert {r["job"] for r in front} == _sweep_line_front(rows)
     lats = [r["latency_ms_p50"] for r in front]
     assert lats == sorted(lats)
@@ -212,7 +213,7 @@ def test_best_configuration_per_metric() -> None:
 
 def test_heatmap_cells_are_means_over_the_other_parameters(grid_sweep: Path) -> None:
     rows = collect(grid_sweep)
-    va, vb, grid = mean_grid(rows, "amg.points_per_side", "amg.pred_iou_thresh")
+    va, vb, grid = mean_grid(rows, "amg.points_per_side", "amg.pred_iou_thresh", "miou")
     assert va == ["4", "8", "16"] and vb == ["0.0", "0.5"]
     # jobs n = 4*model + 2*pps_index + thr_index have miou 0.3 + 0.05 n
     for i, j in itertools.product(range(2), range(2)):
@@ -288,7 +289,7 @@ def test_plots_skip_gracefully(tmp_path: Path) -> None:
     assert not [p for p in files if p.suffix == ".png"]
     text = (failed / "report.md").read_text()
     assert all(f"OOM in job {n}" in text for n in range(3))
-    assert "No ok job has both mIoU and latency" in text
+    assert "No ok job has both mIoU and p50 ms" in text
 
 
 def test_stale_plots_are_removed(grid_sweep: Path) -> None:
@@ -299,7 +300,7 @@ def test_stale_plots_are_removed(grid_sweep: Path) -> None:
             (d / "result.json").unlink()
     second = make_plots(grid_sweep, collect(grid_sweep))
     assert set((grid_sweep / "plots").glob("*.png")) == set(second)
-    assert {p.stem for p in second} == {"recall_by_size", "mask_overlays"}
+    assert {p.stem for p in second} == {"series_ar_1000_by_object_size", "mask_overlays"}
 
 
 # --- overlay ------------------------------------------------------------------------------
@@ -380,7 +381,7 @@ def test_report_contents(grid_sweep: Path) -> None:
     assert "| #0 |" in lines["latency\\_ms\\_p50"]
     assert best_configuration(rows, "miou")["job"] == "7"
     pareto = md.split("## Pareto set")[1].split("## Plots")[0]
-    expected = {f"#{r['job']}" for r in pareto_front(rows)}
+    expected = {f"#{r['job']}" for r in pareto_front(rows, "latency_ms_p50", "miou")}
     assert {t for t in pareto.split() if t.startswith("#") and t[1:].isdigit()} == expected
     # by hand: latency 400/800/1600 ms, the most accurate job at each wins
     assert expected == {"#1", "#5", "#7"}

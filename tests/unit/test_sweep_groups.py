@@ -46,3 +46,64 @@ def test_candidate_settings_split_groups(override: str) -> None:
 def test_reference_engine_and_dry_run_never_group() -> None:
     assert key("engine=reference") is None
     assert key("dry_run=true") is None
+
+
+#: A value different from the default for every AMGConfig field (valid together with defaults).
+CHANGED = {
+    "name": "other", "points_per_side": 16, "points_per_batch": 32, "pred_iou_thresh": 0.1,
+    "stability_score_thresh": 0.5, "stability_score_offset": 0.5, "mask_threshold": 1.0,
+    "box_nms_thresh": 0.9, "crop_n_layers": 1, "crop_nms_thresh": 0.1,
+    "crop_overlap_ratio": 0.5, "crop_n_points_downscale_factor": 2, "min_mask_region_area": 100,
+    "output_mode": "coco_rle", "use_m2m": True, "multimask_output": False,
+    "postfilter": {"max_area_fraction": 0.9}, "point_grids": [[[0.5, 0.5]]],
+}  # fmt: skip
+
+
+def _overrides(name: str) -> list[str]:
+    value = CHANGED[name]
+    if name == "postfilter":
+        return [f"amg.postfilter.max_area_fraction={value['max_area_fraction']}"]
+    if name == "point_grids":  # exclusive with points_per_side
+        return ["amg.points_per_side=null", "amg.point_grids=[[[0.5,0.5]]]"]
+    return [f"amg.{name}={str(value).lower() if isinstance(value, bool) else value}"]
+
+
+def test_every_amg_field_is_classified_and_grouped_by_its_role() -> None:
+    """A new AMGConfig field fails here until it has a role (candidate / postprocess / label)
+    and a changed value in CHANGED; each role then decides the grouping."""
+    import dataclasses
+
+    from sam_bench.config import AMG_ROLES, AMGConfig, amg_fields
+
+    names = [f.name for f in dataclasses.fields(AMGConfig)]
+    roles = {f.name: f.metadata.get("role") for f in dataclasses.fields(AMGConfig)}
+    unclassified = [n for n, r in roles.items() if r not in AMG_ROLES]
+    assert not unclassified, f"AMGConfig fields without a role: {unclassified}"
+    assert sorted(CHANGED) == sorted(names), "give every AMG field a changed value in CHANGED"
+    assert sorted(n for r in AMG_ROLES for n in amg_fields(r)) == sorted(names)
+    for name in names:
+        if roles[name] == "candidate":
+            assert key(*_overrides(name)) != key(), name
+        else:
+            assert key(*_overrides(name)) == key(), name
+
+
+def test_the_fast_engine_shares_exactly_the_candidate_fields() -> None:
+    """The engine's candidate key changes with every candidate field and no other one."""
+    import dataclasses
+
+    from sam_bench.config import AMGConfig, amg_fields
+    from sam_bench.engines.fast import candidate_key
+
+    base = AMGConfig()
+    for name in (f.name for f in dataclasses.fields(AMGConfig)):
+        value = CHANGED[name]
+        if name == "postfilter":
+            continue
+        extra = {"points_per_side": None} if name == "point_grids" else {}
+        changed = dataclasses.replace(base, **{name: value, **extra})
+        if name == "point_grids":  # compare with the same grid given as points_per_side
+            assert candidate_key(changed) != candidate_key(base)
+            continue
+        same = candidate_key(changed) == candidate_key(base)
+        assert same == (name not in amg_fields("candidate")), name

@@ -1,0 +1,139 @@
+"""The shared per-item loop every task runs in.
+
+For a group of jobs computed together (one :class:`~sam_bench.tasks.base.Task` object), per
+item: load it (not timed), convert it (``preprocess``), reset the GPU peak, ask the task for one
+prediction per job (the task fills its stages), then per job score it (``metrics``), save what
+the task saves and compute the time the job added to the sweep (``marginal_ms``). A bad item is
+recorded with its path and reason and the loop goes on. Before timing, one untimed warm-up pass
+runs on the first item that works; a warm-up that raises moves on to the next item (up to
+:data:`WARMUP_TRIES`) and is recorded in ``task_info.warmup``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from sam_bench.data.base import ImageRef, Sample
+from sam_bench.errors import SampleError
+from sam_bench.metrics.base import Evaluator
+from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, cost_summary
+from sam_bench.tasks.base import Task, TaskResult
+
+log = logging.getLogger(__name__)
+
+WARMUP_TRIES = 3
+"""Items tried for the warm-up pass before timing goes on without one."""
+
+
+def reason_of(e: BaseException) -> str:
+    """The reason recorded for a failed item."""
+    return e.reason if isinstance(e, SampleError) else f"{type(e).__name__}: {e}"
+
+
+@dataclass
+class _Job:
+    """One job's state in the loop."""
+
+    evaluator: Evaluator
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    saved: int = 0
+
+    def fail(self, row: dict[str, Any], ref: ImageRef, reason: str) -> None:
+        row["error"] = reason
+        self.errors.append({"image_id": ref.image_id, "path": str(ref.path), "error": reason})
+        self.rows.append(row)
+
+
+def _load(task: Task, ref: ImageRef) -> Sample:
+    return task.lead.dataset.load(ref)
+
+
+def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
+    """Run the task's untimed warm-up on the first item where it works (at most
+    :data:`WARMUP_TRIES` items); returns what happened (``task_info.warmup``)."""
+    failed: list[dict[str, str]] = []
+    for ref in refs:
+        if len(failed) >= WARMUP_TRIES:
+            break
+        try:
+            sample = _load(task, ref)
+            inputs, _ = task.prepare(sample)
+            task.warmup(sample, inputs)
+        except Exception as e:
+            reason = reason_of(e)
+            log.warning("warm-up on %s failed (%s); trying the next item", ref.image_id, reason)
+            failed.append({"image_id": ref.image_id, "error": reason})
+            continue
+        return {"item": ref.image_id, "failed": failed}
+    if failed:
+        log.warning("no warm-up pass succeeded: the first timed item includes warm-up costs")
+    return {"item": None, "failed": failed}
+
+
+def run_items(task: Task, *, warmup: bool, progress: bool) -> list[TaskResult]:
+    """Run ``task``'s jobs over their items; returns one result per job (see module doc)."""
+    lead = task.lead
+    refs = lead.refs
+    clock, gpu = Clock(lead.device), GpuPeak(lead.device)
+    spec = task.spec
+    jobs = [_Job(task.evaluator(j)) for j in range(len(task.jobs))]
+    warm = warm_up(task, refs) if warmup else {"item": None, "failed": [], "disabled": True}
+    unit = "video" if spec.needs == "video" else "img"
+    desc = f"{spec.name} {unit}s" + ("" if len(jobs) == 1 else f" ({len(jobs)} jobs)")
+    bar = tqdm(refs, desc=desc, unit=unit, disable=not progress, leave=False)
+    for ref in bar:
+        base: dict[str, Any] = {"image_id": ref.image_id, "path": str(ref.path)}
+        times = [StageTimes.of(spec.stages) for _ in jobs]
+        try:
+            sample = _load(task, ref)
+            t0 = clock.now()
+            inputs, steps = task.prepare(sample)
+            for t in times:
+                t.add("preprocess", clock.now() - t0)
+            base.update(task.describe_input(sample, inputs))
+            notes = list(sample.raw.notes) if sample.raw is not None else []
+            base["conversion"] = "; ".join([*notes, *steps])
+            gpu.reset()
+            predictions = task.predict(sample, inputs, times)
+            base["gpu_peak_mb"] = gpu.peak_mb()
+        except Exception as e:  # one item must never sink the job
+            reason = reason_of(e)
+            log.error("item %s (%s) failed: %s", ref.image_id, ref.path, reason)
+            for job in jobs:
+                job.fail(dict(base), ref, reason)
+            continue
+        for j, (job, t) in enumerate(zip(jobs, times, strict=True)):
+            row = dict(base)
+            try:
+                with t.measure("metrics", clock):
+                    row.update(job.evaluator.process(sample, predictions[j]))
+                if task.save(j, sample, inputs, predictions[j], job.saved):
+                    job.saved += 1
+            except Exception as e:
+                job.fail(row, ref, reason_of(e))
+                continue
+            row.update(t.ms())
+            # the time this job added: shared stages count for the group's first job only (as
+            # spent: an encoder-cache hit counts its load, not the stored seconds)
+            own = sum(t.seconds.get(s, 0.0) for s in spec.own_stages)
+            shared = t.shared_seconds(spec.own_stages)
+            row["marginal_ms"] = (own + (shared if j == 0 else 0.0)) * 1000.0
+            row["error"] = None
+            job.rows.append(row)
+    return [_result(task, j, job, warm) for j, job in enumerate(jobs)]
+
+
+def _result(task: Task, j: int, job: _Job, warm: dict[str, Any]) -> TaskResult:
+    """Aggregate one job: its evaluator's metrics and the cost metrics of its ok rows."""
+    ok = [r for r in job.rows if r.get("error") is None]
+    metrics: dict[str, float] = job.evaluator.evaluate() if ok else {}
+    metrics.update(cost_summary(ok, task.spec.stages, task.spec.per_s))
+    metrics["n_items_ok"] = len(ok)
+    metrics["n_item_errors"] = len(job.errors)
+    info = {**task.finish(j), "warmup": warm}
+    return TaskResult(rows=job.rows, metrics=metrics, item_errors=job.errors, info=info)

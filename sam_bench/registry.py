@@ -1,0 +1,89 @@
+"""The one place that lists task names, engine names and dataset formats.
+
+Each kind maps a name to ``"module:attribute"``, imported only when used (so listing names
+never imports torch or sam2). Config validation, error messages ("did you mean"), the task
+runner, the engine factory and the dataset builder all read these tables. A plugin module (the
+``plugins`` setting: modules imported before a job is validated) adds its own entries with
+:func:`register`, e.g. a new task::
+
+    from sam_bench.registry import register
+    register("task", "toy", "my_package.toy_task:ToyTask")
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+from sam_bench.errors import ConfigError
+
+_TABLES: dict[str, dict[str, str]] = {
+    "task": {
+        "amg": "sam_bench.tasks.amg:AMGTask",
+    },
+    "engine": {
+        "fast": "sam_bench.engines:fast_engine",
+        "reference": "sam_bench.engines:reference_engine",
+    },
+    "dataset": {
+        "synthetic": "sam_bench.data.registry:build_synthetic",
+        "coco": "sam_bench.data.coco:from_config",
+        "instance_folder": "sam_bench.data.instance_folder:from_config",
+        "dsb": "sam_bench.data.dsb:from_config",
+    },
+}
+
+#: The config key that names each kind (for error messages).
+CONFIG_KEYS = {"task": "task.name", "engine": "engine", "dataset": "dataset.format"}
+
+
+def names(kind: str) -> tuple[str, ...]:
+    """Registered names of ``kind`` (``task``, ``engine`` or ``dataset``), in order."""
+    return tuple(_TABLES[kind])
+
+
+def register(kind: str, name: str, target: str) -> None:
+    """Add (or replace) ``name`` of ``kind``; ``target`` is ``"module:attribute"``."""
+    if kind not in _TABLES:
+        raise ValueError(f"unknown registry kind {kind!r}; one of {', '.join(_TABLES)}")
+    if ":" not in target:
+        raise ValueError(f"target {target!r} must be 'module:attribute'")
+    _TABLES[kind][name] = target
+
+
+def unknown(kind: str, name: Any) -> ConfigError:
+    """The error for an unknown name, with a suggestion and the available names."""
+    choices = names(kind)
+    close = difflib.get_close_matches(str(name), choices, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(
+        CONFIG_KEYS[kind], f"unknown {kind} {name!r}{hint}; available: {', '.join(choices)}"
+    )
+
+
+def check(kind: str, name: Any) -> None:
+    """Raise :func:`unknown` unless ``name`` is registered."""
+    if name not in _TABLES[kind]:
+        raise unknown(kind, name)
+
+
+def load(kind: str, name: str) -> Any:
+    """The object registered as ``name`` (imported on first use)."""
+    check(kind, name)
+    module, _, attr = _TABLES[kind][name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def import_plugins(modules: Iterable[str] | None) -> None:
+    """Import the ``plugins`` modules (they register their own tasks, metrics, ...).
+
+    Raises :class:`ConfigError` naming the module that cannot be imported.
+    """
+    for module in modules or ():
+        try:
+            importlib.import_module(str(module))
+        except Exception as e:
+            why = f"cannot import {module!r}: {type(e).__name__}: {e}"
+            raise ConfigError("plugins", why) from None

@@ -1,0 +1,100 @@
+"""A task registered only in the tests (``tests/plugins/toy_task.py``) plugs into everything a
+sweep does -- summary.csv, the console table, report.html, MLflow child runs, the objective --
+without any change under ``sam_bench/report/``; and ``config_id`` identifies configurations
+across folders. The toy task builds no model, so these sweeps take seconds."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+TOY = [
+    "task=toy",
+    "plugins=[toy_task]",
+    f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
+    "progress=false",
+]
+
+
+def toy_sweep(cwd: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
+    path = os.pathsep.join(p for p in (str(PLUGINS), os.environ.get("PYTHONPATH", "")) if p)
+    return run_cli(
+        ["-m", *TOY, "dataset.limit=1,2", f"hydra.sweep.dir={out}", *extra],
+        cwd,
+        env={"PYTHONPATH": path, **(env or {})},
+        timeout=300,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory):
+    cwd = tmp_path_factory.mktemp("first")
+    out = cwd / "OUT"
+    db = cwd / "mlflow.db"
+    proc = toy_sweep(cwd, out, "tracking=mlflow", env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+    return proc, out, db
+
+
+def test_toy_metrics_reach_summary_console_report_and_objective(toy) -> None:
+    proc, out, _ = toy
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = read_csv(out / "summary.csv")
+    assert len(rows) == 2
+    records = [json.loads((out / r["job"] / "result.json").read_text()) for r in rows]
+    for row, rec in zip(rows, records, strict=True):
+        assert rec["task"] == "toy" and rec["status"] == "ok"
+        for key in ("toy_agreement", "toy_brightness", "toy_ms_mean"):  # its own stage too
+            assert float(row[key]) == pytest.approx(rec["metrics"][key]), key
+        # the objective is the task's default objective metric, read from the catalogue
+        assert float(row["objective"]) == pytest.approx(rec["metrics"]["toy_agreement"])
+        assert rec["task_info"]["objective"] == "toy_agreement"
+        assert rec["metric_info"]["toy_agreement"]["direction"] == "higher"
+    # the console table shows the catalogue labels of the toy's headline
+    header = next(line for line in proc.stdout.splitlines() if "agreement" in line)
+    assert "brightness" in header
+    page = (out / "report.html").read_text()
+    # best-per-metric, the all-jobs table and the metric definitions
+    assert "toy_agreement" in page and "fraction of GT instance pixels brighter" in page
+    assert "agreement" in (out / "report.md").read_text().split("## Pareto set")[1]
+
+
+def test_toy_metrics_reach_the_mlflow_child_runs(toy) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    proc, _, db = toy
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("sam_bench")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2
+    for run in children:
+        job_dir = Path(run.data.tags["job_dir"])
+        metrics = json.loads((job_dir / "result.json").read_text())["metrics"]
+        for key in ("toy_agreement", "toy_brightness", "objective"):
+            assert run.data.metrics[key] == pytest.approx(metrics[key]), key
+
+
+def test_config_ids_are_the_same_from_another_folder(toy, tmp_path: Path) -> None:
+    _, first, _ = toy
+    second = tmp_path / "elsewhere" / "OUT"
+    proc = toy_sweep(tmp_path, second, "tracking=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = read_csv(first / "summary.csv"), read_csv(second / "summary.csv")
+    ids = {r["dataset.limit"]: r["config_id"] for r in a}
+    assert {r["dataset.limit"]: r["config_id"] for r in b} == ids  # tracking differs too
+    assert len(set(ids.values())) == 2 and all(len(i) == 16 for i in ids.values())
+    for row in a:
+        assert len(row["dataset_fingerprint"]) == 64 and row["weights_hash"] == ""  # no model

@@ -1,0 +1,119 @@
+"""The shared per-item loop (sam_bench.loop): warm-up that fails moves on, a bad item costs
+only itself, stage times and marginal time per job, evaluator results per job."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+
+from sam_bench.config import Config, DatasetConfig
+from sam_bench.data.base import Sample
+from sam_bench.data.registry import build_dataset
+from sam_bench.loop import WARMUP_TRIES, run_items
+from sam_bench.metrics.cost import StageTimes
+from sam_bench.tasks.base import JobContext, Task, TaskSpec
+
+
+class CountEvaluator:
+    name = "count"
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def reset(self) -> None:
+        self.values = []
+
+    def process(self, sample: Sample, prediction: Any) -> dict[str, float]:
+        self.values.append(prediction)
+        return {"n_gt": sample.gt.n_instances if sample.gt else 0, "value": prediction}
+
+    def evaluate(self) -> dict[str, float]:
+        return {"value_sum": float(sum(self.values))}
+
+
+class Scripted(Task):
+    """A task whose warm-up and predictions fail on the items it is told to."""
+
+    spec: ClassVar[TaskSpec] = TaskSpec(
+        name="scripted", metrics=("miou",), headline=("miou",), objective="miou",
+        pareto=("latency_ms_p50", "miou"), stages=("preprocess", "shared", "own"),
+        own_stages=("own",), model=False,
+    )  # fmt: skip
+    warmup_fails: ClassVar[set[str]] = set()
+    predict_fails: ClassVar[set[str]] = set()
+
+    def __init__(self, jobs: list[JobContext]) -> None:
+        super().__init__(jobs)
+        self.warmed: list[str] = []
+
+    @classmethod
+    def evaluator_for(cls, cfg: Config) -> CountEvaluator:
+        return CountEvaluator()
+
+    def warmup(self, sample: Sample, inputs: Any) -> None:
+        if sample.ref.image_id in self.warmup_fails:
+            raise IndexError("too many indices for tensor of dimension 1")  # sam2's crop bug
+        self.warmed.append(sample.ref.image_id)
+
+    def predict(self, sample: Sample, inputs: Any, times: list[StageTimes]) -> list[Any]:
+        if sample.ref.image_id in self.predict_fails:
+            raise RuntimeError("boom")
+        for j, t in enumerate(times):
+            t.add("shared", 0.5)
+            t.add("own", 0.01 * (j + 1))
+        return [float(j + 1) for j in range(len(times))]
+
+
+def _task(n_jobs: int, tmp_path: Path) -> Scripted:
+    dataset = build_dataset(DatasetConfig(limit=4), Path("."))
+    jobs = [
+        JobContext(cfg=Config(), device=torch.device("cpu"), model=None, weights=None,
+                   dataset=dataset, refs=dataset.refs(), job_dir=tmp_path / str(j))
+        for j in range(n_jobs)
+    ]  # fmt: skip
+    return Scripted(jobs)
+
+
+def test_a_failing_warm_up_moves_to_the_next_item(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Scripted, "warmup_fails", {"1"})
+    task = _task(1, tmp_path)
+    (result,) = run_items(task, warmup=True, progress=False)
+    assert task.warmed == ["2"]
+    warm = result.info["warmup"]
+    assert warm["item"] == "2" and warm["failed"][0]["image_id"] == "1"
+    assert "IndexError" in warm["failed"][0]["error"]
+    assert result.metrics["n_items_ok"] == 4 and not result.item_errors  # every item is timed
+
+
+def test_warm_up_gives_up_after_a_few_items(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Scripted, "warmup_fails", {"1", "2", "3", "4"})
+    task = _task(1, tmp_path)
+    (result,) = run_items(task, warmup=True, progress=False)
+    assert result.info["warmup"]["item"] is None
+    assert len(result.info["warmup"]["failed"]) == WARMUP_TRIES
+    assert result.metrics["n_items_ok"] == 4
+
+
+def test_a_bad_item_costs_only_itself_and_times_are_per_job(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(Scripted, "predict_fails", {"3"})
+    first, second = run_items(_task(2, tmp_path), warmup=False, progress=False)
+    for j, result in enumerate((first, second)):
+        assert [r["image_id"] for r in result.rows] == ["1", "2", "3", "4"]
+        bad = [r for r in result.rows if r["error"]]
+        assert [r["image_id"] for r in bad] == ["3"] and bad[0]["error"] == "RuntimeError: boom"
+        assert result.item_errors[0]["image_id"] == "3"
+        assert result.metrics["value_sum"] == 3 * (j + 1)  # the evaluator saw 3 good items
+        ok = [r for r in result.rows if not r["error"]]
+        for r in ok:  # the task's own stages are columns; latency sums every stage but metrics
+            assert r["shared_ms"] == pytest.approx(500.0)
+            assert r["own_ms"] == pytest.approx(10.0 * (j + 1))
+            assert r["latency_ms"] == pytest.approx(r["preprocess_ms"] + 500.0 + r["own_ms"])
+        assert result.metrics["own_ms_mean"] == pytest.approx(10.0 * (j + 1))
+        assert math.isnan(result.metrics["peak_gpu_mem_mb"])  # CPU
+    # the group's first job carries the shared stages; the others only what they add
+    assert first.rows[0]["marginal_ms"] == pytest.approx(first.rows[0]["latency_ms"])
+    assert second.rows[0]["marginal_ms"] == pytest.approx(20.0)
