@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sam_bench-installed
 
-.PHONY: help install quickstart test test-full lint format typecheck wheel clean
+.PHONY: help install quickstart test test-full test-gpu lint format typecheck wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,12 @@ test: install  ## the CI test suite (no slow tests)
 test-full: install  ## every test, slow ones included
 	$(BIN)/python -m pytest -q
 
-lint: install  ## ruff lint + format check + mypy
+# Tests marked gpu run only where torch can use CUDA; elsewhere each is skipped, and -rs
+# prints the reason (no CUDA build, no driver, driver too old for torch's CUDA, ...).
+test-gpu: install  ## the CUDA tests (marked gpu), or why they skip
+	$(BIN)/python -m pytest -m gpu -rs -q
+
+lint: install  ## ruff lint + format check + mypy (package, hydra_plugins, benchmarks)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,10 +42,13 @@ def main() -> None:
         name="sam2.1_hiera_tiny", sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
         checkpoint_file="x.pt", url="http://127.0.0.1:9/x.pt", weights="random",
     )  # fmt: skip
+    model: Any
     model, _ = build_model(cfg, torch.device("cpu"), seed=0, progress=False)
     root = Path(__file__).resolve().parents[1]
     ds = build_dataset(DatasetConfig(limit=1), root)
-    image = to_model_input(ds.load(ds.refs()[0]).raw, PreprocessConfig())[0]
+    raw = ds.load(ds.refs()[0]).raw
+    assert raw is not None
+    image = to_model_input(raw, PreprocessConfig())[0]
     predictor = SAM2ImagePredictor(model)
     h, w = image.shape[:2]
     n = args.prompts
@@ -68,12 +73,17 @@ def main() -> None:
         }
 
         def upstream() -> torch.Tensor:
-            return model.sam_mask_decoder(repeat_image=True, **kwargs)[0]  # type: ignore[no-any-return]
+            out: torch.Tensor = model.sam_mask_decoder(repeat_image=True, **kwargs)[0]
+            return out
 
-        runs = {"upstream": upstream}
+        def sliced(dec: SlicedMaskDecoder) -> Callable[[], torch.Tensor]:
+            return lambda: dec(**kwargs)[0]
+
+        runs: dict[str, Callable[[], torch.Tensor]] = {"upstream": upstream}
         for size in args.sizes:
-            dec = SlicedMaskDecoder(model.sam_mask_decoder, size)
-            runs[f"sliced, {size} prompts per slice"] = lambda dec=dec: dec(**kwargs)[0]
+            runs[f"sliced, {size} prompts per slice"] = sliced(
+                SlicedMaskDecoder(model.sam_mask_decoder, size)
+            )
         times: dict[str, list[float]] = {k: [] for k in runs}
         outs: dict[str, torch.Tensor] = {}
         for _ in range(args.repeats):  # interleaved, so load changes hit every variant alike
