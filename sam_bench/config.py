@@ -277,12 +277,32 @@ class DatasetConfig:
     """``synthetic``: keep only these scene kinds (``color``, ``gray_lowcontrast``,
     ``dense_small``, ``textured``). ``null``: all."""
     limit: int | None = None
-    """Take the first N images in the dataset's stable order (image id / file name)."""
+    """Take the first N items in the dataset's stable order (image id / file name /
+    sequence name)."""
+    # --- video datasets (``davis``) ---
+    resolution: str = "480p"
+    """``davis``: the resolution folder under ``JPEGImages/`` and ``Annotations/``."""
+    year: str = "2017"
+    """``davis``: the ``ImageSets/<year>/`` folder ``split`` is read from."""
+    split: str | None = None
+    """``davis``: read the sequence list ``ImageSets/<year>/<split>.txt`` where present
+    (e.g. ``val``); ``null``: every sequence folder."""
+    sequences: list[str] | None = None
+    """``davis``: keep only these sequences. ``null``: all (after ``split``)."""
+    max_frames: int | None = None
+    """``davis``: use the first N frames of each sequence. ``null``: all."""
+    # --- semantic datasets (``semantic_folder``) ---
+    classes: str | None = None
+    """``semantic_folder``: class list file (``<index> <name>`` per line)."""
+    void_index: int | None = None
+    """``semantic_folder``: class index ignored everywhere (CamVid's "Unlabelled": 11);
+    ``null``: none."""
 
     def __post_init__(self) -> None:
         if self.format != MISSING:
             registry.check("dataset", self.format)
         _check_min("dataset.limit", self.limit, 1)
+        _check_min("dataset.max_frames", self.max_frames, 1)
         required = {
             "coco": ("annotations", "images"),
             "instance_folder": ("images", "labels"),
@@ -358,6 +378,72 @@ class TaskConfig:
         if self.name != MISSING:
             registry.check("task", self.name)
         _check_min("task.save_masks", self.save_masks, 0)
+
+
+@dataclass
+class PromptConfig:
+    """Prompts derived from ground truth (``prompt.*``), for ``task=prompted`` and
+    ``task=video`` (one name for one idea). Owned by those tasks' modules."""
+
+    mode: str | None = None
+    """Prompt kind; ``null``: the task's default (``prompted``: ``click``; ``video``:
+    ``mask``). ``prompted``: ``click``, ``box`` or ``clicks``; ``video``: ``mask``, ``click``
+    or ``box``."""
+    max_clicks: int = 20
+    """``clicks``: clicks per instance (NoC counts this when an IoU is never reached)."""
+    box_jitter: float = 0.0
+    """``box``: seeded jitter of each box side, as a fraction of the box size."""
+    boxes: str | None = None
+    """``box``: a COCO results JSON of detector boxes (``image_id``, ``bbox``, ``score``)
+    matched to ground truth, instead of the ground-truth boxes."""
+
+    def __post_init__(self) -> None:
+        _check_min("prompt.max_clicks", self.max_clicks, 1)
+        _check_min("prompt.box_jitter", self.box_jitter, 0.0)
+
+
+@dataclass
+class VideoConfig:
+    """``SAM2VideoPredictor`` settings (``video.*``), for ``task=video``. Owned by that task's
+    module."""
+
+    offload_video_to_cpu: bool = False
+    """Keep the video frames in CPU memory."""
+    offload_state_to_cpu: bool = False
+    """Keep the inference state in CPU memory."""
+    apply_postprocessing: bool = False
+    """sam2's post-processing (``tools/vos_inference.py`` uses ``false``)."""
+    non_overlap_masks: bool = True
+    """One object per pixel in every frame (as ``vos_inference.py`` writes them)."""
+    fill_hole_area: int = 0
+    """Fill holes smaller than this (pixels); sam2 needs its CUDA extension for it."""
+    vos_optimized: bool = False
+    """``torch.compile`` every module (CUDA only)."""
+    save_overlay: bool = False
+    """Write a video of the masks over the frames for each sequence."""
+
+    def __post_init__(self) -> None:
+        _check_min("video.fill_hole_area", self.fill_hole_area, 0)
+
+
+@dataclass
+class SemanticConfig:
+    """SAM 2 masks labelled by CLIP (``semantic.*``), for ``task=semantic``. Owned by that
+    task's module."""
+
+    backend: str = "open_clip"
+    """``open_clip`` or ``transformers``."""
+    clip_model: str = "ViT-B-32"
+    """open_clip model name, or a Hugging Face hub id / local directory."""
+    clip_pretrained: str | None = None
+    """open_clip pretrained tag or local checkpoint file."""
+    clip_weights: str = "pretrained"
+    """``pretrained`` or ``random`` (the architecture untrained, marked everywhere)."""
+    min_confidence: float = 0.0
+    """Masks whose best class scores below this are "unlabelled"."""
+
+    def __post_init__(self) -> None:
+        _check_choice("semantic.clip_weights", self.clip_weights, ("pretrained", "random"))
 
 
 TRACKERS = ("none", "mlflow")
@@ -441,6 +527,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     amg: AMGConfig = field(default_factory=AMGConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    semantic: SemanticConfig = field(default_factory=SemanticConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

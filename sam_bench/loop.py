@@ -136,4 +136,6 @@ def _result(task: Task, j: int, job: _Job, warm: dict[str, Any]) -> TaskResult:
     metrics["n_items_ok"] = len(ok)
     metrics["n_item_errors"] = len(job.errors)
     info = {**task.finish(j), "warmup": warm}
-    return TaskResult(rows=job.rows, metrics=metrics, item_errors=job.errors, info=info)
+    return TaskResult(
+        rows=job.rows, metrics=metrics, item_errors=job.errors, info=info, figures=task.figures(j)
+    )

@@ -272,7 +272,7 @@ def _execute(
     from sam_bench import environment
     from sam_bench.loop import run_items
     from sam_bench.metrics.cost import Clock, PeakRSS
-    from sam_bench.models.build import UNTRAINED_BANNER, build_model
+    from sam_bench.models.build import UNTRAINED_BANNER
     from sam_bench.tasks.base import JobContext
     from sam_bench.tasks.predictions import ReplayTask
 
@@ -303,7 +303,7 @@ def _execute(
         seed_everything(lead.seed)
         clock = Clock(device)
         t0 = clock.now()
-        model, weights = build_model(lead.model, device, lead.seed, progress=lead.progress)
+        model, weights = task_cls.build_model(lead, device)
         build_s = clock.now() - t0
         if weights.untrained:
             log.warning("%s", UNTRAINED_BANNER)
@@ -407,6 +407,7 @@ def _fill(
         **CATALOGUE.snapshot([*metrics, "objective"]),
     }
     record["task_info"] = {**result.info, "grouped_with_jobs": group}
+    record["figures"] = list(result.figures)
     record["item_errors"] = result.item_errors
     spec = task_cls.spec
     identity = config_identity(

@@ -111,6 +111,8 @@ class TaskResult:
     """``{image_id, path, error}`` for every item that could not be processed."""
     info: dict[str, Any] = field(default_factory=dict)
     """Task-specific facts recorded as ``task_info``."""
+    figures: list[dict[str, str]] = field(default_factory=list)
+    """Figures the task drew for the job (``[{path, caption}]``, relative to the job dir)."""
 
 
 class Task:
@@ -144,6 +146,15 @@ class Task:
                 f"task {cls.spec.name} needs {cls.spec.needs} ground truth; dataset.format="
                 f"{cfg.dataset.format} provides {', '.join(dataset.provides) or 'nothing'}",
             )
+
+    @classmethod
+    def build_model(cls, cfg: Config, device: torch.device) -> tuple[torch.nn.Module, WeightsInfo]:
+        """The model the group's jobs share (called once per group, timed as
+        ``model_build_s``, only when :attr:`TaskSpec.model`). Default: the SAM 2 image model
+        of ``cfg.model`` with its weights."""
+        from sam_bench.models.build import build_model
+
+        return build_model(cfg.model, device, cfg.seed, progress=cfg.progress)
 
     @classmethod
     def describe(cls, cfg: Config) -> str:
@@ -205,6 +216,12 @@ class Task:
     def finish(self, job: int) -> dict[str, Any]:
         """Write job ``job``'s dataset-level outputs; returns its ``task_info`` entries."""
         return {}
+
+    def figures(self, job: int) -> list[dict[str, str]]:
+        """Figures drawn for job ``job`` (``[{path, caption}]``, paths relative to the job
+        directory; called after :meth:`finish`): recorded as ``figures`` and shown by the
+        sweep report."""
+        return []
 
     def close(self) -> None:
         """Drop references to models and caches (the runner frees memory after this)."""
