@@ -446,6 +446,24 @@ class SemanticConfig:
         _check_choice("semantic.clip_weights", self.clip_weights, ("pretrained", "random"))
 
 
+@dataclass
+class LimitsConfig:
+    """Resource limits of one job (``limits.*``): a job stops cleanly with a reason before the
+    machine kills it."""
+
+    max_rss_gb: float | None = None
+    """Stop the job (status failed, reason recorded) when the process's resident memory
+    exceeds this many GB. ``null``: no budget."""
+    max_image_pixels: int = 64_000_000
+    """Refuse (as a per-image error with its reason) images with more pixels than this, before
+    decoding them fully: AMG keeps full-resolution masks, so a 12000 x 9000 image would need
+    ~100 MB per mask."""
+
+    def __post_init__(self) -> None:
+        _check_min("limits.max_rss_gb", self.max_rss_gb, 0.0, strict=True)
+        _check_min("limits.max_image_pixels", self.max_image_pixels, 1)
+
+
 TRACKERS = ("none", "mlflow")
 
 
@@ -536,6 +554,8 @@ class Config:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     """On-disk cache of image-encoder outputs (``cache.dir=PATH``; off by default)."""
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    """Resource limits of a job (memory budget, largest image)."""
     engine: str = "fast"
     """AMG implementation (a registered engine): ``fast`` (same masks as the official
     generator, sharing encoder and decoder work between jobs that differ only in

@@ -82,6 +82,7 @@ def run_items(task: Task, *, warmup: bool, progress: bool) -> list[TaskResult]:
     clock, gpu = Clock(lead.device), GpuPeak(lead.device)
     spec = task.spec
     jobs = [_Job(task.evaluator(j)) for j in range(len(task.jobs))]
+    input_warnings: dict[str, list[str]] = {}
     warm = warm_up(task, refs) if warmup else {"item": None, "failed": [], "disabled": True}
     unit = "video" if spec.needs == "video" else "img"
     desc = f"{spec.name} {unit}s" + ("" if len(jobs) == 1 else f" ({len(jobs)} jobs)")
@@ -98,6 +99,7 @@ def run_items(task: Task, *, warmup: bool, progress: bool) -> list[TaskResult]:
             base.update(task.describe_input(sample, inputs))
             notes = list(sample.raw.notes) if sample.raw is not None else []
             base["conversion"] = "; ".join([*notes, *steps])
+            _note_input_warnings(input_warnings, ref, [*notes, *steps])
             gpu.reset()
             predictions = task.predict(sample, inputs, times)
             base["gpu_peak_mb"] = gpu.peak_mb()
@@ -125,17 +127,43 @@ def run_items(task: Task, *, warmup: bool, progress: bool) -> list[TaskResult]:
             row["marginal_ms"] = (own + (shared if j == 0 else 0.0)) * 1000.0
             row["error"] = None
             job.rows.append(row)
-    return [_result(task, j, job, warm) for j, job in enumerate(jobs)]
+    extra = {"input_warnings": _warnings_summary(input_warnings)}
+    return [_result(task, j, job, warm, extra) for j, job in enumerate(jobs)]
 
 
-def _result(task: Task, j: int, job: _Job, warm: dict[str, Any]) -> TaskResult:
+#: Prefix of a conversion step or reader note that is a warning about the input.
+WARNING_PREFIX = "warning: "
+MAX_EXAMPLES = 5
+
+
+def _note_input_warnings(seen: dict[str, list[str]], ref: ImageRef, steps: list[str]) -> None:
+    """Collect the item's input warnings; log each kind of warning once per job."""
+    for step in steps:
+        if not step.startswith(WARNING_PREFIX):
+            continue
+        kind = step[len(WARNING_PREFIX) :].split(":")[0].split("(")[0].strip()
+        if kind not in seen:
+            log.warning("%s (%s): %s (said once per job)", ref.image_id, ref.path, step)
+        seen.setdefault(kind, []).append(ref.image_id)
+
+
+def _warnings_summary(seen: dict[str, list[str]]) -> list[dict[str, Any]]:
+    return [
+        {"warning": kind, "count": len(ids), "examples": ids[:MAX_EXAMPLES]}
+        for kind, ids in seen.items()
+    ]
+
+
+def _result(
+    task: Task, j: int, job: _Job, warm: dict[str, Any], extra: dict[str, Any]
+) -> TaskResult:
     """Aggregate one job: its evaluator's metrics and the cost metrics of its ok rows."""
     ok = [r for r in job.rows if r.get("error") is None]
     metrics: dict[str, float] = job.evaluator.evaluate() if ok else {}
     metrics.update(cost_summary(ok, task.spec.stages, task.spec.per_s))
     metrics["n_items_ok"] = len(ok)
     metrics["n_item_errors"] = len(job.errors)
-    info = {**task.finish(j), "warmup": warm}
+    info = {**task.finish(j), "warmup": warm, **extra}
     return TaskResult(
         rows=job.rows, metrics=metrics, item_errors=job.errors, info=info, figures=task.figures(j)
     )

@@ -288,6 +288,7 @@ def _execute(
         "format": lead.dataset.format,
         "n_images": len(refs),
         "fingerprint": dataset.fingerprint(),
+        "warnings": dataset_warnings(dataset),
     }
     for record, spec in zip(records, specs, strict=True):
         record["environment"] = {**env, "concurrent_jobs": spec.concurrent_jobs}
@@ -326,6 +327,16 @@ def _execute(
     for record, result in zip(records, results, strict=True):
         _fill(record, result, task_cls, weights, source, build_s, peak_rss, rss.method, group)
     return [r.rows for r in results]
+
+
+def dataset_warnings(dataset: Any) -> list[dict[str, Any]]:
+    """What the loader found suspicious (``dataset.warnings()``: orphan labels, annotations of
+    unknown images, files outside the root...), logged once and recorded in ``result.json``."""
+    get = getattr(dataset, "warnings", None)
+    found = list(get()) if callable(get) else []
+    for w in found:
+        log.warning("dataset: %s", w.get("message") or w)
+    return found
 
 
 def free_memory(device: Any) -> None:

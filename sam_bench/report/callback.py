@@ -24,6 +24,25 @@ from sam_bench.tracking import build_tracker, safely
 log = logging.getLogger(__name__)
 
 
+#: Failed items named in the closing message of a sweep (the rest are counted).
+MAX_NAMED_ITEMS = 3
+
+
+def failed_items_text(record: dict[str, Any]) -> str:
+    """``"2 of 4 items failed: a.png (reason), b.png (reason) and 1 more (see per_image.csv)"``."""
+    errors = record.get("item_errors") or record.get("image_errors") or []
+    if not errors:
+        return "some items failed (see per_image.csv)"
+    total = (record.get("dataset") or {}).get("n_images")
+    named = [
+        f"{Path(str(e.get('path') or e.get('image_id'))).name} ({e.get('error')})"
+        for e in errors[:MAX_NAMED_ITEMS]
+    ]
+    more = len(errors) - len(named)
+    text = f"{len(errors)}{f' of {total}' if total else ''} items failed: " + ", ".join(named)
+    return text + (f" and {more} more" if more > 0 else "") + " (see per_image.csv)"
+
+
 class SweepSummaryCallback(Callback):
     """Writes and prints the sweep summary; exits non-zero if anything failed."""
 
@@ -68,6 +87,7 @@ class SweepSummaryCallback(Callback):
         if bad:
             print(f"\n{len(bad)} of {len(rows)} jobs did not finish cleanly:", file=sys.stderr)
             for r in bad:
-                why = r["error"] or "some images failed (see per_image.csv)"
+                record = facts.records.get(str(r.get("job"))) or {}
+                why = r["error"] or failed_items_text(record)
                 print(f"  job {r['job']} [{r['status']}] {r['overrides']}: {why}", file=sys.stderr)
             sys.exit(1)

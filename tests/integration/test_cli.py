@@ -262,6 +262,8 @@ def test_failed_job_and_bad_image_do_not_stop_the_sweep(tmp_path: Path) -> None:
     bad = [r for r in per_image if r["error"]]
     assert len(bad) == 1 and first["file_name"] in bad[0]["path"]
     assert "did not finish cleanly" in proc.stderr
+    # the closing message names the failed image and why
+    assert f"1 of 2 items failed: {first['file_name']} (" in proc.stderr
 
 
 def _predictions(job_dir: Path) -> list[tuple]:
