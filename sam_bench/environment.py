@@ -1,12 +1,24 @@
-"""What a result was measured on: device, versions, CPU, threads, git commit."""
+"""What a result was measured on: device, versions, CPU, threads, numerics, git commit.
+
+Also where the device is decided (:func:`resolve_device`) and why CUDA cannot be used when it
+cannot (:func:`cuda_status`): a CUDA build of torch whose CUDA runtime is newer than the
+driver supports, for one, reports no CUDA device and would otherwise run on the CPU silently.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import platform
+import re
+import shutil
 import subprocess
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +27,202 @@ import torch
 from sam_bench import __version__
 from sam_bench.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
+_CUDA_DEVICE = re.compile(r"cuda(?::(\d+))?")
+_fallback_noted = False
+
+
+@dataclass(frozen=True)
+class CudaStatus:
+    """Whether this process can use CUDA, and if not, why (see :func:`cuda_status`)."""
+
+    torch_cuda: str | None
+    """CUDA runtime torch was built with (``torch.version.cuda``); ``None``: no CUDA build."""
+    torch_hip: str | None
+    """ROCm (HIP) version of a ROCm build of torch (``torch.version.hip``), which also serves
+    ``device=cuda``."""
+    driver: str | None
+    """NVIDIA driver version (kernel module or ``nvidia-smi``), when one is found."""
+    driver_cuda: str | None
+    """Newest CUDA version the installed driver supports (``cuDriverGetVersion``)."""
+    available: bool
+    device_count: int
+    reason: str | None
+    """Why CUDA cannot be used (``None`` when it can): torch's own error text first."""
+
+    def describe(self) -> str:
+        """One line for logs and errors: versions and the reason."""
+        drv = self.driver or "not found"
+        if self.driver_cuda:
+            drv += f", supports CUDA {self.driver_cuda}"
+        built = (
+            f"CUDA {self.torch_cuda}"
+            if self.torch_cuda
+            else f"HIP {self.torch_hip}"
+            if self.torch_hip
+            else "CPU only"
+        )
+        text = f"torch {torch.__version__} ({built}), NVIDIA driver {drv}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", v)[:2])
+
+
+@functools.cache
+def _driver_cuda_version() -> str | None:
+    """``cuDriverGetVersion`` from libcuda (needs no CUDA context), as ``"12.4"``."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+            out = ctypes.c_int(0)
+            if lib.cuDriverGetVersion(ctypes.byref(out)) != 0 or out.value <= 0:
+                return None
+        except (OSError, AttributeError):
+            continue
+        return f"{out.value // 1000}.{(out.value % 1000) // 10}"
+    return None
+
+
+def parse_proc_driver_version(text: str) -> str | None:
+    """The driver version in ``/proc/driver/nvidia/version`` text (proprietary or open kernel
+    module), e.g. ``"550.54.14"``."""
+    m = re.search(r"Kernel Module(?: for \S+)?\s+(\d+(?:\.\d+)+)", text)
+    return m.group(1) if m else None
+
+
+@functools.cache
+def _driver_version() -> str | None:
+    """The NVIDIA driver's version: ``/proc/driver/nvidia/version``, else ``nvidia-smi``."""
+    try:
+        found = parse_proc_driver_version(Path("/proc/driver/nvidia/version").read_text())
+    except OSError:
+        found = None
+    if found:
+        return found
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[0] if out else None
+
+
+def cuda_status() -> CudaStatus:
+    """Whether torch can use CUDA here; when it cannot, the reason.
+
+    The reason is what torch itself says (the error of ``torch.cuda.init()``, e.g. "The
+    NVIDIA driver on your system is too old (found version 12040)", and any warning of
+    ``torch.cuda.is_available()``), plus the CUDA version mismatch when torch is built for a
+    newer CUDA than the driver supports, and ``CUDA_VISIBLE_DEVICES`` when it hides every GPU.
+    """
+    torch_cuda, torch_hip = torch.version.cuda, getattr(torch.version, "hip", None)
+    driver, driver_cuda = _driver_version(), _driver_cuda_version()
+    if torch_cuda is None and torch_hip is None:
+        reason = f"torch {torch.__version__} is built without CUDA"
+        return CudaStatus(None, None, driver, driver_cuda, False, 0, reason)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = bool(torch.cuda.is_available())
+    if available:
+        count = torch.cuda.device_count()
+        return CudaStatus(torch_cuda, torch_hip, driver, driver_cuda, True, count, None)
+    reasons: list[str] = []
+    try:
+        torch.cuda.init()
+    except Exception as e:  # torch's explanation: no driver, driver too old, ...
+        reasons.append(" ".join(str(e).split()) or type(e).__name__)
+    reasons += [" ".join(str(w.message).split()) for w in caught]
+    if torch_cuda and driver_cuda and _version_tuple(driver_cuda) < _version_tuple(torch_cuda):
+        reasons.append(
+            f"torch is built for CUDA {torch_cuda} but the driver"
+            f"{' ' + driver if driver else ''} supports CUDA {driver_cuda} at most"
+        )
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        reasons.append(f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU")
+    if not reasons:
+        reasons.append("torch sees no CUDA device")
+    reason = "; ".join(dict.fromkeys(r for r in reasons if r))
+    return CudaStatus(torch_cuda, torch_hip, driver, driver_cuda, False, 0, reason)
+
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a config error."""
+    """The device named by the ``device`` setting.
+
+    ``auto``: CUDA when available, else the CPU; a CUDA build of torch that cannot use CUDA
+    says why, once per process (a warning when an NVIDIA driver is installed, so a GPU is
+    probably there; information otherwise). ``cuda`` / ``cuda:N`` without a usable CUDA device
+    is a :class:`ConfigError` with the reason from :func:`cuda_status`; ``N`` must be below
+    ``torch.cuda.device_count()``. For ``cuda:N`` the device also becomes torch's current
+    CUDA device, so code that uses the current device (synchronisation, sam2's CUDA
+    extension) works on it.
+    """
+    global _fallback_noted
+    if name == "cpu":
+        return torch.device("cpu")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "cuda was requested but torch sees no CUDA device")
-    return torch.device(name)
+        status = cuda_status()
+        if status.available:
+            return torch.device("cuda")
+        if (status.torch_cuda or status.torch_hip) and not _fallback_noted:
+            _fallback_noted = True
+            level = logging.WARNING if status.driver or status.driver_cuda else logging.INFO
+            log.log(
+                level, "device=auto runs on the CPU: CUDA is unavailable (%s)", status.describe()
+            )
+        return torch.device("cpu")
+    m = _CUDA_DEVICE.fullmatch(name)
+    if m is None:
+        raise ConfigError("device", f"unknown device {name!r} (auto, cpu, cuda or cuda:N)")
+    status = cuda_status()
+    if not status.available:
+        raise ConfigError(
+            "device", f"{name} was requested but CUDA is unavailable: {status.describe()}"
+        )
+    if m.group(1) is None:
+        return torch.device("cuda")
+    index, count = int(m.group(1)), torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(
+            "device",
+            f"{name} was requested but torch sees {count} CUDA device(s)"
+            + (f": cuda:0 to cuda:{count - 1}" if count else ""),
+        )
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def warn_gpu_workers(device: torch.device | str, n_workers: int) -> str | None:
+    """The warning to show when ``n_workers`` jobs run at once on one CUDA device (``None``
+    when there is nothing to say): each worker loads its own model on the same GPU."""
+    if n_workers <= 1:
+        return None
+    if isinstance(device, str):
+        if device == "auto":
+            if not cuda_status().available:
+                return None
+            device = "cuda"
+        if _CUDA_DEVICE.fullmatch(device) is None:
+            return None
+    elif device.type != "cuda":
+        return None
+    return (
+        f"{n_workers} concurrent workers on {device}: each loads its own model on the same GPU "
+        "and they share its memory and compute, so latency_ms_* and peak_gpu_mem_mb depend on "
+        "what the other workers do, and large models may run out of memory; run one worker at "
+        "a time for timing"
+    )
 
 
 def cuda_extension_present() -> bool:
@@ -31,6 +231,33 @@ def cuda_extension_present() -> bool:
         return importlib.util.find_spec("sam2._C") is not None
     except (ImportError, ValueError):
         return False
+
+
+def _fp32_precision(path: str) -> str | None:
+    """``torch.backends.<path>.fp32_precision`` (torch >= 2.9), ``None`` where torch lacks it."""
+    obj: Any = torch.backends
+    for name in path.split("."):
+        obj = getattr(obj, name, None)
+    value = getattr(obj, "fp32_precision", None)
+    return None if value is None else str(value)
+
+
+def numerics() -> dict[str, Any]:
+    """The float32 settings that change results: TF32 for CUDA matmuls and cuDNN convolutions
+    (on by default for convolutions: "fp32" runs as TF32 on Ampere and newer GPUs), the
+    float32 matmul precision, the per-backend ``fp32_precision`` of newer torch (oneDNN on the
+    CPU included), and the cuDNN version."""
+    cudnn = torch.backends.cudnn
+    return {
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        **{
+            f"{path.replace('.', '_')}_fp32_precision": _fp32_precision(path)
+            for path in ("cuda.matmul", "cudnn.conv", "mkldnn.matmul", "mkldnn.conv")
+        },
+        "cudnn_version": cudnn.version() if cudnn.is_available() else None,
+    }
 
 
 def _version(dist: str) -> str | None:
@@ -77,7 +304,11 @@ def git_commit() -> dict[str, Any]:
 
 
 def describe(device: torch.device, dtype: str) -> dict[str, Any]:
-    """The environment block of ``result.json``."""
+    """The environment block of ``result.json``.
+
+    Besides versions and hardware: whether CUDA is usable and why not (``cuda_*``), and the
+    float32 numerics settings (:func:`numerics`)."""
+    cuda = cuda_status()
     dev_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {cpu_model()}"
     )
@@ -98,5 +329,11 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "dtype": dtype,
         "cuda_extension": cuda_extension_present(),
+        "cuda_torch": cuda.torch_cuda,
+        "cuda_driver": cuda.driver,
+        "cuda_driver_supports": cuda.driver_cuda,
+        "cuda_available": cuda.available,
+        "cuda_unavailable_reason": cuda.reason,
+        **numerics(),
         **{f"git_{k}": v for k, v in git_commit().items()},
     }

@@ -76,3 +76,30 @@ def hydra_conf() -> Iterator[None]:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         yield
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def fp32_settings() -> Iterator[None]:
+    """Restores torch's float32 numerics settings (TF32 flags, matmul precision, per-backend
+    ``fp32_precision``) after a test that changes them, and checks they are restored: the
+    legacy setters do not undo what they change in the newer per-backend settings."""
+    import torch
+
+    from sam_bench.environment import numerics
+
+    backends = torch.backends
+    objs = {}
+    for path in ("cuda.matmul", "cudnn.conv", "mkldnn.matmul", "mkldnn.conv"):
+        obj: Any = backends
+        for name in path.split("."):
+            obj = getattr(obj, name, None)
+        if obj is not None and hasattr(obj, "fp32_precision"):
+            objs[path] = (obj, obj.fp32_precision)
+    before = numerics()
+    matmul, cudnn_tf32 = torch.get_float32_matmul_precision(), backends.cudnn.allow_tf32
+    yield
+    torch.set_float32_matmul_precision(matmul)
+    backends.cudnn.allow_tf32 = cudnn_tf32
+    for obj, value in objs.values():
+        obj.fp32_precision = value
+    assert numerics() == before, "the test left torch's float32 settings changed"
