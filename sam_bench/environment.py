@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -225,12 +226,29 @@ def warn_gpu_workers(device: torch.device | str, n_workers: int) -> str | None:
     )
 
 
-def cuda_extension_present() -> bool:
-    """Whether sam2 was built with its CUDA extension (``sam2._C``, connected components)."""
+@functools.cache
+def cuda_extension_status() -> tuple[bool, str | None]:
+    """Whether sam2's CUDA extension (``sam2._C``, connected components) loads: ``(loads,
+    error)``. It is imported once to check; ``error`` says why a built extension does not
+    load (``None`` when it loads or was never built)."""
     try:
-        return importlib.util.find_spec("sam2._C") is not None
+        spec = importlib.util.find_spec("sam2._C")
     except (ImportError, ValueError):
-        return False
+        return False, None
+    if spec is None:
+        return False, None
+    try:
+        module = importlib.import_module("sam2._C")
+    except Exception as e:  # built for another torch / CUDA, missing libraries, ...
+        return False, f"{type(e).__name__}: {e}"
+    if not callable(getattr(module, "get_connected_componnets", None)):
+        return False, "sam2._C has no get_connected_componnets"
+    return True, None
+
+
+def cuda_extension_present() -> bool:
+    """Whether sam2's CUDA extension is built and loads (see :func:`cuda_extension_status`)."""
+    return cuda_extension_status()[0]
 
 
 def _fp32_precision(path: str) -> str | None:
@@ -306,9 +324,11 @@ def git_commit() -> dict[str, Any]:
 def describe(device: torch.device, dtype: str) -> dict[str, Any]:
     """The environment block of ``result.json``.
 
-    Besides versions and hardware: whether CUDA is usable and why not (``cuda_*``), and the
+    Besides versions and hardware: whether CUDA is usable and why not (``cuda_*``), whether
+    sam2's CUDA extension loads (``cuda_extension``, ``cuda_extension_error``), and the
     float32 numerics settings (:func:`numerics`)."""
     cuda = cuda_status()
+    ext_loads, ext_error = cuda_extension_status()
     dev_name = (
         torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu: {cpu_model()}"
     )
@@ -328,7 +348,8 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "dtype": dtype,
-        "cuda_extension": cuda_extension_present(),
+        "cuda_extension": ext_loads,
+        "cuda_extension_error": ext_error,
         "cuda_torch": cuda.torch_cuda,
         "cuda_driver": cuda.driver,
         "cuda_driver_supports": cuda.driver_cuda,

@@ -8,23 +8,34 @@ the step is silently skipped (a warning only), so the same setting gives differe
 CPU and GPU.
 
 :func:`install` replaces ``sam2.utils.misc.get_connected_components`` with a dispatcher that
-keeps the extension for CUDA tensors when it is built, and otherwise labels components with
+keeps the extension for CUDA tensors when it loads, and otherwise labels components with
 OpenCV using the same 8-connectivity as the extension (``connected_components.cu``, per its
 docstring in ``sam2/utils/misc.py``). sam2 looks the function up at call time, so the official
 code path (``postprocess_masks``, ``fill_holes_in_mask_scores``) honours the setting.
+
+The extension is imported once to check that it loads (a file that is there is not enough:
+one built for another torch or CUDA fails at import, and sam2 would then skip the step with a
+warning). When it fails to load, or fails on a call, the CPU step runs instead, from then on,
+and :func:`implementation` says so: it names what actually runs.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 import torch
 
-from sam_bench.environment import cuda_extension_present
+from sam_bench.environment import cuda_extension_status
+
+log = logging.getLogger(__name__)
 
 _original: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+_call_error: str | None = None
+"""Why a call of the loaded extension failed (it is not used again); ``None``: no failure."""
 
 
 def connected_components_cpu(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +70,37 @@ def connected_components_cpu(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     )
 
 
+def extension_error() -> str | None:
+    """Why sam2's CUDA extension is not used although it is built (it failed to load or on a
+    call), or ``None``."""
+    return _call_error or cuda_extension_status()[1]
+
+
+def _extension_usable() -> bool:
+    return _call_error is None and cuda_extension_status()[0]
+
+
+def _run_extension(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """sam2's CUDA kernel on ``mask`` (as ``sam2.utils.misc.get_connected_components`` calls
+    it); on any failure, :func:`connected_components_cpu`, and the extension is not used
+    again in this process."""
+    global _call_error
+    try:
+        ext = importlib.import_module("sam2._C")
+        labels, counts = ext.get_connected_componnets(mask.to(torch.uint8).contiguous())
+        return labels, counts
+    except Exception as e:
+        _call_error = f"{type(e).__name__}: {e}"
+        log.warning(
+            "sam2's CUDA extension failed (%s); connected components run on the CPU from now on",
+            _call_error,
+        )
+        return connected_components_cpu(mask)
+
+
 def _dispatch(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if mask.is_cuda and _original is not None and cuda_extension_present():
-        return _original(mask)
+    if mask.is_cuda and _extension_usable():
+        return _run_extension(mask)
     return connected_components_cpu(mask)
 
 
@@ -76,7 +115,8 @@ def install() -> None:
 
 
 def implementation(device: torch.device) -> str:
-    """Which implementation runs for ``device``: ``cuda_extension`` or ``opencv_cpu``."""
-    if device.type == "cuda" and cuda_extension_present():
+    """Which implementation runs for ``device`` now: ``cuda_extension`` (CUDA device, and the
+    extension loads and has not failed) or ``opencv_cpu``."""
+    if device.type == "cuda" and _extension_usable():
         return "cuda_extension"
     return "opencv_cpu"

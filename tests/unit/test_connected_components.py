@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import warnings
 
 import numpy as np
@@ -63,3 +65,74 @@ def test_implementation_names() -> None:
 def test_rejects_bad_shape() -> None:
     with pytest.raises(ValueError):
         cc.connected_components_cpu(torch.zeros(3, 3))
+
+
+# --------------------------------------------------- sam2's CUDA extension: what really runs
+# No extension is built here, so each test puts a stand-in ``_C.py`` on sam2's package path:
+# the file lookup finds it, as it would find a real one; what the stand-in does on import or
+# on a call is the situation under test.
+
+CUDA = torch.device("cuda")  # a device name only: nothing runs on it here
+LOAD_ERROR = "libcudart.so.12: cannot open shared object file: No such file or directory"
+KERNEL_ERROR = "CUDA error: no kernel image is available for execution on the device"
+
+
+@pytest.fixture
+def stand_in_extension(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """``write(source)`` installs ``source`` as ``sam2._C`` (found by file lookup)."""
+    import sys
+
+    import sam2
+
+    from sam_bench import environment
+
+    def write(source: str) -> None:
+        (tmp_path / "_C.py").write_text(source)
+        monkeypatch.setattr(sam2, "__path__", [*sam2.__path__, str(tmp_path)])
+        environment.cuda_extension_status.cache_clear()
+
+    monkeypatch.setattr(cc, "_call_error", None)
+    yield write
+    sys.modules.pop("sam2._C", None)
+    if "_C" in vars(sam2):
+        delattr(sam2, "_C")
+    environment.cuda_extension_status.cache_clear()
+
+
+def test_an_extension_that_fails_to_load_is_not_reported_as_running(stand_in_extension) -> None:
+    from sam_bench import environment
+
+    stand_in_extension(f"raise ImportError({LOAD_ERROR!r})\n")
+    assert importlib.util.find_spec("sam2._C") is not None  # the file is there
+    assert environment.cuda_extension_status() == (False, f"ImportError: {LOAD_ERROR}")
+    assert cc.implementation(CUDA) == "opencv_cpu"
+    assert cc.extension_error() == f"ImportError: {LOAD_ERROR}"
+    env = environment.describe(torch.device("cpu"), "fp32")
+    assert env["cuda_extension"] is False
+    assert env["cuda_extension_error"] == f"ImportError: {LOAD_ERROR}"
+
+
+def test_an_extension_that_loads_is_used_for_cuda_only(stand_in_extension) -> None:
+    stand_in_extension("def get_connected_componnets(mask):\n    raise AssertionError\n")
+    assert cc.implementation(CUDA) == "cuda_extension"
+    assert cc.implementation(torch.device("cpu")) == "opencv_cpu"
+    assert cc.extension_error() is None
+
+
+def test_an_extension_that_fails_on_a_call_falls_back_to_cpu(
+    stand_in_extension, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fallback itself (``_run_extension``, what ``_dispatch`` calls for CUDA tensors) is
+    called with a CPU tensor: there is no CUDA tensor on this machine."""
+    stand_in_extension(
+        f"def get_connected_componnets(mask):\n    raise RuntimeError({KERNEL_ERROR!r})\n"
+    )
+    assert cc.implementation(CUDA) == "cuda_extension"
+    mask = torch.from_numpy(np.random.default_rng(1).random((3, 1, 20, 30)) > 0.5)
+    with caplog.at_level(logging.WARNING, logger="sam_bench.models.connected_components"):
+        labels, counts = cc._run_extension(mask)
+    want_labels, want_counts = cc.connected_components_cpu(mask)
+    assert torch.equal(labels, want_labels) and torch.equal(counts, want_counts)
+    assert KERNEL_ERROR in caplog.text
+    assert cc.implementation(CUDA) == "opencv_cpu"  # from then on, and the record says so
+    assert cc.extension_error() == f"RuntimeError: {KERNEL_ERROR}"
