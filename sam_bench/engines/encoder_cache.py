@@ -7,9 +7,10 @@ image restores it instead of running the encoder. Only ``engine=fast`` uses it.
 
 * **Content-addressed.** An entry's name is the sha256 of its key: the weights'
   ``state_dict_hash``, the model (name and sam2 config), dtype, device type and name, the sam2
-  and torch versions, and the exact array fed to ``set_image`` (sha256 of its bytes, shape and
-  dtype; it is the preprocessed crop, so preprocessing and crop boxes are covered). Entries
-  live in ``<dir>/<first 2 hex digits>/<sha256>.pt``.
+  and torch versions, the float32 numerics settings (TF32, matmul precision, cuDNN version),
+  and the exact array fed to ``set_image`` (sha256 of its bytes, shape and dtype; it is the
+  preprocessed crop, so preprocessing and crop boxes are covered). Entries live in
+  ``<dir>/<first 2 hex digits>/<sha256>.pt``.
 * **Exact.** A restored entry holds the very tensors ``set_image`` produced (same dtype, same
   strides), so the masks are bit-identical to running the encoder.
 * **Safe to share.** Writes go to a temporary file in the entry's folder, then
@@ -85,9 +86,12 @@ def encoder_identity(
 ) -> dict[str, str]:
     """Everything besides the image that decides the encoder's output (part of every key).
 
+    The float32 numerics settings are part of it (:func:`sam_bench.environment.numerics`:
+    TF32 for matmuls and cuDNN convolutions, the float32 matmul precision, the cuDNN
+    version): with TF32 on, a CUDA "fp32" encoder gives other bits.
     ``model.apply_postprocessing`` is left out: it changes the mask decoder only.
     """
-    from sam_bench.environment import cpu_model
+    from sam_bench.environment import cpu_model, numerics
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return {
@@ -99,6 +103,7 @@ def encoder_identity(
         "device_name": name,
         "sam2": _version("sam2"),
         "torch": torch.__version__,
+        **{k: str(v) for k, v in numerics().items()},
     }
 
 

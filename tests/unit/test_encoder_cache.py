@@ -121,6 +121,22 @@ def test_identity_reflects_weights_model_dtype_and_device() -> None:
     )
 
 
+@pytest.mark.usefixtures("fp32_settings")
+def test_identity_reflects_the_float32_numerics() -> None:
+    """TF32 and the matmul precision change what a CUDA "fp32" encoder computes."""
+    torch.backends.cudnn.allow_tf32 = True
+    base = encoder_identity(model_cfg(), "h1", "fp32", CPU)
+    assert base["cudnn_allow_tf32"] == "True"
+    assert base["cudnn_version"] == str(
+        torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    )
+    torch.backends.cudnn.allow_tf32 = False
+    no_tf32_conv = encoder_identity(model_cfg(), "h1", "fp32", CPU)
+    assert no_tf32_conv != base
+    torch.set_float32_matmul_precision("medium")
+    assert encoder_identity(model_cfg(), "h1", "fp32", CPU) != no_tf32_conv
+
+
 # ---------------------------------------------------------------------------- entries
 
 
