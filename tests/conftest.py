@@ -78,6 +78,22 @@ def hydra_conf() -> Iterator[None]:
     GlobalHydra.instance().clear()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` where CUDA is unavailable, saying why (the reason from
+    :func:`sam_bench.environment.cuda_status`: no CUDA build, no driver, driver too old...)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    from sam_bench.environment import cuda_status
+
+    status = cuda_status()
+    if status.available:
+        return
+    skip = pytest.mark.skip(reason=f"CUDA not available: {status.reason}")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture
 def fp32_settings() -> Iterator[None]:
     """Restores torch's float32 numerics settings (TF32 flags, matmul precision, per-backend

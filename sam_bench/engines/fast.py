@@ -78,7 +78,8 @@ def candidate_key(amg: AMGConfig) -> tuple[Any, ...]:
 
 @dataclass
 class _Kept:
-    """Masks one configuration kept so far (tensors on CPU/device, RLEs as a plain list)."""
+    """Masks one configuration kept so far (tensors on the model's device, RLEs as a plain
+    list)."""
 
     boxes: list[torch.Tensor] = field(default_factory=list)
     iou_preds: list[torch.Tensor] = field(default_factory=list)
@@ -87,9 +88,11 @@ class _Kept:
     rles: list[dict[str, Any]] = field(default_factory=list)
     areas: list[int] = field(default_factory=list)
 
-    def cat(self) -> dict[str, Any]:
+    def cat(self, device: torch.device) -> dict[str, Any]:
+        """The kept masks as one tensor per field (empty ones on ``device``)."""
+
         def c(ts: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
-            return torch.cat(ts) if ts else torch.zeros(shape)
+            return torch.cat(ts) if ts else torch.zeros(shape, device=device)
 
         return {
             "boxes": c(self.boxes, (0, 4)),
@@ -102,8 +105,12 @@ class _Kept:
 
     @staticmethod
     def select(d: dict[str, Any], keep: torch.Tensor) -> dict[str, Any]:
+        """Rows ``keep`` of every field. ``keep`` is moved to each tensor's device, as sam2's
+        ``MaskData.filter`` does: indexing a CPU tensor with CUDA indices raises."""
         idx = keep.tolist()
-        out: dict[str, Any] = {k: v[keep] for k, v in d.items() if isinstance(v, torch.Tensor)}
+        out: dict[str, Any] = {
+            k: v[keep.to(v.device)] for k, v in d.items() if isinstance(v, torch.Tensor)
+        }
         out["rles"] = [d["rles"][i] for i in idx]
         out["areas"] = [d["areas"][i] for i in idx]
         return out
@@ -288,9 +295,10 @@ class FastAMG:
         from sam2.utils.amg import uncrop_boxes_xyxy, uncrop_points
         from torchvision.ops.boxes import batched_nms
 
-        d = kept.cat()
+        device = self.predictor.device
+        d = kept.cat(device)
         if d["boxes"].shape[0] == 0:
-            d["crop_boxes"] = torch.zeros((0, 4), dtype=torch.long)
+            d["crop_boxes"] = torch.zeros((0, 4), dtype=torch.long, device=device)
             return d
         keep = batched_nms(
             d["boxes"].float(),
@@ -301,7 +309,10 @@ class FastAMG:
         d = _Kept.select(d, keep)
         d["boxes"] = uncrop_boxes_xyxy(d["boxes"], crop_box)
         d["points"] = uncrop_points(d["points"], crop_box)
-        d["crop_boxes"] = torch.tensor([crop_box for _ in range(len(d["rles"]))])
+        # on the masks' device: every tensor of one image lives on one device
+        d["crop_boxes"] = torch.tensor(
+            [crop_box for _ in range(len(d["rles"]))], device=d["boxes"].device
+        )
         return d
 
     def _set_image(self, crop: np.ndarray, times: list[StageTimes]) -> None:
@@ -367,7 +378,8 @@ class FastAMG:
     def _records(
         self, j: int, crops: list[dict[str, Any]], n_crops: int, orig_size: tuple[int, int]
     ) -> list[MaskRecord]:
-        """Upstream's cross-crop NMS, the post-filter, and the output records."""
+        """Upstream's cross-crop NMS, the post-filter, and the output records. The kept
+        tensors are copied to the host once (one transfer per field), not once per mask."""
         from sam2.utils.amg import box_xyxy_to_xywh
         from torchvision.ops.boxes import batched_nms, box_area
 
@@ -389,8 +401,12 @@ class FastAMG:
             d = _Kept.select(d, keep)
         h, w = orig_size
         limit = cfg.postfilter.max_area_fraction
-        boxes = d["boxes"].float().cpu().numpy() if len(d["rles"]) else np.zeros((0, 4))
-        crop_xyxy = d["crop_boxes"].float().cpu().numpy() if len(d["rles"]) else np.zeros((0, 4))
+        if not d["rles"]:
+            return []
+        host = {
+            k: d[k].float().cpu().numpy()
+            for k in ("boxes", "crop_boxes", "iou_preds", "stability", "points")
+        }
         records = []
         for i, rle in enumerate(d["rles"]):
             area = d["areas"][i]
@@ -400,11 +416,11 @@ class FastAMG:
                 MaskRecord(
                     rle=rle,
                     area=int(area),
-                    bbox=[float(v) for v in box_xyxy_to_xywh(boxes[i])],
-                    predicted_iou=float(d["iou_preds"][i].float().item()),
-                    stability_score=float(d["stability"][i].float().item()),
-                    point_coords=[d["points"][i].float().cpu().tolist()],
-                    crop_box=[float(v) for v in box_xyxy_to_xywh(crop_xyxy[i])],
+                    bbox=[float(v) for v in box_xyxy_to_xywh(host["boxes"][i])],
+                    predicted_iou=float(host["iou_preds"][i]),
+                    stability_score=float(host["stability"][i]),
+                    point_coords=[host["points"][i].tolist()],
+                    crop_box=[float(v) for v in box_xyxy_to_xywh(host["crop_boxes"][i])],
                 )
             )
         return records
