@@ -22,6 +22,7 @@ from sam_bench.errors import ConfigError
 _TABLES: dict[str, dict[str, str]] = {
     "task": {
         "amg": "sam_bench.tasks.amg:AMGTask",
+        "semantic": "sam_bench.tasks.semantic:SemanticTask",
     },
     "engine": {
         "fast": "sam_bench.engines:fast_engine",
@@ -32,6 +33,7 @@ _TABLES: dict[str, dict[str, str]] = {
         "coco": "sam_bench.data.coco:from_config",
         "instance_folder": "sam_bench.data.instance_folder:from_config",
         "dsb": "sam_bench.data.dsb:from_config",
+        "semantic_folder": "sam_bench.data.semantic_folder:from_config",
     },
 }
 

@@ -384,7 +384,9 @@ def _fill(
     rss_method: str,
     group: list[int | None] | None,
 ) -> None:
-    """Record one job's outcome (status from its items)."""
+    """Record one job's outcome (status from its items). A task whose other networks ran
+    with random weights lists them in ``task_info.untrained_models`` (e.g. ``["CLIP
+    (open_clip ViT-B-32)"]``): the record is then ``untrained`` and its banner names them."""
     from sam_bench.identity import config_id, config_identity
     from sam_bench.metrics.catalogue import CATALOGUE
     from sam_bench.models.build import UNTRAINED_BANNER
@@ -400,6 +402,10 @@ def _fill(
         flag = (source.info().get("source") or {}).get("untrained")
         untrained = flag if isinstance(flag, bool) else None
         banner = PREDICTIONS_UNTRAINED_BANNER if untrained else None
+    others = [str(m) for m in (result.info or {}).get("untrained_models") or []]
+    if others:  # the task's own networks with random weights (task_info.untrained_models)
+        sam = [f"SAM 2 ({record['config'].get('model', {}).get('name')})"] if untrained else []
+        untrained, banner = True, untrained_banner([*sam, *others])
     record["untrained"] = untrained
     record["banner"] = banner
     metrics = dict(result.metrics)
@@ -438,6 +444,15 @@ def _fill(
         record["error"] = f"all {len(result.rows)} items failed; first: {first}"
     else:
         record["status"] = "partial" if result.item_errors else "ok"
+
+
+def untrained_banner(models: list[str]) -> str:
+    """The banner of a job where ``models`` (e.g. ``["SAM 2 (...)", "CLIP (...)"]``) ran with
+    random weights."""
+    return (
+        f"UNTRAINED MODEL: random weights (no checkpoint) in {' and '.join(models)}. Accuracy "
+        "figures measure nothing but the harness; latency and memory are real."
+    )
 
 
 PREDICTIONS_UNTRAINED_BANNER = (
