@@ -12,6 +12,14 @@ import torch
 from sam_bench.metrics.cost import StageTimes
 
 
+def release_cuda_memory(device: torch.device) -> None:
+    """Return the CUDA caching allocator's unused blocks on ``device`` to the driver (after an
+    engine dropped its tensors); nothing on other devices."""
+    if device.type == "cuda" and torch.cuda.is_initialized():
+        with torch.cuda.device(device):
+            torch.cuda.empty_cache()
+
+
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast around the model when ``dtype=bf16``; a no-op for fp32."""
     if dtype == "bf16":
@@ -38,21 +46,34 @@ class MaskRecord:
 class AMGEngine(Protocol):
     """Generates masks for one RGB image, filling the encoder/decoder/postprocess timers."""
 
-    #: Connected-components implementation used for ``min_mask_region_area``.
-    cc_impl: str
+    @property
+    def cc_impl(self) -> str:
+        """Connected-components implementation used for ``min_mask_region_area`` (read at
+        the end of a job: what actually ran)."""
+        ...
 
     def generate(self, image: np.ndarray, times: StageTimes) -> list[MaskRecord]:
         """Masks for an HxWx3 uint8 RGB image."""
+        ...
+
+    def close(self) -> None:
+        """Drop the engine's references to the model and predictor (and, on CUDA, return
+        cached memory); the engine cannot generate afterwards. Idempotent."""
         ...
 
 
 class GroupEngine(Protocol):
     """Generates masks for several jobs' configurations from one image."""
 
-    cc_impl: str
+    @property
+    def cc_impl(self) -> str: ...
 
     def generate_many(self, image: np.ndarray, times: list[StageTimes]) -> list[list[MaskRecord]]:
         """Masks per configuration; ``times[j]`` receives configuration j's stage times."""
+        ...
+
+    def close(self) -> None:
+        """As :meth:`AMGEngine.close`."""
         ...
 
 
@@ -61,8 +82,14 @@ class SingleAsGroup:
 
     def __init__(self, engine: AMGEngine) -> None:
         self.engine = engine
-        self.cc_impl = engine.cc_impl
+
+    @property
+    def cc_impl(self) -> str:
+        return self.engine.cc_impl
 
     def generate_many(self, image: np.ndarray, times: list[StageTimes]) -> list[list[MaskRecord]]:
         (t,) = times
         return [self.engine.generate(image, t)]
+
+    def close(self) -> None:
+        self.engine.close()

@@ -37,8 +37,13 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+# At module level on purpose: torchvision's first import leaves a reference cycle of frames
+# (torch.fx.wrap keeps its own frame), which would keep alive the callers of whatever
+# imports it first; imported inside FastAMG, that would be the model.
+from torchvision.ops.boxes import batched_nms, box_area
+
 from sam_bench.config import AMGConfig
-from sam_bench.engines.base import MaskRecord, autocast
+from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.metrics.cost import Clock, StageTimes
@@ -137,7 +142,6 @@ class FastAMG:
         if len(keys) != 1:
             raise ValueError("FastAMG configurations must share one candidate key")
         connected_components.install()
-        self.cc_impl = connected_components.implementation(device)
         self.configs = configs
         self.device = device
         self.dtype = dtype
@@ -147,7 +151,7 @@ class FastAMG:
         self.first = first
         # The predictor only encodes images and holds features; its own mask post-processing
         # is never used (each configuration has its own transforms below).
-        self.predictor = SAM2ImagePredictor(model)
+        self.predictor: Any = SAM2ImagePredictor(model)
         self.transforms = [
             SAM2Transforms(
                 resolution=model.image_size,  # type: ignore[attr-defined]
@@ -163,6 +167,20 @@ class FastAMG:
             )
         else:
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in first.point_grids or []]
+
+    @property
+    def cc_impl(self) -> str:
+        """The connected-components implementation that runs (see
+        :func:`connected_components.implementation`)."""
+        return connected_components.implementation(self.device)
+
+    def close(self) -> None:
+        """Drop the predictor (its features and its reference to the model) and the sliced
+        decoder; on CUDA, return the freed cached memory. Idempotent; generating afterwards
+        raises."""
+        self.predictor = None
+        self.__dict__.pop("_sliced_decoder", None)
+        release_cuda_memory(self.device)
 
     # ------------------------------------------------------------------ shared computation
 
@@ -293,7 +311,6 @@ class FastAMG:
     def _finish_crop(self, j: int, kept: _Kept, crop_box: list[int]) -> dict[str, Any]:
         """Upstream NMS within the crop, then back to image coordinates."""
         from sam2.utils.amg import uncrop_boxes_xyxy, uncrop_points
-        from torchvision.ops.boxes import batched_nms
 
         device = self.predictor.device
         d = kept.cat(device)
@@ -338,6 +355,8 @@ class FastAMG:
         stages, shared encoder/decoder time included in full)."""
         from sam2.utils.amg import generate_crop_boxes
 
+        if self.predictor is None:
+            raise RuntimeError("FastAMG is closed")
         if len(times) != len(self.configs):
             raise ValueError("one StageTimes per configuration")
         orig_size = (int(image.shape[0]), int(image.shape[1]))
@@ -381,7 +400,6 @@ class FastAMG:
         """Upstream's cross-crop NMS, the post-filter, and the output records. The kept
         tensors are copied to the host once (one transfer per field), not once per mask."""
         from sam2.utils.amg import box_xyxy_to_xywh
-        from torchvision.ops.boxes import batched_nms, box_area
 
         cfg = self.configs[j]
         d: dict[str, Any] = {
@@ -459,7 +477,14 @@ class FastEngine:
         encoder_cache: EncoderCache | None = None,
     ) -> None:
         self.amg = FastAMG(model, [amg], device, dtype, encoder_cache=encoder_cache)
-        self.cc_impl = self.amg.cc_impl
+
+    @property
+    def cc_impl(self) -> str:
+        return self.amg.cc_impl
 
     def generate(self, image: np.ndarray, times: StageTimes) -> list[MaskRecord]:
         return self.amg.generate_many(image, [times])[0]
+
+    def close(self) -> None:
+        """See :meth:`FastAMG.close`."""
+        self.amg.close()

@@ -10,6 +10,9 @@ of what a SAM 2 user pays and is timed as ``metrics``.
 
 from __future__ import annotations
 
+import functools
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from sam_bench.config import AMGConfig
-from sam_bench.engines.base import MaskRecord, autocast
+from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.models import connected_components
 
@@ -35,6 +38,33 @@ def to_compressed_rle(segmentation: Any, height: int, width: int) -> dict[str, A
     return rle
 
 
+class _StageTimer:
+    """What the predictor's timing wrappers write to: the current image's timers and the
+    clock. The wrappers hold this and a weak reference to the predictor, never the engine,
+    so engine, generator, predictor and model form no reference cycle (dropping the engine
+    frees them at once, without waiting for the garbage collector)."""
+
+    __slots__ = ("clock", "times")
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.times = StageTimes()
+
+
+def _timed(predictor: Any, name: str, stage: str, timer: _StageTimer) -> Callable[..., Any]:
+    """``predictor.<name>`` timed into ``timer.times[stage]``. Refers to the predictor weakly:
+    stored on the predictor, a strong reference (e.g. its bound method) would be a cycle."""
+    method = getattr(type(predictor), name)
+    ref = weakref.ref(predictor)
+
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with timer.times.measure(stage, timer.clock):
+            return method(ref(), *args, **kwargs)
+
+    return timed
+
+
 class ReferenceEngine:
     """sam2's ``SAM2AutomaticMaskGenerator`` with stage timers."""
 
@@ -44,30 +74,33 @@ class ReferenceEngine:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         connected_components.install()
-        self.cc_impl = connected_components.implementation(device)
         self.amg = amg
         self.device = device
         self.dtype = dtype
         self.clock = Clock(device)
-        self.generator = SAM2AutomaticMaskGenerator(model, **amg.generator_kwargs())
-        self._times = StageTimes()
+        self.generator: Any = SAM2AutomaticMaskGenerator(model, **amg.generator_kwargs())
+        self._timer = _StageTimer(self.clock)
         predictor = self.generator.predictor
-        set_image, predict = predictor.set_image, predictor._predict
+        predictor.set_image = _timed(predictor, "set_image", "encoder", self._timer)
+        predictor._predict = _timed(predictor, "_predict", "decoder", self._timer)
 
-        def timed_set_image(*args: Any, **kwargs: Any) -> Any:
-            with self._times.measure("encoder", self.clock):
-                return set_image(*args, **kwargs)
+    @property
+    def cc_impl(self) -> str:
+        """The connected-components implementation that runs (see
+        :func:`connected_components.implementation`)."""
+        return connected_components.implementation(self.device)
 
-        def timed_predict(*args: Any, **kwargs: Any) -> Any:
-            with self._times.measure("decoder", self.clock):
-                return predict(*args, **kwargs)
-
-        predictor.set_image = timed_set_image  # type: ignore[method-assign]
-        predictor._predict = timed_predict  # type: ignore[method-assign]
+    def close(self) -> None:
+        """Drop the generator (and with it the predictor, its features and its reference to
+        the model); on CUDA, return the freed cached memory. Idempotent."""
+        self.generator = None
+        release_cuda_memory(self.device)
 
     def generate(self, image: np.ndarray, times: StageTimes) -> list[MaskRecord]:
         """Run ``generate()`` on ``image``; add encoder/decoder/postprocess seconds to ``times``."""
-        self._times = inner = StageTimes()
+        if self.generator is None:
+            raise RuntimeError("ReferenceEngine is closed")
+        self._timer.times = inner = StageTimes()
         t0 = self.clock.now()
         with torch.inference_mode(), autocast(self.device, self.dtype):
             anns = self.generator.generate(image)

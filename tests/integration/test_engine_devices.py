@@ -1,4 +1,4 @@
-"""Engine rules about devices and host copies, on every device this machine has:
+"""Engine rules about devices, host copies and lifetimes, on every device this machine has:
 the CPU always, CUDA under the ``gpu`` marker (skipped with the reason where CUDA is
 unavailable; ``make test-gpu``).
 
@@ -8,11 +8,15 @@ unavailable; ``make test-gpu``).
   checks only that the cross-crop indexing happens, over the fields it must cover; the
   device check bites on CUDA.
 * The output records are built from one host copy per field, not one device sync per mask.
+* Engines do not keep the model alive: no reference cycle (dropping an engine frees its
+  predictor and model at once, without the garbage collector) and ``close()`` drops them.
 """
 
 from __future__ import annotations
 
 import copy
+import gc
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,8 @@ import torch
 
 from sam_bench.config import AMGConfig, DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
-from sam_bench.engines.fast import FastAMG, _Kept
+from sam_bench.engines.fast import FastAMG, FastEngine, _Kept
+from sam_bench.engines.reference import ReferenceEngine
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.preprocess import to_model_input
 
@@ -113,3 +118,36 @@ def test_output_records_copy_each_field_to_the_host_once(
     # 5 fields (boxes, crop boxes, IoU, stability, points): .cpu() + .numpy() each
     assert calls["item"] == 0 and calls["tolist"] == 0, calls
     assert calls["cpu"] <= 5 and calls["numpy"] <= 5, calls
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("how", ["close", "del"])
+def test_engines_do_not_keep_the_model_alive(device: str, how: str, tiny_model, image) -> None:
+    """With the garbage collector off, the model dies as soon as the test drops its own
+    reference: after ``close()`` (the engines still referenced), or after dropping the engines
+    (no reference cycle through them)."""
+    dev = torch.device(device)
+    model = copy.deepcopy(tiny_model).to(dev)
+    alive = weakref.ref(model)
+    cfg = AMGConfig(points_per_side=2, **KEEP)
+    gc.collect()
+    gc.disable()
+    try:
+        engines: list[Any] = [ReferenceEngine(model, cfg, dev), FastEngine(model, cfg, dev)]
+        for engine in engines:
+            assert engine.generate(image, StageTimes())
+        del engine
+        if how == "close":
+            for engine in engines:
+                engine.close()
+                engine.close()  # idempotent
+            del engine, model
+            assert alive() is None, "a closed engine still holds the model"
+            for engine in engines:
+                with pytest.raises(RuntimeError, match="closed"):
+                    engine.generate(image, StageTimes())
+        else:
+            del engines, model
+            assert alive() is None, "the model is kept alive by a reference cycle"
+    finally:
+        gc.enable()
