@@ -21,6 +21,7 @@ from sam_bench.data.base import ImageRef, Sample
 from sam_bench.errors import SampleError
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, cost_summary
+from sam_bench.resume import ItemLog
 from sam_bench.tasks.base import Task, TaskResult
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,42 @@ def _load(task: Task, ref: ImageRef) -> Sample:
     return task.lead.dataset.load(ref)
 
 
+def error_kind(e: BaseException) -> str:
+    """``data`` for an item whose file or annotation is bad (it fails again on a rerun),
+    ``runtime`` for anything else."""
+    return "data" if isinstance(e, SampleError) else "runtime"
+
+
+def _reuse(task: Task, jobs: list[_Job], logs: list[ItemLog], ref: ImageRef) -> bool:
+    """Take an item from the earlier run when every job of the group finished it there (its
+    prediction is scored again by the evaluator, its row keeps the earlier timing)."""
+    entries = [lg.reusable(ref.image_id) for lg in logs]
+    if not all(entries):
+        return False
+    ok = [e for e in entries if e is not None and (e.get("row") or {}).get("error") is None]
+    try:
+        sample = _load(task, ref) if ok else None
+        predictions = [
+            task.decode(j, e["prediction"]) if e and e["row"].get("error") is None else None
+            for j, e in enumerate(entries)
+        ]
+    except Exception as e:  # the earlier run's data no longer loads: compute it again
+        log.warning("resume: cannot reuse %s (%s); computing it again", ref.image_id, e)
+        return False
+    for j, (job, entry) in enumerate(zip(jobs, entries, strict=True)):
+        assert entry is not None
+        row = dict(entry["row"])
+        if row.get("error") is not None:  # a data error stays an error
+            job.fail(row, ref, str(row["error"]))
+            continue
+        assert sample is not None
+        row.update(job.evaluator.process(sample, predictions[j]))
+        task.restore(j, sample, predictions[j])
+        job.saved += int(bool(entry.get("saved")))
+        job.rows.append(row)
+    return True
+
+
 def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
     """Run the task's untimed warm-up on the first item where it works (at most
     :data:`WARMUP_TRIES` items); returns what happened (``task_info.warmup``)."""
@@ -75,19 +112,34 @@ def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
     return {"item": None, "failed": failed}
 
 
-def run_items(task: Task, *, warmup: bool, progress: bool) -> list[TaskResult]:
-    """Run ``task``'s jobs over their items; returns one result per job (see module doc)."""
+def run_items(
+    task: Task, *, warmup: bool, progress: bool, logs: list[ItemLog] | None = None
+) -> list[TaskResult]:
+    """Run ``task``'s jobs over their items; returns one result per job (see module doc).
+
+    ``logs``: one per-item log per job (:mod:`sam_bench.resume`). Every finished item is
+    appended to it at once; an item every job of the group finished in an earlier run is
+    reused from it instead of computed (its prediction scored again, its timing kept).
+    """
     lead = task.lead
     refs = lead.refs
     clock, gpu = Clock(lead.device), GpuPeak(lead.device)
     spec = task.spec
     jobs = [_Job(task.evaluator(j)) for j in range(len(task.jobs))]
     input_warnings: dict[str, list[str]] = {}
-    warm = warm_up(task, refs) if warmup else {"item": None, "failed": [], "disabled": True}
+    warm: dict[str, Any] = {"item": None, "failed": [], "disabled": not warmup}
+    warmed = not warmup
+    reused = computed = 0
     unit = "video" if spec.needs == "video" else "img"
     desc = f"{spec.name} {unit}s" + ("" if len(jobs) == 1 else f" ({len(jobs)} jobs)")
     bar = tqdm(refs, desc=desc, unit=unit, disable=not progress, leave=False)
     for ref in bar:
+        if logs is not None and _reuse(task, jobs, logs, ref):
+            reused += 1
+            continue
+        if not warmed:
+            warm, warmed = warm_up(task, refs), True
+        computed += 1
         base: dict[str, Any] = {"image_id": ref.image_id, "path": str(ref.path)}
         times = [StageTimes.of(spec.stages) for _ in jobs]
         try:
@@ -106,18 +158,24 @@ def run_items(task: Task, *, warmup: bool, progress: bool) -> list[TaskResult]:
         except Exception as e:  # one item must never sink the job
             reason = reason_of(e)
             log.error("item %s (%s) failed: %s", ref.image_id, ref.path, reason)
-            for job in jobs:
-                job.fail(dict(base), ref, reason)
+            for j, job in enumerate(jobs):
+                row = dict(base, error_kind=error_kind(e))
+                job.fail(row, ref, reason)
+                if logs is not None:
+                    logs[j].append(ref.image_id, row, None, False)
             continue
         for j, (job, t) in enumerate(zip(jobs, times, strict=True)):
             row = dict(base)
             try:
                 with t.measure("metrics", clock):
                     row.update(job.evaluator.process(sample, predictions[j]))
-                if task.save(j, sample, inputs, predictions[j], job.saved):
-                    job.saved += 1
+                saved = task.save(j, sample, inputs, predictions[j], job.saved)
+                job.saved += int(saved)
             except Exception as e:
                 job.fail(row, ref, reason_of(e))
+                row["error_kind"] = error_kind(e)
+                if logs is not None:
+                    logs[j].append(ref.image_id, row, None, False)
                 continue
             row.update(t.ms())
             # the time this job added: shared stages count for the group's first job only (as
@@ -127,7 +185,11 @@ def run_items(task: Task, *, warmup: bool, progress: bool) -> list[TaskResult]:
             row["marginal_ms"] = (own + (shared if j == 0 else 0.0)) * 1000.0
             row["error"] = None
             job.rows.append(row)
-    extra = {"input_warnings": _warnings_summary(input_warnings)}
+            if logs is not None:
+                logs[j].append(ref.image_id, row, task.encode(j, predictions[j]), saved)
+    extra: dict[str, Any] = {"input_warnings": _warnings_summary(input_warnings)}
+    if logs is not None:
+        extra["resume"] = {"reused_images": reused, "computed_images": computed}
     return [_result(task, j, job, warm, extra) for j, job in enumerate(jobs)]
 
 

@@ -76,7 +76,7 @@ class JobSpec:
 
 
 #: Outcomes computed ahead of their jobs by the grouping launcher, keyed by job directory.
-_PRECOMPUTED: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+_PRECOMPUTED: dict[str, dict[str, Any]] = {}
 
 
 def _key(job_dir: Path) -> str:
@@ -84,11 +84,29 @@ def _key(job_dir: Path) -> str:
 
 
 def precompute_group(specs: list[JobSpec], base_dir: Path) -> None:
-    """Run jobs that share everything but AMG post-processing as one group (image by image,
-    one encoder + decoder pass), and keep each outcome until :func:`run_job` of that job
-    writes it. Used by the grouping launcher (``hydra_plugins.sam_bench_launcher``)."""
-    for spec, outcome in zip(specs, _run_specs(specs, base_dir), strict=True):
-        _PRECOMPUTED[_key(spec.job_dir)] = outcome
+    """Run jobs that share computation as one group (item by item, shared stages once), and
+    write each job's record as soon as the group is done, so a kill before Hydra runs the jobs
+    loses nothing; :func:`run_job` of each then only tracks it. Used by the grouping launcher
+    (``hydra_plugins.sam_bench_launcher``)."""
+    for spec, (record, rows) in zip(specs, _run_specs(specs, base_dir), strict=True):
+        if record["status"] != "dry_run":
+            write_outcome(spec, record, rows)
+        _PRECOMPUTED[_key(spec.job_dir)] = record
+
+
+def write_outcome(spec: JobSpec, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The job's objective, then ``result.json`` and ``per_image.csv`` (atomically), then the
+    per-item log is dropped. A record reused by ``resume=true`` is already on disk."""
+    from sam_bench.resume import ITEM_LOG
+
+    if record.get("job", {}).get("reused"):
+        return
+    value, why = objective(record, spec.cfg_node)
+    record["metrics"]["objective"] = value
+    record["task_info"]["objective"] = why
+    write_rows_csv(spec.job_dir / PER_IMAGE_FILE, rows or [{"image_id": None, "error": None}])
+    write_json(spec.job_dir / RESULT_FILE, record)
+    (spec.job_dir / ITEM_LOG).unlink(missing_ok=True)
 
 
 def run_job(
@@ -101,23 +119,23 @@ def run_job(
     sweep_dir: Path | None = None,
     concurrent_jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run one configuration and write ``result.json`` + ``per_image.csv`` into ``job_dir``.
+    """Run one configuration and write ``result.json`` + ``per_image.csv`` into ``job_dir``,
+    then log it to the tracker.
 
     Returns the record (also on failure; ``record["status"]`` tells). ``dry_run`` prints the
-    job and writes nothing. A job the grouping launcher computed ahead only writes its outcome.
+    job and writes nothing. A job the grouping launcher computed ahead is only tracked.
     """
     from sam_bench.tracking import build_tracker, safely
 
     spec = JobSpec(cfg_node, job_dir, list(overrides), job_num, sweep_dir, concurrent_jobs)
-    pre = _PRECOMPUTED.pop(_key(job_dir), None)
-    record, rows = pre if pre is not None else _run_specs([spec], base_dir or Path.cwd())[0]
+    record = _PRECOMPUTED.pop(_key(job_dir), None)
+    if record is None:
+        record, rows = _run_specs([spec], base_dir or Path.cwd())[0]
+        if record["status"] == "dry_run":
+            return record
+        write_outcome(spec, record, rows)
     if record["status"] == "dry_run":
         return record
-    value, why = objective(record, cfg_node)
-    record["metrics"]["objective"] = value
-    record["task_info"]["objective"] = why
-    write_json(job_dir / RESULT_FILE, record)
-    write_rows_csv(job_dir / PER_IMAGE_FILE, rows or [{"image_id": None, "error": None}])
     tracker = build_tracker(cfg_node.get("tracking"))
     safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
     return record
@@ -155,9 +173,15 @@ def objective(record: dict[str, Any], cfg: DictConfig) -> tuple[float, str]:
     return sign * float(value), metric if sign > 0 else f"-{metric}"
 
 
+#: Settings that only say how to run, never what (left out of a record's ``overrides``).
+RUN_ONLY_OVERRIDES = ("resume",)
+
+
 def _new_record(spec: JobSpec) -> dict[str, Any]:
     record = new_record()
-    record["overrides"] = list(spec.overrides)
+    record["overrides"] = [
+        o for o in spec.overrides if o.split("=", 1)[0].lstrip("+~") not in RUN_ONLY_OVERRIDES
+    ]
     record["job"] = {
         "num": spec.job_num,
         "dir": str(spec.job_dir),
@@ -224,7 +248,7 @@ def _run_specs(
     if live and task_cls is not None:
         try:
             lead = live[0][1]
-            dataset = build_dataset(lead.dataset, base_dir)
+            dataset = build_dataset(lead.dataset, base_dir, limits=lead.limits)
             refs = dataset.refs()
             for _, cfg in live:
                 task_cls.check(cfg, dataset)
@@ -235,7 +259,7 @@ def _run_specs(
                     text = describe_job(cfg, specs[i].overrides, len(refs), task_cls.describe(cfg))
                     print(f"{prefix} {text}", flush=True)
                     records[i]["status"] = "dry_run"
-            else:
+            elif live := _reuse_finished(task_cls, live, specs, records, dataset):
                 outs = _execute(
                     task_cls,
                     [cfg for _, cfg in live],
@@ -252,9 +276,76 @@ def _run_specs(
             for i, _ in live:
                 _fail(records[i], e, specs[i].job_dir)
     for record in records:
+        if record.get("job", {}).get("reused"):
+            continue
         record["job"]["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         record["job"]["duration_s"] = time.time() - started
     return list(zip(records, rows, strict=True))
+
+
+def _identity(
+    record: dict[str, Any], task_cls: type[Task], fingerprint: str | None, weights: str | None
+) -> dict[str, Any]:
+    from sam_bench.identity import config_identity
+
+    spec = task_cls.spec
+    config = record.get("config") or {}
+    return config_identity(
+        config,
+        task=spec.name,
+        sections=spec.sections,
+        uses_engine=spec.uses_engine and not config.get("predictions"),
+        data=fingerprint,
+        weights=weights,
+    )
+
+
+def _reuse_finished(
+    task_cls: type[Task],
+    live: list[tuple[int, Config]],
+    specs: list[JobSpec],
+    records: list[dict[str, Any]],
+    dataset: Any,
+) -> list[tuple[int, Config]]:
+    """With ``resume=true``, jobs whose directory holds a finished record of the same
+    configuration take it (see :mod:`sam_bench.resume`); returns the jobs left to run."""
+    from sam_bench.resume import finished_record
+
+    if not any(cfg.resume for _, cfg in live):
+        return live
+    fingerprint = dataset.fingerprint()
+    left = []
+    for i, cfg in live:
+        identity = _identity(records[i], task_cls, fingerprint, None)
+        prior, why = (
+            finished_record(specs[i].job_dir, identity, records[i]["config"])
+            if cfg.resume
+            else (None, "")
+        )
+        if prior is None:
+            if cfg.resume:
+                log.info("resume: job %s runs (%s)", specs[i].job_num, why)
+            left.append((i, cfg))
+            continue
+        log.info("resume: job %s reused (%s, %s)", specs[i].job_num, why, prior.get("config_id"))
+        prior.setdefault("job", {})["reused"] = True
+        prior.setdefault("task_info", {})["resume"] = {
+            "reused_images": len(_read_rows(specs[i].job_dir)),
+            "computed_images": 0,
+            "record": "reused",
+        }
+        records[i] = prior
+    return left
+
+
+def _read_rows(job_dir: Path) -> list[dict[str, str]]:
+    import csv
+
+    try:
+        with (job_dir / PER_IMAGE_FILE).open(encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
 
 
 def _execute(
@@ -315,10 +406,25 @@ def _execute(
         )
         for cfg, spec, cache_dir in zip(cfgs, specs, cache_dirs, strict=True)
     ]  # fmt: skip
+    from sam_bench.resume import comparable, open_item_log, weights_request
+
+    logs = [
+        open_item_log(
+            spec.job_dir,
+            {
+                "identity": comparable(_identity(rec, task_cls, data_info["fingerprint"], None)),
+                "weights": weights_request(rec["config"]),
+            },
+            reuse=cfg.resume,
+        )
+        for cfg, spec, rec in zip(cfgs, specs, records, strict=True)
+    ]
     task = ReplayTask(ctxs, task_cls, source) if source is not None else task_cls(ctxs)
     try:
-        results = run_items(task, warmup=lead.warmup, progress=lead.progress)
+        results = run_items(task, warmup=lead.warmup, progress=lead.progress, logs=logs)
     finally:
+        for item_log in logs:
+            item_log.close()
         task.close()
         del task, ctxs, model
         free_memory(device)
@@ -387,7 +493,7 @@ def _fill(
     """Record one job's outcome (status from its items). A task whose other networks ran
     with random weights lists them in ``task_info.untrained_models`` (e.g. ``["CLIP
     (open_clip ViT-B-32)"]``): the record is then ``untrained`` and its banner names them."""
-    from sam_bench.identity import config_id, config_identity
+    from sam_bench.identity import config_id
     from sam_bench.metrics.catalogue import CATALOGUE
     from sam_bench.models.build import UNTRAINED_BANNER
 
@@ -426,14 +532,8 @@ def _fill(
     record["task_info"] = {**result.info, "grouped_with_jobs": group}
     record["figures"] = list(result.figures)
     record["item_errors"] = result.item_errors
-    spec = task_cls.spec
-    identity = config_identity(
-        record["config"],
-        task=spec.name,
-        sections=spec.sections,
-        uses_engine=spec.uses_engine and source is None,
-        data=record["dataset"].get("fingerprint"),
-        weights=record["weights"].get("hash"),
+    identity = _identity(
+        record, task_cls, record["dataset"].get("fingerprint"), record["weights"].get("hash")
     )
     record["config_identity"] = identity
     record["config_id"] = config_id(identity)

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: encoder cache (``cache``) never changes results or ``latency_ms_*``: jobs differing only
 #: in ``cache.*`` are grouped and use the first job's cache that sets ``cache.dir``
 #: (:func:`sam_bench.tasks.amg.open_encoder_cache`).
-PER_JOB_KEYS = ("save_predictions", "tracking", "cache")
+PER_JOB_KEYS = ("save_predictions", "tracking", "cache", "resume")
 
 
 def task_config(sweep_config: DictConfig) -> DictConfig:

@@ -24,6 +24,56 @@ from sam_bench.tracking import build_tracker, safely
 log = logging.getLogger(__name__)
 
 
+def check_sweep_folder(config: DictConfig) -> None:
+    """``resume=true`` without an explicit ``hydra.sweep.dir``: continue the most recent sweep
+    folder with the same overrides (say which; none is an error). Without ``resume=true``, a
+    sweep folder that already holds job records is refused: never overwritten silently.
+    Exits with status 2 on either error."""
+    from omegaconf import OmegaConf, open_dict, read_write
+
+    from sam_bench.resume import find_sweep_to_resume, job_records, search_root, unfinished_logs
+
+    resume = bool(config.get("resume"))
+    hydra_overrides = [str(o) for o in config.hydra.overrides.hydra]
+    sweep_node: Any = OmegaConf.to_container(config.hydra.sweep, resolve=False)
+    unresolved = str(sweep_node["dir"])
+    explicit = any(o.startswith("hydra.sweep.dir=") for o in hydra_overrides)
+    explicit = explicit or "${" not in unresolved
+    task_overrides = [str(o) for o in config.hydra.overrides.task]
+    if resume and not explicit:
+        root = search_root(unresolved, Path(str(config.hydra.runtime.cwd)))
+        found = find_sweep_to_resume(root, task_overrides)
+        if found is None:
+            print(
+                f"error: resume=true found no sweep folder under {root} with the overrides "
+                f"{' '.join(task_overrides) or '(none)'}; give the folder as "
+                "hydra.sweep.dir=PATH",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        with read_write(config), open_dict(config):
+            config.hydra.sweep.dir = str(found)
+            # jobs are composed again from hydra's overrides: they must land there too
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={found}")
+        print(f"resume: continuing the sweep in {found}")
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    found_records, logs = job_records(sweep_dir), unfinished_logs(sweep_dir)
+    if (found_records or logs) and not resume:
+        print(
+            f"error: {sweep_dir} already holds the work of an earlier sweep "
+            f"({len(found_records)} job record(s), {len(logs)} interrupted job(s)); nothing was "
+            "overwritten. Add resume=true to reuse its finished work and run the rest, or "
+            "choose another hydra.sweep.dir (or delete that folder).",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    if resume:
+        log.info(
+            "resume: %d job record(s) and %d interrupted job(s) in %s",
+            len(found_records), len(logs), sweep_dir,
+        )  # fmt: skip
+
+
 #: Failed items named in the closing message of a sweep (the rest are counted).
 MAX_NAMED_ITEMS = 3
 
@@ -47,6 +97,10 @@ class SweepSummaryCallback(Callback):
     """Writes and prints the sweep summary; exits non-zero if anything failed."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Once per multirun (an Optuna sweep launches many batches into one folder): choose
+        the folder to resume or refuse to overwrite one, then start tracking."""
+        if not config.get("dry_run"):
+            check_sweep_folder(config)
         tracker = build_tracker(config.get("tracking"))
         safely("starting the sweep", tracker.sweep_start, Path(config.hydra.sweep.dir), config)
 

@@ -78,6 +78,24 @@ def prediction_entries(image_id: str, masks: list[MaskRecord]) -> list[dict[str,
     ]
 
 
+def mask_record(entry: dict[str, Any]) -> MaskRecord:
+    """A :class:`MaskRecord` back from its :func:`prediction_entries` form."""
+    seg = entry["segmentation"]
+    counts = seg["counts"]
+    return MaskRecord(
+        rle={
+            "size": list(seg["size"]),
+            "counts": counts.encode() if isinstance(counts, str) else counts,
+        },
+        area=int(entry["area"]),
+        bbox=[float(v) for v in entry["bbox"]],
+        predicted_iou=float(entry["predicted_iou"]),
+        stability_score=float(entry["stability_score"]),
+        point_coords=entry["point_coords"],
+        crop_box=[float(v) for v in entry["crop_box"]],
+    )
+
+
 class AMGTask(Task):
     """Benchmark of the automatic mask generator on a labelled instance dataset."""
 
@@ -161,6 +179,16 @@ class AMGTask(Task):
         if cfg.save_predictions:
             self.predictions[job].extend(entries)
         return example
+
+    def encode(self, job: int, prediction: list[MaskRecord]) -> Any:
+        return prediction_entries("", prediction)
+
+    def decode(self, job: int, data: Any) -> list[MaskRecord]:
+        return [mask_record(entry) for entry in data]
+
+    def restore(self, job: int, sample: Sample, prediction: list[MaskRecord]) -> None:
+        if self.jobs[job].cfg.save_predictions:
+            self.predictions[job].extend(prediction_entries(sample.ref.image_id, prediction))
 
     def finish(self, job: int) -> dict[str, Any]:
         ctx = self.jobs[job]

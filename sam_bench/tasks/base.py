@@ -213,6 +213,20 @@ class Task:
         whether this item was saved as an example (``task.save_masks``)."""
         return False
 
+    def encode(self, job: int, prediction: Any) -> Any:
+        """The prediction as JSON for the job's per-item log, so a resumed job reuses the item
+        (:mod:`sam_bench.resume`); ``None`` (the default): items are computed again."""
+        return None
+
+    def decode(self, job: int, data: Any) -> Any:
+        """The prediction :meth:`encode` wrote (scored again by the evaluator on resume)."""
+        raise NotImplementedError
+
+    def restore(self, job: int, sample: Sample, prediction: Any) -> None:
+        """A reused item of job ``job``: account for it in dataset-level outputs (e.g. add its
+        masks to ``predictions.json``); its example files were written by the earlier run."""
+        return None
+
     def finish(self, job: int) -> dict[str, Any]:
         """Write job ``job``'s dataset-level outputs; returns its ``task_info`` entries."""
         return {}
@@ -221,6 +235,22 @@ class Task:
         """Figures drawn for job ``job`` (``[{path, caption}]``, paths relative to the job
         directory; called after :meth:`finish`): recorded as ``figures`` and shown by the
         sweep report."""
+        return []
+
+    @classmethod
+    def finish_scores(cls, ctx: JobContext, evaluator: Evaluator) -> dict[str, Any]:
+        """Write the dataset-level files that follow from a job's scores alone (its evaluator
+        after every item: per-object or per-frame tables...) into ``ctx.job_dir``; returns
+        ``task_info`` entries. The runner does not call it: a task's :meth:`finish` may, and
+        :class:`~sam_bench.tasks.predictions.ReplayTask` does, so a job scoring saved
+        predictions writes the same files. Default: nothing."""
+        return {}
+
+    @classmethod
+    def score_figures(cls, ctx: JobContext, evaluator: Evaluator) -> list[dict[str, str]]:
+        """Figures drawn from a job's scores alone (as :meth:`figures` returns them; called
+        after :meth:`finish_scores`, by a task's :meth:`figures` and by ``ReplayTask``).
+        Default: none."""
         return []
 
     def close(self) -> None:

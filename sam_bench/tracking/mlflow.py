@@ -420,6 +420,8 @@ class MlflowTracker:
         if OmegaConf.select(config, "dry_run", default=False):
             return
         sweep_dir = Path(sweep_dir)
+        if OmegaConf.select(config, "resume", default=False) and self._resume_parent(sweep_dir):
+            return
         base = Path(OmegaConf.select(config, "hydra.runtime.cwd", default=None) or launch_dir())
         uri = resolve_uri(self.uri_cfg, base)
         name = experiment_name(self.experiment_cfg, OmegaConf.select(config, "sweep_name"))
@@ -462,15 +464,58 @@ class MlflowTracker:
         hint = f"; view: mlflow ui --backend-store-uri {uri}" if sqlite_db_path(uri) else ""
         log.info("tracking: MLflow parent run %s in %s (%s)%s", run.info.run_id, name, uri, hint)
 
+    def _resume_parent(self, sweep_dir: Path) -> bool:
+        """``resume=true``: keep the sweep's parent run (running again), and mark the child
+        runs a kill left RUNNING as KILLED. ``False`` when there is no parent to resume."""
+        state = read_state(sweep_dir)
+        if not state or state.get("error") or not state.get("parent_run_id"):
+            return False
+        client = self._client(state["uri"])
+        parent = state["parent_run_id"]
+        try:
+            self._retry(client.get_run, parent)
+        except Exception as e:
+            log.warning("tracking: the sweep's parent run %s is gone (%s); a new one", parent, e)
+            return False
+        self._retry(client.update_run, parent, status="RUNNING")
+        query = f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'"
+        stale = self._retry(client.search_runs, [state["experiment_id"]], query)
+        for run in stale:
+            self._retry(client.set_terminated, run.info.run_id, "KILLED")
+        log.info(
+            "tracking: resuming MLflow parent run %s (%d interrupted child run(s) marked KILLED)",
+            parent,
+            len(stale),
+        )
+        return True
+
+    def _already_logged(self, client: Any, state: dict[str, Any], record: dict[str, Any],
+                        job_dir: Path) -> bool:  # fmt: skip
+        """Whether this configuration already has a FINISHED child run (a resumed sweep)."""
+        query = (
+            f"tags.mlflow.parentRunId = '{state['parent_run_id']}' and "
+            f"tags.job_dir = '{job_dir}' and attributes.status = 'FINISHED'"
+        )
+        runs = self._retry(client.search_runs, [state["experiment_id"]], query)
+        return any(r.data.tags.get("config_id") == record.get("config_id") for r in runs)
+
     def job_end(self, record: dict[str, Any], job_dir: Path, sweep_dir: Path | None) -> None:
         """One child run (or a plain run for a single run) with params, metrics, tags,
-        artifacts; FAILED with the error as tag when the job failed."""
+        artifacts; FAILED with the error as tag when the job failed. A configuration reused by
+        ``resume=true`` that already has its FINISHED child run is not logged twice."""
         from mlflow.entities import RunStatus
 
         job_dir = Path(job_dir)
         state = read_state(sweep_dir) if sweep_dir is not None else None
         if state is not None and state.get("error"):
             log.warning("tracking: MLflow disabled for this sweep: %s", state["error"])
+            return
+        reused = bool((record.get("job") or {}).get("reused"))
+        if (
+            state is not None
+            and reused
+            and self._already_logged(self._client(state["uri"]), state, record, job_dir)
+        ):
             return
         config = record.get("config") or {}
         tags = {**self._base_tags(), "sam_bench.role": "job", **tags_of(record)}

@@ -482,3 +482,37 @@ def test_concurrent_processes_lose_no_run_in_sqlite(
         assert r.info.status == "FINISHED"
         assert r.data.tags["mlflow.parentRunId"] == state["parent_run_id"]
         assert r.data.params["amg.points_per_side"] == "2" and r.data.metrics["miou"] == 0.25
+
+
+def test_resumed_sweep_keeps_its_parent_and_kills_interrupted_children(tmp_path: Path) -> None:
+    """A kill can leave a child run RUNNING (between create_run and set_terminated): resuming
+    the sweep marks it KILLED, keeps the one parent, and a reused job that already has a
+    FINISHED child run is not logged twice."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    sweep = tmp_path / "sweep"
+    uri = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    config = _sweep_config(tmp_path, uri=uri)
+    tracker = build_tracker(config.tracking)
+    tracker.sweep_start(sweep, config)
+    state = mt.read_state(sweep)
+    tracker.job_end(_job(sweep / "0", 0), sweep / "0", sweep)  # finished before the kill
+    client = MlflowClient(uri)
+    stuck = client.create_run(
+        state["experiment_id"], tags={"mlflow.parentRunId": state["parent_run_id"]}
+    )
+    resumed = OmegaConf.merge(config, {"resume": True})
+    tracker.sweep_start(sweep, resumed)
+    assert mt.read_state(sweep)["parent_run_id"] == state["parent_run_id"]
+    assert client.get_run(stuck.info.run_id).info.status == "KILLED"
+    assert client.get_run(state["parent_run_id"]).info.status == "RUNNING"
+    reused = _job(sweep / "0", 0)
+    reused["job"]["reused"] = True
+    tracker.job_end(reused, sweep / "0", sweep)  # already FINISHED: not logged again
+    tracker.job_end(_job(sweep / "1", 1), sweep / "1", sweep)
+    runs = client.search_runs([state["experiment_id"]])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    finished = sorted(r.data.tags["job_dir"] for r in children if r.info.status == "FINISHED")
+    assert finished == [str(sweep / "0"), str(sweep / "1")]
+    assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1

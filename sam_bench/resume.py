@@ -1,0 +1,230 @@
+"""Work that survives a kill: a job's append-only per-item log, and reusing finished work
+(``resume=true``).
+
+**Per-item log.** While a job runs, every finished item is appended to
+``<job dir>/.items.jsonl`` (:class:`ItemLog`): its per-image row and, for tasks that can
+encode their predictions (:meth:`sam_bench.tasks.base.Task.encode`), the prediction. A kill
+loses at most the items in flight. When the job's record is written the log is removed.
+
+**Resume.** With ``resume=true`` a job first looks at its own directory:
+
+* a ``result.json`` of a finished configuration (status ``ok`` or ``partial``) with the same
+  identity -- the ``config_identity`` of :mod:`sam_bench.identity` without the weights hash,
+  the same weights request (``random`` with the same seed, or a checkpoint with the same
+  sha256) -- is reused as it is (:func:`finished_record`); a failed job runs again;
+* otherwise a per-item log with the same identity gives back its items: items that finished
+  (or failed for a data reason, which would fail again) are reused, the others computed
+  (:func:`open_item_log`). ``task_info.resume`` records how many of each.
+
+Identity is never a file path: a job is matched by what it measures, and the dataset by its
+fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam_bench.record import RESULT_FILE
+
+log = logging.getLogger(__name__)
+
+ITEM_LOG = ".items.jsonl"
+#: Statuses of a record whose configuration counts as finished.
+FINISHED = ("ok", "partial")
+
+
+def comparable(identity: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An identity without the weights hash (known only once the model is built)."""
+    if not isinstance(identity, dict):
+        return None
+    return {k: v for k, v in identity.items() if k != "weights"}
+
+
+def weights_request(config: dict[str, Any]) -> dict[str, Any]:
+    """What decides the weights before they are loaded: ``model.weights`` and the seed (random
+    weights are deterministic from it), or the checkpoint named."""
+    model = config.get("model") or {}
+    return {
+        "weights": model.get("weights"),
+        "checkpoint": model.get("checkpoint"),
+        "seed": config.get("seed"),
+        "predictions": config.get("predictions"),
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def finished_record(
+    job_dir: Path, identity: dict[str, Any], config: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """The job directory's record if it is a finished run of the same configuration, and why
+    (or why not)."""
+    record = _read_json(Path(job_dir) / RESULT_FILE)
+    if record is None:
+        return None, "no record"
+    if record.get("status") not in FINISHED:
+        return None, f"the earlier run ended {record.get('status')}"
+    if comparable(record.get("config_identity")) != comparable(identity):
+        return None, "the earlier run measured another configuration"
+    if weights_request(record.get("config") or {}) != weights_request(config):
+        return None, "the earlier run asked for other weights"
+    return record, "finished earlier"
+
+
+@dataclass
+class ItemLog:
+    """The append-only per-item log of one job (see the module docstring)."""
+
+    path: Path
+    header: dict[str, Any]
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Items of an earlier run that may be reused: image id -> {row, prediction, saved}."""
+    _file: Any = None
+
+    def reusable(self, image_id: str) -> dict[str, Any] | None:
+        """An earlier entry that needs no recomputation: finished, or failed for a data reason
+        (a bad file fails again); ``None`` otherwise."""
+        entry = self.entries.get(image_id)
+        if entry is None:
+            return None
+        row = entry.get("row") or {}
+        if row.get("error") is None:
+            return entry if entry.get("prediction") is not None else None
+        return entry if row.get("error_kind") == "data" else None
+
+    def append(self, image_id: str, row: dict[str, Any], prediction: Any, saved: bool) -> None:
+        """Add one finished item (flushed at once: a kill loses only items in flight)."""
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+            if self._file.tell() == 0:
+                self._file.write(json.dumps({"header": self.header}) + "\n")
+        line = {"image_id": image_id, "row": row, "prediction": prediction, "saved": saved}
+        self._file.write(json.dumps(line, default=_jsonable) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def remove(self) -> None:
+        """Delete the log (the job's record now holds everything)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    return str(value)
+
+
+def open_item_log(job_dir: Path, header: dict[str, Any], reuse: bool) -> ItemLog:
+    """The job's item log. With ``reuse``, the entries of an earlier run whose header equals
+    ``header`` are kept (a truncated last line, from a kill mid-write, is dropped); otherwise
+    any earlier log is discarded."""
+    path = Path(job_dir) / ITEM_LOG
+    item_log = ItemLog(path, header)
+    if not path.is_file():
+        return item_log
+    if reuse:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        first = _loads(lines[0]) if lines else None
+        if first is not None and first.get("header") == header:
+            for line in lines[1:]:
+                entry = _loads(line)
+                if entry is not None and isinstance(entry.get("image_id"), str):
+                    item_log.entries[entry["image_id"]] = entry
+            _rewrite(path, header, item_log.entries)
+            return item_log
+        log.info("resume: the item log in %s is of another configuration; starting over", job_dir)
+    path.unlink(missing_ok=True)
+    return item_log
+
+
+def _loads(line: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rewrite(path: Path, header: dict[str, Any], entries: dict[str, dict[str, Any]]) -> None:
+    """Keep only whole lines (an interrupted append leaves a partial one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(json.dumps({"header": header}) + "\n")
+        for entry in entries.values():
+            f.write(json.dumps(entry, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# sweep folders
+
+
+def job_records(sweep_dir: Path) -> list[Path]:
+    """``result.json`` files of the jobs in a sweep folder."""
+    return sorted(Path(sweep_dir).glob(f"*/{RESULT_FILE}")) if Path(sweep_dir).is_dir() else []
+
+
+def unfinished_logs(sweep_dir: Path) -> list[Path]:
+    """Per-item logs of jobs a kill interrupted (their finished items are reusable)."""
+    return sorted(Path(sweep_dir).glob(f"*/{ITEM_LOG}")) if Path(sweep_dir).is_dir() else []
+
+
+def _task_overrides(multirun_yaml: Path) -> list[str] | None:
+    try:
+        import yaml
+
+        data = yaml.safe_load(multirun_yaml.read_text(encoding="utf-8"))
+        found = data["hydra"]["overrides"]["task"]
+    except Exception:
+        return None
+    return [str(o) for o in found] if isinstance(found, list) else None
+
+
+def without_resume(overrides: list[str]) -> list[str]:
+    """Overrides that say what a sweep is (``resume=...`` only says how to run it)."""
+    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") != "resume")
+
+
+def find_sweep_to_resume(root: Path, overrides: list[str]) -> Path | None:
+    """The most recent sweep folder under ``root`` (found by its ``multirun.yaml``) whose
+    recorded task overrides equal ``overrides`` (``resume`` aside), or ``None``."""
+    wanted = without_resume(overrides)
+    best: tuple[float, Path] | None = None
+    if not Path(root).is_dir():
+        return None
+    for path in Path(root).rglob("multirun.yaml"):
+        recorded = _task_overrides(path)
+        if recorded is None or without_resume(recorded) != wanted:
+            continue
+        stamp = path.stat().st_mtime
+        if best is None or stamp > best[0]:
+            best = (stamp, path.parent)
+    return None if best is None else best[1]
+
+
+def search_root(unresolved_dir: str, base: Path) -> Path:
+    """Where sweep folders of a pattern like ``multirun/${now:...}/${now:...}`` live: the
+    part before the first interpolation (``multirun/``)."""
+    head = unresolved_dir.split("${", 1)[0]
+    head = head if head.endswith("/") else str(Path(head).parent) + "/"
+    root = Path(head)
+    return root if root.is_absolute() else Path(base) / root
