@@ -16,27 +16,42 @@ Which decoder reads what (chosen from the file's first bytes, not its suffix):
 
 Any failure (missing, truncated, not an image, unsupported layout) raises :class:`SampleError`
 naming the file and the reason.
+
+**Size limit.** An image with more pixels (width x height) than ``max_pixels`` (the setting
+``limits.max_image_pixels``, default :data:`DEFAULT_MAX_IMAGE_PIXELS`) is refused from its
+header, before its pixels are decoded: Pillow's ``Image.open`` and tifffile read only the
+header, and a 16-bit colour PNG's size is read from its IHDR chunk. Pillow refuses on its own
+images over ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (~179 MP) as "decompression bombs"; that is
+reported as the same kind of error.
 """
 
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sam_bench.config import LimitsConfig
 from sam_bench.data.base import RawImage
 from sam_bench.errors import SampleError
+
+DEFAULT_MAX_IMAGE_PIXELS: int = LimitsConfig.max_image_pixels
+"""The default of ``limits.max_image_pixels`` (64 MP), used when a caller passes none."""
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def read_image(path: Path | str) -> RawImage:
+def read_image(path: Path | str, *, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> RawImage:
     """Read one image file as stored.
 
     Args:
         path: Image file (any format Pillow, tifffile or OpenCV decodes).
+        max_pixels: Refuse images with more pixels (width x height) than this, from the
+            header, before decoding (``limits.max_image_pixels``). ``None``: no limit.
 
     Returns:
         :class:`RawImage` with ``pixels`` HxW or HxWxC (C in 1..4) in the stored dtype
@@ -45,8 +60,8 @@ def read_image(path: Path | str) -> RawImage:
         conversion the reader had to make.
 
     Raises:
-        SampleError: the file is missing, unreadable, truncated, not an image, or has a pixel
-            layout sam_bench does not handle.
+        SampleError: the file is missing, unreadable, truncated, not an image, has a pixel
+            layout sam_bench does not handle, or is larger than ``max_pixels``.
     """
     path = Path(path)
     try:
@@ -60,11 +75,13 @@ def read_image(path: Path | str) -> RawImage:
         raise SampleError(path, "image file is empty")
 
     if head.startswith(_TIFF_MAGICS):
-        raw = _read_tiff(path)
+        raw = _read_tiff(path, max_pixels)
     elif head.startswith(_PNG_MAGIC) and _png_is_16bit_colour(head):
+        width, height = struct.unpack(">II", head[16:24])
+        check_size(path, width, height, max_pixels)
         raw = _read_png16_colour(path)
     else:
-        raw = _read_pil(path)
+        raw = _read_pil(path, max_pixels)
 
     px = raw.pixels
     if px.ndim not in (2, 3) or (px.ndim == 3 and not 1 <= px.shape[2] <= 4):
@@ -76,14 +93,35 @@ def read_image(path: Path | str) -> RawImage:
     return raw
 
 
+def check_size(path: Path | str, width: int, height: int, max_pixels: int | None) -> None:
+    """Raise :class:`SampleError` when a ``width`` x ``height`` image is over ``max_pixels``.
+
+    The reason names the size, the limit and the setting that raises it.
+    """
+    if max_pixels is None or width * height <= max_pixels:
+        return
+    raise SampleError(
+        path,
+        f"image is {width}x{height} = {width * height / 1e6:.3g} megapixels, over "
+        f"limits.max_image_pixels={max_pixels} ({max_pixels / 1e6:.3g} MP); not decoded "
+        f"(raise limits.max_image_pixels to process it: AMG keeps one full-size mask per "
+        f"candidate, {width * height / 1e6:.3g} MB each)",
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Pillow
 
 
-def _read_pil(path: Path) -> RawImage:
+def _read_pil(path: Path, max_pixels: int | None) -> RawImage:
     notes: list[str] = []
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # sam_bench's own limit applies (below)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im_ctx = Image.open(path)
+        with im_ctx as im:
+            check_size(path, im.width, im.height, max_pixels)  # header only so far
             im.load()  # decode now: truncated data raises here
             fmt = im.format or "?"
             n_frames = getattr(im, "n_frames", 1)
@@ -93,7 +131,9 @@ def _read_pil(path: Path) -> RawImage:
         raise
     except UnidentifiedImageError:
         raise SampleError(path, "not an image file Pillow can identify") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise SampleError(path, f"image too large for Pillow, not decoded: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise SampleError(path, f"cannot decode image: {e}") from None
     if n_frames > 1:
         notes.append(f"{fmt} has {n_frames} frames; first frame read")
@@ -179,7 +219,7 @@ def _png_colour_type(path: Path) -> int:
 # TIFF
 
 
-def _read_tiff(path: Path) -> RawImage:
+def _read_tiff(path: Path, max_pixels: int | None) -> RawImage:
     import tifffile
 
     notes: list[str] = []
@@ -187,10 +227,13 @@ def _read_tiff(path: Path) -> RawImage:
         with tifffile.TiffFile(path) as tf:
             n_pages = len(tf.pages)
             page = tf.pages.first
+            check_size(path, int(page.imagewidth), int(page.imagelength), max_pixels)
             arr = page.asarray()
             axes = page.axes
             photometric = int(page.photometric)
             colormap = page.colormap
+    except SampleError:
+        raise
     except Exception as e:  # tifffile raises many types for corrupt files
         raise SampleError(path, f"cannot decode TIFF: {type(e).__name__}: {e}") from None
     if n_pages > 1:

@@ -17,6 +17,7 @@ from sam_bench.config import PreprocessConfig
 from sam_bench.data.base import RawImage
 from sam_bench.data.images import read_image
 from sam_bench.errors import SampleError
+from sam_bench.loop import WARNING_PREFIX
 from sam_bench.preprocess import to_model_input
 
 DEFAULT = PreprocessConfig()
@@ -47,10 +48,16 @@ def test_png_16bit_gray_range(tmp_path: Path) -> None:
     assert raw.mode == "PIL:I;16"
     assert raw.pixels.dtype == np.uint16
     np.testing.assert_array_equal(raw.pixels, a)
-    out, steps = _convert(raw)
+    out, steps = _convert(raw, bit_depth="range")
     np.testing.assert_array_equal(out[0, :, 0], [0, 1, 255, 128])  # 32768*255/65535 = 127.50
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
     assert steps == ["uint16->uint8 range", "gray->rgb replicate"]
+    auto, steps = _convert(raw)  # max 65535: auto keeps the 16-bit range
+    np.testing.assert_array_equal(auto, out)
+    assert steps == [
+        "uint16->uint8 auto: 16-bit range 0..65535 (image max 65535)",
+        "gray->rgb replicate",
+    ]
 
 
 def test_png_16bit_gray_minmax_and_percentile(tmp_path: Path) -> None:
@@ -80,7 +87,7 @@ def test_png_16bit_rgb_not_truncated(tmp_path: Path) -> None:
     assert any("OpenCV" in n for n in raw.notes)
     out, steps = _convert(raw)
     np.testing.assert_array_equal(out[0, 0], [255, 1, 4])  # 1000*255/65535 = 3.89
-    assert steps == ["uint16->uint8 range"]
+    assert steps == ["uint16->uint8 auto: 16-bit range 0..65535 (image max 65535)"]
 
 
 def test_png_16bit_rgba(tmp_path: Path) -> None:
@@ -91,9 +98,12 @@ def test_png_16bit_rgba(tmp_path: Path) -> None:
     raw = read_image(p)
     assert raw.mode == "cv2:uint16x4"
     np.testing.assert_array_equal(raw.pixels, rgba)
-    out, steps = _convert(raw, alpha="white")
+    out, steps = _convert(raw, alpha="white", bit_depth="range")
     np.testing.assert_array_equal(out[0, 0], [255, 255, 255])  # fully transparent -> white
-    assert steps == ["uint16->uint8 range", "alpha over white"]
+    # an all-white model input is flagged, after every step
+    assert steps[:2] == ["uint16->uint8 range", "alpha over white"]
+    assert len(steps) == 3 and steps[2].startswith("warning: low contrast: ")
+    assert "spans 255..255 of 0..255" in steps[2]
 
 
 def test_png_16bit_gray_alpha(tmp_path: Path) -> None:
@@ -117,7 +127,7 @@ def test_png_16bit_gray_alpha(tmp_path: Path) -> None:
     raw = read_image(p)
     assert raw.mode == "cv2:uint16x2"
     np.testing.assert_array_equal(raw.pixels, la.astype(np.uint16))
-    out, steps = _convert(raw)
+    out, steps = _convert(raw, bit_depth="range")
     np.testing.assert_array_equal(out[0, :, 0], [0, 4, 255])
     assert steps == ["uint16->uint8 range", "alpha dropped", "gray->rgb replicate"]
 
@@ -129,7 +139,7 @@ def test_tiff_16bit(tmp_path: Path) -> None:
     raw = read_image(p)
     assert raw.mode == "tiff:uint16x1"
     np.testing.assert_array_equal(raw.pixels, a)
-    out, steps = _convert(raw)
+    out, steps = _convert(raw, bit_depth="range")
     np.testing.assert_array_equal(out[..., 0], [[0, 255], [1, 2]])
     assert steps == ["uint16->uint8 range", "gray->rgb replicate"]
 
@@ -141,11 +151,15 @@ def test_tiff_float(tmp_path: Path) -> None:
     raw = read_image(p)
     assert raw.mode == "tiff:float32x1"
     assert raw.pixels.dtype == np.float32
-    out, steps = _convert(raw)
+    out, steps = _convert(raw, bit_depth="range")
     np.testing.assert_array_equal(out[..., 0], [[0, 0, 128], [255, 255, 0]])
     assert steps[0] == "float32->uint8 range (1 NaN->0) (2 values outside 0..1 clipped)"
-    out, steps = _convert(raw, bit_depth="minmax")  # NaN -> 0 first: range -0.5..2
+    out, steps = _convert(raw, bit_depth="minmax")  # finite range -0.5..2; NaN -> 0
     np.testing.assert_array_equal(out[..., 0], [[0, 51, 102], [153, 255, 51]])
+    assert steps[0] == "float32->uint8 minmax [-0.5, 2] (1 NaN->0)"
+    auto, steps = _convert(raw)  # values outside 0..1: auto takes min..max
+    np.testing.assert_array_equal(auto, out)
+    assert steps[0] == "float32->uint8 auto: minmax [-0.5, 2] (values outside 0..1) (1 NaN->0)"
 
 
 def test_tiff_rgb_planar_and_pages(tmp_path: Path) -> None:
@@ -328,12 +342,15 @@ def test_step_order_everything() -> None:
     _, steps = _convert(
         RawImage(px, "test"), bit_depth="minmax", color="gray", stretch="percentile", clahe=True
     )
+    # CLAHE with 8x8 tiles on a 4x4 image makes it all white: the low-contrast check sees the
+    # final 8-bit image, before the replication to RGB
     assert [s.split(" ")[0] for s in steps] == [
         "uint16->uint8",
         "alpha",
         "rgb->gray",
         "stretch",
         "CLAHE",
+        "warning:",
         "gray->rgb",
     ]
 
@@ -390,3 +407,188 @@ def test_non_image_empty_and_missing(tmp_path: Path) -> None:
         read_image(empty)
     with pytest.raises(SampleError, match="not found"):
         read_image(tmp_path / "nope.png")
+
+
+# --------------------------------------------------------------------------------------------
+# bit_depth=auto and the low-contrast warning (the "12-bit data in 16-bit files" trap)
+
+
+def _kind(step: str) -> str:
+    """The warning kind the shared loop derives from a step (its once-per-job key)."""
+    assert step.startswith(WARNING_PREFIX)
+    return step[len(WARNING_PREFIX) :].split(":")[0].split("(")[0].strip()
+
+
+def test_12bit_data_in_16bit_tiff_is_visible_by_default(tmp_path: Path) -> None:
+    # the issue's microscopy case: values 116..4095 stored as uint16
+    rng = np.random.default_rng(0)
+    a = rng.integers(116, 4096, size=(32, 48)).astype(np.uint16)
+    a[0, :3] = [116, 2048, 4095]
+    p = tmp_path / "12bit.tif"
+    tifffile.imwrite(p, a)
+    raw = read_image(p)
+    out, steps = _convert(raw)
+    # 116 * 255 / 4095 = 7.22, 2048 * 255 / 4095 = 127.53, 4095 -> 255
+    np.testing.assert_array_equal(out[0, :3, 0], [7, 128, 255])
+    expected = np.rint(a.astype(np.float64) * 255.0 / 4095.0).astype(np.uint8)
+    np.testing.assert_array_equal(out[..., 0], expected)
+    assert steps == [
+        "uint16->uint8 auto: 12-bit range 0..4095 (image max 4095)",
+        "gray->rgb replicate",
+    ]
+    # the container's range makes it almost black (0..16), and says so
+    dark, steps = _convert(raw, bit_depth="range")
+    assert dark.max() == 16  # 4095 * 255 / 65535 = 15.93
+    assert steps[0] == "uint16->uint8 range"
+    assert _kind(steps[1]) == "low contrast"
+    assert "preprocess.bit_depth=auto" in steps[1]
+    assert steps[2] == "gray->rgb replicate"
+
+
+@pytest.mark.parametrize(
+    "dtype, top, bits",
+    [
+        (np.uint16, 255, 8),  # 8-bit data in a 16-bit container: unchanged values
+        (np.uint16, 256, 10),
+        (np.uint16, 1023, 10),
+        (np.uint16, 1024, 12),
+        (np.uint16, 4095, 12),
+        (np.uint16, 4096, 14),
+        (np.uint16, 16383, 14),
+        (np.uint16, 16384, 16),
+        (np.uint16, 65535, 16),
+        (np.uint32, 65536, 24),
+        (np.uint32, 2**24, 32),
+        (np.int16, 20000, 15),  # the container's own width caps the choice
+        (np.int32, 100, 8),
+    ],
+)
+def test_auto_picks_the_smallest_bit_depth_holding_the_max(
+    dtype: type, top: int, bits: int
+) -> None:
+    a = np.array([[0, top // 2, top]], dtype)
+    out, steps = _convert(RawImage(a, "test"))
+    full = 2**bits - 1
+    assert (
+        steps[0]
+        == f"{np.dtype(dtype).name}->uint8 auto: {bits}-bit range 0..{full} (image max {top})"
+    )
+    expected = [round(v * 255 / full + 1e-9) for v in (0, top // 2, top)]  # no .5 ties here
+    np.testing.assert_array_equal(out[0, :, 0], expected)
+
+
+def test_auto_negative_integers_and_floats() -> None:
+    out, steps = _convert(RawImage(np.array([[-100, 0, 100]], np.int16), "test"))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 128, 255])  # 100 * 255 / 200 = 127.5
+    assert steps[0] == "int16->uint8 auto: minmax [-100, 100] (negative values)"
+    out, steps = _convert(RawImage(np.array([[0.0, 0.25, 1.0]], np.float32), "test"))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 64, 255])  # 0.25 * 255 = 63.75
+    assert steps[0] == "float32->uint8 auto: float range 0..1 (image 0..1)"
+    # float counts (0..4095) are not clipped to white: min..max
+    out, steps = _convert(RawImage(np.array([[100.0, 2100.0, 4100.0]], np.float32), "test"))
+    np.testing.assert_array_equal(out[0, :, 0], [0, 128, 255])
+    assert steps[0] == "float32->uint8 auto: minmax [100, 4100] (values outside 0..1)"
+
+
+def test_auto_colour_keeps_balance() -> None:
+    rgb = np.zeros((1, 2, 3), np.uint16)
+    rgb[0, 0] = [4095, 2048, 0]
+    rgb[0, 1] = [0, 1000, 3000]
+    out, steps = _convert(RawImage(rgb, "test"))
+    assert steps == ["uint16->uint8 auto: 12-bit range 0..4095 (image max 4095)"]
+    # one scale for all channels: 2048 -> 127.53, 1000 -> 62.27, 3000 -> 186.81
+    np.testing.assert_array_equal(out[0], [[255, 128, 0], [0, 62, 187]])
+
+
+def test_low_contrast_threshold_hand_checked() -> None:
+    # 8-bit data in uint16 (auto: 8-bit range, values unchanged); half at 100, half at 100 + d
+    def steps_for(d: int) -> list[str]:
+        a = np.full((10, 10), 100, np.uint16)
+        a[:, 5:] = 100 + d
+        return _convert(RawImage(a, "test"))[1]
+
+    assert steps_for(26) == [  # 26 / 255 = 10.2%: enough
+        "uint16->uint8 auto: 8-bit range 0..255 (image max 126)",
+        "gray->rgb replicate",
+    ]
+    steps = steps_for(25)  # 25 / 255 = 9.8%
+    assert len(steps) == 3 and _kind(steps[1]) == "low contrast"
+    assert "spans 100..125 of 0..255" in steps[1] and "9.8% of the range" in steps[1]
+    assert "try preprocess=percentile" in steps[1]
+
+
+def test_low_contrast_ignores_hot_pixels_but_sees_small_objects() -> None:
+    a = np.full((100, 100), 50, np.uint16)
+    a.flat[:20] = 255  # 0.2% hot pixels: still a flat image
+    assert _kind(_convert(RawImage(a, "test"))[1][1]) == "low contrast"
+    a.flat[:100] = 255  # 1% bright objects: contrast enough
+    assert _convert(RawImage(a, "test"))[1] == [
+        "uint16->uint8 auto: 8-bit range 0..255 (image max 255)",
+        "gray->rgb replicate",
+    ]
+
+
+def test_low_contrast_not_checked_for_8bit_or_after_a_stretch() -> None:
+    flat8 = np.full((8, 8), 30, np.uint8)  # the user's 8-bit pixels as stored: no warning
+    assert _convert(RawImage(flat8, "test"))[1] == ["gray->rgb replicate"]
+    dim = np.arange(64, dtype=np.uint16).reshape(8, 8) + 1000  # 1000..1063 of 12 bits
+    steps = _convert(RawImage(dim, "test"))[1]
+    assert _kind(steps[1]) == "low contrast"
+    out, steps = _convert(RawImage(dim, "test"), bit_depth="percentile", stretch="percentile")
+    assert not any(s.startswith(WARNING_PREFIX) for s in steps)
+    assert out.min() == 0 and out.max() == 255
+
+
+# --------------------------------------------------------------------------------------------
+# the size limit (limits.max_image_pixels): refused from the header, before decoding
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose IHDR says width x height (8-bit gray) with no pixel data at all."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(tag + data))
+        return struct.pack(">I", len(data)) + tag + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def test_very_large_image_is_refused_from_its_header(tmp_path: Path) -> None:
+    p = _png_header_only(tmp_path / "huge.png", 12000, 9000)  # 108 MP, default limit 64 MP
+    with pytest.raises(SampleError) as e:
+        read_image(p)
+    assert e.value.path == str(p)
+    assert e.value.reason.startswith(
+        "image is 12000x9000 = 108 megapixels, over limits.max_image_pixels=64000000 (64 MP)"
+    )
+    # no limit: Pillow warns about its size, then decoding fails (there are no pixels)
+    with (
+        pytest.warns(Image.DecompressionBombWarning),
+        pytest.raises(SampleError, match="cannot decode image"),
+    ):
+        read_image(p, max_pixels=None)
+
+
+@pytest.mark.parametrize(
+    "name, write",
+    [
+        ("g.png", lambda p: Image.fromarray(_noisy((40, 50))).save(p)),
+        ("c.jpg", lambda p: Image.fromarray(_noisy((40, 50, 3))).save(p, quality=90)),
+        ("c16.png", lambda p: cv2.imwrite(str(p), _noisy((40, 50, 3), np.uint16))),
+        ("t.tif", lambda p: tifffile.imwrite(p, _noisy((40, 50), np.uint16))),
+    ],
+)
+def test_size_limit_every_decoder(
+    tmp_path: Path, name: str, write: Callable[[Path], object]
+) -> None:
+    p = tmp_path / name
+    write(p)
+    assert read_image(p, max_pixels=2000).pixels.shape[:2] == (40, 50)  # 2000 pixels: ok
+    with pytest.raises(SampleError, match=r"image is 50x40 = 0\.002 megapixels, over limits"):
+        read_image(p, max_pixels=1999)
+    # header only: the same refusal when the pixel data is cut off
+    cut = _truncated(tmp_path, "cut_" + name, write)
+    with pytest.raises(SampleError, match=r"over limits\.max_image_pixels=1999"):
+        read_image(cut, max_pixels=1999)
