@@ -262,23 +262,39 @@ class DatasetConfig:
     """Name recorded with the results."""
     format: str = "synthetic"
     """A registered format (:mod:`sam_bench.registry`): ``synthetic`` (embedded), ``coco``,
-    ``instance_folder`` or ``dsb``."""
+    ``instance_folder`` or ``dsb``; ``davis`` (video sequences, :mod:`sam_bench.data.davis`)."""
     annotations: str | None = None
-    """``coco``: instances JSON (polygons or RLE)."""
+    """``coco``: instances JSON (polygons or RLE); ``semantic_folder``: optional folder of
+    instance-id maps matched by stem (then the instance metrics are reported too);
+    ``davis``: another annotation folder laid out like ``Annotations`` (``DIR/<resolution>/
+    <sequence>/*.png`` or ``DIR/<sequence>/*.png``), e.g. palette-style copies of DAVIS 2016
+    masks; required when ``root`` is a video file (its masks, ``00000.png`` ...)."""
     images: str | None = None
-    """``coco``: image folder; ``instance_folder``: image folder."""
+    """``coco``, ``instance_folder``, ``semantic_folder``: image folder."""
     labels: str | None = None
     """``instance_folder``: folder of instance-id PNG/TIFF label maps (0 = background),
-    matched to images by file stem."""
+    matched to images by file stem; ``semantic_folder``: class-index maps, matched the same
+    way."""
     root: str | None = None
     """``dsb``: folder of ``<id>/images/<id>.png`` + ``<id>/masks/*.png``; ``synthetic``:
-    another generated dataset (default: the one shipped inside the package)."""
+    another generated dataset (default: the one shipped inside the package); ``davis``: the
+    DAVIS folder (``JPEGImages/``, ``Annotations/``, ``ImageSets/``) or one video file."""
     scenes: list[str] | None = None
     """``synthetic``: keep only these scene kinds (``color``, ``gray_lowcontrast``,
     ``dense_small``, ``textured``). ``null``: all."""
     limit: int | None = None
     """Take the first N items in the dataset's stable order (image id / file name /
     sequence name)."""
+    external_links: str = "follow"
+    """Files whose real location (after symbolic links) is outside the dataset's folder (the
+    images / labels folder, the DSB root): ``follow`` reads them; ``skip`` never reads them,
+    each image that needs one is an image error with the reason (listed, not silently
+    dropped; the fingerprint counts such a file as missing). Either way they are warned about
+    (count and examples, ``dataset.warnings`` in ``result.json``). Default ``follow``: datasets
+    assembled from links (a flat folder of links to nested originals; DVC, git-annex or
+    Hugging Face caches, whose files are links into a store elsewhere) are common and
+    legitimate; use ``skip`` for a dataset you do not trust (a link could make sam_bench read,
+    and save as ``masks/<id>.png``, any image file the user can read)."""
     # --- video datasets (``davis``) ---
     resolution: str = "480p"
     """``davis``: the resolution folder under ``JPEGImages/`` and ``Annotations/``."""
@@ -293,7 +309,9 @@ class DatasetConfig:
     """``davis``: use the first N frames of each sequence. ``null``: all."""
     # --- semantic datasets (``semantic_folder``) ---
     classes: str | None = None
-    """``semantic_folder``: class list file (``<index> <name>`` per line)."""
+    """``semantic_folder``: class list file, ``<index> <name>`` per line; synonyms that also
+    become CLIP prompts follow the name, separated by ``|`` (``3 Road | street | asphalt``);
+    ``#`` starts a comment line (:mod:`sam_bench.data.semantic_folder`)."""
     void_index: int | None = None
     """``semantic_folder``: class index ignored everywhere (CamVid's "Unlabelled": 11);
     ``null``: none."""
@@ -302,11 +320,14 @@ class DatasetConfig:
         if self.format != MISSING:
             registry.check("dataset", self.format)
         _check_min("dataset.limit", self.limit, 1)
+        _check_choice("dataset.external_links", self.external_links, ("follow", "skip"))
         _check_min("dataset.max_frames", self.max_frames, 1)
         required = {
             "coco": ("annotations", "images"),
             "instance_folder": ("images", "labels"),
             "dsb": ("root",),
+            "davis": ("root",),
+            "semantic_folder": ("images", "labels", "classes"),
         }.get(self.format, ())
         for key in required:
             if not getattr(self, key):
@@ -397,26 +418,62 @@ class TaskConfig:
         _check_min("task.save_masks", self.save_masks, 0)
 
 
+#: Every ``prompt.mode`` some task takes (each task checks its own: ``prompted`` takes
+#: ``click`` / ``box`` / ``clicks``, ``video`` takes ``mask`` / ``click`` / ``box``).
+PROMPT_MODES = ("click", "box", "clicks", "mask")
+
+
 @dataclass
 class PromptConfig:
     """Prompts derived from ground truth (``prompt.*``), for ``task=prompted`` and
-    ``task=video`` (one name for one idea). Owned by those tasks' modules."""
+    ``task=video`` (one name for one idea). Owned by those tasks' modules; the prompted
+    task's protocols are documented in :mod:`sam_bench.tasks.prompted`."""
 
     mode: str | None = None
     """Prompt kind; ``null``: the task's default (``prompted``: ``click``; ``video``:
-    ``mask``). ``prompted``: ``click``, ``box`` or ``clicks``; ``video``: ``mask``, ``click``
-    or ``box``."""
+    ``mask``). ``prompted``: ``click`` (one positive click at the point farthest from the
+    instance's boundary, 3 masks, highest predicted IoU kept), ``box`` (the tight ground-truth
+    box, or a detector's with ``prompt.boxes``) or ``clicks`` (iterative clicks, RITM /
+    SimpleClick protocol); ``video``: ``mask``, ``click`` or ``box``."""
     max_clicks: int = 20
     """``clicks``: clicks per instance (NoC counts this when an IoU is never reached)."""
+    first_multimask: bool = True
+    """``clicks``: the first click asks for 3 masks and keeps the one with the highest
+    predicted IoU (as ``click`` does); ``false``: one mask. Later clicks always ask for one."""
+    feed_logits: bool = True
+    """``clicks``: the previous click's low-res logits (256x256, clamped to +-32 as
+    ``SAM2ImagePredictor.predict`` returns them) go back in as ``mask_input``."""
     box_jitter: float = 0.0
-    """``box``: seeded jitter of each box side, as a fraction of the box size."""
+    """``box`` (ground-truth boxes): seeded Gaussian jitter of each box side, its standard
+    deviation this fraction of the box's width (x sides) or height (y sides); 0: tight boxes."""
     boxes: str | None = None
-    """``box``: a COCO results JSON of detector boxes (``image_id``, ``bbox``, ``score``)
-    matched to ground truth, instead of the ground-truth boxes."""
+    """``box``: a COCO results JSON of the user's detector boxes (a list of ``image_id``,
+    ``bbox`` [x, y, w, h], ``score``), matched to ground truth by box IoU, instead of the
+    ground-truth boxes. Relative paths are taken from the directory the command was launched
+    from. Every detection is prompted (that is the pipeline's cost); unmatched ground truth
+    counts as missed (IoU 0)."""
+    box_match_iou: float = 0.5
+    """``prompt.boxes``: a detection matches a ground-truth instance when their box IoU is
+    >= this (greedy by descending score, as COCO matches detections)."""
+    box_min_score: float = 0.0
+    """``prompt.boxes``: detections scoring below this are dropped before anything else."""
+    batch_size: int = 16
+    """Prompts (instances) per mask-decoder call; speed and memory only (a prompt alone and
+    in a batch differ by ~1e-7 in the logits)."""
 
     def __post_init__(self) -> None:
+        if self.mode is not None:
+            _check_choice("prompt.mode", self.mode, PROMPT_MODES)
         _check_min("prompt.max_clicks", self.max_clicks, 1)
         _check_min("prompt.box_jitter", self.box_jitter, 0.0)
+        if math.isnan(self.box_jitter):
+            raise ConfigError("prompt.box_jitter", "must be a number, got nan")
+        if self.boxes is not None and not str(self.boxes).strip():
+            raise ConfigError("prompt.boxes", "must be a file path or null, got an empty string")
+        _check_unit("prompt.box_match_iou", self.box_match_iou)
+        if math.isnan(self.box_min_score):
+            raise ConfigError("prompt.box_min_score", "must be a number, got nan")
+        _check_min("prompt.batch_size", self.batch_size, 1)
 
 
 @dataclass
@@ -425,42 +482,112 @@ class VideoConfig:
     module."""
 
     offload_video_to_cpu: bool = False
-    """Keep the video frames in CPU memory."""
+    """``init_state(offload_video_to_cpu=...)``: keep the decoded frames in CPU memory (saves
+    GPU memory; no effect on the CPU)."""
     offload_state_to_cpu: bool = False
-    """Keep the inference state in CPU memory."""
+    """``init_state(offload_state_to_cpu=...)``: keep the tracking state (memories, masks) in
+    CPU memory (saves GPU memory at some fps)."""
     apply_postprocessing: bool = False
-    """sam2's post-processing (``tools/vos_inference.py`` uses ``false``)."""
+    """``build_sam2_video_predictor(apply_postprocessing=...)``: dynamic multimask via
+    stability, binarised click masks in the memory encoder and ``fill_hole_area=8``.
+    ``tools/vos_inference.py`` (the official DAVIS evaluation) uses ``false``."""
     non_overlap_masks: bool = True
-    """One object per pixel in every frame (as ``vos_inference.py`` writes them)."""
-    fill_hole_area: int = 0
-    """Fill holes smaller than this (pixels); sam2 needs its CUDA extension for it."""
+    """The predictor's ``non_overlap_masks``: at most one object per pixel in every output
+    frame (``vos_inference.py`` sets it for DAVIS-style PNGs). With ``false`` objects may
+    overlap; the saved and scored label maps then give a pixel to the lowest object id."""
+    fill_hole_area: int | None = None
+    """The predictor's ``fill_hole_area``: fill holes up to this area (pixels of the 256x256
+    low-res masks) in every output mask. ``null``: sam2's value for the build (8 with
+    ``apply_postprocessing``, else 0). sam2 does it only with its CUDA extension and skips it
+    silently otherwise; sam_bench supplies the same connected-components step on the CPU
+    (OpenCV), so the setting means the same everywhere (``task_info.cc_impl``)."""
     vos_optimized: bool = False
-    """``torch.compile`` every module (CUDA only)."""
+    """``SAM2VideoPredictorVOS``: ``torch.compile`` of every module (max-autotune). Allowed on
+    CUDA only (refused on the CPU)."""
+    score_thresh: float = 0.0
+    """Mask logits above this are the object (``vos_inference.py --score_thresh``)."""
+    warmup_frames: int = 3
+    """Frames of the untimed warm-up propagation (on the first sequence that works, from its
+    first prompt frame), when ``warmup=true``."""
     save_overlay: bool = False
-    """Write a video of the masks over the frames for each sequence."""
+    """Write ``overlays/<sequence>.mp4`` (an animated GIF where OpenCV cannot write mp4): the
+    predicted masks over the frames, for a person to watch."""
 
     def __post_init__(self) -> None:
         _check_min("video.fill_hole_area", self.fill_hole_area, 0)
+        _check_min("video.warmup_frames", self.warmup_frames, 2)
+        if math.isnan(self.score_thresh):
+            raise ConfigError("video.score_thresh", "must be a number, got nan")
 
 
 @dataclass
 class SemanticConfig:
     """SAM 2 masks labelled by CLIP (``semantic.*``), for ``task=semantic``. Owned by that
-    task's module."""
+    task's module (:mod:`sam_bench.tasks.semantic`; backends: :mod:`sam_bench.clip`)."""
 
     backend: str = "open_clip"
-    """``open_clip`` or ``transformers``."""
+    """CLIP implementation: ``open_clip`` or ``transformers`` (Hugging Face)."""
     clip_model: str = "ViT-B-32"
-    """open_clip model name, or a Hugging Face hub id / local directory."""
+    """``open_clip``: a model name (``open_clip.list_models()``), ``local-dir:/path`` or
+    ``hf-hub:org/repo``; ``transformers``: a hub id (``openai/clip-vit-base-patch32``) or a
+    local folder written by ``save_pretrained`` (model, tokenizer, image processor)."""
     clip_pretrained: str | None = None
-    """open_clip pretrained tag or local checkpoint file."""
+    """``open_clip`` only: a pretrained tag (``openai``, ``laion2b_s34b_b79k``...) or a local
+    checkpoint file. ``null``: ``openai`` where open_clip has it for the model, else the
+    model's first tag. Must be ``null`` for ``transformers`` (the model names its weights)."""
     clip_weights: str = "pretrained"
-    """``pretrained`` or ``random`` (the architecture untrained, marked everywhere)."""
+    """``pretrained`` or ``random`` (the architecture untrained, deterministic from ``seed``;
+    every record then says UNTRAINED and names CLIP)."""
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+    """Prompt templates; ``{}`` marks where a class name goes (exactly once). Several
+    templates are averaged per class (CLIP's prompt ensembling)."""
+    synonyms: str = "mean"
+    """How the names of a class (``3 Road | street`` in the class list) combine: ``mean``
+    (one embedding per class: the mean over names and templates) or ``max`` (a crop's class
+    score is its best name's)."""
+    crop: str = "blank"
+    """What CLIP sees of a mask: ``box`` (its box as it is), ``blank`` (the box, pixels
+    outside the mask set to the CLIP mean colour) or ``blur`` (the box, pixels outside the
+    mask blurred)."""
+    padding: float = 0.1
+    """Margin added to each side of the mask's box, as a fraction of the box's width (left,
+    right) and height (top, bottom)."""
+    square: bool = True
+    """Grow the crop to a square about its centre, so CLIP's centre crop cuts nothing of the
+    mask off."""
+    blur_sigma: float = 8.0
+    """``crop=blur``: Gaussian sigma in pixels of the image."""
+    batch_size: int = 32
+    """Crops per CLIP image-encoder call (speed / memory only)."""
     min_confidence: float = 0.0
-    """Masks whose best class scores below this are "unlabelled"."""
+    """Masks whose best class has a softmax probability below this are labelled
+    "unlabelled" and claim no pixel. In [0, 1]."""
+    overlap: str = "iou"
+    """Which mask a pixel covered by several labelled masks takes its class from: ``iou``
+    (the highest predicted IoU; ties: the smaller mask) or ``area`` (the smallest mask; ties:
+    the higher predicted IoU)."""
 
     def __post_init__(self) -> None:
-        _check_choice("semantic.clip_weights", self.clip_weights, ("pretrained", "random"))
+        p = "semantic."
+        _check_choice(p + "backend", self.backend, ("open_clip", "transformers"))
+        _check_choice(p + "clip_weights", self.clip_weights, ("pretrained", "random"))
+        _check_choice(p + "synonyms", self.synonyms, ("mean", "max"))
+        _check_choice(p + "crop", self.crop, ("box", "blank", "blur"))
+        _check_choice(p + "overlap", self.overlap, ("iou", "area"))
+        _check_unit(p + "min_confidence", self.min_confidence)
+        _check_min(p + "padding", self.padding, 0.0)
+        _check_min(p + "blur_sigma", self.blur_sigma, 0.0, strict=True)
+        _check_min(p + "batch_size", self.batch_size, 1)
+        if self.clip_model != MISSING and not str(self.clip_model).strip():
+            raise ConfigError(p + "clip_model", "must name a model, got an empty string")
+        if self.templates != MISSING:
+            if not self.templates:
+                raise ConfigError(p + "templates", "needs at least one template")
+            for t in self.templates:
+                if str(t).count("{}") != 1:
+                    raise ConfigError(
+                        p + "templates", f"each template needs exactly one {{}}, got {t!r}"
+                    )
 
 
 @dataclass
@@ -598,6 +725,12 @@ class Config:
     """Score existing predictions instead of running SAM 2: a file (AMG: a COCO results JSON
     with RLE masks and scores, as ``save_predictions=true`` writes it) or folder the task
     reads. No model is built; latency is not measured; the record says so."""
+    resume: bool = False
+    """Reuse finished work in the sweep folder: configurations whose record is there (and,
+    within an unfinished configuration, the items its per-item log holds) are not computed
+    again; matched by ``config_id`` and the dataset fingerprint, never by path. Without an
+    explicit ``hydra.sweep.dir`` the most recent sweep folder with the same overrides is
+    resumed. Without ``resume=true`` a sweep folder that holds records is refused."""
     plugins: list[str] = field(default_factory=list)
     """Python modules imported before the job is validated; they register their own tasks,
     engines, dataset formats and metrics (see :mod:`sam_bench.registry`)."""
