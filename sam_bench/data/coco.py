@@ -10,6 +10,12 @@
   image (a :class:`SampleError` naming the annotation id), never a crash in pycocotools.
 - A ``file_name`` that is absolute or leads out of the images folder (``..``) is never read:
   loading that image raises :class:`SampleError`.
+- A file whose real location (symbolic links resolved) is outside the images folder is read
+  or refused (an image error) per ``dataset.external_links``, and warned about either way.
+- Annotations whose ``image_id`` is not in ``images`` are not used; :meth:`warnings` counts
+  them (with examples), as it does links out of the folder.
+- Images with more pixels than ``max_image_pixels`` are refused from their header (an image
+  error), see :func:`~sam_bench.data.images.read_image`.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from typing import Any
 
 from pycocotools import mask as mask_utils
 
-from sam_bench.config import DatasetConfig
+from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
-from sam_bench.data.images import read_image
+from sam_bench.data.checks import LinkGuard, dataset_warning
+from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from sam_bench.data.registry import compute_fingerprint
 from sam_bench.errors import DatasetError, SampleError
 
@@ -39,6 +46,9 @@ class CocoDataset:
         name: Name recorded with results.
         limit: Keep the first N images of the stable order.
         keep: Optional predicate on the JSON image entry (used to select synthetic scenes).
+        max_image_pixels: Refuse larger images (an image error); ``None``: no limit.
+        external_links: ``follow`` or ``skip`` files that resolve outside the images folder
+            (see :class:`~sam_bench.config.DatasetConfig`).
 
     Raises:
         DatasetError: the JSON is missing, not JSON, or not a COCO instances file; the images
@@ -56,10 +66,14 @@ class CocoDataset:
         name: str = "coco",
         limit: int | None = None,
         keep: Callable[[dict[str, Any]], bool] | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        external_links: str = "follow",
     ) -> None:
         self.name = name
         self.annotations_path = Path(annotations)
         self.images_dir = Path(images)
+        self.max_image_pixels = max_image_pixels
+        self.links = LinkGuard(external_links)
         data = _load_json(self.annotations_path)
         if not self.images_dir.is_dir():
             raise DatasetError(f"COCO images folder not found: {self.images_dir}")
@@ -67,6 +81,12 @@ class CocoDataset:
         self._entries: list[dict[str, Any]] = _parse_images(data, self.annotations_path)
         self._by_id = {str(e["id"]): e for e in self._entries}
         self._anns = _group_annotations(data, self.annotations_path)
+        self._unknown = [
+            f"annotation {a.get('id')} (image_id {a['image_id']!r})"
+            for key, anns in self._anns.items()
+            if key not in self._by_id
+            for a in anns
+        ]
         selected = [e for e in self._entries if keep is None or keep(e)]
         if limit is not None:
             selected = selected[:limit]
@@ -100,9 +120,10 @@ class CocoDataset:
                 f"file_name {file_name!r} of image {ref.image_id} resolves outside the images "
                 f"folder {self.images_dir}; not read",
             )
+        self.links.check(path, self.images_dir, "image file")
         if not path.is_file():
             raise SampleError(path, f"image file not found (listed in {self.annotations_path})")
-        raw = read_image(path)
+        raw = read_image(path, max_pixels=self.max_image_pixels)
         h, w = int(raw.pixels.shape[0]), int(raw.pixels.shape[1])
         jh, jw = entry.get("height"), entry.get("width")
         if jh is not None and jw is not None and (jh, jw) != (h, w):
@@ -136,10 +157,37 @@ class CocoDataset:
         images = []
         for ref in self._refs:
             fn = self._by_id[ref.image_id]["file_name"]
-            images.append((ref.image_id, fn, safe_join(self.images_dir, fn)))
+            path = safe_join(self.images_dir, fn)
+            if path is not None and self.links.skipped(path, self.images_dir):
+                path = None  # never touched
+            images.append((ref.image_id, fn, path))
         return compute_fingerprint(
             self.kind, images, [(self.annotations_path.name, self.annotations_path)]
         )
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """What was found suspicious (see :mod:`sam_bench.data.checks`): annotations whose
+        image id is not in ``images`` (whole file), and listed images (``keep`` and ``limit``
+        applied) whose file resolves outside the images folder."""
+        found = []
+        if self._unknown:
+            found.append(
+                dataset_warning(
+                    "unknown_image_ids",
+                    f"{len(self._unknown)} annotation(s) of {self.annotations_path.name} point "
+                    f"at an image id that is not in its 'images' list; they are not used",
+                    self._unknown,
+                )
+            )
+        files = []
+        for ref in self._refs:
+            path = safe_join(self.images_dir, self._by_id[ref.image_id]["file_name"])
+            if path is not None:
+                files.append((path, self.images_dir))
+        links = self.links.warning(files)
+        if links:
+            found.append(links)
+        return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,8 +251,8 @@ def safe_join(folder: Path, file_name: str) -> Path | None:
     """``folder / file_name`` if the name stays inside ``folder`` (lexically), else None.
 
     Refused: empty names, absolute paths (POSIX or Windows, drive letters, UNC) and names whose
-    normalised form starts with ``..``. Symbolic links inside the folder are the user's own
-    choice and are followed.
+    normalised form starts with ``..``. Symbolic links are checked separately
+    (``dataset.external_links``, :class:`~sam_bench.data.checks.LinkGuard`).
     """
     if not file_name or "\x00" in file_name:
         return None
@@ -305,8 +353,11 @@ def _compressed_total(text: str) -> int:
     return sum(counts)
 
 
-def from_config(cfg: DatasetConfig, base_dir: Path) -> CocoDataset:
-    """``dataset.format=coco`` (relative paths taken from ``base_dir``)."""
+def from_config(
+    cfg: DatasetConfig, base_dir: Path, *, limits: LimitsConfig | None = None
+) -> CocoDataset:
+    """``dataset.format=coco`` (relative paths taken from ``base_dir``; ``limits``: the job's
+    ``limits`` settings, default :class:`LimitsConfig`'s)."""
     from sam_bench.data.registry import config_path
 
     return CocoDataset(
@@ -314,4 +365,6 @@ def from_config(cfg: DatasetConfig, base_dir: Path) -> CocoDataset:
         config_path(cfg, "images", base_dir),
         name=cfg.name,
         limit=cfg.limit,
+        max_image_pixels=(limits or LimitsConfig()).max_image_pixels,
+        external_links=cfg.external_links,
     )

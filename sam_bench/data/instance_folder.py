@@ -4,6 +4,12 @@ A label map is a single-channel integer image the size of its image (8- or 16-bi
 PNG (the indices are the ids), TIFF of any integer type): ``0`` is background and each other
 value one instance. Instances are listed in increasing id order; none is a crowd region.
 Images are listed sorted by file name (hidden files skipped).
+
+:meth:`InstanceFolderDataset.warnings` reports label files that match no image (orphan
+labels, over the whole folder), listed images or label files that resolve outside their folder
+through symbolic links (read or refused per ``dataset.external_links``), and links that point
+nowhere (left out). Images and label maps with more pixels than ``max_image_pixels`` are
+refused from their header (an image error).
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy import ndimage
 
-from sam_bench.config import DatasetConfig
+from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
-from sam_bench.data.images import read_image
+from sam_bench.data.checks import LinkGuard, broken_links, dataset_warning
+from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, read_image
 from sam_bench.data.registry import compute_fingerprint
 from sam_bench.errors import DatasetError, SampleError
 
@@ -36,6 +43,10 @@ class InstanceFolderDataset:
         labels: Folder of label maps (``<stem>.png`` / ``.tif`` / ``.tiff``).
         name: Name recorded with results.
         limit: Keep the first N images in file-name order.
+        max_image_pixels: Refuse larger images and label maps (an image error); ``None``:
+            no limit.
+        external_links: ``follow`` or ``skip`` files that resolve outside their folder (see
+            :class:`~sam_bench.config.DatasetConfig`).
 
     Raises:
         DatasetError: a folder is missing, the images folder holds no image, or two images
@@ -52,10 +63,14 @@ class InstanceFolderDataset:
         *,
         name: str = "instance_folder",
         limit: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        external_links: str = "follow",
     ) -> None:
         self.name = name
         self.images_dir = Path(images)
         self.labels_dir = Path(labels)
+        self.max_image_pixels = max_image_pixels
+        self.links = LinkGuard(external_links)
         for what, folder in (("images", self.images_dir), ("labels", self.labels_dir)):
             if not folder.is_dir():
                 raise DatasetError(f"instance_folder {what} folder not found: {folder}")
@@ -73,6 +88,17 @@ class InstanceFolderDataset:
         self._labels: dict[str, list[Path]] = {}
         for f in _list(self.labels_dir, LABEL_SUFFIXES):
             self._labels.setdefault(f.stem, []).append(f)
+        self._orphans = sorted(
+            p.name for stem, found in self._labels.items() if stem not in stems for p in found
+        )
+        self._broken = [
+            f"{folder.name}/{n}"
+            for folder, suffixes in (
+                (self.images_dir, IMAGE_SUFFIXES),
+                (self.labels_dir, LABEL_SUFFIXES),
+            )
+            for n in broken_links(folder, suffixes)
+        ]
         if limit is not None:
             files = files[:limit]
         self._refs = [ImageRef(image_id=f.stem, path=f) for f in files]
@@ -101,8 +127,10 @@ class InstanceFolderDataset:
                 integer map, or label size different from the image's.
         """
         label_file = self.label_path(ref)
-        raw = read_image(ref.path)
-        labels = read_label_map(label_file)
+        self.links.check(ref.path, self.images_dir, "image file")
+        self.links.check(label_file, self.labels_dir, "label file")
+        raw = read_image(ref.path, max_pixels=self.max_image_pixels)
+        labels = read_label_map(label_file, max_pixels=self.max_image_pixels)
         h, w = raw.pixels.shape[:2]
         if labels.shape != (h, w):
             raise SampleError(
@@ -116,14 +144,54 @@ class InstanceFolderDataset:
 
     def fingerprint(self) -> str:
         """See :mod:`sam_bench.data.registry` for exactly what is hashed."""
-        images = [(r.image_id, r.path.name, r.path) for r in self._refs]
+        images = [
+            (r.image_id, r.path.name, None if self._skipped(r.path, self.images_dir) else r.path)
+            for r in self._refs
+        ]
         annotations: list[tuple[str, Path | None]] = []
         for r in self._refs:
             found = self._labels.get(r.image_id, [])
             if not found:
                 annotations.append((f"{r.image_id}.<missing>", None))
-            annotations.extend((p.name, p) for p in found)
+            annotations.extend(
+                (p.name, None if self._skipped(p, self.labels_dir) else p) for p in found
+            )
         return compute_fingerprint(self.kind, images, annotations)
+
+    def _skipped(self, path: Path, root: Path) -> bool:
+        return self.links.skipped(path, root)
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """What was found suspicious (see :mod:`sam_bench.data.checks`): orphan label files
+        (whole folder), listed images and their label files that resolve outside their folder,
+        and broken links."""
+        found = []
+        if self._orphans:
+            found.append(
+                dataset_warning(
+                    "orphan_labels",
+                    f"{len(self._orphans)} label file(s) in {self.labels_dir} match no image "
+                    f"in {self.images_dir} (by file stem); they are not evaluated",
+                    self._orphans,
+                )
+            )
+        files = []
+        for r in self._refs:
+            files.append((r.path, self.images_dir))
+            files.extend((p, self.labels_dir) for p in self._labels.get(r.image_id, []))
+        links = self.links.warning(files)
+        if links:
+            found.append(links)
+        if self._broken:
+            found.append(
+                dataset_warning(
+                    "broken_links",
+                    f"{len(self._broken)} symbolic link(s) in the images / labels folders "
+                    f"point nowhere; they are left out",
+                    self._broken,
+                )
+            )
+        return found
 
 
 def _list(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
@@ -137,24 +205,28 @@ def _list(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     )
 
 
-def read_label_map(path: Path) -> np.ndarray:
+def read_label_map(path: Path, *, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an instance-id map as a 2-D non-negative integer array.
 
     Palette PNGs give their indices (not the colours); 1-bit images give 0/1; float TIFFs are
     accepted when every value is a non-negative integer.
 
     Raises:
-        SampleError: unreadable, not single-channel, or not integer ids.
+        SampleError: unreadable, not single-channel, not integer ids, or more pixels than
+            ``max_pixels`` (checked from the header).
     """
     if path.suffix.lower() == ".png":
         try:
             with Image.open(path) as im:
-                im.load()
+                check_size(path, im.width, im.height, max_pixels)
                 if im.mode == "P":
+                    im.load()
                     return np.array(im)
-        except (OSError, SyntaxError, ValueError) as e:
+        except SampleError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise SampleError(path, f"cannot decode label map: {e}") from None
-    px = read_image(path).pixels
+    px = read_image(path, max_pixels=max_pixels).pixels
     if px.ndim == 3 and px.shape[2] == 1:
         px = px[:, :, 0]
     if px.ndim != 2:
@@ -192,8 +264,11 @@ def label_map_to_rles(labels: np.ndarray) -> list[dict[str, Any]]:
     return rles
 
 
-def from_config(cfg: DatasetConfig, base_dir: Path) -> InstanceFolderDataset:
-    """``dataset.format=instance_folder`` (relative paths taken from ``base_dir``)."""
+def from_config(
+    cfg: DatasetConfig, base_dir: Path, *, limits: LimitsConfig | None = None
+) -> InstanceFolderDataset:
+    """``dataset.format=instance_folder`` (relative paths taken from ``base_dir``;
+    ``limits``: the job's ``limits`` settings, default :class:`LimitsConfig`'s)."""
     from sam_bench.data.registry import config_path
 
     return InstanceFolderDataset(
@@ -201,4 +276,6 @@ def from_config(cfg: DatasetConfig, base_dir: Path) -> InstanceFolderDataset:
         config_path(cfg, "labels", base_dir),
         name=cfg.name,
         limit=cfg.limit,
+        max_image_pixels=(limits or LimitsConfig()).max_image_pixels,
+        external_links=cfg.external_links,
     )

@@ -15,10 +15,11 @@ UTF-8 byte stream, in order:
 3. for each image listed by ``refs()`` (the stable order, after ``scenes`` and ``limit``):
    ``"image\\t<image_id>\\t<file name>\\t<size in bytes>\\n"``; the file name is relative to
    the dataset (COCO ``file_name``; ``<name>`` in the images folder; DSB
-   ``<id>/images/<id>.png``); size ``-1`` for a missing file or an unsafe COCO ``file_name``
-   (never touched);
+   ``<id>/images/<id>.png``); size ``-1`` for a missing file, an unsafe COCO ``file_name``
+   or a file refused by ``dataset.external_links=skip`` (never touched);
 4. for each annotation file: ``"annotation\\t<name>\\t<size in bytes>\\n"`` followed by the
-   file's bytes (size ``-1`` and no bytes when missing). Annotation files are: COCO, the whole
+   file's bytes (size ``-1`` and no bytes when missing or refused by
+   ``dataset.external_links=skip``). Annotation files are: COCO, the whole
    instances JSON (name: its base name); ``instance_folder``, the label file of each listed
    image, in image order (name: relative to the labels folder); ``dsb``, every
    ``<id>/masks/*.png`` of each listed image, in image order then sorted by name.
@@ -32,12 +33,13 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import inspect
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from sam_bench import registry
-from sam_bench.config import DatasetConfig
+from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import Dataset
 from sam_bench.errors import ConfigError, DatasetError
 
@@ -89,13 +91,17 @@ def embedded_synthetic_root() -> Path:
     return Path(str(files("sam_bench") / "datasets" / "synthetic"))
 
 
-def build_dataset(cfg: DatasetConfig, base_dir: Path) -> Dataset:
+def build_dataset(
+    cfg: DatasetConfig, base_dir: Path, *, limits: LimitsConfig | None = None
+) -> Dataset:
     """Create the loader for ``cfg`` (the builder registered for ``cfg.format`` in
     :mod:`sam_bench.registry`).
 
     Args:
         cfg: Dataset options (see :class:`DatasetConfig`).
         base_dir: Directory relative paths in ``cfg`` are taken from.
+        limits: The job's ``limits`` settings (``max_image_pixels``), passed to builders
+            that take a ``limits`` keyword; ``None``: their defaults.
 
     Returns:
         A :class:`Dataset` whose ``refs()`` already honour ``cfg.limit`` (first N images in
@@ -108,7 +114,18 @@ def build_dataset(cfg: DatasetConfig, base_dir: Path) -> Dataset:
         builder = registry.load("dataset", cfg.format)
     except ConfigError as e:
         raise DatasetError(str(e)) from None
+    if limits is not None and _takes_limits(builder):
+        return builder(cfg, Path(base_dir), limits=limits)
     return builder(cfg, Path(base_dir))
+
+
+def _takes_limits(builder: Any) -> bool:
+    """Whether a registered builder accepts ``limits=`` (older and plugin builders may not)."""
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return False
+    return "limits" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def config_path(cfg: DatasetConfig, key: str, base_dir: Path) -> Path:
@@ -124,13 +141,15 @@ def config_path(cfg: DatasetConfig, key: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else Path(base_dir) / p
 
 
-def build_synthetic(cfg: DatasetConfig, base_dir: Path) -> Dataset:
+def build_synthetic(
+    cfg: DatasetConfig, base_dir: Path, *, limits: LimitsConfig | None = None
+) -> Dataset:
     """``dataset.format=synthetic``: the embedded scenes, or ``dataset.root``."""
     root = config_path(cfg, "root", base_dir) if cfg.root else embedded_synthetic_root()
-    return _build_synthetic(cfg, root)
+    return _build_synthetic(cfg, root, limits or LimitsConfig())
 
 
-def _build_synthetic(cfg: DatasetConfig, root: Path) -> Dataset:
+def _build_synthetic(cfg: DatasetConfig, root: Path, limits: LimitsConfig) -> Dataset:
     from sam_bench.data.coco import CocoDataset
 
     if not root.is_dir():
@@ -141,7 +160,13 @@ def _build_synthetic(cfg: DatasetConfig, root: Path) -> Dataset:
         return wanted is None or entry.get("scene") in wanted
 
     ds = CocoDataset(
-        root / "annotations.json", root / "images", name=cfg.name, limit=cfg.limit, keep=keep
+        root / "annotations.json",
+        root / "images",
+        name=cfg.name,
+        limit=cfg.limit,
+        keep=keep,
+        max_image_pixels=limits.max_image_pixels,
+        external_links=cfg.external_links,
     )
     if wanted is not None:
         available = sorted({str(e.get("scene")) for e in ds.image_entries() if "scene" in e})

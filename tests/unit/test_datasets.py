@@ -16,12 +16,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 import sam_bench.data.coco as coco_module
-from sam_bench.config import DatasetConfig
+from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.coco import CocoDataset
 from sam_bench.data.dsb import DsbDataset
-from sam_bench.data.instance_folder import InstanceFolderDataset
-from sam_bench.data.registry import build_dataset, embedded_synthetic_root
-from sam_bench.errors import DatasetError, SampleError
+from sam_bench.data.instance_folder import InstanceFolderDataset, read_label_map
+from sam_bench.data.registry import _takes_limits, build_dataset, embedded_synthetic_root
+from sam_bench.errors import ConfigError, DatasetError, SampleError
 
 COCO_JSON = "coco_tiny_train2017/small_coco/instances_train2017_small.json"
 COCO_IMAGES = "coco_tiny_train2017/small_coco/train_2017_small"
@@ -87,6 +87,7 @@ def test_coco_shared_limit_and_fingerprint(shared_data: Path) -> None:
         images=str(shared_data / COCO_IMAGES),
     )
     full = build_dataset(cfg, Path("/"))
+    assert full.warnings() == []  # every annotation has its image, no link leads out
     cfg.limit = 3
     first3 = build_dataset(cfg, Path("/"))
     assert first3.refs() == full.refs()[:3]
@@ -149,6 +150,12 @@ def test_instance_folder_on_derived_labels(shared_data: Path, tmp_path: Path) ->
     )
     dsb = DsbDataset(root)
     assert [r.image_id for r in ds.refs()] == [r.image_id for r in dsb.refs()]
+    # the links lead out of the images folder (followed by default), 3 maps have no image
+    warned = {w["kind"]: w for w in ds.warnings()}
+    assert set(warned) == {"orphan_labels", "external_links"}
+    assert warned["orphan_labels"]["count"] == 3
+    assert warned["external_links"]["count"] == 12
+    assert dsb.warnings() == []  # the real DSB layout has nothing to warn about
     for ref, dref in zip(ds.refs(), dsb.refs(), strict=True):
         s, d = ds.load(ref), dsb.load(dref)
         assert len(s.gt.rles) == len(d.gt.rles)
@@ -260,7 +267,9 @@ def test_coco_path_escape_is_never_read(tmp_path: Path, monkeypatch: pytest.Monk
     ds = CocoDataset(_coco_dir(tmp_path, images, []), tmp_path / "images")
     read: list[Path] = []
     real_read = coco_module.read_image
-    monkeypatch.setattr(coco_module, "read_image", lambda p: read.append(Path(p)) or real_read(p))
+    monkeypatch.setattr(
+        coco_module, "read_image", lambda p, **kw: read.append(Path(p)) or real_read(p, **kw)
+    )
     refs = ds.refs()
     for ref in refs[:4]:
         with pytest.raises(SampleError, match="outside the images folder"):
@@ -470,3 +479,271 @@ def test_fingerprint_tracks_content_not_location(tmp_path: Path) -> None:
     ann = b / "annotations.json"
     ann.write_bytes(ann.read_bytes().replace(b'"iscrowd": 0', b'"iscrowd": 1', 1))
     assert fa != build_dataset(DatasetConfig(root=str(b)), tmp_path).fingerprint()
+
+
+# --------------------------------------------------------------------------------------------
+# what loaders warn about: orphan labels, unknown image ids, links out of the dataset folder
+
+
+def _kinds(ds: Any) -> dict[str, dict[str, Any]]:
+    found = ds.warnings()
+    for w in found:
+        assert set(w) >= {"kind", "message", "count", "examples"}
+        assert str(w["count"]) in w["message"]
+    return {w["kind"]: w for w in found}
+
+
+def test_instance_folder_orphan_labels_and_broken_links(tmp_path: Path) -> None:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    lab = np.zeros((6, 6), np.uint8)
+    lab[1:3, 1:3] = 1
+    for stem in ("a", "b"):
+        _png(images / f"{stem}.png", np.zeros((6, 6), np.uint8))
+        _png(labels / f"{stem}.png", lab)
+    ds = InstanceFolderDataset(images, labels)
+    assert ds.warnings() == []
+    for stem in ("z1", "z2", "z3", "z4", "z5", "z6"):  # label files with no image
+        _png(labels / f"{stem}.png", lab)
+    (images / "gone.png").symlink_to(tmp_path / "nowhere.png")  # dangling: left out
+    ds = InstanceFolderDataset(images, labels, limit=1)
+    assert [r.image_id for r in ds.refs()] == ["a"]
+    warned = _kinds(ds)
+    assert set(warned) == {"orphan_labels", "broken_links"}
+    orphans = warned["orphan_labels"]
+    assert orphans["count"] == 6  # the whole folder, whatever the limit
+    assert orphans["examples"] == ["z1.png", "z2.png", "z3.png", "z4.png", "z5.png"]
+    assert orphans["message"].endswith("(e.g. z1.png, z2.png, z3.png, z4.png, z5.png and 1 more)")
+    assert str(labels) in orphans["message"]
+    assert warned["broken_links"]["examples"] == ["images/gone.png"]
+    assert len(ds.load(ds.refs()[0]).gt.rles) == 1  # the rest works as before
+
+
+def test_coco_annotations_of_unknown_image_ids(tmp_path: Path) -> None:
+    _png(tmp_path / "images" / "a.png", np.zeros((10, 10), np.uint8))
+    anns = [
+        {"id": 1, "image_id": 1, "segmentation": [_square_poly(1, 1, 4)], "iscrowd": 0},
+        {"id": 7, "image_id": 999, "segmentation": [_square_poly(1, 1, 4)], "iscrowd": 0},
+        {"id": 8, "image_id": "1", "segmentation": [_square_poly(1, 1, 4)], "iscrowd": 0},
+        {"id": 9, "image_id": 999, "segmentation": [_square_poly(2, 2, 4)], "iscrowd": 0},
+    ]
+    images = [{"id": 1, "file_name": "a.png", "height": 10, "width": 10}]
+    ds = CocoDataset(_coco_dir(tmp_path, images, anns), tmp_path / "images")
+    warned = _kinds(ds)
+    assert set(warned) == {"unknown_image_ids"}
+    w = warned["unknown_image_ids"]
+    assert w["count"] == 2
+    assert w["examples"] == ["annotation 7 (image_id 999)", "annotation 9 (image_id 999)"]
+    assert "ann.json" in w["message"]
+    # ids compare as text (as load() matches them): "1" is image 1, so its 2 annotations load
+    assert len(ds.load(ds.refs()[0]).gt.rles) == 2
+
+
+def test_synthetic_warns_about_nothing() -> None:
+    assert build_dataset(DatasetConfig(), Path(".")).warnings() == []
+
+
+def test_dsb_orphan_masks_and_ignored_files(tmp_path: Path) -> None:
+    root = tmp_path / "train"
+    m = np.zeros((8, 8), np.uint8)
+    m[1:3, 1:3] = 255
+    _dsb_sample(root, "s1", [m], (8, 8))
+    assert DsbDataset(root).warnings() == []
+    _png(root / "s2" / "masks" / "m00.png", m)  # masks, no image
+    (root / "s1" / "masks" / "m01.tif").write_bytes(b"II*\x00")  # not a PNG: not read
+    ds = DsbDataset(root)
+    warned = _kinds(ds)
+    assert set(warned) == {"orphan_labels", "ignored_files"}
+    assert warned["orphan_labels"]["examples"] == ["s2"]
+    assert warned["ignored_files"]["examples"] == ["s1/masks/m01.tif"]
+    assert len(ds.load(ds.refs()[0]).gt.rles) == 1
+    with pytest.raises(SampleError, match="image file not found"):  # listed: an image error
+        ds.load(ds.refs()[1])
+
+
+def _outside_image(tmp_path: Path) -> Path:
+    return _png(tmp_path / "elsewhere" / "secret.png", np.full((6, 6), 9, np.uint8))
+
+
+def test_instance_folder_external_links_follow_and_skip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sam_bench.data.instance_folder as folder_module
+
+    images, labels = tmp_path / "data" / "images", tmp_path / "data" / "labels"
+    lab = np.zeros((6, 6), np.uint8)
+    lab[2:4, 2:4] = 1
+    _png(images / "a.png", np.zeros((6, 6), np.uint8))
+    (images / "b.png").symlink_to(_outside_image(tmp_path))  # leads out of the folder
+    (images / "c.png").symlink_to(images / "a.png")  # a link inside the folder: fine
+    for stem in "abc":
+        _png(labels / f"{stem}.png", lab)
+    follow = InstanceFolderDataset(images, labels)
+    w = _kinds(follow)["external_links"]
+    assert w["count"] == 1
+    assert w["examples"] == [f"b.png -> {(tmp_path / 'elsewhere' / 'secret.png').resolve()}"]
+    assert "dataset.external_links=follow" in w["message"]
+    assert follow.load(follow.refs()[1]).raw.pixels.max() == 9  # read, as before
+
+    skip = InstanceFolderDataset(images, labels, external_links="skip")
+    assert "not read" in _kinds(skip)["external_links"]["message"]
+    read: list[Path] = []
+    real_read = folder_module.read_image
+    monkeypatch.setattr(
+        folder_module, "read_image", lambda p, **kw: read.append(Path(p)) or real_read(p, **kw)
+    )
+    a, b, c = skip.refs()
+    with pytest.raises(SampleError, match="resolves outside the dataset folder") as e:
+        skip.load(b)
+    assert e.value.path.endswith("b.png") and "dataset.external_links=skip" in e.value.reason
+    assert read == []  # never opened
+    assert len(skip.load(a).gt.rles) == 1 and len(skip.load(c).gt.rles) == 1
+    # the fingerprint counts the refused file as missing: follow and skip differ
+    assert skip.fingerprint() != follow.fingerprint()
+    assert (
+        skip.fingerprint()
+        == InstanceFolderDataset(images, labels, external_links="skip").fingerprint()
+    )
+
+
+def test_label_link_out_of_the_labels_folder_is_skipped(tmp_path: Path) -> None:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    _png(images / "a.png", np.zeros((6, 6), np.uint8))
+    labels.mkdir()
+    (labels / "a.png").symlink_to(_outside_image(tmp_path))
+    ds = InstanceFolderDataset(images, labels, external_links="skip")
+    assert _kinds(ds)["external_links"]["examples"][0].startswith("a.png -> ")
+    with pytest.raises(SampleError, match="label file resolves outside"):
+        ds.load(ds.refs()[0])
+
+
+def test_linked_dataset_folder_is_not_outside(tmp_path: Path) -> None:
+    # the folder given in the config may itself be a link: only links out of it count
+    real = tmp_path / "real"
+    _png(real / "images" / "a.png", np.zeros((6, 6), np.uint8))
+    _png(real / "labels" / "a.png", np.zeros((6, 6), np.uint8))
+    (tmp_path / "linked").symlink_to(real)
+    ds = InstanceFolderDataset(tmp_path / "linked" / "images", tmp_path / "linked" / "labels")
+    assert ds.warnings() == []
+
+
+def test_coco_and_dsb_external_links(tmp_path: Path) -> None:
+    outside = _outside_image(tmp_path)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "sub").symlink_to(outside.parent)  # a linked sub-folder
+    images = [{"id": 1, "file_name": "sub/secret.png", "height": 6, "width": 6}]
+    ann = _coco_dir(tmp_path, images, [])
+    w = _kinds(CocoDataset(ann, tmp_path / "images"))["external_links"]
+    assert w["examples"] == [f"sub/secret.png -> {outside.resolve()}"]
+    skip = CocoDataset(ann, tmp_path / "images", external_links="skip")
+    with pytest.raises(SampleError, match="resolves outside the dataset folder"):
+        skip.load(skip.refs()[0])
+
+    root = tmp_path / "train"
+    m = np.zeros((6, 6), np.uint8)
+    m[1:3, 1:3] = 255
+    _dsb_sample(tmp_path / "other", "s2", [m, m], (6, 6))
+    _dsb_sample(root, "s1", [m], (6, 6))
+    (root / "s2").symlink_to(tmp_path / "other" / "s2")  # a whole sample from elsewhere
+    ds = DsbDataset(root)
+    assert _kinds(ds)["external_links"]["count"] == 3  # its image and 2 masks
+    assert len(ds.load(ds.refs()[1]).gt.rles) == 2
+    skip_dsb = DsbDataset(root, external_links="skip")
+    assert len(skip_dsb.load(skip_dsb.refs()[0]).gt.rles) == 1
+    with pytest.raises(SampleError, match="image file resolves outside"):
+        skip_dsb.load(skip_dsb.refs()[1])
+
+
+def test_external_links_setting_is_checked_and_reaches_loaders(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"dataset\.external_links"):
+        DatasetConfig(external_links="maybe")
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    labels.mkdir()
+    images.mkdir()
+    (images / "a.png").symlink_to(_outside_image(tmp_path))
+    _png(labels / "a.png", np.zeros((6, 6), np.uint8))
+    cfg = DatasetConfig(
+        format="instance_folder", images=str(images), labels=str(labels), external_links="skip"
+    )
+    ds = build_dataset(cfg, Path("/"))
+    with pytest.raises(SampleError, match="external_links=skip"):
+        ds.load(ds.refs()[0])
+
+
+# --------------------------------------------------------------------------------------------
+# limits.max_image_pixels: a too-large image is an image error, the others go on
+
+
+def test_large_image_is_an_image_error_others_go_on(tmp_path: Path) -> None:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    for stem, shape in (("big", (40, 50)), ("small", (20, 25))):
+        _png(images / f"{stem}.png", np.zeros(shape, np.uint8))
+        _png(labels / f"{stem}.png", np.zeros(shape, np.uint8))
+    ds = InstanceFolderDataset(images, labels, max_image_pixels=1000)
+    big, small = ds.refs()
+    with pytest.raises(
+        SampleError, match=r"image is 50x40 = .* over limits\.max_image_pixels=1000"
+    ):
+        ds.load(big)
+    assert ds.load(small).raw.pixels.shape == (20, 25)
+
+
+def test_label_map_size_limit(tmp_path: Path) -> None:
+    pal = Image.frombytes("P", (50, 40), bytes(2000))
+    pal.putpalette([0, 0, 0, 255, 0, 0])
+    pal.save(tmp_path / "p.png")
+    tifffile.imwrite(tmp_path / "t.tif", np.zeros((40, 50), np.uint16))
+    for name in ("p.png", "t.tif"):
+        assert read_label_map(tmp_path / name, max_pixels=2000).shape == (40, 50)
+        with pytest.raises(SampleError, match="over limits"):
+            read_label_map(tmp_path / name, max_pixels=1999)
+
+
+def test_limits_reach_every_builtin_format(tmp_path: Path) -> None:
+    # the embedded scenes are 320x240 = 76800 pixels
+    syn = embedded_synthetic_root()
+    at, under = LimitsConfig(max_image_pixels=76800), LimitsConfig(max_image_pixels=76799)
+    lab = tmp_path / "labels"
+    _png(lab / "color_00.png", np.zeros((240, 320), np.uint8))
+    dsb = tmp_path / "dsb"
+    (dsb / "s1" / "images").mkdir(parents=True)
+    (dsb / "s1" / "images" / "s1.png").symlink_to(syn / "images" / "color_00.png")
+    (dsb / "s1" / "masks").mkdir()
+    cfgs = [
+        DatasetConfig(),
+        DatasetConfig(
+            format="coco", annotations=str(syn / "annotations.json"), images=str(syn / "images")
+        ),
+        DatasetConfig(format="instance_folder", images=str(syn / "images"), labels=str(lab)),
+        DatasetConfig(format="dsb", root=str(dsb)),
+    ]
+    for cfg in cfgs:
+        ok = build_dataset(cfg, Path("/"), limits=at)
+        ref = ok.refs()[0]
+        assert ok.load(ref).raw.pixels.shape[:2] == (240, 320), cfg.format
+        refused = build_dataset(cfg, Path("/"), limits=under)
+        with pytest.raises(SampleError, match=r"over limits\.max_image_pixels=76799"):
+            refused.load(ref)
+        default = build_dataset(cfg, Path("/"))  # no limits given: the 64 MP default
+        assert default.load(ref).raw.pixels.shape[:2] == (240, 320)
+
+
+def test_builders_without_limits_keyword_still_work() -> None:
+    from sam_bench.data import coco, dsb, instance_folder
+    from sam_bench.data.registry import build_synthetic
+
+    for builder in (
+        coco.from_config,
+        dsb.from_config,
+        instance_folder.from_config,
+        build_synthetic,
+    ):
+        assert _takes_limits(builder)
+
+    def legacy(cfg: DatasetConfig, base_dir: Path) -> Any:
+        return (cfg, base_dir)
+
+    def open_kwargs(cfg: DatasetConfig, base_dir: Path, **kw: Any) -> Any:
+        return kw
+
+    assert not _takes_limits(legacy)
+    assert _takes_limits(open_kwargs)
