@@ -23,6 +23,7 @@ _TABLES: dict[str, dict[str, str]] = {
     "task": {
         "amg": "sam_bench.tasks.amg:AMGTask",
         "semantic": "sam_bench.tasks.semantic:SemanticTask",
+        "prompted": "sam_bench.tasks.prompted:PromptedTask",
     },
     "engine": {
         "fast": "sam_bench.engines:fast_engine",

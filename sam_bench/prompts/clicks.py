@@ -1,0 +1,143 @@
+"""Where a simulated user clicks: the first click on an instance and the next click on the
+error of a prediction (the RITM / SimpleClick interactive-segmentation protocol).
+
+Definitions (written for sam_bench from the protocol's description, RITM's
+``isegm/inference/clicker.py``, Sofiiuk et al. 2022, which SimpleClick and SAM's interactive
+evaluations follow):
+
+* **distance to the boundary** of a region: for each pixel of the region, the Euclidean
+  distance to the nearest pixel outside it, where everything beyond the image border counts
+  as outside (the region is padded with one ring of background pixels). Exact Euclidean
+  distance transform (OpenCV ``DIST_L2`` with the precise mask).
+* **farthest point** of a region: the pixel with the largest distance to the boundary; ties
+  go to the first pixel in raster order (row by row, top to bottom, left to right). Pixels
+  already clicked are never chosen again (RITM's "not clicked" map).
+* **first click** on an instance: positive, at the instance's farthest point.
+* **next click** given the ground truth and the current binary prediction: the false-negative
+  region (``gt & ~pred``) and the false-positive region (``~gt & pred``) each get their
+  farthest point; the click goes to the region whose farthest point is farther from its
+  boundary -- positive in a false-negative region, negative in a false-positive one. On a tie
+  the click is negative, as in RITM.
+* When no error pixel is left (the prediction equals the ground truth, or every error pixel
+  was clicked already), there is no next click (``None``): sam_bench then keeps the
+  prediction for the remaining clicks. RITM would place a negative click at pixel (0, 0)
+  there; with real masks it practically never happens.
+
+Clicks are pixel indices (``x`` column, ``y`` row), given to SAM 2 as point coordinates
+``(x, y)`` in the image's pixel frame, as SAM's own examples pass them.
+
+The distance transform is computed on the region's bounding box plus a one-pixel ring (the
+ring is background, exactly as on the whole padded image: the nearest background pixel of any
+pixel in the box is inside the ring or nearer), so a click costs in proportion to its region,
+not the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click: pixel column ``x``, row ``y``, and whether it is positive (foreground)."""
+
+    x: int
+    y: int
+    positive: bool
+
+    @property
+    def label(self) -> int:
+        """SAM 2's point label: 1 positive, 0 negative."""
+        return 1 if self.positive else 0
+
+    def as_list(self) -> list[int]:
+        """``[x, y, label]`` (as written in ``per_instance.csv``)."""
+        return [self.x, self.y, self.label]
+
+
+def _bbox(region: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1) inclusive bounds of the True pixels, or ``None`` when there are none."""
+    rows = np.flatnonzero(region.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(region.any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+
+
+def boundary_distance(region: np.ndarray) -> np.ndarray:
+    """Distance of every pixel of ``region`` (HxW bool) to the nearest pixel outside it, the
+    image border counting as outside; 0 outside the region (float32, full image size)."""
+    region = np.asarray(region, dtype=bool)
+    out = np.zeros(region.shape, dtype=np.float32)
+    box = _bbox(region)
+    if box is None:
+        return out
+    y0, y1, x0, x1 = box
+    out[y0 : y1 + 1, x0 : x1 + 1] = _crop_distance(region, box)
+    return out
+
+
+def _crop_distance(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The distance transform of ``region`` inside ``box`` (see the module docstring)."""
+    y0, y1, x0, x1 = box
+    padded = np.pad(region[y0 : y1 + 1, x0 : x1 + 1].astype(np.uint8), 1)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return np.asarray(dist[1:-1, 1:-1], dtype=np.float32)
+
+
+def farthest_point(
+    region: np.ndarray, allowed: np.ndarray | None = None
+) -> tuple[int, int, float] | None:
+    """``(y, x, distance)`` of the pixel of ``region`` farthest from its boundary (ties: first
+    in raster order), among the ``allowed`` pixels (default: all); ``None`` when no allowed
+    pixel of the region is left."""
+    region = np.asarray(region, dtype=bool)
+    box = _bbox(region)
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    dist = _crop_distance(region, box)
+    if allowed is not None:
+        dist = dist * np.asarray(allowed[y0 : y1 + 1, x0 : x1 + 1], dtype=bool)
+    flat = int(np.argmax(dist))  # the first maximum in raster order (crop order = image order)
+    best = float(dist.flat[flat])
+    if best <= 0.0:
+        return None
+    dy, dx = divmod(flat, dist.shape[1])
+    return y0 + dy, x0 + dx, best
+
+
+def first_click(gt: np.ndarray) -> Click | None:
+    """The positive click at the instance's farthest point; ``None`` for an empty mask."""
+    found = farthest_point(gt)
+    if found is None:
+        return None
+    y, x, _ = found
+    return Click(x=x, y=y, positive=True)
+
+
+def next_click(
+    gt: np.ndarray, pred: np.ndarray, clicked: list[Click] | None = None
+) -> Click | None:
+    """RITM's next click on the error of ``pred`` against ``gt`` (both HxW bool), never on a
+    pixel of ``clicked``; ``None`` when no error pixel is left (see the module docstring)."""
+    gt = np.asarray(gt, dtype=bool)
+    pred = np.asarray(pred, dtype=bool)
+    allowed = None
+    if clicked:
+        allowed = np.ones(gt.shape, dtype=bool)
+        for c in clicked:
+            allowed[c.y, c.x] = False
+    fn = farthest_point(gt & ~pred, allowed)
+    fp = farthest_point(~gt & pred, allowed)
+    d_fn = fn[2] if fn is not None else 0.0
+    d_fp = fp[2] if fp is not None else 0.0
+    if fn is None and fp is None:
+        return None
+    if d_fn > d_fp and fn is not None:
+        return Click(x=fn[1], y=fn[0], positive=True)
+    assert fp is not None  # d_fp >= d_fn > 0 or fn is None
+    return Click(x=fp[1], y=fp[0], positive=False)
