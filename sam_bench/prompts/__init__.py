@@ -8,9 +8,11 @@ or a box from a mask, e.g. the video task's first-frame prompts).
   from a COCO results JSON and matched to ground truth by box IoU.
 * :mod:`sam_bench.prompts.decoder`: ``SAM2ImagePredictor`` prompted for many instances at once
   on one image embedding (the encoder runs once per image).
+* :mod:`sam_bench.prompts.protocols`: the prompted task's protocols on one image.
+* :mod:`sam_bench.prompts.figures`: the prompted task's per-job figures.
 
-Pure NumPy except :mod:`~sam_bench.prompts.decoder`; nothing here imports torch at module level
-but that module.
+``clicks`` and ``boxes`` (imported here) are pure NumPy / OpenCV; ``decoder`` and ``protocols``
+import torch and sam2 and are imported on their own.
 """
 
 from sam_bench.prompts.boxes import (
