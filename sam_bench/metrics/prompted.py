@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -257,6 +257,17 @@ class ImagePrompted:
     note: str | None = None
     detector_boxes: list[list[float]] | None = None
     """Every detector box prompted (matched or not), for the prompt fingerprint."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON types (the per-item log of a resumable job)."""
+        return asdict(self)
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ImagePrompted:
+        """The inverse of :meth:`to_json`."""
+        fields = dict(data)
+        fields["instances"] = [InstanceOutcome(**o) for o in fields.get("instances") or []]
+        return ImagePrompted(**fields)
 
 
 class PromptedEvaluator:

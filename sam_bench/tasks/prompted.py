@@ -320,10 +320,18 @@ class PromptedTask(Task):
     ) -> bool:
         """Collect the job's per-instance rows and prompt fingerprints; write the example
         files of the first ``task.save_masks`` images that had instances to prompt."""
+        self._account(job, sample.ref.image_id, prediction)
+        prompted = any(o.status == "ok" for o in prediction.instances)
+        if saved >= self.jobs[job].cfg.task.save_masks or not prompted:
+            return False
+        self._save_example(job, sample, inputs, prediction)
+        return True
+
+    def _account(self, job: int, image_id: str, prediction: ImagePrompted) -> None:
+        """Add one image's outcomes to the job's per-instance rows, prompt fingerprints and
+        predictions."""
         cfg = self.jobs[job].cfg
-        mode = mode_of(cfg)
-        image_id = sample.ref.image_id
-        k = cfg.prompt.max_clicks if mode == "clicks" else None
+        k = cfg.prompt.max_clicks if mode_of(cfg) == "clicks" else None
         for o in prediction.instances:
             self.instance_rows[job].append({**o.row(k), "untrained": self.untrained})
             if o.stopped is not None:
@@ -337,10 +345,25 @@ class PromptedTask(Task):
         self.all_prompts[job].update(json.dumps([image_id, sent]).encode())
         if cfg.save_predictions:
             self.predictions[job].extend(_prediction_entries(image_id, prompted))
-        if saved >= cfg.task.save_masks or not prompted:
-            return False
-        self._save_example(job, sample, inputs, prediction)
-        return True
+
+    # ------------------------------------------------------------------ resume
+
+    def encode(self, job: int, prediction: ImagePrompted) -> Any:
+        """The image's outcomes as JSON for the per-item log (``resume=true`` reuses them)."""
+        return prediction.to_json()
+
+    def decode(self, job: int, data: Any) -> ImagePrompted:
+        return ImagePrompted.from_json(data)
+
+    def restore(self, job: int, sample: Sample, prediction: ImagePrompted) -> None:
+        """A reused image: its outcomes count again; its example files (written by the earlier
+        run) are drawn again in the figures."""
+        self._account(job, sample.ref.image_id, prediction)
+        stem = _safe_name(sample.ref.image_id)
+        ctx = self.jobs[job]
+        example = ctx.job_dir / MASKS_DIR / f"{stem}.json"
+        if example.is_file() and len(self.saved[job]) < ctx.cfg.task.save_masks:
+            self.saved[job].append(stem)
 
     def _save_example(
         self, job: int, sample: Sample, image: np.ndarray, prediction: ImagePrompted

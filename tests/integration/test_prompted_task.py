@@ -31,6 +31,7 @@ from sam_bench.models.build import WeightsInfo
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
 from sam_bench.prompts.clicks import Click, first_click, next_click
+from sam_bench.resume import open_item_log
 from sam_bench.tasks.base import JobContext, TaskResult
 from sam_bench.tasks.prompted import PER_INSTANCE_FILE, PromptedTask
 
@@ -59,9 +60,9 @@ def make_task(
     return PromptedTask(jobs)
 
 
-def run(task: PromptedTask, warmup: bool = False) -> list[TaskResult]:
+def run(task: PromptedTask, warmup: bool = False, logs: Any = None) -> list[TaskResult]:
     try:
-        return run_items(task, warmup=warmup, progress=False)
+        return run_items(task, warmup=warmup, progress=False, logs=logs)
     finally:
         task.close()
 
@@ -126,15 +127,14 @@ def bad_coco(root: Path) -> DatasetConfig:
     )
 
 
-def test_bad_input_is_handled_with_a_reason(tiny_model, tmp_path: Path) -> None:
+def test_bad_input_is_handled_with_a_reason_and_resumes(tiny_model, tmp_path: Path) -> None:
     dataset = bad_coco(tmp_path / "data")
-    task = make_task(
-        tiny_model, tmp_path,
-        [PromptConfig(mode="click"), PromptConfig(mode="box"),
-         PromptConfig(mode="clicks", max_clicks=2)],
-        dataset=dataset,
-    )  # fmt: skip
-    results = run(task, warmup=True)
+    prompts = [PromptConfig(mode="click"), PromptConfig(mode="box"),
+               PromptConfig(mode="clicks", max_clicks=2)]  # fmt: skip
+    task = make_task(tiny_model, tmp_path, prompts, dataset=dataset)
+    header = {"test": "bad input"}
+    logs = [open_item_log(c.job_dir, header, reuse=False) for c in task.jobs]
+    results = run(task, warmup=True, logs=logs)
     for j, res in enumerate(results):
         assert res.item_errors == [], res.item_errors
         assert res.metrics["n_items_ok"] == 3
@@ -160,6 +160,21 @@ def test_bad_input_is_handled_with_a_reason(tiny_model, tmp_path: Path) -> None:
             assert json.loads(pixel["clicks"])[0] == [50, 30, 1]  # on its only pixel
         if pixel.get("box"):
             assert json.loads(pixel["box"]) == [50, 30, 51, 31]
+
+    # resume: every image comes back from the per-item logs, nothing is encoded again
+    before = [read_rows(tmp_path / f"job{j}" / PER_INSTANCE_FILE) for j in range(3)]
+    for lg in logs:
+        lg.close()
+    again = make_task(tiny_model, tmp_path, prompts, dataset=dataset)
+    again.decoder.predictor.set_image = None  # any encoder call would raise
+    logs = [open_item_log(c.job_dir, header, reuse=True) for c in again.jobs]
+    resumed = run(again, warmup=True, logs=logs)
+    for j, (first, second) in enumerate(zip(results, resumed, strict=True)):
+        assert second.info["resume"] == {"reused_images": 3, "computed_images": 0}
+        same = {k: v for k, v in first.metrics.items() if not math.isnan(v)}
+        assert {k: second.metrics[k] for k in same} == same
+        assert second.figures == first.figures  # the example saved by the first run
+        assert read_rows(tmp_path / f"job{j}" / PER_INSTANCE_FILE) == before[j]
 
 
 # ------------------------------------------------------------------------- shared runs

@@ -4,6 +4,7 @@ hand-made outcomes, and the catalogue entries the report plots from."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -119,3 +120,19 @@ def test_catalogue_entries_draw_the_report_series() -> None:
     assert sizes == ["small", "medium", "large"]
     assert CATALOGUE.require("decoder_ms_per_prompt").kind == "cost"
     assert CATALOGUE.require("miou_click_oracle").direction == "higher"
+
+
+def test_outcomes_survive_the_per_item_log_round_trip() -> None:
+    """``resume=true`` scores an image's logged outcomes again: same metrics."""
+    pred = ImagePrompted(
+        "clicks",
+        [outcome(0, [0.5, 0.95], clicks=[[3, 4, 1], [5, 6, 0]], predicted_ious=[0.7, 0.8],
+                 rle={"size": [2, 2], "counts": "04"}, stopped=None),
+         InstanceOutcome("img", 1, 0.0, status="skipped", reason="crowd")],
+        n_prompts=2, decoder_s=0.25, note=None,
+    )  # fmt: skip
+    back = ImagePrompted.from_json(json.loads(json.dumps(pred.to_json())))
+    assert back == pred
+    a, b = PromptedEvaluator("clicks", 2), PromptedEvaluator("clicks", 2)
+    assert a.process(SAMPLE, pred) == b.process(SAMPLE, back)
+    assert a.evaluate() == b.evaluate()
