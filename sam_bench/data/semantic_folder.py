@@ -31,22 +31,29 @@ value is an item error naming the values (a class list that does not fit the dat
 otherwise score silently wrong).
 
 Images are listed sorted by file name (hidden files skipped); an image without a label file
-is an item error. Fingerprint: :func:`sam_bench.data.registry.compute_fingerprint` over the
-images, then the class file, then each listed image's label (and instance) file, with
-``void_index`` appended to the format name (``semantic_folder/void=11``), so changing the
-class list or the void index changes it.
+is an item error. As every loader (:mod:`sam_bench.data.checks`), it refuses images and maps
+over ``limits.max_image_pixels`` (an item error), applies ``dataset.external_links`` to files
+that resolve outside their folder, and reports orphan label files, such links and broken links
+in :meth:`SemanticFolderDataset.warnings`.
+
+Fingerprint: :func:`sam_bench.data.registry.compute_fingerprint` over the images, then the
+class file, then each listed image's label (and instance) file, with ``void_index`` appended
+to the format name (``semantic_folder/void=11``), so changing the class list or the void
+index changes it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from sam_bench.config import DatasetConfig
+from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample, SemanticMap
-from sam_bench.data.images import read_image
+from sam_bench.data.checks import LinkGuard, broken_links, dataset_warning
+from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from sam_bench.data.instance_folder import (
     IMAGE_SUFFIXES,
     LABEL_SUFFIXES,
@@ -158,6 +165,9 @@ class SemanticFolderDataset:
         instances: Optional folder of instance-id maps (then ``provides`` has ``instances``).
         name: Name recorded with results.
         limit: Keep the first N images in file-name order.
+        max_image_pixels: Refuse larger images and maps (an item error); ``None``: no limit.
+        external_links: ``follow`` or ``skip`` files that resolve outside their folder (see
+            :class:`~sam_bench.config.DatasetConfig`).
 
     Raises:
         DatasetError: a folder or the class file is missing, the images folder holds no image,
@@ -176,8 +186,12 @@ class SemanticFolderDataset:
         instances: Path | str | None = None,
         name: str = "semantic_folder",
         limit: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        external_links: str = "follow",
     ) -> None:
         self.name = name
+        self.max_image_pixels = max_image_pixels
+        self.links = LinkGuard(external_links)
         self.images_dir = Path(images)
         self.labels_dir = Path(labels)
         self.classes_file = Path(classes)
@@ -206,6 +220,18 @@ class SemanticFolderDataset:
             stems[f.stem] = f.name
         self._labels = _by_stem(self.labels_dir)
         self._instances = _by_stem(self.instances_dir) if self.instances_dir else {}
+        self._orphans = sorted(
+            p.name for stem, found in self._labels.items() if stem not in stems for p in found
+        )
+        self._broken = [
+            f"{folder.name}/{n}"
+            for folder, suffixes in (
+                (self.images_dir, IMAGE_SUFFIXES),
+                (self.labels_dir, LABEL_SUFFIXES),
+                *(((self.instances_dir, LABEL_SUFFIXES),) if self.instances_dir else ()),
+            )
+            for n in broken_links(folder, suffixes)
+        ]
         if limit is not None:
             files = files[:limit]
         self._refs = [ImageRef(image_id=f.stem, path=f) for f in files]
@@ -239,8 +265,10 @@ class SemanticFolderDataset:
                 size different from the image's, or class values not in the class list.
         """
         label_file = self._match(self._labels, self.labels_dir, ref)
-        raw = read_image(ref.path)
-        labels = read_label_map(label_file)
+        self.links.check(ref.path, self.images_dir, "image file")
+        self.links.check(label_file, self.labels_dir, "label file")
+        raw = read_image(ref.path, max_pixels=self.max_image_pixels)
+        labels = read_label_map(label_file, max_pixels=self.max_image_pixels)
         h, w = raw.pixels.shape[:2]
         if labels.shape != (h, w):
             raise SampleError(
@@ -265,7 +293,8 @@ class SemanticFolderDataset:
         gt = None
         if self.instances_dir is not None:
             inst_file = self._match(self._instances, self.instances_dir, ref)
-            inst = read_label_map(inst_file)
+            self.links.check(inst_file, self.instances_dir, "instance map")
+            inst = read_label_map(inst_file, max_pixels=self.max_image_pixels)
             if inst.shape != (h, w):
                 raise SampleError(inst_file, f"instance map is not {w}x{h}")
             rles = label_map_to_rles(inst)
@@ -274,16 +303,63 @@ class SemanticFolderDataset:
 
     def fingerprint(self) -> str:
         """See the module docstring."""
-        images = [(r.image_id, r.path.name, r.path) for r in self._refs]
+        images = [
+            (
+                r.image_id,
+                r.path.name,
+                None if self.links.skipped(r.path, self.images_dir) else r.path,
+            )
+            for r in self._refs
+        ]
         annotations: list[tuple[str, Path | None]] = [("classes", self.classes_file)]
-        for table in (self._labels, self._instances) if self._instances else (self._labels,):
+        for table, root in self._tables():
             for r in self._refs:
                 found = table.get(r.image_id, [])
                 if not found:
                     annotations.append((f"{r.image_id}.<missing>", None))
-                annotations.extend((p.name, p) for p in found)
+                annotations.extend(
+                    (p.name, None if self.links.skipped(p, root) else p) for p in found
+                )
         kind = self.kind if self.void_index is None else f"{self.kind}/void={self.void_index}"
         return compute_fingerprint(kind, images, annotations)
+
+    def _tables(self) -> list[tuple[dict[str, list[Path]], Path]]:
+        out = [(self._labels, self.labels_dir)]
+        if self.instances_dir is not None:
+            out.append((self._instances, self.instances_dir))
+        return out
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """What was found suspicious (see :mod:`sam_bench.data.checks`): orphan label files
+        (whole folder), listed files that resolve outside their folder, and broken links."""
+        found = []
+        if self._orphans:
+            found.append(
+                dataset_warning(
+                    "orphan_labels",
+                    f"{len(self._orphans)} label file(s) in {self.labels_dir} match no image "
+                    f"in {self.images_dir} (by file stem); they are not evaluated",
+                    self._orphans,
+                )
+            )
+        files = []
+        for r in self._refs:
+            files.append((r.path, self.images_dir))
+            for table, root in self._tables():
+                files.extend((p, root) for p in table.get(r.image_id, []))
+        links = self.links.warning(files)
+        if links:
+            found.append(links)
+        if self._broken:
+            found.append(
+                dataset_warning(
+                    "broken_links",
+                    f"{len(self._broken)} symbolic link(s) in the dataset folders point "
+                    "nowhere; they are left out",
+                    self._broken,
+                )
+            )
+        return found
 
 
 def _void(void_index: int | None) -> set[int]:
@@ -310,8 +386,11 @@ def _by_stem(folder: Path | None) -> dict[str, list[Path]]:
     return out
 
 
-def from_config(cfg: DatasetConfig, base_dir: Path) -> SemanticFolderDataset:
-    """``dataset.format=semantic_folder`` (relative paths taken from ``base_dir``)."""
+def from_config(
+    cfg: DatasetConfig, base_dir: Path, *, limits: LimitsConfig | None = None
+) -> SemanticFolderDataset:
+    """``dataset.format=semantic_folder`` (relative paths taken from ``base_dir``;
+    ``limits``: the job's ``limits`` settings, default :class:`LimitsConfig`'s)."""
     from sam_bench.data.registry import config_path
 
     return SemanticFolderDataset(
@@ -322,4 +401,6 @@ def from_config(cfg: DatasetConfig, base_dir: Path) -> SemanticFolderDataset:
         instances=config_path(cfg, "annotations", base_dir) if cfg.annotations else None,
         name=cfg.name,
         limit=cfg.limit,
+        max_image_pixels=(limits or LimitsConfig()).max_image_pixels,
+        external_links=cfg.external_links,
     )

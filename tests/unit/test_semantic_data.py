@@ -164,3 +164,26 @@ def test_camvid_sample(shared_data: Path) -> None:
     assert s.semantic is not None and s.semantic.labels.shape == (360, 480)
     assert set(np.unique(s.semantic.labels).tolist()) <= set(range(12))
     assert len(ds.fingerprint()) == 64
+
+
+def test_input_traps_like_every_loader(tmp_path: Path) -> None:
+    """Orphan label files and links out of the folder are reported; an image over
+    ``limits.max_image_pixels`` is an item error; ``external_links=skip`` refuses a link."""
+    _dataset(tmp_path)
+    _write(tmp_path / "lab", "zz.png", np.zeros((4, 5), np.uint8))  # no image zz
+    outside = tmp_path / "elsewhere"
+    _write(outside, "c.png", np.zeros((4, 5, 3), np.uint8))
+    (tmp_path / "img" / "c.png").symlink_to(outside / "c.png")
+    _write(tmp_path / "lab", "c.png", np.zeros((4, 5), np.uint8))
+    args = (tmp_path / "img", tmp_path / "lab", tmp_path / "classes.txt")
+    ds = SemanticFolderDataset(*args, max_image_pixels=19)
+    kinds = {w["kind"]: w for w in ds.warnings()}
+    assert kinds["orphan_labels"]["examples"] == ["zz.png"]
+    assert kinds["external_links"]["count"] == 1
+    with pytest.raises(SampleError, match=r"limits\.max_image_pixels=19"):
+        ds.load(ds.refs()[0])  # 5x4 = 20 pixels
+    assert SemanticFolderDataset(*args).load(ds.refs()[2]).semantic is not None  # follow
+    skip = SemanticFolderDataset(*args, external_links="skip")
+    with pytest.raises(SampleError, match="resolves outside the dataset folder"):
+        skip.load(skip.refs()[2])
+    assert skip.fingerprint() != SemanticFolderDataset(*args).fingerprint()
