@@ -1,0 +1,568 @@
+"""Outputs of a comparison: ``regression.md``, a self-contained ``regression.html``,
+``regression.json``, plots in ``regression_plots/`` and the lines printed on stdout.
+
+The documents are built from the report's blocks (:mod:`sam_bench.report.render`): the verdict
+first, then what differs between the sides, the regressions, an overview of the matched
+configurations, the plots (cost ratios with their bootstrap intervals; accuracy, count and
+mask-agreement deltas with their tolerance bands), one table per configuration, the
+unmatched configurations and the method.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sam_bench.metrics.catalogue import format_value
+from sam_bench.record import atomic_write_text, write_json
+from sam_bench.report.compare.judge import MetricResult
+from sam_bench.report.render import Bullets, Figure, Section, Table, Text, to_html, to_markdown
+
+if TYPE_CHECKING:
+    from sam_bench.report.regression import Comparison, ConfigResult
+
+REPORT_MD = "regression.md"
+REPORT_HTML = "regression.html"
+REPORT_JSON = "regression.json"
+PLOTS_DIR = "regression_plots"
+SCHEMA_VERSION = 1
+#: Most rows drawn in one plot (the headline metrics first).
+MAX_PLOT_ROWS = 40
+COLOURS = {
+    "regression": "#c0392b", "worse": "#e67e22", "changed": "#2e86c1", "same": "#7f8c8d",
+    "better": "#27ae60", "inconclusive": "#8e44ad", "not judged": "#bdc3c7",
+}  # fmt: skip
+UNTRAINED_TEXT = (
+    "UNTRAINED MODEL (random weights) on at least one side: accuracy figures measure nothing "
+    "but the harness. Their changes still show whether the outputs changed (same weights, same "
+    "data), not whether quality did; latency and memory are real."
+)
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+
+
+def value(v: float | None, spec: str = "{:.4g}") -> str:
+    return format_value(v, spec)
+
+
+def delta_text(row: MetricResult) -> str:
+    if row.delta is None:
+        return "-"
+    if row.delta == 0:
+        return "0"
+    text = format_value(abs(row.delta), row.fmt)
+    if text.strip("0.") == "":  # too small for the metric's format
+        text = f"{abs(row.delta):.2g}"
+    return ("+" if row.delta > 0 else "-") + text
+
+
+def ratio_text(row: MetricResult) -> str:
+    if row.ratio is None or not math.isfinite(row.ratio):
+        return "-"
+    text = f"x{row.ratio:.3f}"
+    if row.interval is not None:
+        text += f" [{row.interval[0]:.3f}, {row.interval[1]:.3f}]"
+    return text
+
+
+def summary_line(label: str, row: MetricResult) -> str:
+    """The one line printed for a regression."""
+    if row.metric == "status":
+        return f"REGRESSION [{label}] status: {row.note}"
+    head = f"REGRESSION [{label}] {row.metric}: {value(row.baseline, row.fmt)} -> "
+    head += value(row.current, row.fmt)
+    if row.interval is not None:
+        how = f"x{row.ratio:.2f}, interval [{row.interval[0]:.2f}, {row.interval[1]:.2f}]"
+    else:
+        how = delta_text(row)
+    return f"{head} ({how}; tolerance {row.tolerance})"
+
+
+# --------------------------------------------------------------------------------------------
+# stdout
+
+
+def print_summary(comp: Comparison, files: list[Path]) -> None:
+    """What a CI log needs: the sides, the unfair differences, one line per regression, the
+    outcome and where the report is. The reason a comparison stopped goes to stderr."""
+    import sys
+
+    for side in (comp.baseline, comp.current):
+        n = len(side.jobs)
+        print(f"{side.role + ':':9} {side.location} ({side.kind}, {n} job{'s' * (n != 1)})")
+        for w in side.warnings:
+            print(f"WARNING: {side.role}: {w}")
+    for d in comp.differences:
+        if d.severity in ("stop", "allowed", "warn"):
+            tag = {"stop": "UNFAIR", "allowed": "UNFAIR (allowed)", "warn": "WARNING"}[d.severity]
+            print(f"{tag}: {d.label}: {_vals(d.baseline)} -> {_vals(d.current)}: {d.effect}")
+    for d in comp.differences:
+        if d.severity == "context":
+            print(f"context: {d.label}: {_vals(d.baseline)} -> {_vals(d.current)}")
+    if comp.untrained:
+        print("UNTRAINED MODEL (random weights): accuracy changes show output changes only")
+    for config, row in comp.regressions():
+        print(summary_line(config.label, row))
+    n_un = len(comp.baseline_only) + len(comp.current_only)
+    if comp.stop_reason:
+        print(f"error: {comp.stop_reason}", file=sys.stderr)
+        print(f"result: not comparable (exit 2); {n_un} unmatched configurations")
+    else:
+        print(f"result: {headline(comp)}")
+    if files:
+        html = next((f for f in files if f.name == REPORT_HTML), files[0])
+        print(f"report: {html} ({', '.join(f.name for f in files if f != html)})")
+
+
+def _vals(values: list[str]) -> str:
+    return ", ".join(values) if values else "?"
+
+
+def headline(comp: Comparison) -> str:
+    regs = comp.regressions()
+    n = len(comp.configs)
+    un = f"; unmatched: {len(comp.baseline_only)} baseline, {len(comp.current_only)} current"
+    if regs:
+        hit = len({id(c) for c, _ in regs})
+        return (
+            f"{len(regs)} regression{'s' * (len(regs) != 1)} in {hit} of {n} matched "
+            f"configuration{'s' * (n != 1)}{un}"
+        )
+    counts = {
+        v: sum(c.count(v) for c in comp.configs)
+        for v in ("better", "worse", "changed", "inconclusive")
+    }
+    extra = ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+    text = f"no regression in {n} matched configuration{'s' * (n != 1)}"
+    return text + (f" ({extra})" if extra else "") + un
+
+
+# --------------------------------------------------------------------------------------------
+# documents
+
+
+def _row_cells(row: MetricResult) -> list[str]:
+    n = "" if row.n_images is None else str(row.n_images)
+    if row.metric == "status":
+        base = cur = "-"
+    else:
+        base, cur = value(row.baseline, row.fmt), value(row.current, row.fmt)
+    return [
+        row.metric, row.label, base, cur, delta_text(row), ratio_text(row), n, row.tolerance,
+        row.verdict, row.note,
+    ]  # fmt: skip
+
+
+METRIC_HEADERS = [
+    "metric", "label", "baseline", "current", "delta", "ratio [interval]", "images",
+    "tolerance", "verdict", "note",
+]  # fmt: skip
+
+
+def _banner(comp: Comparison) -> Text:
+    if comp.stop_reason:
+        return Text(f"NOT COMPARABLE (exit 2): {comp.stop_reason}", "warn")
+    if comp.regressions():
+        return Text(f"REGRESSION (exit 1): {headline(comp)}", "warn")
+    return Text(f"No regression (exit 0): {headline(comp)}", "note")
+
+
+def _sides(comp: Comparison) -> Section:
+    rows = [
+        [s.role, s.location, s.kind, str(len(s.jobs)), "; ".join([*s.warnings, *s.notes]) or "-"]
+        for s in (comp.baseline, comp.current)
+    ]
+    return Section(
+        "Sides", [Table(["side", "source", "kind", "jobs", "notes"], rows, {3})], "sides"
+    )
+
+
+def _differences(comp: Comparison) -> Section:
+    if not comp.differences:
+        return Section(
+            "Differences between the sides",
+            [Text("None: the same dataset, weights, model, device, dtype, engine, versions "
+                  "and hardware on both sides (as far as the records tell).")],
+            "differences",
+        )  # fmt: skip
+    rows = [
+        [d.severity, d.label, _vals(d.baseline), _vals(d.current), d.effect,
+         ", ".join(d.pairs[:5]) + (" ..." if len(d.pairs) > 5 else "") or "-"]
+        for d in comp.differences
+    ]  # fmt: skip
+    blocks: list[Any] = [
+        Text("Shown before any verdict. stop: makes the comparison meaningless (exit 2); "
+             "allowed: a stop named by --across; warn: limits what is judged; context: what "
+             "the comparison measures.", "note"),
+        Table(["severity", "field", "baseline", "current", "effect", "configurations"], rows),
+    ]  # fmt: skip
+    return Section("Differences between the sides", blocks, "differences")
+
+
+def _overview(comp: Comparison) -> Section:
+    rows = []
+    for c in comp.configs:
+        status = next((r for r in c.rows if r.metric == "status"), None)
+        masks = next((r for r in c.rows if r.metric in ("mask_miou", "video_j")), None)
+        rows.append([
+            c.label, c.config_id, c.pair.matched_by,
+            f"{c.pair.base.status} -> {c.pair.cur.status}",
+            str(c.count("regression")), str(c.count("worse")), str(c.count("better")),
+            str(c.count("inconclusive")),
+            "-" if masks is None else value(masks.current, "{:.4f}"),
+            status.verdict if status else "-",
+        ])  # fmt: skip
+    headers = ["configuration", "config_id", "matched by", "status", "regressions", "worse",
+               "better", "inconclusive", "mask agreement", "status verdict"]  # fmt: skip
+    return Section("Configurations", [Table(headers, rows, {4, 5, 6, 7, 8})], "configurations")
+
+
+def _config_section(c: ConfigResult) -> Section:
+    p = c.pair
+    facts = [
+        f"config_id: baseline {p.base.config_id or '-'} (job {p.base.name}), current "
+        f"{p.cur.config_id or '-'} (job {p.cur.name}); matched by {p.matched_by}"
+        + (f"; differs in {', '.join(p.differs)}" if p.differs else "")
+        + ("; ambiguous (paired in job order)" if p.ambiguous else ""),
+        "overrides: " + (" ".join(p.cur.overrides) or "(none)"),
+    ]
+    blocks: list[Any] = [Bullets(facts)]
+    blocks.append(Table(METRIC_HEADERS, [_row_cells(r) for r in c.rows], {2, 3, 4, 6}))
+    if c.masks is not None:
+        m = c.masks
+        items = [
+            f"{m.n_images} images: {m.identical} identical, {m.changed} changed; mIoU of the "
+            f"current masks against the baseline's {m.miou:.4f} (lowest image {m.min_miou:.4f})",
+            "mIoU over the images whose mask count did not change: "
+            + ("-" if m.miou_same_count is None else f"{m.miou_same_count:.4f}"),
+            f"mask count changed in {len(m.count_changed)} images"
+            + (": " + ", ".join(f"{i} ({a} -> {b})" for i, a, b in m.count_changed[:10])
+               if m.count_changed else ""),
+        ]  # fmt: skip
+        if m.worst:
+            items.append("least similar: " + ", ".join(f"{i} ({v:.3f})" for i, v in m.worst[:10]))
+        blocks.append(Text("Saved masks (predictions.json):"))
+        blocks.append(Bullets(items))
+    if c.video is not None:
+        v = c.video
+        blocks.append(Text("Label images (predictions/):"))
+        rows = [[s, str(n), f"{j:.4f}"] for s, n, j in v.per_sequence]
+        blocks.append(Table(["sequence", "frames", "J vs baseline"], rows, {1, 2}))
+        blocks.append(Bullets([
+            f"{v.identical_frames} of {v.n_frames} frames identical; J mean {v.j_mean:.4f}",
+            f"frames only in the baseline: {v.frames_only_baseline}; only in the current "
+            f"run: {v.frames_only_current}",
+        ]))  # fmt: skip
+    notes = list(c.notes)
+    if c.unknown:
+        notes.append("no catalogue entry (not judged): " + ", ".join(c.unknown))
+    if notes:
+        blocks.append(Bullets(notes))
+    return Section(f"Configuration: {c.label}", blocks)
+
+
+def _unmatched(comp: Comparison) -> Section | None:
+    rows = [
+        [side, label, j.config_id or "-", j.name, j.status]
+        for side, items in (("baseline", comp.baseline_only), ("current", comp.current_only))
+        for label, j in items
+    ]
+    if not rows:
+        return None
+    return Section(
+        "Unmatched configurations",
+        [
+            Text("Configurations measured on one side only (not compared)."),
+            Table(["side", "configuration", "config_id", "job", "status"], rows),
+        ],
+        "unmatched",
+    )
+
+
+def _method(comp: Comparison) -> Section:
+    s = comp.settings
+    t = s.timing
+    kinds = ", ".join(f"{k} {v.describe()}" for k, v in s.kinds.items())
+    own = ", ".join(f"{k} {v.describe()}" for k, v in s.metrics.items())
+    items = [
+        "Configurations are matched by config_id, then by resolved settings (identity without "
+        "data, weights and engine), then by overrides; never by job number."
+        + (f" Compared across: {', '.join(comp.across)}." if comp.across else ""),
+        "Directions come from the metric catalogue entries the records carry. Verdicts: "
+        "regression (bad direction, beyond the tolerance: exit 1), worse (bad direction, within "
+        "it), same, better, changed (no direction), inconclusive (too few images), not judged.",
+        f"Tolerances from {s.source}" + (f", overridden by --tol {' '.join(s.overrides)}"
+                                          if s.overrides else "") + f": {kinds}"
+        + (f"; per metric: {own}" if own else "")
+        + f"; masks {s.masks.describe()}; video {s.video.describe()}.",
+        "Accuracy and count metrics are deterministic for a fixed model, data and code: any "
+        "change beyond floating-point noise is worse / better, and a regression beyond the "
+        "tolerance.",
+        "Timing and GPU memory are judged from per_image.csv: the metric's statistic (mean, "
+        "median, 90th percentile, maximum) recomputed on bootstrap resamples of the images, "
+        "paired by image id, and the ratio current / baseline taken on each "
+        f"({t.resamples} resamples, seed {t.seed}, {t.confidence * 100:g}% percentile "
+        "interval). A regression needs the whole interval beyond 1 + tolerance (statistical "
+        "evidence of a change larger than the tolerance); an interval that contains 1 is "
+        f"'same'. Fewer than {t.min_images} paired images: inconclusive, never a regression.",
+        "A configuration that succeeded in the baseline and fails now, or loses items that "
+        "worked, is a regression.",
+        "Saved masks: per image, current masks matched one to one with the baseline's by IoU "
+        "(Hungarian); unmatched masks count 0; mean over images (1.0 = identical).",
+    ]  # fmt: skip
+    return Section("Method", [Bullets(items)], "method")
+
+
+def build_sections(comp: Comparison, plots: list[tuple[Path, str]]) -> list[Section]:
+    sections = [Section("", [_banner(comp)])]
+    if comp.untrained:
+        sections[0].blocks.append(Text(UNTRAINED_TEXT, "warn"))
+    sections.append(_differences(comp))
+    regs = comp.regressions()
+    if regs:
+        sections.append(Section(
+            "Regressions", [Bullets([summary_line(c.label, r) for c, r in regs])], "regressions"
+        ))  # fmt: skip
+    sections.append(_sides(comp))
+    if comp.configs:
+        sections.append(_overview(comp))
+    if plots:
+        sections.append(Section("Plots", [Figure(p, cap) for p, cap in plots], "plots"))
+    sections.extend(_config_section(c) for c in comp.configs)
+    unmatched = _unmatched(comp)
+    if unmatched is not None:
+        sections.append(unmatched)
+    if comp.notes:
+        sections.append(Section("Notes", [Bullets(comp.notes)], "notes"))
+    sections.append(_method(comp))
+    return sections
+
+
+def title_of(comp: Comparison) -> str:
+    return f"sam_bench regression check: {comp.outcome}"
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+
+def to_json(comp: Comparison) -> dict[str, Any]:
+    def side(s: Any) -> dict[str, Any]:
+        return {"role": s.role, "spec": s.spec, "kind": s.kind, "location": s.location,
+                "jobs": len(s.jobs), "notes": s.notes, "warnings": s.warnings}  # fmt: skip
+
+    def job(label: str, j: Any) -> dict[str, Any]:
+        return {"label": label, "config_id": j.config_id, "job": j.name, "status": j.status}
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "outcome": comp.outcome,
+        "exit_code": comp.exit_code,
+        "stop_reason": comp.stop_reason,
+        "summary": headline(comp) if not comp.stop_reason else comp.stop_reason,
+        "baseline": side(comp.baseline),
+        "current": side(comp.current),
+        "untrained": comp.untrained,
+        "across": comp.across,
+        "differences": [d.to_dict() for d in comp.differences],
+        "regressions": [
+            {
+                "configuration": c.label,
+                "config_id": c.config_id,
+                "metric": r.metric,
+                "line": summary_line(c.label, r),
+            }
+            for c, r in comp.regressions()
+        ],
+        "configurations": [
+            {
+                "label": c.label,
+                "config_id": c.config_id,
+                "baseline_config_id": c.pair.base.config_id,
+                "current_config_id": c.pair.cur.config_id,
+                "baseline_job": c.pair.base.name,
+                "current_job": c.pair.cur.name,
+                "matched_by": c.pair.matched_by,
+                "differs": c.pair.differs,
+                "ambiguous": c.pair.ambiguous,
+                "metrics": [r.to_dict() for r in c.rows],
+                "masks": c.masks.to_dict() if c.masks else None,
+                "video": c.video.to_dict() if c.video else None,
+                "unknown_metrics": c.unknown,
+                "notes": c.notes,
+            }
+            for c in comp.configs
+        ],
+        "unmatched": {
+            "baseline": [job(lbl, j) for lbl, j in comp.baseline_only],
+            "current": [job(lbl, j) for lbl, j in comp.current_only],
+        },
+        "settings": comp.settings.to_dict(),
+        "notes": comp.notes,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def _plot_rows(comp: Comparison, with_interval: bool) -> list[tuple[str, MetricResult]]:
+    rows = []
+    for c in comp.configs:
+        for r in c.rows:
+            if r.metric == "status":
+                continue
+            sampled = r.interval is not None and r.ratio is not None
+            exact = (
+                r.basis == "value"
+                and r.kind in ("accuracy", "count", "masks")
+                and r.direction != "neither"
+                and r.delta is not None
+            )
+            if sampled if with_interval else exact:
+                rows.append((c.label, r))
+    rank = {"regression": 0, "worse": 1, "better": 2}
+    rows.sort(key=lambda lr: rank.get(lr[1].verdict, 3))  # keep the notable ones when capped
+    return rows[:MAX_PLOT_ROWS]
+
+
+def _figure(n_rows: int) -> Any:
+    from matplotlib.figure import Figure as MplFigure
+
+    return MplFigure(figsize=(9, 1.5 + 0.32 * n_rows), layout="constrained")
+
+
+def plot_ratios(comp: Comparison, path: Path) -> Path | None:
+    """Cost ratios current / baseline with their bootstrap intervals."""
+    rows = _plot_rows(comp, with_interval=True)
+    if not rows:
+        return None
+    fig = _figure(len(rows))
+    ax = fig.add_subplot()
+    for i, (_, r) in enumerate(rows):
+        lo, hi = r.interval  # type: ignore[misc]
+        colour = COLOURS.get(r.verdict, "#333333")
+        ax.errorbar(
+            r.ratio, i, xerr=[[max(r.ratio - lo, 0)], [max(hi - r.ratio, 0)]],  # type: ignore[operator]
+            fmt="o", color=colour, capsize=3,
+        )  # fmt: skip
+        bound = _ratio_bound(r)
+        if bound is not None:
+            ax.plot([bound], [i], marker="|", markersize=14, color="#555555")
+    ax.axvline(1.0, color="#333333", linewidth=1)
+    ax.set_yticks(range(len(rows)), [f"{r.metric} | {_short(lbl)}" for lbl, r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("current / baseline; | = tolerance bound")
+    ax.set_title("Cost: ratio with its bootstrap interval (colour = verdict)")
+    _legend(ax, {r.verdict for _, r in rows})
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _ratio_bound(r: MetricResult) -> float | None:
+    text = r.tolerance
+    if "%" not in text and "±" not in text:
+        return None
+    try:
+        if text.startswith("±") and text.endswith("%"):
+            frac = float(text[1:-1]) / 100.0
+        elif text.startswith("±") and r.baseline:
+            frac = float(text[1:].split()[0]) / abs(r.baseline)
+        else:
+            return None
+    except ValueError:
+        return None
+    return 1.0 + frac if r.direction != "higher" else max(1.0 - frac, 1e-3)
+
+
+def plot_deltas(comp: Comparison, path: Path) -> Path | None:
+    """Deltas of the metrics judged on their value, with their tolerance band."""
+    rows = _plot_rows(comp, with_interval=False)
+    if not rows:
+        return None
+    fig = _figure(len(rows))
+    ax = fig.add_subplot()
+    for i, (_, r) in enumerate(rows):
+        band = _band(r)
+        if band is not None:
+            ax.plot([-band, band], [i, i], color="#d5d8dc", linewidth=7, solid_capstyle="butt")
+        ax.plot([r.delta], [i], "o", color=COLOURS.get(r.verdict, "#333333"))
+    ax.axvline(0.0, color="#333333", linewidth=1)
+    ax.set_yticks(range(len(rows)), [f"{r.metric} | {_short(lbl)}" for lbl, r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("current - baseline (grey: tolerance band; values are exact, not sampled)")
+    ax.set_title("Accuracy, counts and mask agreement: deltas (colour = verdict)")
+    _legend(ax, {r.verdict for _, r in rows})
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _band(r: MetricResult) -> float | None:
+    text = r.tolerance
+    if not text.startswith("±"):
+        return None
+    first = text.split(" and ")[0][1:]
+    try:
+        if first.endswith("%"):
+            return float(first[:-1]) / 100.0 * abs(r.baseline or 0.0)
+        return float(first)
+    except ValueError:
+        return None
+
+
+def _short(label: str, width: int = 48) -> str:
+    return label if len(label) <= width else label[: width - 3] + "..."
+
+
+def _legend(ax: Any, verdicts: set[str]) -> None:
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=COLOURS[v], label=v)
+        for v in COLOURS
+        if v in verdicts
+    ]
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize="small")
+
+
+def make_plots(comp: Comparison, out_dir: Path) -> list[tuple[Path, str]]:
+    """The comparison's plots (written to ``out_dir/regression_plots/``) with captions."""
+    if not comp.configs:
+        return []
+    folder = out_dir / PLOTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    ratios = plot_ratios(comp, folder / "cost_ratios.png")
+    if ratios is not None:
+        out.append((ratios, "Cost metrics: current / baseline with the bootstrap interval of "
+                            "the ratio (per-image figures, paired by image); the tick marks "
+                            "the tolerance bound."))  # fmt: skip
+    deltas = plot_deltas(comp, folder / "deltas.png")
+    if deltas is not None:
+        caption = "Accuracy, counts with a direction and mask agreement: current - baseline, "
+        caption += "grey band = tolerance."
+        if comp.untrained:
+            caption += " UNTRAINED MODEL: accuracy deltas show output changes only."
+        out.append((deltas, caption))
+    return out
+
+
+def write_outputs(comp: Comparison, out_dir: Path) -> list[Path]:
+    """Write the report files; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        plots = make_plots(comp, out_dir)
+    except Exception as e:  # a plotting problem must not lose the verdicts
+        comp.notes.append(f"plots not drawn: {type(e).__name__}: {e}")
+        plots = []
+    sections = build_sections(comp, plots)
+    title = title_of(comp)
+    md, html, js = out_dir / REPORT_MD, out_dir / REPORT_HTML, out_dir / REPORT_JSON
+    atomic_write_text(md, to_markdown(title, sections, out_dir))
+    atomic_write_text(html, to_html(title, sections))
+    write_json(js, to_json(comp))
+    return [html, md, js]

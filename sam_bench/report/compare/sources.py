@@ -1,0 +1,516 @@
+"""One side of a comparison: the jobs of a sweep directory, a ``summary.csv`` or an MLflow run.
+
+* **sweep directory**: every ``<job>/result.json`` (a single run's output folder, holding
+  ``result.json`` itself, is one job). Without job records, its ``summary.csv`` is read.
+* **summary.csv**: metrics, status and identity come from the file; the job folders beside
+  it (``<folder of the csv>/<job>/``), when present, add ``per_image.csv`` (timing is judged
+  from it), saved predictions and the record's catalogue entries and environment.
+* **MLflow**: ``runs:/<run id>`` or a bare run id (32 hex digits), in ``--tracking-uri`` (else
+  ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory). A sweep's
+  parent run stands for its child runs; each child's ``result.json`` and ``per_image.csv``
+  artifacts are downloaded. Saved masks are not tracked, so there is no mask comparison.
+
+Anything that makes a side unreadable raises :class:`CompareError` (exit status 2) with a
+message naming the path and the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sam_bench.record import PER_IMAGE_FILE, RESULT_FILE
+from sam_bench.report.summary import SUMMARY_FILE, find_records, override_dict
+
+PREDICTIONS_FILE = "predictions.json"
+"""Instance masks a job saved (``save_predictions=true``): COCO results with RLE masks."""
+LABEL_FOLDER = "predictions"
+"""Per-frame label PNGs a video job saved (DAVIS layout: ``predictions/<sequence>/<frame>.png``)."""
+
+#: ``summary.csv`` columns that are not metrics (besides the override columns).
+SUMMARY_BOOKKEEPING = (
+    "job", "overrides", "config_id", "task", "model", "weights", "weights_hash",
+    "dataset_fingerprint", "untrained", "device", "dtype", "engine", "status", "error",
+    "job_dir",
+)  # fmt: skip
+SUMMARY_REQUIRED = ("config_id", "status")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class CompareError(Exception):
+    """The comparison cannot be made (exit status 2); the message says why."""
+
+
+@dataclass
+class Job:
+    """One job of a side: its record (or what a summary row / MLflow run says of it) and the
+    folder holding its per-image rows and saved predictions, when there is one."""
+
+    record: dict[str, Any]
+    name: str
+    """Job folder name (the job number), or the MLflow run name."""
+    job_dir: Path | None = None
+    origin: str = "record"
+    """``record`` (result.json), ``summary`` (a summary.csv row) or ``mlflow``."""
+    _rows: list[dict[str, str]] | None = field(default=None, repr=False)
+    _rows_read: bool = field(default=False, repr=False)
+
+    @property
+    def config_id(self) -> str | None:
+        cid = self.record.get("config_id")
+        return str(cid) if cid else None
+
+    @property
+    def status(self) -> str:
+        return str(self.record.get("status") or "unknown")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in ("ok", "partial")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.record.get("metrics") or {}
+
+    @property
+    def overrides(self) -> list[str]:
+        return [str(o) for o in self.record.get("overrides") or []]
+
+    def per_image(self) -> list[dict[str, str]] | None:
+        """Rows of the job's ``per_image.csv`` (``None`` when there is none or it is
+        unreadable)."""
+        if not self._rows_read:
+            self._rows_read = True
+            path = self.job_dir / PER_IMAGE_FILE if self.job_dir is not None else None
+            if path is not None and path.is_file():
+                try:
+                    with path.open(newline="", encoding="utf-8") as f:
+                        self._rows = list(csv.DictReader(f))
+                except (OSError, UnicodeDecodeError, csv.Error):
+                    self._rows = None
+        return self._rows
+
+    def predictions_file(self) -> Path | None:
+        path = self.job_dir / PREDICTIONS_FILE if self.job_dir is not None else None
+        return path if path is not None and path.is_file() else None
+
+    def label_folder(self) -> Path | None:
+        path = self.job_dir / LABEL_FOLDER if self.job_dir is not None else None
+        return path if path is not None and path.is_dir() else None
+
+
+@dataclass
+class Side:
+    """What one argument of the command names."""
+
+    role: str
+    """``baseline`` or ``current``."""
+    spec: str
+    """The argument as given."""
+    kind: str
+    """``sweep_dir``, ``summary_csv`` or ``mlflow``."""
+    location: str
+    """The resolved path or ``runs:/<id>`` with its tracking URI."""
+    jobs: list[Job]
+    notes: list[str] = field(default_factory=list)
+    """Things the reader should know about how this side was read."""
+    warnings: list[str] = field(default_factory=list)
+    """Things that may make the comparison other than the user meant (printed)."""
+    folder: Path | None = None
+    """The side's folder (default output place of the current side)."""
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+
+
+def load_side(
+    spec: str,
+    role: str,
+    *,
+    tracking_uri: str | None = None,
+    scratch: Path | None = None,
+    progress: bool = False,
+) -> Side:
+    """Read ``spec`` (see the module docstring). ``scratch``: a folder for downloaded MLflow
+    artifacts (required for MLflow sides)."""
+    text = str(spec).strip()
+    if not text:
+        raise CompareError(f"{role}: empty argument")
+    if text.startswith("runs:/"):
+        run_id = text[len("runs:/") :].strip("/").split("/")[0]
+        if not run_id:
+            raise CompareError(f"{role} {text!r}: no run id after runs:/")
+        return load_mlflow(run_id, role, text, tracking_uri, scratch, progress)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return load_dir(path, role, text)
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return load_summary(path, role, text)
+        if path.name == RESULT_FILE:
+            return load_dir(path.parent, role, text)
+        raise CompareError(
+            f"{role} {text!r} is a file but neither a summary.csv nor a result.json (expected "
+            "a sweep directory, a summary.csv, runs:/<run id> or an MLflow run id)"
+        )
+    if RUN_ID.fullmatch(text):
+        return load_mlflow(text, role, text, tracking_uri, scratch, progress)
+    raise CompareError(
+        f"{role} {text!r}: no such file or directory (expected a sweep directory, a "
+        "summary.csv, runs:/<run id> or an MLflow run id)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# sweep directories
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def load_dir(folder: Path, role: str, spec: str) -> Side:
+    """A sweep directory (or a single run's folder)."""
+    notes: list[str] = []
+    dirs = [folder] if (folder / RESULT_FILE).is_file() else find_records(folder)
+    if not dirs:
+        summary = folder / SUMMARY_FILE
+        if summary.is_file():
+            side = load_summary(summary, role, spec)
+            side.notes.insert(0, f"no job records in {folder}: read {summary}")
+            return side
+        raise CompareError(
+            f"{role} {spec!r}: no job record ({folder}/<job>/{RESULT_FILE}) and no "
+            f"{SUMMARY_FILE} in {folder}"
+        )
+    jobs = []
+    for job_dir in dirs:
+        try:
+            record = _read_json(job_dir / RESULT_FILE)
+        except (OSError, ValueError) as e:
+            notes.append(f"{job_dir / RESULT_FILE} is unreadable ({e}): counted as a failed job")
+            record = {"status": "failed", "error": f"unreadable {RESULT_FILE}: {e}"}
+        jobs.append(Job(record, job_dir.name, job_dir, "record"))
+    warnings = _summary_disagreements(folder, jobs)
+    return Side(role, spec, "sweep_dir", str(folder.resolve()), jobs, notes, warnings, folder)
+
+
+def _summary_disagreements(folder: Path, jobs: list[Job]) -> list[str]:
+    """A note when the folder's ``summary.csv`` holds other metric values than the records
+    (someone edited one of them): the records are used."""
+    path = folder / SUMMARY_FILE
+    if not path.is_file():
+        return []
+    try:
+        rows = _parse_summary(path)
+    except CompareError:
+        return [f"{path} is unreadable; the job records were used"]
+    by_job = {j.name: j for j in jobs}
+    diffs = []
+    for row in rows:
+        job = by_job.get(row.get("job", ""))
+        if job is None:
+            continue
+        for name, value in _summary_metrics(row, path, 0).items():
+            rec = job.metrics.get(name)
+            if not _same_number(value, rec):
+                diffs.append(f"job {job.name} {name}: summary.csv {value} vs result.json {rec}")
+    if not diffs:
+        return []
+    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    return [
+        f"{path} disagrees with the job records ({'; '.join(diffs[:3])}{more}): the records "
+        f"were used; pass {path} itself to compare its values"
+    ]
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    fa, fb = _num(a), _num(b)
+    if fa is None or fb is None:
+        return fa is None and fb is None
+    return math.isclose(fa, fb, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _num(value: Any) -> float | None:
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+# --------------------------------------------------------------------------------------------
+# summary.csv
+
+
+def _parse_summary(path: Path) -> list[dict[str, str]]:
+    """Rows of a ``summary.csv``, checked for shape (clear errors for malformed files)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CompareError(f"{path}: not a text CSV file ({e})") from None
+    except OSError as e:
+        raise CompareError(f"{path}: cannot read it ({e})") from None
+    if not text.strip():
+        raise CompareError(f"{path}: the file is empty")
+    try:
+        table = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise CompareError(f"{path}: malformed CSV ({e})") from None
+    header, body = table[0], [r for r in table[1:] if r]
+    missing = [c for c in SUMMARY_REQUIRED if c not in header]
+    if missing:
+        raise CompareError(
+            f"{path}: malformed summary: no column {', '.join(missing)} (a sam_bench "
+            f"summary.csv has them; columns found: {', '.join(header[:8]) or 'none'})"
+        )
+    if len(set(header)) != len(header):
+        raise CompareError(f"{path}: malformed summary: repeated column names")
+    rows = []
+    for i, cells in enumerate(body, start=2):
+        if len(cells) != len(header):
+            raise CompareError(
+                f"{path}: malformed CSV: line {i} has {len(cells)} fields, the header has "
+                f"{len(header)}"
+            )
+        rows.append(dict(zip(header, cells, strict=True)))
+    if not rows:
+        raise CompareError(f"{path}: no job rows")
+    return rows
+
+
+def _summary_metrics(row: dict[str, str], path: Path, line: int) -> dict[str, float | None]:
+    skip = set(SUMMARY_BOOKKEEPING) | set(override_dict(row.get("overrides", "").split()))
+    out: dict[str, float | None] = {}
+    for col, value in row.items():
+        if col in skip:
+            continue
+        text = value.strip()
+        if text == "" or text.lower() in ("nan", "none", "null"):
+            out[col] = None
+            continue
+        try:
+            out[col] = float(text)
+        except ValueError:
+            where = f"line {line}, " if line else ""
+            raise CompareError(
+                f"{path}: malformed summary: {where}column {col!r}: {value!r} is not a number"
+            ) from None
+    return out
+
+
+def _bool(text: str) -> bool | None:
+    return {"true": True, "false": False}.get(text.strip().lower())
+
+
+def _summary_record(row: dict[str, str], metrics: dict[str, float | None]) -> dict[str, Any]:
+    weights = row.get("weights") or None
+    kind = None
+    if weights == "random":
+        kind = "random"
+    elif weights and weights.startswith("predictions:"):
+        kind = "predictions"
+    elif weights:
+        kind = "checkpoint"
+    return {
+        "status": row.get("status") or "unknown",
+        "error": row.get("error") or None,
+        "task": row.get("task") or None,
+        "config_id": row.get("config_id") or None,
+        "overrides": row.get("overrides", "").split(),
+        "metrics": metrics,
+        "weights": {"label": weights, "hash": row.get("weights_hash") or None, "kind": kind},
+        "dataset": {"fingerprint": row.get("dataset_fingerprint") or None},
+        "environment": {"device": row.get("device") or None, "dtype": row.get("dtype") or None},
+        "config": {
+            "model": {"name": row.get("model") or None},
+            "engine": row.get("engine") or None,
+            "dtype": row.get("dtype") or None,
+        },
+        "untrained": _bool(row.get("untrained", "")),
+    }
+
+
+def load_summary(path: Path, role: str, spec: str) -> Side:
+    """A ``summary.csv``: metrics from the file; per-image rows, predictions, catalogue entries
+    and environment from the job folders beside it when present."""
+    rows = _parse_summary(path)
+    jobs = []
+    beside = 0
+    for line, row in enumerate(rows, start=2):
+        metrics = _summary_metrics(row, path, line)
+        record = _summary_record(row, metrics)
+        name = row.get("job") or f"row {line}"
+        job_dir = path.parent / row["job"] if row.get("job") else None
+        if job_dir is not None and not job_dir.is_dir():
+            job_dir = None
+        if job_dir is not None:
+            beside += 1
+            try:
+                full = _read_json(job_dir / RESULT_FILE)
+            except (OSError, ValueError):
+                full = None
+            if full is not None:  # the file's values win; the record adds what it lacks
+                full.update({k: record[k] for k in ("metrics", "status", "error", "config_id")})
+                record = full
+        jobs.append(Job(record, name, job_dir, "summary"))
+    notes = [f"metrics read from {path}"]
+    if beside < len(jobs):
+        notes.append(
+            f"{len(jobs) - beside} of {len(jobs)} jobs have no folder beside {path.name}: "
+            "their timing is not judged (no per-image figures)"
+        )
+    return Side(role, spec, "summary_csv", str(path.resolve()), jobs, notes, [], path.parent)
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow
+
+
+def default_tracking_uri(configured: str | None) -> str:
+    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
+    working directory (as :mod:`sam_bench.tracking.mlflow` resolves it)."""
+    from sam_bench.tracking.mlflow import resolve_uri
+
+    return resolve_uri(configured, Path.cwd())
+
+
+def load_mlflow(
+    run_id: str,
+    role: str,
+    spec: str,
+    tracking_uri: str | None,
+    scratch: Path | None,
+    progress: bool,
+) -> Side:
+    """A sweep's MLflow parent run (its child runs are the jobs), or one job's run."""
+    from sam_bench.tracking.mlflow import sqlite_db_path
+
+    uri = default_tracking_uri(tracking_uri)
+    db = sqlite_db_path(uri)
+    if db is not None and not db.is_file():
+        raise CompareError(
+            f"{role} {spec!r}: no MLflow store at {db} (set --tracking-uri, or "
+            "MLFLOW_TRACKING_URI, to where the runs are)"
+        )
+    try:
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise CompareError(f"{role} {spec!r}: reading MLflow runs needs mlflow installed") from None
+    if scratch is None:
+        raise ValueError("an MLflow side needs a scratch folder")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as e:
+        raise CompareError(
+            f"{role} {spec!r}: MLflow run {run_id} not found in {uri} ({e})"
+        ) from None
+    children = _child_runs(client, run)
+    runs = children or [run]
+    dest_root = scratch / role
+    jobs = []
+    from tqdm.auto import tqdm
+
+    for i, child in enumerate(tqdm(runs, desc=f"{role}: MLflow runs", disable=not progress)):
+        tags = child.data.tags
+        name = str(tags.get("job_num") or child.info.run_name or child.info.run_id)
+        dest = dest_root / f"{i:04d}"
+        dest.mkdir(parents=True, exist_ok=True)
+        got = _download(client, child.info.run_id, (RESULT_FILE, PER_IMAGE_FILE), dest)
+        record: dict[str, Any] | None = None
+        if RESULT_FILE in got:
+            try:
+                record = _read_json(dest / RESULT_FILE)
+            except (OSError, ValueError):
+                record = None
+        if record is None:
+            record = _run_record(child)
+        jobs.append(Job(record, name, dest, "mlflow"))
+    what = f"parent run with {len(children)} child runs" if children else "a single run"
+    notes = [f"MLflow {what} in {uri} (saved masks are not tracked: no mask comparison)"]
+    return Side(role, spec, "mlflow", f"runs:/{run_id} ({uri})", jobs, notes, [], None)
+
+
+def _child_runs(client: Any, run: Any) -> list[Any]:
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+            max_results=1000,
+            page_token=token,
+        )
+        out.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            break
+
+    def key(r: Any) -> tuple[int, str]:
+        num = r.data.tags.get("job_num")
+        return (int(num), "") if str(num).isdigit() else (1 << 30, str(r.info.run_name))
+
+    return sorted(out, key=key)
+
+
+def _download(client: Any, run_id: str, names: Iterable[str], dest: Path) -> set[str]:
+    """Download the run's artifacts among ``names`` into ``dest``; returns those found."""
+    present = {a.path for a in client.list_artifacts(run_id)}
+    got = set()
+    for name in names:
+        if name not in present:
+            continue
+        local = Path(client.download_artifacts(run_id, name, str(dest)))
+        if local != dest / name:
+            os.replace(local, dest / name)
+        got.add(name)
+    return got
+
+
+def _run_record(run: Any) -> dict[str, Any]:
+    """What a run's tags and metrics say of a job whose ``result.json`` was not logged."""
+    tags = run.data.tags
+    return {
+        "status": tags.get("status") or ("failed" if run.info.status == "FAILED" else "ok"),
+        "error": tags.get("error"),
+        "task": tags.get("task"),
+        "config_id": tags.get("config_id"),
+        "overrides": (tags.get("overrides") or "").split(),
+        "metrics": dict(run.data.metrics),
+        "weights": {
+            "label": tags.get("weights"),
+            "hash": tags.get("weights_hash"),
+            "kind": tags.get("weights_kind"),
+        },
+        "dataset": {"fingerprint": tags.get("dataset_fingerprint")},
+        "environment": {
+            k: tags.get(t)
+            for k, t in (
+                ("device", "device"),
+                ("dtype", "dtype"),
+                ("torch", "torch_version"),
+                ("sam2", "sam2_version"),
+                ("git_commit", "git_commit"),
+                ("cpu_model", "cpu_model"),
+                ("device_name", "device_name"),
+            )
+        },
+        "config": {"model": {"name": tags.get("model")}},
+        "untrained": _bool(tags.get("untrained") or ""),
+    }
