@@ -46,7 +46,13 @@ from sam_bench.report.compare.masks import (
     compare_label_folders,
     compare_predictions,
 )
-from sam_bench.report.compare.matching import Pair, identity_of, match, resolve_across
+from sam_bench.report.compare.matching import (
+    Pair,
+    closest_pair,
+    identity_of,
+    match,
+    resolve_across,
+)
 from sam_bench.report.compare.sources import CompareError, Job, Side, load_side
 from sam_bench.report.compare.tolerances import (
     Settings,
@@ -212,6 +218,7 @@ def _agreement_row(
         metric=name, label=label, kind="masks", direction="higher", baseline=1.0,
         current=value, delta=value - 1.0, ratio=None, interval=None, n_images=None,
         tolerance=tol.describe(), verdict="not judged", note=note, fmt="{:.4f}",
+        band=tol.band(1.0) if tol.judge else None,
     )  # fmt: skip
     if not comparable:
         row.note += "; weights differ: not judged"
@@ -261,7 +268,9 @@ def compare(
         ) + f". To compare anyway: --across {','.join(d.name for d in stops)}"  # fmt: skip
         return comp
     if not pairs:
-        comp.stop_reason = nothing_matched_reason(diffs, len(baseline.jobs), len(current.jobs))
+        comp.stop_reason = nothing_matched_reason(
+            diffs, len(baseline.jobs), len(current.jobs), closest_pair(baseline.jobs, current.jobs)
+        )
         return comp
     view = _view(baseline, current)
     for p in pairs:

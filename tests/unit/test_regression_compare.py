@@ -362,6 +362,12 @@ def test_nothing_matched_and_unmatched_configurations(pair, tmp_path, capsys) ->
     write_job(odd, 0, thresh=0.9)
     code, _, err = run([str(base), str(odd), "--out", str(tmp_path)], capsys)
     assert code == 2 and "no configuration matched" in err
+    assert "the most similar pair (baseline job 0, current job 0) differs in " in err
+    assert "sections.amg.pred_iou_thresh. Compare like with like" in err
+    # named, the difference no longer keeps them apart
+    code, _, _ = run([str(base), str(odd), "--across", "amg.pred_iou_thresh", "--out",
+                      str(tmp_path)], capsys)  # fmt: skip
+    assert code == 0
     write_job(cur, 2, thresh=0.9)  # an extra configuration: listed, not a failure
     code, _, _ = run([str(base), str(cur), "--out", str(tmp_path)], capsys)
     assert code == 0

@@ -192,19 +192,30 @@ def pair_flags(pair: Pair) -> dict[str, bool]:
     return {"outputs": not random_redrawn}
 
 
-def nothing_matched_reason(diffs: list[Difference], n_base: int, n_cur: int) -> str:
-    """Why no configuration matched, from what differs between the sweeps."""
-    stops = [d for d in diffs if d.name in STOP_NAMES]
-    if stops:
-        parts = [
-            f"{d.label} (baseline: {', '.join(d.baseline)}; current: {', '.join(d.current)})"
-            for d in stops
-        ]
-        return (
-            "no configuration matched: the sides differ in " + "; ".join(parts)
-            + ". Compare like with like, or name what may differ with --across"
-        )  # fmt: skip
-    return (
+def nothing_matched_reason(
+    diffs: list[Difference],
+    n_base: int,
+    n_cur: int,
+    closest: tuple[Job, Job, list[str]] | None = None,
+) -> str:
+    """Why no configuration matched: what differs between the sweeps (fields not named by
+    ``--across``) and, from ``closest`` (the most similar pair and the identity parts that
+    differ), what to name with ``--across``."""
+    text = (
         f"no configuration matched: none of the {n_cur} current configurations has the "
         f"config_id or settings of one of the {n_base} baseline configurations"
     )
+    stops = [d for d in diffs if d.name in STOP_NAMES and d.severity != "allowed"]
+    if stops:
+        text += "; the sides differ in " + "; ".join(
+            f"{d.label} (baseline: {', '.join(d.baseline)}; current: {', '.join(d.current)})"
+            for d in stops
+        )
+    if closest is not None and closest[2]:
+        b, c, parts = closest
+        shown = ", ".join(parts[:6]) + (" ..." if len(parts) > 6 else "")
+        text += (
+            f"; the most similar pair (baseline job {b.name}, current job {c.name}) differs "
+            f"in {shown}"
+        )
+    return text + ". Compare like with like, or name what may differ with --across"

@@ -75,6 +75,10 @@ class MetricResult:
     note: str = ""
     basis: str = "value"
     """``value`` (the aggregate itself), ``per-image`` (bootstrap) or ``status``."""
+    band: float | None = None
+    """The largest change within the tolerance, in the metric's unit (value rows)."""
+    ratio_limit: float | None = None
+    """The ratio beyond which a change exceeds the tolerance (per-image rows)."""
     fmt: str = "{:.4g}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,6 +187,7 @@ def judge_per_image(
     row.ratio, row.interval = est.ratio, (est.low, est.high)
     reference = base if base is not None else 1.0
     bound = tol.ratio_bound(reference)
+    row.ratio_limit = 1.0 - bound if entry.direction == "higher" else 1.0 + bound
     row.verdict = ratio_verdict(est, entry.direction != "higher", bound)
     row.note = "paired by image" if paired else "unpaired (the sides measured other images)"
     return row
@@ -194,6 +199,7 @@ def _row(
     delta = cur - base if base is not None and cur is not None else None
     ratio = cur / base if base and cur is not None else None
     return MetricResult(
+        band=tol.band(base) if base is not None and tol.judge else None,
         metric=name, label=entry.label, kind=entry.kind, direction=entry.direction,
         baseline=base, current=cur, delta=delta, ratio=ratio, interval=None, n_images=None,
         tolerance=tol.describe(), verdict="not judged", basis=basis, fmt=entry.fmt,

@@ -228,3 +228,21 @@ def _pair(
         [j for j in base if id(j) not in used],
         [j for j in cur if id(j) not in used],
     )
+
+
+def closest_pair(
+    baseline: list[Job], current: list[Job], limit: int = 2500
+) -> tuple[Job, Job, list[str]] | None:
+    """The baseline / current jobs whose identities differ in the fewest parts (data and
+    weights left aside when other parts differ too), with those parts; ``None`` without
+    identities. At most ``limit`` pairs are examined."""
+    docs_b = [(j, d) for j in baseline if (d := identity_of(j)) is not None]
+    docs_c = [(j, d) for j in current if (d := identity_of(j)) is not None]
+    best: tuple[Job, Job, list[str]] | None = None
+    for n, ((jb, db), (jc, dc)) in enumerate((b, c) for b in docs_b for c in docs_c):
+        if n >= limit:
+            break
+        parts = differences(db, dc)
+        if best is None or len(parts) < len(best[2]):
+            best = (jb, jc, parts)
+    return best

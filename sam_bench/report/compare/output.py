@@ -1,5 +1,5 @@
 """Outputs of a comparison: ``regression.md``, a self-contained ``regression.html``,
-``regression.json``, plots in ``regression_plots/`` and the lines printed on stdout.
+``regression.json`` and the lines printed on stdout (the plots: :mod:`.plots`).
 
 The documents are built from the report's blocks (:mod:`sam_bench.report.render`): the verdict
 first, then what differs between the sides, the regressions, an overview of the matched
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sam_bench.metrics.catalogue import format_value
 from sam_bench.record import atomic_write_text, write_json
 from sam_bench.report.compare.judge import MetricResult
+from sam_bench.report.compare.plots import make_plots
 from sam_bench.report.render import Bullets, Figure, Section, Table, Text, to_html, to_markdown
 
 if TYPE_CHECKING:
@@ -25,14 +26,7 @@ if TYPE_CHECKING:
 REPORT_MD = "regression.md"
 REPORT_HTML = "regression.html"
 REPORT_JSON = "regression.json"
-PLOTS_DIR = "regression_plots"
 SCHEMA_VERSION = 1
-#: Most rows drawn in one plot (the headline metrics first).
-MAX_PLOT_ROWS = 40
-COLOURS = {
-    "regression": "#c0392b", "worse": "#e67e22", "changed": "#2e86c1", "same": "#7f8c8d",
-    "better": "#27ae60", "inconclusive": "#8e44ad", "not judged": "#bdc3c7",
-}  # fmt: skip
 UNTRAINED_TEXT = (
     "UNTRAINED MODEL (random weights) on at least one side: accuracy figures measure nothing "
     "but the harness. Their changes still show whether the outputs changed (same weights, same "
@@ -403,152 +397,6 @@ def to_json(comp: Comparison) -> dict[str, Any]:
         "settings": comp.settings.to_dict(),
         "notes": comp.notes,
     }
-
-
-# --------------------------------------------------------------------------------------------
-# plots
-
-
-def _plot_rows(comp: Comparison, with_interval: bool) -> list[tuple[str, MetricResult]]:
-    rows = []
-    for c in comp.configs:
-        for r in c.rows:
-            if r.metric == "status":
-                continue
-            sampled = r.interval is not None and r.ratio is not None
-            exact = (
-                r.basis == "value"
-                and r.kind in ("accuracy", "count", "masks")
-                and r.direction != "neither"
-                and r.delta is not None
-            )
-            if sampled if with_interval else exact:
-                rows.append((c.label, r))
-    rank = {"regression": 0, "worse": 1, "better": 2}
-    rows.sort(key=lambda lr: rank.get(lr[1].verdict, 3))  # keep the notable ones when capped
-    return rows[:MAX_PLOT_ROWS]
-
-
-def _figure(n_rows: int) -> Any:
-    from matplotlib.figure import Figure as MplFigure
-
-    return MplFigure(figsize=(9, 1.5 + 0.32 * n_rows), layout="constrained")
-
-
-def plot_ratios(comp: Comparison, path: Path) -> Path | None:
-    """Cost ratios current / baseline with their bootstrap intervals."""
-    rows = _plot_rows(comp, with_interval=True)
-    if not rows:
-        return None
-    fig = _figure(len(rows))
-    ax = fig.add_subplot()
-    for i, (_, r) in enumerate(rows):
-        lo, hi = r.interval  # type: ignore[misc]
-        colour = COLOURS.get(r.verdict, "#333333")
-        ax.errorbar(
-            r.ratio, i, xerr=[[max(r.ratio - lo, 0)], [max(hi - r.ratio, 0)]],  # type: ignore[operator]
-            fmt="o", color=colour, capsize=3,
-        )  # fmt: skip
-        bound = _ratio_bound(r)
-        if bound is not None:
-            ax.plot([bound], [i], marker="|", markersize=14, color="#555555")
-    ax.axvline(1.0, color="#333333", linewidth=1)
-    ax.set_yticks(range(len(rows)), [f"{r.metric} | {_short(lbl)}" for lbl, r in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("current / baseline; | = tolerance bound")
-    ax.set_title("Cost: ratio with its bootstrap interval (colour = verdict)")
-    _legend(ax, {r.verdict for _, r in rows})
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def _ratio_bound(r: MetricResult) -> float | None:
-    text = r.tolerance
-    if "%" not in text and "±" not in text:
-        return None
-    try:
-        if text.startswith("±") and text.endswith("%"):
-            frac = float(text[1:-1]) / 100.0
-        elif text.startswith("±") and r.baseline:
-            frac = float(text[1:].split()[0]) / abs(r.baseline)
-        else:
-            return None
-    except ValueError:
-        return None
-    return 1.0 + frac if r.direction != "higher" else max(1.0 - frac, 1e-3)
-
-
-def plot_deltas(comp: Comparison, path: Path) -> Path | None:
-    """Deltas of the metrics judged on their value, with their tolerance band."""
-    rows = _plot_rows(comp, with_interval=False)
-    if not rows:
-        return None
-    fig = _figure(len(rows))
-    ax = fig.add_subplot()
-    for i, (_, r) in enumerate(rows):
-        band = _band(r)
-        if band is not None:
-            ax.plot([-band, band], [i, i], color="#d5d8dc", linewidth=7, solid_capstyle="butt")
-        ax.plot([r.delta], [i], "o", color=COLOURS.get(r.verdict, "#333333"))
-    ax.axvline(0.0, color="#333333", linewidth=1)
-    ax.set_yticks(range(len(rows)), [f"{r.metric} | {_short(lbl)}" for lbl, r in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("current - baseline (grey: tolerance band; values are exact, not sampled)")
-    ax.set_title("Accuracy, counts and mask agreement: deltas (colour = verdict)")
-    _legend(ax, {r.verdict for _, r in rows})
-    fig.savefig(path, dpi=100)
-    return path
-
-
-def _band(r: MetricResult) -> float | None:
-    text = r.tolerance
-    if not text.startswith("±"):
-        return None
-    first = text.split(" and ")[0][1:]
-    try:
-        if first.endswith("%"):
-            return float(first[:-1]) / 100.0 * abs(r.baseline or 0.0)
-        return float(first)
-    except ValueError:
-        return None
-
-
-def _short(label: str, width: int = 48) -> str:
-    return label if len(label) <= width else label[: width - 3] + "..."
-
-
-def _legend(ax: Any, verdicts: set[str]) -> None:
-    from matplotlib.lines import Line2D
-
-    handles = [
-        Line2D([], [], marker="o", linestyle="", color=COLOURS[v], label=v)
-        for v in COLOURS
-        if v in verdicts
-    ]
-    if handles:
-        ax.legend(handles=handles, loc="best", fontsize="small")
-
-
-def make_plots(comp: Comparison, out_dir: Path) -> list[tuple[Path, str]]:
-    """The comparison's plots (written to ``out_dir/regression_plots/``) with captions."""
-    if not comp.configs:
-        return []
-    folder = out_dir / PLOTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    ratios = plot_ratios(comp, folder / "cost_ratios.png")
-    if ratios is not None:
-        out.append((ratios, "Cost metrics: current / baseline with the bootstrap interval of "
-                            "the ratio (per-image figures, paired by image); the tick marks "
-                            "the tolerance bound."))  # fmt: skip
-    deltas = plot_deltas(comp, folder / "deltas.png")
-    if deltas is not None:
-        caption = "Accuracy, counts with a direction and mask agreement: current - baseline, "
-        caption += "grey band = tolerance."
-        if comp.untrained:
-            caption += " UNTRAINED MODEL: accuracy deltas show output changes only."
-        out.append((deltas, caption))
-    return out
 
 
 def write_outputs(comp: Comparison, out_dir: Path) -> list[Path]:

@@ -8,7 +8,8 @@
 * **MLflow**: ``runs:/<run id>`` or a bare run id (32 hex digits), in ``--tracking-uri`` (else
   ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory). A sweep's
   parent run stands for its child runs; each child's ``result.json`` and ``per_image.csv``
-  artifacts are downloaded. Saved masks are not tracked, so there is no mask comparison.
+  artifacts are downloaded (:mod:`.mlflow_source`). Saved masks are not tracked, so there is
+  no mask comparison.
 
 Anything that makes a side unreadable raises :class:`CompareError` (exit status 2) with a
 message naming the path and the reason.
@@ -20,9 +21,7 @@ import csv
 import io
 import json
 import math
-import os
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +148,7 @@ def load_side(
         run_id = text[len("runs:/") :].strip("/").split("/")[0]
         if not run_id:
             raise CompareError(f"{role} {text!r}: no run id after runs:/")
-        return load_mlflow(run_id, role, text, tracking_uri, scratch, progress)
+        return _mlflow(run_id, role, text, tracking_uri, scratch, progress)
     path = Path(text).expanduser()
     if path.is_dir():
         return load_dir(path, role, text)
@@ -163,18 +162,24 @@ def load_side(
             "a sweep directory, a summary.csv, runs:/<run id> or an MLflow run id)"
         )
     if RUN_ID.fullmatch(text):
-        return load_mlflow(text, role, text, tracking_uri, scratch, progress)
+        return _mlflow(text, role, text, tracking_uri, scratch, progress)
     raise CompareError(
         f"{role} {text!r}: no such file or directory (expected a sweep directory, a "
         "summary.csv, runs:/<run id> or an MLflow run id)"
     )
 
 
+def _mlflow(*args: Any) -> Side:
+    from sam_bench.report.compare.mlflow_source import load_mlflow
+
+    return load_mlflow(*args)
+
+
 # --------------------------------------------------------------------------------------------
 # sweep directories
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
@@ -198,7 +203,7 @@ def load_dir(folder: Path, role: str, spec: str) -> Side:
     jobs = []
     for job_dir in dirs:
         try:
-            record = _read_json(job_dir / RESULT_FILE)
+            record = read_json(job_dir / RESULT_FILE)
         except (OSError, ValueError) as e:
             notes.append(f"{job_dir / RESULT_FILE} is unreadable ({e}): counted as a failed job")
             record = {"status": "failed", "error": f"unreadable {RESULT_FILE}: {e}"}
@@ -313,7 +318,7 @@ def _summary_metrics(row: dict[str, str], path: Path, line: int) -> dict[str, fl
     return out
 
 
-def _bool(text: str) -> bool | None:
+def parse_bool(text: str) -> bool | None:
     return {"true": True, "false": False}.get(text.strip().lower())
 
 
@@ -341,7 +346,7 @@ def _summary_record(row: dict[str, str], metrics: dict[str, float | None]) -> di
             "engine": row.get("engine") or None,
             "dtype": row.get("dtype") or None,
         },
-        "untrained": _bool(row.get("untrained", "")),
+        "untrained": parse_bool(row.get("untrained", "")),
     }
 
 
@@ -361,7 +366,7 @@ def load_summary(path: Path, role: str, spec: str) -> Side:
         if job_dir is not None:
             beside += 1
             try:
-                full = _read_json(job_dir / RESULT_FILE)
+                full = read_json(job_dir / RESULT_FILE)
             except (OSError, ValueError):
                 full = None
             if full is not None:  # the file's values win; the record adds what it lacks
@@ -375,142 +380,3 @@ def load_summary(path: Path, role: str, spec: str) -> Side:
             "their timing is not judged (no per-image figures)"
         )
     return Side(role, spec, "summary_csv", str(path.resolve()), jobs, notes, [], path.parent)
-
-
-# --------------------------------------------------------------------------------------------
-# MLflow
-
-
-def default_tracking_uri(configured: str | None) -> str:
-    """``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the
-    working directory (as :mod:`sam_bench.tracking.mlflow` resolves it)."""
-    from sam_bench.tracking.mlflow import resolve_uri
-
-    return resolve_uri(configured, Path.cwd())
-
-
-def load_mlflow(
-    run_id: str,
-    role: str,
-    spec: str,
-    tracking_uri: str | None,
-    scratch: Path | None,
-    progress: bool,
-) -> Side:
-    """A sweep's MLflow parent run (its child runs are the jobs), or one job's run."""
-    from sam_bench.tracking.mlflow import sqlite_db_path
-
-    uri = default_tracking_uri(tracking_uri)
-    db = sqlite_db_path(uri)
-    if db is not None and not db.is_file():
-        raise CompareError(
-            f"{role} {spec!r}: no MLflow store at {db} (set --tracking-uri, or "
-            "MLFLOW_TRACKING_URI, to where the runs are)"
-        )
-    try:
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
-    except ImportError:
-        raise CompareError(f"{role} {spec!r}: reading MLflow runs needs mlflow installed") from None
-    if scratch is None:
-        raise ValueError("an MLflow side needs a scratch folder")
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        raise CompareError(
-            f"{role} {spec!r}: MLflow run {run_id} not found in {uri} ({e})"
-        ) from None
-    children = _child_runs(client, run)
-    runs = children or [run]
-    dest_root = scratch / role
-    jobs = []
-    from tqdm.auto import tqdm
-
-    for i, child in enumerate(tqdm(runs, desc=f"{role}: MLflow runs", disable=not progress)):
-        tags = child.data.tags
-        name = str(tags.get("job_num") or child.info.run_name or child.info.run_id)
-        dest = dest_root / f"{i:04d}"
-        dest.mkdir(parents=True, exist_ok=True)
-        got = _download(client, child.info.run_id, (RESULT_FILE, PER_IMAGE_FILE), dest)
-        record: dict[str, Any] | None = None
-        if RESULT_FILE in got:
-            try:
-                record = _read_json(dest / RESULT_FILE)
-            except (OSError, ValueError):
-                record = None
-        if record is None:
-            record = _run_record(child)
-        jobs.append(Job(record, name, dest, "mlflow"))
-    what = f"parent run with {len(children)} child runs" if children else "a single run"
-    notes = [f"MLflow {what} in {uri} (saved masks are not tracked: no mask comparison)"]
-    return Side(role, spec, "mlflow", f"runs:/{run_id} ({uri})", jobs, notes, [], None)
-
-
-def _child_runs(client: Any, run: Any) -> list[Any]:
-    out: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [run.info.experiment_id],
-            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-            max_results=1000,
-            page_token=token,
-        )
-        out.extend(page)
-        token = getattr(page, "token", None)
-        if not token:
-            break
-
-    def key(r: Any) -> tuple[int, str]:
-        num = r.data.tags.get("job_num")
-        return (int(num), "") if str(num).isdigit() else (1 << 30, str(r.info.run_name))
-
-    return sorted(out, key=key)
-
-
-def _download(client: Any, run_id: str, names: Iterable[str], dest: Path) -> set[str]:
-    """Download the run's artifacts among ``names`` into ``dest``; returns those found."""
-    present = {a.path for a in client.list_artifacts(run_id)}
-    got = set()
-    for name in names:
-        if name not in present:
-            continue
-        local = Path(client.download_artifacts(run_id, name, str(dest)))
-        if local != dest / name:
-            os.replace(local, dest / name)
-        got.add(name)
-    return got
-
-
-def _run_record(run: Any) -> dict[str, Any]:
-    """What a run's tags and metrics say of a job whose ``result.json`` was not logged."""
-    tags = run.data.tags
-    return {
-        "status": tags.get("status") or ("failed" if run.info.status == "FAILED" else "ok"),
-        "error": tags.get("error"),
-        "task": tags.get("task"),
-        "config_id": tags.get("config_id"),
-        "overrides": (tags.get("overrides") or "").split(),
-        "metrics": dict(run.data.metrics),
-        "weights": {
-            "label": tags.get("weights"),
-            "hash": tags.get("weights_hash"),
-            "kind": tags.get("weights_kind"),
-        },
-        "dataset": {"fingerprint": tags.get("dataset_fingerprint")},
-        "environment": {
-            k: tags.get(t)
-            for k, t in (
-                ("device", "device"),
-                ("dtype", "dtype"),
-                ("torch", "torch_version"),
-                ("sam2", "sam2_version"),
-                ("git_commit", "git_commit"),
-                ("cpu_model", "cpu_model"),
-                ("device_name", "device_name"),
-            )
-        },
-        "config": {"model": {"name": tags.get("model")}},
-        "untrained": _bool(tags.get("untrained") or ""),
-    }

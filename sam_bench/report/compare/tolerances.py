@@ -44,6 +44,15 @@ class Tolerance:
             checks.append(size > self.relative * abs(baseline))
         return all(checks) if checks else size > 0
 
+    def band(self, baseline: float) -> float:
+        """The largest change of ``baseline`` within the tolerance (both bounds: the larger)."""
+        bounds = []
+        if self.absolute is not None:
+            bounds.append(self.absolute)
+        if self.relative is not None:
+            bounds.append(self.relative * abs(baseline))
+        return max(bounds) if bounds else 0.0
+
     def ratio_bound(self, baseline: float) -> float:
         """The tolerance as a fraction of ``baseline`` (for ratio tests): the larger of the
         bounds when both are set."""
