@@ -59,6 +59,9 @@ MAX_RUN_NAME_LENGTH = 250
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 JOB_FILES = ("result.json", "per_image.csv", "traceback.txt")
+#: Per-job tables a task writes next to ``per_image.csv`` (``per_instance.csv``,
+#: ``per_class.csv``...): logged as artifacts too, as are the figures a record names.
+JOB_TABLES = "per_*.csv"
 
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY", re.IGNORECASE
@@ -550,6 +553,12 @@ class MlflowTracker:
             self._log_batch(client, run_id, params=params_of(config), metrics=metrics)
             for name in JOB_FILES:
                 self._log_path(client, run_id, job_dir / name, None)
+            for table in sorted(job_dir.glob(JOB_TABLES)):
+                if table.name not in JOB_FILES:
+                    self._log_path(client, run_id, table, None)
+            for rel in figure_paths(record):
+                folder = rel.parent.as_posix()
+                self._log_path(client, run_id, job_dir / rel, None if folder == "." else folder)
             for name in HYDRA_FILES:
                 self._log_path(client, run_id, job_dir / ".hydra" / name, "hydra")
             if self.log_masks:
@@ -594,6 +603,17 @@ class MlflowTracker:
             self._fail(client, run_id, f"tracking: {type(e).__name__}: {e}")
             raise
         self._retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def figure_paths(record: dict[str, Any]) -> list[Path]:
+    """The figures a job's record names (``figures``: paths relative to the job directory;
+    anything absolute or leading out of it is ignored)."""
+    out = []
+    for fig in record.get("figures") or []:
+        rel = Path(str(fig.get("path") or "")) if isinstance(fig, dict) else Path()
+        if rel.parts and not rel.is_absolute() and ".." not in rel.parts:
+            out.append(rel)
+    return out
 
 
 def _sweeper_params(config: Any) -> list[str]:

@@ -1,0 +1,137 @@
+"""Prompts per second: the prompted task's batched path vs the official predictor called
+instance by instance, side by side in one run.
+
+One embedded image with many objects (``dense_small_00``: 76 instances; sam2.1 tiny, random
+weights, CPU), encoded once. For the first ``--instances`` instances, every variant decodes the
+same prompts against that embedding -- first clicks (3 masks each) and tight boxes (1 mask):
+
+* ``official, one by one``: ``SAM2ImagePredictor.predict`` once per instance (a plain loop);
+* ``official, one batch``: ``predict`` once with every instance as a batch;
+* ``sam_bench``: :class:`sam_bench.prompts.decoder.PromptDecoder` in batches of
+  ``--batch-size`` (``prompt.batch_size``), as the prompted task runs it.
+
+Each variant's time is the median over ``--repeats`` runs of the whole set of calls (prompt
+preparation, prompt encoder, mask decoder, upsampling and thresholding: what ``predict``
+does). Prints prompts per second, ratios, and the smallest mask IoU between sam_bench's masks
+and the one-by-one masks (>= 0.999: a prompt alone and in a batch differ by ~4e-7).
+
+    .venv/bin/python benchmarks/bench_prompted.py                      # 32 instances
+    .venv/bin/python benchmarks/bench_prompted.py --instances 64 --batch-size 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
+from sam_bench.data.registry import build_dataset
+from sam_bench.metrics.prompted import mask_iou
+from sam_bench.models.build import build_model
+from sam_bench.preprocess import to_model_input
+from sam_bench.prompts.boxes import tight_box
+from sam_bench.prompts.clicks import first_click
+from sam_bench.prompts.decoder import PromptDecoder
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median seconds of ``fn`` over ``repeats`` runs, and its last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=32, help="instances prompted")
+    parser.add_argument("--batch-size", type=int, default=16, help="sam_bench's prompt.batch_size")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    cfg = ModelConfig(
+        name="sam2.1_hiera_tiny", sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
+        checkpoint_file="x.pt", url="http://127.0.0.1:9/x.pt", weights="random",
+    )  # fmt: skip
+    model: Any
+    model, _ = build_model(cfg, torch.device("cpu"), seed=0, progress=False)
+    root = Path(__file__).resolve().parents[1]
+    ds = build_dataset(DatasetConfig(scenes=["dense_small"], limit=1), root)
+    sample = ds.load(ds.refs()[0])
+    assert sample.raw is not None and sample.gt is not None
+    image = to_model_input(sample.raw, PreprocessConfig())[0]
+    masks = [np.asarray(mask_utils.decode(r), dtype=bool) for r in sample.gt.rles]
+    masks = masks[: args.instances]
+    n = len(masks)
+    clicks = [first_click(m) for m in masks]
+    coords = np.array([[[c.x, c.y]] for c in clicks], dtype=np.float64)  # type: ignore[union-attr]
+    labels = np.ones((n, 1), dtype=np.int64)
+    boxes = np.stack([tight_box(m) for m in masks])  # type: ignore[misc]
+
+    decoder = PromptDecoder(model, torch.device("cpu"))
+    decoder.set_image(image, [])
+    predictor = decoder.predictor  # the official predictor, same embedding
+    bs = args.batch_size
+    print(
+        f"{n} instances of {sample.ref.path.name}, sam2.1 tiny (random weights), CPU, "
+        f"{torch.get_num_threads()} threads, median of {args.repeats} runs"
+    )
+    print(f"{'prompts':<8} {'variant':<26} {'seconds':>8} {'prompts/s':>10} {'vs one by one':>14}")
+    for name, prompts, multimask in (
+        ("click", {"point_coords": coords, "point_labels": labels}, True),
+        ("box", {"box": boxes}, False),
+    ):
+
+        def one_by_one(p: dict[str, np.ndarray] = prompts, mm: bool = multimask) -> list[Any]:
+            return [
+                predictor.predict(multimask_output=mm, **{k: v[i : i + 1] for k, v in p.items()})[0]
+                for i in range(n)
+            ]
+
+        def one_batch(p: dict[str, np.ndarray] = prompts, mm: bool = multimask) -> Any:
+            return predictor.predict(multimask_output=mm, **p)[0]
+
+        def ours(p: dict[str, np.ndarray] = prompts, mm: bool = multimask) -> list[np.ndarray]:
+            out: list[np.ndarray] = []
+            for s in range(0, n, bs):
+                batch = {k: v[s : s + bs] for k, v in p.items()}
+                out.extend(decoder.decode(multimask_output=mm, **batch).masks)
+            return out
+
+        with torch.inference_mode():
+            one_by_one()  # warm-up of every shape
+            results = {}
+            for label, fn in (
+                ("official, one by one", one_by_one),
+                ("official, one batch", one_batch),
+                (f"sam_bench, batches of {bs}", ours),
+            ):
+                results[label] = timed(fn, args.repeats)
+        base = results["official, one by one"][0]
+        for label, (secs, _) in results.items():
+            print(f"{name:<8} {label:<26} {secs:8.2f} {n / secs:10.2f} {base / secs:13.2f}x")
+        singles = results["official, one by one"][1]
+        batched = results[f"sam_bench, batches of {bs}"][1]
+        worst = min(
+            mask_iou(batched[i][c], singles[i][c] > 0)
+            for i in range(n)
+            for c in range(batched[i].shape[0])
+        )
+        print(f"{name:<8} smallest mask IoU, sam_bench vs one by one: {worst:.6f}")
+
+
+if __name__ == "__main__":
+    main()
