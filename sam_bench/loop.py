@@ -12,6 +12,7 @@ runs on the first item that works; a warm-up that raises moves on to the next it
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +179,8 @@ def run_items(
                     logs[j].append(ref.image_id, row, None, False)
                 continue
             row.update(t.ms())
+            if math.isfinite(t.peak_mb):  # the engine knows this job's own peak
+                row["gpu_peak_mb"] = t.peak_mb
             # the time this job added: shared stages count for the group's first job only (as
             # spent: an encoder-cache hit counts its load, not the stored seconds)
             own = sum(t.seconds.get(s, 0.0) for s in spec.own_stages)

@@ -33,6 +33,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -46,7 +47,7 @@ import torch
 
 from sam_bench.config import CacheConfig, ModelConfig
 from sam_bench.errors import ConfigError
-from sam_bench.metrics.cost import Clock
+from sam_bench.metrics.cost import Clock, GpuPeak
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +135,12 @@ class EncoderEntry:
     is_batch: bool
     encoder_s: float
     """Seconds the encoder took when the entry was computed."""
+    encoder_peak_mb: float = math.nan
+    """CUDA peak of the encoder when the entry was computed (NaN on CPU or unknown): a hit
+    reports it, so a job's ``peak_gpu_mem_mb`` does not depend on the cache."""
 
     @classmethod
-    def capture(cls, predictor: Any, encoder_s: float) -> EncoderEntry:
+    def capture(cls, predictor: Any, encoder_s: float, peak_mb: float = math.nan) -> EncoderEntry:
         """The state ``set_image`` left on ``predictor`` (compact CPU copies, same strides)."""
         feats = predictor._features
 
@@ -149,6 +153,7 @@ class EncoderEntry:
             orig_hw=[(int(h), int(w)) for h, w in predictor._orig_hw],
             is_batch=bool(predictor._is_batch),
             encoder_s=float(encoder_s),
+            encoder_peak_mb=float(peak_mb),
         )
 
     def restore(self, predictor: Any) -> None:
@@ -172,6 +177,7 @@ class EncoderEntry:
             "orig_hw": [list(hw) for hw in self.orig_hw],
             "is_batch": self.is_batch,
             "encoder_s": self.encoder_s,
+            "encoder_peak_mb": self.encoder_peak_mb,
         }
 
     @classmethod
@@ -191,12 +197,14 @@ class EncoderEntry:
             or not isinstance(d.get("is_batch"), bool)
         ):
             raise ValueError("malformed encoder-cache entry")
+        peak = d.get("encoder_peak_mb", math.nan)  # entries written before it: unknown
         return cls(
             image_embed=embed,
             high_res_feats=feats,
             orig_hw=[(int(h), int(w)) for h, w in hw],
             is_batch=d["is_batch"],
             encoder_s=encoder_s,
+            encoder_peak_mb=float(peak) if isinstance(peak, float | int) else math.nan,
         )
 
 
@@ -232,6 +240,8 @@ class EncoderCache:
         self.device = device
         self.stats = CacheStats()
         self.active = True
+        self.last_peak_mb = math.nan
+        """The encoder's CUDA peak of the last :meth:`set_image` (stored one on a hit)."""
 
     # ------------------------------------------------------------------------ entries
 
@@ -344,13 +354,18 @@ class EncoderCache:
 
     # ------------------------------------------------------------------ predictor glue
 
-    def set_image(self, predictor: Any, image: np.ndarray, clock: Clock) -> float:
+    def set_image(
+        self, predictor: Any, image: np.ndarray, clock: Clock, gpu: GpuPeak | None = None
+    ) -> float:
         """``predictor.set_image(image)``, or restore its stored result.
 
         Returns the encoder seconds to count: measured now on a miss (the encoder alone, not
-        hashing or writing), the stored seconds on a hit. While :meth:`suspended`, the encoder
-        simply runs (nothing read, written or counted).
+        hashing or writing), the stored seconds on a hit. With ``gpu``, the encoder's CUDA
+        peak is measured on a miss, stored with the entry and restored on a hit
+        (:attr:`last_peak_mb`). While :meth:`suspended`, the encoder simply runs (nothing read,
+        written or counted).
         """
+        self.last_peak_mb = math.nan
         if not self.active:
             t0 = clock.now()
             predictor.set_image(image)
@@ -359,11 +374,15 @@ class EncoderCache:
         entry = self.get(key)
         if entry is not None:
             entry.restore(predictor)
+            self.last_peak_mb = entry.encoder_peak_mb
             return entry.encoder_s
+        if gpu is not None:
+            gpu.reset()
         t0 = clock.now()
         predictor.set_image(image)
         seconds = clock.now() - t0
-        self.put(key, EncoderEntry.capture(predictor, seconds))
+        self.last_peak_mb = gpu.peak_mb() if gpu is not None else math.nan
+        self.put(key, EncoderEntry.capture(predictor, seconds, self.last_peak_mb))
         return seconds
 
     @contextlib.contextmanager

@@ -30,6 +30,7 @@ the kept logits counts as post-processing here (upstream counts it inside the de
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +47,7 @@ from sam_bench.config import AMGConfig
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
-from sam_bench.metrics.cost import Clock, StageTimes
+from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
 from sam_bench.models import connected_components
 
 #: AMG settings that only change post-processing (everything else changes the candidates).
@@ -146,6 +147,7 @@ class FastAMG:
         self.device = device
         self.dtype = dtype
         self.clock = Clock(device)
+        self.gpu = GpuPeak(device)
         self.encoder_cache = encoder_cache
         first = configs[0]
         self.first = first
@@ -332,21 +334,34 @@ class FastAMG:
         )
         return d
 
-    def _set_image(self, crop: np.ndarray, times: list[StageTimes]) -> None:
+    def _set_image(self, crop: np.ndarray, times: list[StageTimes]) -> float:
         """Encode ``crop`` (``predictor.set_image``), or restore it from the encoder cache,
         adding the encoder seconds to every configuration. On a cache hit the stage gets the
         seconds stored with the entry (a configuration's latency never depends on the cache);
-        ``wall_offset`` gets the difference to the time actually spent."""
+        ``wall_offset`` gets the difference to the time actually spent. Returns the encoder's
+        CUDA peak (stored with a cache entry and restored on a hit; NaN on CPU)."""
         t0 = self.clock.now()
         if self.encoder_cache is None:
+            self.gpu.reset()
             self.predictor.set_image(crop)
             enc = wall = self.clock.now() - t0
+            peak = self.gpu.peak_mb()
         else:
-            enc = self.encoder_cache.set_image(self.predictor, crop, self.clock)
+            gpu = self.gpu if self.gpu.cuda else None
+            enc = self.encoder_cache.set_image(self.predictor, crop, self.clock, gpu)
             wall = self.clock.now() - t0
+            peak = self.encoder_cache.last_peak_mb
         for t in times:
             t.add("encoder", enc)
             t.wall_offset += wall - enc
+        return peak
+
+    def _peak(self, current: float) -> float:
+        """``current`` combined with the CUDA peak since the last reset (NaN on CPU)."""
+        if not self.gpu.cuda:
+            return math.nan
+        now = self.gpu.peak_mb()
+        return now if math.isnan(current) else max(current, now)
 
     # --------------------------------------------------------------------- public API
 
@@ -364,34 +379,50 @@ class FastAMG:
             orig_size, self.first.crop_n_layers, self.first.crop_overlap_ratio
         )
         per_crop: list[list[dict[str, Any]]] = [[] for _ in self.configs]
+        # CUDA peaks: of the shared stages (encoder, decoder) and of each configuration's own
+        # post-processing; a configuration's figure is what it would use alone (issue: a
+        # strict configuration grouped with a keep-all one must not report the latter's peak)
+        shared = math.nan
+        own = [math.nan for _ in self.configs]
         with torch.inference_mode(), autocast(self.device, self.dtype):
             for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
                 x0, y0, x1, y1 = crop_box
                 crop = image[y0:y1, x0:x1, :]
                 im_size = (int(crop.shape[0]), int(crop.shape[1]))
-                self._set_image(crop, times)
+                enc_peak = self._set_image(crop, times)
+                shared = enc_peak if math.isnan(shared) else max(shared, enc_peak)
                 points_all = self.point_grids[layer_idx] * np.array(im_size)[None, ::-1]
                 kept = [_Kept() for _ in self.configs]
                 step = self.first.points_per_batch
                 for s in range(0, len(points_all), step):
+                    self.gpu.reset()
                     t0 = self.clock.now()
                     low_res, iou, pts = self._batch_candidates(points_all[s : s + step], im_size)
                     dec = self.clock.now() - t0
+                    shared = self._peak(shared)
                     for j, t in enumerate(times):
                         t.add("decoder", dec)
+                        self.gpu.reset()
                         with t.measure("postprocess", self.clock):
                             self._postprocess_batch(
                                 j, low_res, iou, pts, im_size, crop_box, orig_size, kept[j]
                             )
+                        own[j] = self._peak(own[j])
                     del low_res
                 self.predictor.reset_predictor()
                 for j, t in enumerate(times):
+                    self.gpu.reset()
                     with t.measure("postprocess", self.clock):
                         per_crop[j].append(self._finish_crop(j, kept[j], crop_box))
+                    own[j] = self._peak(own[j])
         out = []
         for j, t in enumerate(times):
+            self.gpu.reset()
             with t.measure("postprocess", self.clock):
                 out.append(self._records(j, per_crop[j], len(crop_boxes), orig_size))
+            own[j] = self._peak(own[j])
+            if self.gpu.cuda:
+                t.peak_mb = max(v for v in (shared, own[j]) if not math.isnan(v))
         return out
 
     def _records(

@@ -60,6 +60,10 @@ class StageTimes:
     not listed at construction are added on first use."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    peak_mb: float = math.nan
+    """This job's own CUDA peak for the item, when an engine computing several jobs together
+    can tell it (the shared stages' peak combined with the job's own post-processing peak);
+    NaN: the loop's per-item peak of the whole group applies."""
     wall_offset: float = 0.0
     """Wall seconds actually spent minus those counted in the stages. Non-zero only with the
     encoder cache: the ``encoder`` stage then holds what running the encoder costs (stored

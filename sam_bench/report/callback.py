@@ -74,6 +74,21 @@ def check_sweep_folder(config: DictConfig) -> None:
         )  # fmt: skip
 
 
+def warn_gpu_workers(config: DictConfig) -> None:
+    """Once per multirun: several launcher workers on one CUDA device each load a model there
+    and disturb each other's timings (``hydra/launcher=joblib`` runs one per core)."""
+    from sam_bench.__main__ import concurrent_jobs
+
+    n = concurrent_jobs(config.hydra)
+    if n <= 1:
+        return
+    from sam_bench.environment import warn_gpu_workers as message
+
+    text = message(str(config.get("device") or "auto"), n)
+    if text:
+        log.warning("%s", text)
+
+
 #: Failed items named in the closing message of a sweep (the rest are counted).
 MAX_NAMED_ITEMS = 3
 
@@ -101,6 +116,7 @@ class SweepSummaryCallback(Callback):
         the folder to resume or refuse to overwrite one, then start tracking."""
         if not config.get("dry_run"):
             check_sweep_folder(config)
+            warn_gpu_workers(config)
         tracker = build_tracker(config.get("tracking"))
         safely("starting the sweep", tracker.sweep_start, Path(config.hydra.sweep.dir), config)
 

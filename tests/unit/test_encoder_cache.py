@@ -7,6 +7,7 @@ encoder through the cache.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -157,6 +158,19 @@ def test_put_then_get_round_trips_exactly(tmp_path: Path) -> None:
     assert c.info()["dir"] == str(tmp_path) and c.info()["hits"] == 1
     # no temporary file is left behind
     assert [p.name for p in c.path(key).parent.iterdir()] == [f"{key}.pt"]
+
+
+def test_the_encoder_peak_is_stored_and_older_entries_read_as_unknown(tmp_path: Path) -> None:
+    c = cache(tmp_path)
+    key = c.key(image())
+    e = entry()
+    e.encoder_peak_mb = 321.5
+    assert c.put(key, e)
+    got = c.get(key)
+    assert got is not None and got.encoder_peak_mb == 321.5
+    stored = e.to_dict(key)
+    del stored["encoder_peak_mb"]  # written before the field existed: still a valid entry
+    assert math.isnan(EncoderEntry.from_dict(stored, key).encoder_peak_mb)
 
 
 @pytest.mark.parametrize(

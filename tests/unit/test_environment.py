@@ -182,3 +182,21 @@ def test_numerics_follow_the_torch_settings() -> None:
 )  # fmt: skip
 def test_driver_version_from_proc(text: str, version: str | None) -> None:
     assert environment.parse_proc_driver_version(text) == version
+
+
+def test_a_multirun_with_several_workers_on_one_gpu_warns_once(caplog) -> None:
+    import logging
+
+    from omegaconf import OmegaConf
+
+    from sam_bench.report.callback import warn_gpu_workers as warn_sweep
+
+    def sweep(device: str, n_jobs: int):
+        return OmegaConf.create({"device": device, "hydra": {"launcher": {"n_jobs": n_jobs}}})
+
+    with caplog.at_level(logging.WARNING):
+        warn_sweep(sweep("cuda:0", 2))
+        warn_sweep(sweep("cpu", 2))
+        warn_sweep(sweep("cuda", 1))
+    texts = [r.getMessage() for r in caplog.records]
+    assert len(texts) == 1 and "2 concurrent workers on cuda:0" in texts[0]

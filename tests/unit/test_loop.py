@@ -65,6 +65,8 @@ class Scripted(Task):
         for j, t in enumerate(times):
             t.add("shared", 0.5)
             t.add("own", 0.01 * (j + 1))
+            if j == 1:  # an engine that knows a job's own GPU peak reports it
+                t.peak_mb = 123.0
         return [float(j + 1) for j in range(len(times))]
 
 
@@ -113,7 +115,10 @@ def test_a_bad_item_costs_only_itself_and_times_are_per_job(tmp_path: Path, monk
             assert r["own_ms"] == pytest.approx(10.0 * (j + 1))
             assert r["latency_ms"] == pytest.approx(r["preprocess_ms"] + 500.0 + r["own_ms"])
         assert result.metrics["own_ms_mean"] == pytest.approx(10.0 * (j + 1))
-        assert math.isnan(result.metrics["peak_gpu_mem_mb"])  # CPU
+        if j == 0:  # the group's per-item peak: NaN on the CPU
+            assert math.isnan(result.metrics["peak_gpu_mem_mb"])
+        else:  # the job's own peak, as the engine reported it
+            assert result.metrics["peak_gpu_mem_mb"] == 123.0
     # the group's first job carries the shared stages; the others only what they add
     assert first.rows[0]["marginal_ms"] == pytest.approx(first.rows[0]["latency_ms"])
     assert second.rows[0]["marginal_ms"] == pytest.approx(20.0)
