@@ -6,6 +6,13 @@ fails inside a ``@hydra.main`` app (upstream issues 179, 758). We do what it doe
 ``build_sam2`` applies, ``hydra.utils.instantiate`` the model, and load the state dict the way
 ``sam2.build_sam._load_checkpoint`` does (strict: missing or unexpected keys are errors).
 ``tests/integration/test_model_build.py`` proves the result equals ``build_sam2``'s.
+
+The video predictor (:func:`build_video_model`, ``task=video``) is built the same way with the
+overrides ``build_sam2_video_predictor`` applies (the ``SAM2VideoPredictor`` target, or
+``SAM2VideoPredictorVOS`` for ``vos_optimized``, and its post-processing overrides), plus the
+predictor settings of ``video.*`` as ``tools/vos_inference.py`` passes them
+(``++model.non_overlap_masks=...``); ``tests/integration/test_video_model_build.py`` proves it
+equals ``build_sam2_video_predictor``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sam_bench.config import ModelConfig
+from sam_bench.config import ModelConfig, VideoConfig
 from sam_bench.errors import CheckpointUnavailable, SamBenchError
 from sam_bench.models.checkpoints import resolve_checkpoint, sha256_file, state_dict_hash
 
@@ -31,6 +38,17 @@ POSTPROCESSING_OVERRIDES: dict[str, Any] = {
     "model.sam_mask_decoder_extra_args.dynamic_multimask_via_stability": True,
     "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_delta": 0.05,
     "model.sam_mask_decoder_extra_args.dynamic_multimask_stability_thresh": 0.98,
+}
+
+#: The video predictor classes ``build_sam2_video_predictor`` instantiates.
+VIDEO_PREDICTOR = "sam2.sam2_video_predictor.SAM2VideoPredictor"
+VIDEO_PREDICTOR_VOS = "sam2.sam2_video_predictor.SAM2VideoPredictorVOS"
+
+#: What ``build_sam2_video_predictor(..., apply_postprocessing=True)`` adds to the model config.
+VIDEO_POSTPROCESSING_OVERRIDES: dict[str, Any] = {
+    **POSTPROCESSING_OVERRIDES,
+    "model.binarize_mask_from_pts_for_mem_enc": True,
+    "model.fill_hole_area": 8,
 }
 
 UNTRAINED_BANNER = (
@@ -73,12 +91,16 @@ def sam2_package_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def model_config(cfg: ModelConfig) -> Any:
-    """sam2's model config for ``cfg`` with ``build_sam2``'s overrides applied (resolved)."""
+def _load_model_yaml(cfg: ModelConfig) -> Any:
     path = sam2_package_dir() / cfg.sam2_config
     if not path.is_file():
         raise SamBenchError(f"sam2 model config not found: {path} (model.sam2_config)")
-    conf = OmegaConf.load(path)
+    return OmegaConf.load(path)
+
+
+def model_config(cfg: ModelConfig) -> Any:
+    """sam2's model config for ``cfg`` with ``build_sam2``'s overrides applied (resolved)."""
+    conf = _load_model_yaml(cfg)
     if cfg.apply_postprocessing:
         for key, value in POSTPROCESSING_OVERRIDES.items():
             OmegaConf.update(conf, key, value, force_add=True)
@@ -86,9 +108,31 @@ def model_config(cfg: ModelConfig) -> Any:
     return conf
 
 
-def instantiate_model(cfg: ModelConfig, seed: int) -> torch.nn.Module:
-    """The architecture with freshly initialised weights, deterministic from ``seed``."""
-    conf = model_config(cfg)
+def video_model_config(cfg: ModelConfig, video: VideoConfig) -> Any:
+    """sam2's model config for the video predictor (resolved): ``build_sam2_video_predictor``'s
+    overrides for ``video.vos_optimized`` and ``video.apply_postprocessing``, with
+    ``non_overlap_masks`` as ``vos_inference.py`` passes it, and ``video.fill_hole_area`` when
+    set (it then wins over the post-processing default of 8, which sam2's builder would keep).
+    ``model.apply_postprocessing`` (the image model's option) is not used."""
+    conf = _load_model_yaml(cfg)
+    overrides: dict[str, Any] = {"model._target_": VIDEO_PREDICTOR}
+    if video.vos_optimized:
+        overrides = {"model._target_": VIDEO_PREDICTOR_VOS, "model.compile_image_encoder": True}
+    overrides["model.non_overlap_masks"] = bool(video.non_overlap_masks)
+    if video.apply_postprocessing:
+        overrides.update(VIDEO_POSTPROCESSING_OVERRIDES)
+    if video.fill_hole_area is not None:
+        overrides["model.fill_hole_area"] = int(video.fill_hole_area)
+    for key, value in overrides.items():
+        OmegaConf.update(conf, key, value, force_add=True)
+    OmegaConf.resolve(conf)
+    return conf
+
+
+def instantiate_model(cfg: ModelConfig, seed: int, conf: Any = None) -> torch.nn.Module:
+    """The architecture with freshly initialised weights, deterministic from ``seed``
+    (``conf``: a resolved sam2 model config; default :func:`model_config`)."""
+    conf = model_config(cfg) if conf is None else conf
     torch.manual_seed(seed)
     return instantiate(conf.model, _recursive_=True)
 
@@ -109,10 +153,30 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         )
 
 
-def build_model(
-    cfg: ModelConfig, device: torch.device, seed: int, *, progress: bool = True
+def build_video_model(
+    cfg: ModelConfig,
+    video: VideoConfig,
+    device: torch.device,
+    seed: int,
+    *,
+    progress: bool = True,
 ) -> tuple[torch.nn.Module, WeightsInfo]:
-    """Build the model named by ``cfg`` on ``device`` in eval mode.
+    """Build ``SAM2VideoPredictor`` (or ``SAM2VideoPredictorVOS``) for ``cfg`` with the
+    predictor settings of ``video`` (:func:`video_model_config`), weights as
+    :func:`build_model` loads them."""
+    return build_model(cfg, device, seed, progress=progress, conf=video_model_config(cfg, video))
+
+
+def build_model(
+    cfg: ModelConfig,
+    device: torch.device,
+    seed: int,
+    *,
+    progress: bool = True,
+    conf: Any = None,
+) -> tuple[torch.nn.Module, WeightsInfo]:
+    """Build the model named by ``cfg`` on ``device`` in eval mode (``conf``: a resolved sam2
+    model config to instantiate instead of :func:`model_config`'s).
 
     ``weights=pretrained`` raises :class:`CheckpointUnavailable` without a checkpoint;
     ``weights=auto`` falls back to random weights and logs :data:`UNTRAINED_BANNER`.
@@ -127,7 +191,7 @@ def build_model(
                 raise
             fallback = str(e).splitlines()[0]
             log.warning("model.weights=auto: no checkpoint (%s); using random weights", fallback)
-    model = instantiate_model(cfg, seed)
+    model = instantiate_model(cfg, seed, conf)
     sha = None
     if ckpt is not None:
         load_weights(model, ckpt)
