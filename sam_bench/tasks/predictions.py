@@ -127,9 +127,12 @@ class ReplayTask(Task):
         self.inner = inner
         self.source = source
         self.spec = inner.spec  # type: ignore[misc]  # the task's own metrics and report
+        self.evaluators: dict[int, Evaluator] = {}
 
     def evaluator(self, job: int) -> Evaluator:
-        return self.inner.evaluator_for(self.jobs[job].cfg)
+        evaluator = self.inner.evaluator_for(self.jobs[job].cfg)
+        self.evaluators[job] = evaluator
+        return evaluator
 
     def describe_input(self, sample: Sample, inputs: Any) -> dict[str, Any]:
         return {}
@@ -145,4 +148,13 @@ class ReplayTask(Task):
         return [prediction for _ in self.jobs]
 
     def finish(self, job: int) -> dict[str, Any]:
-        return {"scored_from": self.source.info()}
+        """The task's files from the scores (:meth:`Task.finish_scores`) and the source."""
+        info: dict[str, Any] = {}
+        if job in self.evaluators:
+            info = self.inner.finish_scores(self.jobs[job], self.evaluators[job])
+        return {**info, "scored_from": self.source.info()}
+
+    def figures(self, job: int) -> list[dict[str, str]]:
+        if job not in self.evaluators:
+            return []
+        return self.inner.score_figures(self.jobs[job], self.evaluators[job])
