@@ -22,6 +22,7 @@ from sam_bench.errors import ConfigError
 _TABLES: dict[str, dict[str, str]] = {
     "task": {
         "amg": "sam_bench.tasks.amg:AMGTask",
+        "video": "sam_bench.tasks.video:VideoTask",
         "semantic": "sam_bench.tasks.semantic:SemanticTask",
         "prompted": "sam_bench.tasks.prompted:PromptedTask",
     },
@@ -34,6 +35,7 @@ _TABLES: dict[str, dict[str, str]] = {
         "coco": "sam_bench.data.coco:from_config",
         "instance_folder": "sam_bench.data.instance_folder:from_config",
         "dsb": "sam_bench.data.dsb:from_config",
+        "davis": "sam_bench.data.davis:from_config",
         "semantic_folder": "sam_bench.data.semantic_folder:from_config",
     },
 }

@@ -1,0 +1,350 @@
+"""What ``task=video`` writes and reads besides the records: DAVIS-format palette PNGs (written
+with ``save_predictions=true``, read back by ``predictions=DIR``), overlay videos, the
+per-sequence / per-frame tables and the per-job figures.
+
+**DAVIS-format PNGs**: ``<dir>/<sequence>/<frame name>.png``, one per frame, 8-bit palette
+images whose indices are object ids (0 = background) with the DAVIS palette (the PASCAL VOC
+colour map: colour k spreads the bits of k over the high bits of R, G and B), as the official
+evaluators (``davis2017-evaluation``, sam2's ``vos_inference.py``) read and write them.
+``<dir>/SOURCE.json`` says what produced them (model, weights, untrained), so a job scoring
+them again carries the untrained banner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import cv2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
+
+from sam_bench.data.base import Dataset, ImageRef
+from sam_bench.errors import ConfigError, SampleError
+from sam_bench.metrics.video import VideoEvaluator, VideoPrediction
+from sam_bench.record import write_json, write_rows_csv
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_DIR = "predictions"
+OVERLAYS_DIR = "overlays"
+FIGURES_DIR = "figures"
+SOURCE_FILE = "SOURCE.json"
+PER_SEQUENCE_FILE = "per_sequence.csv"
+PER_FRAME_FILE = "per_frame.csv"
+UNTRAINED_NOTE = "UNTRAINED (random weights): accuracy is meaningless"
+
+
+def davis_palette() -> np.ndarray:
+    """(256, 3) uint8: the DAVIS / PASCAL VOC colour map."""
+    out = np.zeros((256, 3), dtype=np.uint8)
+    for k in range(256):
+        rgb = [0, 0, 0]
+        c = k
+        for bit in range(8):
+            for ch in range(3):
+                rgb[ch] |= ((c >> ch) & 1) << (7 - bit)
+            c >>= 3
+        out[k] = rgb
+    return out
+
+
+def write_label_png(path: Path, labels: np.ndarray) -> None:
+    """One frame's object ids as a DAVIS palette PNG."""
+    if labels.size and int(labels.max()) > 255:
+        raise ValueError(f"object id {int(labels.max())} does not fit a palette PNG (max 255)")
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    im.putpalette(davis_palette().ravel().tolist())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+
+
+def save_sequence_pngs(
+    out: Path,
+    sequence: str,
+    frame_names: list[str],
+    prediction: VideoPrediction,
+    shape: tuple[int, int],
+) -> int:
+    """Every frame of a sequence as ``out/<sequence>/<frame>.png`` (frames without a
+    prediction, before the first prompt, are empty); returns the number written."""
+    for t, name in enumerate(frame_names):
+        labels = prediction.labels[t]
+        write_label_png(
+            out / sequence / f"{name}.png", np.zeros(shape, np.uint8) if labels is None else labels
+        )
+    return len(frame_names)
+
+
+# --------------------------------------------------------------------------------------------
+# reading a folder of predictions (``predictions=DIR``)
+
+
+class _LazyLabels(Sequence[np.ndarray | None]):
+    """Label maps read from PNG files when indexed."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray | None: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[np.ndarray | None]: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        from sam_bench.data.davis import read_annotation
+
+        ids, _, _ = read_annotation(self.paths[i])
+        return ids
+
+
+class PredictionFolder:
+    """DAVIS-format PNGs of another run or tool (see the module docstring): ``get(ref)`` gives
+    a sequence's predictions, read lazily, matched to the frames by name.
+
+    Raises:
+        ConfigError: ``path`` is not a folder, or has no folder for any listed sequence.
+    """
+
+    def __init__(self, path: Path, dataset: Dataset) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise ConfigError(
+                "predictions",
+                f"{self.path} is not a folder (task=video reads <sequence>/<frame>.png from one)",
+            )
+        names = [r.image_id for r in dataset.refs()]
+        self.found = [n for n in names if (self.path / n).is_dir()]
+        if not self.found:
+            raise ConfigError(
+                "predictions",
+                f"{self.path} has no folder for any of the {len(names)} sequences "
+                f"(expected e.g. {self.path / names[0] if names else '<sequence>'}/00000.png)",
+            )
+        missing = [n for n in names if n not in self.found]
+        if missing:
+            log.warning(
+                "%s: no predictions for %d sequence(s) (they fail as sequence errors), e.g. %s",
+                self.path, len(missing), ", ".join(missing[:5]),
+            )  # fmt: skip
+        self.source: dict[str, Any] = {}
+        src = self.path / SOURCE_FILE
+        if src.is_file():
+            try:
+                data = json.loads(src.read_text(encoding="utf-8"))
+                self.source = data if isinstance(data, dict) else {}
+            except (OSError, ValueError) as e:
+                log.warning("cannot read %s: %s", src, e)
+        self.sha256 = self._hash()
+
+    def _files(self, sequence: str) -> list[Path]:
+        folder = self.path / sequence
+        return sorted(p for p in folder.glob("*.png") if not p.name.startswith("."))
+
+    def _hash(self) -> str:
+        h = hashlib.sha256()
+        for seq in self.found:
+            for p in self._files(seq):
+                h.update(f"{seq}/{p.name}\t{p.stat().st_size}\n".encode())
+                h.update(p.read_bytes())
+        return h.hexdigest()
+
+    def get(self, ref: ImageRef) -> VideoPrediction:
+        folder = self.path / ref.image_id
+        if not folder.is_dir():
+            raise SampleError(folder, "no predictions for this sequence")
+        files = self._files(ref.image_id)
+        untrained = self.source.get("untrained")
+        return VideoPrediction(
+            labels=_LazyLabels(files), frame_names=[p.stem for p in files],
+            untrained=untrained if isinstance(untrained, bool) else None,
+            notes=[f"predictions read from {folder}"],
+        )  # fmt: skip
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "sequences_found": len(self.found),
+            "source": self.source,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# overlays
+
+
+def overlay_frame(
+    frame_rgb: np.ndarray, labels: np.ndarray | None, alpha: float = 0.5
+) -> np.ndarray:
+    """Masks blended over a frame in their DAVIS colours, with their outlines."""
+    out = frame_rgb.copy()
+    if labels is None:
+        return out
+    palette = davis_palette()
+    for obj in np.unique(labels):
+        if obj == 0:
+            continue
+        m = labels == obj
+        colour = palette[int(obj) % 256].astype(np.float32)
+        out[m] = (out[m].astype(np.float32) * (1 - alpha) + colour * alpha).astype(np.uint8)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in palette[int(obj) % 256]), 2)
+    return out
+
+
+def write_overlay(
+    path: Path, frames: list[Path], prediction: VideoPrediction, fps: float = 10.0
+) -> Path:
+    """An mp4 (OpenCV ``mp4v``) of the masks over the frames; an animated GIF (Pillow) where
+    OpenCV cannot write mp4. Returns the file written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = []
+    for t, frame in enumerate(frames):
+        with Image.open(frame) as im:
+            rgb = np.asarray(im.convert("RGB"))
+        images.append(overlay_frame(rgb, prediction.labels[t]))
+    h, w = images[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+    if writer.isOpened():
+        for img in images:
+            writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        writer.release()
+        if path.is_file() and path.stat().st_size > 0:
+            return path
+    gif = path.with_suffix(".gif")
+    pil = [Image.fromarray(img) for img in images]
+    pil[0].save(gif, save_all=True, append_images=pil[1:], duration=int(1000 / fps), loop=0)
+    path.unlink(missing_ok=True)
+    return gif
+
+
+# --------------------------------------------------------------------------------------------
+# tables and figures
+
+
+def write_tables(job_dir: Path, ev: VideoEvaluator, untrained: bool | None) -> dict[str, Any]:
+    """``per_sequence.csv`` (a row per sequence, ``object`` = ``all``, then a row per object)
+    and ``per_frame.csv`` (a row per frame and object); returns ``task_info`` entries."""
+    flag = {"untrained": untrained}
+    rows: list[dict[str, Any]] = []
+    objects = ev.object_rows()
+    for seq in ev.sequences:
+        rows.append({
+            "sequence": seq["sequence"], "object": "all", "name": seq["sequence"],
+            "level": "sequence", "prompt_frame": None, "n_frames": seq["n_frames"],
+            "n_objects": seq["n_objects"], "n_frames_scored": seq["n_frames_scored"],
+            **{k: seq[k] for k in ("j_mean", "j_recall", "j_decay", "f_mean", "f_recall",
+                                   "f_decay", "jf")},
+            **flag,
+        })  # fmt: skip
+        for o in objects:
+            if o["sequence"] == seq["sequence"]:
+                rows.append({**o, "level": "object", **flag})
+    write_rows_csv(job_dir / PER_SEQUENCE_FILE, rows or [{"sequence": None}])
+    write_rows_csv(
+        job_dir / PER_FRAME_FILE, [{**r, **flag} for r in ev.frame_rows] or [{"sequence": None}]
+    )
+    return {"per_sequence_file": PER_SEQUENCE_FILE, "per_frame_file": PER_FRAME_FILE}
+
+
+def _note(untrained: bool | None) -> str:
+    return UNTRAINED_NOTE if untrained else ""
+
+
+def _finish(fig: Figure, title: str, untrained: bool | None, path: Path) -> None:
+    note = _note(untrained)
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10,
+                 color="darkred" if note else "black")  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
+def jf_per_sequence_figure(ev: VideoEvaluator, path: Path, untrained: bool | None) -> bool:
+    """Horizontal bars of J, F and J&F per sequence (sorted by J&F); ``False`` when no sequence
+    was scored."""
+    seqs = [s for s in ev.sequences if not np.isnan(s["jf"])]
+    if not seqs:
+        return False
+    seqs.sort(key=lambda s: s["jf"])
+    n = len(seqs)
+    fig = Figure(figsize=(7, 1.2 + 0.35 * n * 1.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    y = np.arange(n)
+    height = 0.27
+    for k, (key, label) in enumerate((("jf", "J&F"), ("j_mean", "J"), ("f_mean", "F"))):
+        ax.barh(y + (1 - k) * height, [s[key] for s in seqs], height, label=label)
+    ax.set_yticks(y, [s["sequence"] for s in seqs])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score (mean over the sequence's objects)")
+    ax.legend(loc="lower right", fontsize=8)
+    _finish(fig, "J&F per sequence", untrained, path)
+    return True
+
+
+MAX_LINES = 12
+"""Lines drawn by the J-over-frames figure (the worst sequences / objects beyond)."""
+
+
+def j_over_frames_figure(ev: VideoEvaluator, path: Path, untrained: bool | None) -> bool:
+    """J on every scored frame, one line per object (per sequence, mean over its objects, when
+    there are more than :data:`MAX_LINES` objects; then the :data:`MAX_LINES` lowest): where
+    tracking is lost. ``False`` when nothing was scored."""
+    series: dict[str, dict[int, list[float]]] = {}
+    per_object = len(ev.objects) <= MAX_LINES
+    for o in ev.objects:
+        key = f"{o.sequence}:{o.object_id}" if per_object else o.sequence
+        line = series.setdefault(key, {})
+        for t, j in zip(o.frames, o.j, strict=True):
+            line.setdefault(t, []).append(j)
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return False
+    means = {k: float(np.mean([np.mean(v) for v in line.values()])) for k, line in series.items()}
+    keys = sorted(series, key=lambda k: means[k])[:MAX_LINES]
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for k in keys:
+        ts = sorted(series[k])
+        ax.plot(ts, [float(np.mean(series[k][t])) for t in ts], marker=".", label=k)
+    ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("frame index")
+    ax.set_ylabel("J (IoU with ground truth)")
+    ax.legend(fontsize=7, ncol=2 if len(keys) > 6 else 1)
+    what = "per object" if per_object else "per sequence (mean over objects)"
+    extra = "" if len(series) <= MAX_LINES else f", the {MAX_LINES} lowest of {len(series)}"
+    _finish(fig, f"J over frames, {what}{extra}", untrained, path)
+    return True
+
+
+def draw_figures(job_dir: Path, ev: VideoEvaluator, untrained: bool | None) -> list[dict[str, str]]:
+    """The per-job figures (``[{path, caption}]``, paths relative to ``job_dir``)."""
+    out = []
+    note = f" -- {UNTRAINED_NOTE}" if untrained else ""
+    jf = Path(FIGURES_DIR) / "jf_per_sequence.png"
+    if jf_per_sequence_figure(ev, job_dir / jf, untrained):
+        out.append({"path": str(jf), "caption": f"J&F per sequence{note}"})
+    jt = Path(FIGURES_DIR) / "j_over_frames.png"
+    if j_over_frames_figure(ev, job_dir / jt, untrained):
+        out.append({"path": str(jt), "caption": f"J over frames (where tracking is lost){note}"})
+    return out
+
+
+def write_source(out: Path, source: dict[str, Any]) -> None:
+    """``<predictions dir>/SOURCE.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / SOURCE_FILE, source)
