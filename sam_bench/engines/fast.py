@@ -6,12 +6,14 @@ test_fast_engine.py`` checks it against the reference engine). Three things diff
 
 * **Sharing.** For each image, the image encoder runs once per crop and the mask decoder
   (plus the m2m refinement) once per prompt batch, for every configuration that shares the
-  *candidate key* (:func:`candidate_key`: model, weights, image, preprocessing, dtype, point
-  grid, crop settings, ``multimask_output``, ``use_m2m``, ``points_per_batch``). Each
-  configuration then post-processes those candidates on its own: ``pred_iou_thresh``,
-  ``stability_score_thresh`` / ``_offset``, ``mask_threshold``, ``box_nms_thresh``,
-  ``crop_nms_thresh`` and ``min_mask_region_area`` (hole filling / island removal on the
-  low-res logits, as upstream does) never touch the shared results.
+  *candidate key* (:func:`candidate_key`: the AMG fields whose role is ``candidate`` in
+  :class:`sam_bench.config.AMGConfig` -- point grid, crop settings, ``multimask_output``,
+  ``use_m2m``, ``points_per_batch`` -- besides model, weights, image, preprocessing and dtype).
+  Each configuration then post-processes those candidates on its own: the ``postprocess``
+  fields (``pred_iou_thresh``, ``stability_score_thresh`` / ``_offset``, ``mask_threshold``,
+  ``box_nms_thresh``, ``crop_nms_thresh``, ``min_mask_region_area`` -- hole filling / island
+  removal on the low-res logits, as upstream does --, ``output_mode``, ``postfilter``) never
+  touch the shared results.
 * **Order of cheap filters.** Candidates are filtered by predicted IoU *before* their logits
   are upsampled (upstream upsamples every candidate first); upsampling, hole filling and the
   stability score are per mask, so the kept masks are the same.
@@ -43,7 +45,7 @@ from pycocotools import mask as mask_utils
 # imports it first; imported inside FastAMG, that would be the model.
 from torchvision.ops.boxes import batched_nms, box_area
 
-from sam_bench.config import AMGConfig
+from sam_bench.config import AMGConfig, amg_fields
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
@@ -51,34 +53,15 @@ from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
 from sam_bench.models import connected_components
 
 #: AMG settings that only change post-processing (everything else changes the candidates).
-POSTPROCESS_KEYS = (
-    "name",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "stability_score_offset",
-    "mask_threshold",
-    "box_nms_thresh",
-    "crop_nms_thresh",
-    "min_mask_region_area",
-    "output_mode",
-    "postfilter",
-)
-
 _RLE_CHUNK = 64
 
 
 def candidate_key(amg: AMGConfig) -> tuple[Any, ...]:
-    """The AMG settings that decide the decoder candidates (equal keys can share them)."""
-    grids = None if amg.point_grids is None else str(amg.point_grids)
-    return (
-        amg.points_per_side,
-        grids,
-        amg.points_per_batch,
-        amg.crop_n_layers,
-        amg.crop_overlap_ratio,
-        amg.crop_n_points_downscale_factor,
-        amg.use_m2m,
-        amg.multimask_output,
+    """The AMG settings that decide the decoder candidates (equal keys can share them): the
+    fields whose role is ``candidate`` (:func:`sam_bench.config.amg_fields`)."""
+    return tuple(
+        (name, str(getattr(amg, name)) if name == "point_grids" else getattr(amg, name))
+        for name in amg_fields("candidate")
     )
 
 
