@@ -260,3 +260,24 @@ def test_video_file_input(davis_src: Path, tmp_path: Path) -> None:
     assert rec["metrics"]["n_frames_scored"] == 1 and rec["metrics"]["n_frames_propagated"] == 3
     assert np.isfinite(rec["metrics"]["jf"])
     assert rec["task_info"]["prompt_mode"] == "box"
+
+
+@pytest.mark.gpu
+def test_cuda_run_bf16_with_hole_filling_and_offload(davis_src: Path, tmp_path: Path) -> None:
+    """On CUDA: bf16 autocast, hole filling (CUDA extension or the CPU step, recorded), the
+    state offloaded to the CPU or not; GPU peak memory measured."""
+    out = tmp_path / "OUT"
+    proc = sam_bench(
+        ["-m", "task=video", "model.weights=random", "dataset=davis",
+         f"dataset.root={davis_src}", "dataset.max_frames=8", "device=cuda", "dtype=bf16",
+         "video.fill_hole_area=8", "video.offload_state_to_cpu=false,true",
+         f"hydra.sweep.dir={out}"],
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for row in read_csv(out / "summary.csv"):
+        assert row["status"] == "ok" and row["device"].startswith("cuda")
+        assert float(row["peak_gpu_mem_mb"]) > 0 and float(row["fps"]) > 0
+        rec = json.loads((out / row["job"] / "result.json").read_text())
+        assert rec["task_info"]["cc_impl"] in ("cuda_extension", "opencv_cpu")
+        assert rec["task_info"]["predictor_settings"]["fill_hole_area"] == 8
