@@ -106,8 +106,10 @@ def test_semantic_sweep_records_metrics_per_class_and_figures(sweep) -> None:
             "semantic_maps.png",
         }
     assert rows[0]["config_id"] != rows[1]["config_id"]
-    page = (out / "report.html").read_text()
-    assert "semantic_maps.png" in page or "data:image/png" in page
+    report = (out / "report.md").read_text()  # the report shows every job's figures
+    for job in ("0", "1"):
+        for name in ("confusion.png", "semantic_maps.png"):
+            assert f"({job}/figures/{name})" in report, name
     assert (out / "plots" / "series_iou_per_class.png").is_file()
 
 
