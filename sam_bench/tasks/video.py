@@ -194,10 +194,11 @@ def sam2_progress(enabled: bool) -> Iterator[None]:
 
 
 def paint(logits: torch.Tensor, obj_ids: list[int], thresh: float) -> np.ndarray:
-    """Per-object logits (N x 1 x H x W) as one uint8 label map; a pixel of several objects
-    goes to the lowest id."""
+    """Per-object logits (N x 1 x H x W) as one label map (uint8, or int32 for ids over 255);
+    a pixel of several objects goes to the lowest id."""
     masks = (logits[:, 0] > thresh).cpu().numpy()
-    labels = np.zeros(masks.shape[1:], dtype=np.uint8)
+    wide = bool(obj_ids) and max(obj_ids) > 255
+    labels = np.zeros(masks.shape[1:], dtype=np.int32 if wide else np.uint8)
     for i in sorted(range(len(obj_ids)), key=lambda k: obj_ids[k], reverse=True):
         labels[masks[i]] = obj_ids[i]
     return labels

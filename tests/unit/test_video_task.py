@@ -57,6 +57,7 @@ def test_paint_gives_overlaps_to_the_lowest_id() -> None:
     assert labels.dtype == np.uint8
     assert labels[:, 0].tolist() == [7, 2, 2, 0]
     assert labels[3, 3] == 0
+    assert paint(logits[:1], [300], 0.0)[0, 0] == 300  # ids beyond 8 bits (16-bit maps)
 
 
 def test_palette_png_round_trip(tmp_path: Path) -> None:
