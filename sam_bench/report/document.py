@@ -108,7 +108,7 @@ def _overview(sweep_dir: Path, rows: list[dict[str, Any]], facts: SweepFacts) ->
     other = len(rows) - sum(counts.values())
     status = ", ".join(f"{n} {s}" for s, n in counts.items()) + (f", {other} other" * bool(other))
     data = {
-        f"{d.get('name')} ({d.get('n_images')} images)"
+        f"{d.get('name')} ({d.get('n_images')} items)"
         for rec in facts.records.values()
         if (d := rec.get("dataset"))
     }
