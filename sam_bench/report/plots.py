@@ -290,7 +290,7 @@ def plot_series(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, group
     if not any(_finite(good, n) for n in names):
         raise SkipPlot(f"no ok job has a value of {group}")
     numeric = all(isinstance(m.group_x, int | float) for m in members)
-    y_label = facts.view.axis_label(names[0]).split(" (")[0]
+    y_label = group
     higher = facts.view.direction(names[0])
     goal = "" if higher is None else (" (higher is better)" if higher else " (lower is better)")
     if numeric:
@@ -308,14 +308,22 @@ def plot_series(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, group
             vals = _finite(rows_g, name)
             x = g + (s - (len(names) - 1) / 2) * width
             value = float(np.mean(vals)) if vals else 0.0
-            ax.bar(x, value, width, color=f"C{s}")
+            ax.bar(x, value, width, color=_series_colour(s, len(names)))
             text = f"{value:.2f}" if vals else "n/a"
             ax.text(x, value, text, ha="center", va="bottom", fontsize=7, rotation=90)
-    handles = [Patch(color=f"C{s}", label=str(m.group_x)) for s, m in enumerate(members)]
+    handles = [
+        Patch(color=_series_colour(s, len(names)), label=str(m.group_x))
+        for s, m in enumerate(members)
+    ]
     ax.set_xticks(range(len(groups)), [name for name, _ in groups], fontsize=8)
     ax.set_ylabel(y_label + goal)
     ax.legend(handles=handles, fontsize=8)
     return save_figure(fig, group, path, facts)
+
+
+def _series_colour(i: int, n: int) -> Any:
+    """Distinct colours for up to 20 members (matplotlib's cycle repeats after 10)."""
+    return f"C{i}" if n <= 10 else colormaps["tab20"](i % 20)
 
 
 def _curves(
