@@ -6,14 +6,16 @@ weights, CPU), encoded once. For the first ``--instances`` instances, every vari
 same prompts against that embedding -- first clicks (3 masks each) and tight boxes (1 mask):
 
 * ``official, one by one``: ``SAM2ImagePredictor.predict`` once per instance (a plain loop);
-* ``official, one batch``: ``predict`` once with every instance as a batch;
-* ``sam_bench``: :class:`sam_bench.prompts.decoder.PromptDecoder` in batches of
-  ``--batch-size`` (``prompt.batch_size``), as the prompted task runs it.
+* ``sam_bench, batches of B``: :class:`sam_bench.prompts.decoder.PromptDecoder` in batches of
+  ``--batch-size`` (``prompt.batch_size``), as the prompted task runs it;
+* ``official, one batch`` and ``sam_bench, one batch``: every instance in one call (what the
+  batch alone gives, and what the CPU's sliced decoder adds to it).
 
-Each variant's time is the median over ``--repeats`` runs of the whole set of calls (prompt
+Each variant's time is the median over ``--repeats`` rounds of the whole set of calls (prompt
 preparation, prompt encoder, mask decoder, upsampling and thresholding: what ``predict``
-does). Prints prompts per second, ratios, and the smallest mask IoU between sam_bench's masks
-and the one-by-one masks (>= 0.999: a prompt alone and in a batch differ by ~4e-7).
+does); the variants take turns within a round. Prints prompts per second, ratios, and the
+smallest mask IoU between sam_bench's masks and the one-by-one masks (>= 0.999: a prompt alone
+and in a batch differ by ~4e-7).
 
     .venv/bin/python benchmarks/bench_prompted.py                      # 32 instances
     .venv/bin/python benchmarks/bench_prompted.py --instances 64 --batch-size 32
@@ -42,21 +44,26 @@ from sam_bench.prompts.clicks import first_click
 from sam_bench.prompts.decoder import PromptDecoder
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median seconds of ``fn`` over ``repeats`` runs, and its last result."""
-    times, out = [], None
+def interleaved(
+    variants: dict[str, Callable[[], Any]], repeats: int
+) -> dict[str, tuple[float, Any]]:
+    """Median seconds of each variant over ``repeats`` rounds, the variants taking turns
+    within each round (so a busy machine slows them alike), and each one's last result."""
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    last: dict[str, Any] = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            last[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: (statistics.median(v), last[k]) for k, v in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=32, help="instances prompted")
     parser.add_argument("--batch-size", type=int, default=16, help="sam_bench's prompt.batch_size")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:
@@ -104,27 +111,33 @@ def main() -> None:
         def one_batch(p: dict[str, np.ndarray] = prompts, mm: bool = multimask) -> Any:
             return predictor.predict(multimask_output=mm, **p)[0]
 
-        def ours(p: dict[str, np.ndarray] = prompts, mm: bool = multimask) -> list[np.ndarray]:
+        def ours(
+            p: dict[str, np.ndarray] = prompts, mm: bool = multimask, size: int = bs
+        ) -> list[np.ndarray]:
             out: list[np.ndarray] = []
-            for s in range(0, n, bs):
-                batch = {k: v[s : s + bs] for k, v in p.items()}
+            for s in range(0, n, size):
+                batch = {k: v[s : s + size] for k, v in p.items()}
                 out.extend(decoder.decode(multimask_output=mm, **batch).masks)
             return out
 
+        mine = f"sam_bench, batches of {bs}"
         with torch.inference_mode():
             one_by_one()  # warm-up of every shape
-            results = {}
-            for label, fn in (
-                ("official, one by one", one_by_one),
-                ("official, one batch", one_batch),
-                (f"sam_bench, batches of {bs}", ours),
-            ):
-                results[label] = timed(fn, args.repeats)
+            ours()
+            results = interleaved(
+                {
+                    "official, one by one": one_by_one,
+                    mine: ours,
+                    "official, one batch": one_batch,
+                    "sam_bench, one batch": lambda: ours(size=n),
+                },
+                args.repeats,
+            )
         base = results["official, one by one"][0]
         for label, (secs, _) in results.items():
             print(f"{name:<8} {label:<26} {secs:8.2f} {n / secs:10.2f} {base / secs:13.2f}x")
         singles = results["official, one by one"][1]
-        batched = results[f"sam_bench, batches of {bs}"][1]
+        batched = results[mine][1]
         worst = min(
             mask_iou(batched[i][c], singles[i][c] > 0)
             for i in range(n)

@@ -98,10 +98,10 @@ PROMPTED_METRICS = declare(
        "mean IoU of every instance's final mask under the job's protocol (click: the kept "
        "mask; box: the box's mask, 0 for an instance no detection matched; clicks: after "
        "max_clicks clicks)"),
-    _m("miou_click", "higher", "mIoU 1 click",
+    _m("miou_click", "higher", "mIoU click",
        "prompt.mode=click: one positive click at the point farthest from the instance's "
        "boundary, 3 masks, the highest predicted IoU kept; mean IoU over instances"),
-    _m("miou_click_oracle", "higher", "mIoU 1 click oracle",
+    _m("miou_click_oracle", "higher", "mIoU oracle",
        "prompt.mode=click: the best of the 3 masks against the ground truth (SAM paper's "
        "oracle); mean IoU over instances"),
     _m("miou_box", "higher", "mIoU box",
@@ -115,7 +115,7 @@ PROMPTED_METRICS = declare(
        "prompt.boxes: detections (after prompt.box_min_score) that matched no instance; "
        "their masks are computed and timed, never scored", kind="count", fmt="{:.0f}"),
     *(
-        _m(f"noc{_pct(t)}", "lower", f"NoC (IoU {t:.2f})",
+        _m(f"noc{_pct(t)}", "lower", f"NoC ({_pct(t)})",
            f"prompt.mode=clicks: clicks until the IoU first is >= {t:.2f}, max_clicks when it "
            "never is; mean over instances",
            reference="RITM / SimpleClick NoC (shared metrics.md: Prompted segmentation)",
@@ -123,7 +123,7 @@ PROMPTED_METRICS = declare(
         for t in NOC_THRESHOLDS
     ),
     *(
-        _m(f"nof{_pct(t)}", "lower", f"NoF (IoU {t:.2f})",
+        _m(f"nof{_pct(t)}", "lower", f"NoF ({_pct(t)})",
            f"prompt.mode=clicks: instances whose IoU never reaches {t:.2f} within max_clicks "
            "clicks (RITM counts NoC == max_clicks instead)",
            reference="RITM / SimpleClick NoF", fmt="{:.0f}")
