@@ -64,7 +64,8 @@ def check_sweep(proc: subprocess.CompletedProcess[str], out: Path, max_clicks: i
 def synthetic(tmp_path_factory: pytest.TempPathFactory):
     cwd = tmp_path_factory.mktemp("cwd")
     out = cwd / "OUT"
-    return sweep(cwd, out, "prompt.max_clicks=2", "dataset.limit=1"), out
+    # no warm-up pass: the in-process tests cover it; this run checks the command end to end
+    return sweep(cwd, out, "prompt.max_clicks=2", "dataset.limit=1", "warmup=false"), out
 
 
 def test_prompted_sweep_on_one_synthetic_image(synthetic) -> None:
