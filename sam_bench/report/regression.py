@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "BASELINE and CURRENT: a sweep directory, a summary.csv, runs:/<run id> or an "
             "MLflow run id. Tolerances: conf/regression/default.yaml (--config), overridden "
-            "by --tol NAME=VALUE (0.01 absolute, 20%% relative, off: not judged; NAME: a "
+            "by --tol NAME=VALUE (0.01 absolute, 20% relative, off: not judged; NAME: a "
             "metric, accuracy / count / cost, masks or video)."
         ),
     )
@@ -317,8 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--across", action="append", default=[], metavar="NAME",
         help="compare across a difference (repeatable or comma-separated): dataset, weights, "
-        "model, device, dtype, engine, seed, preprocess or a task setting such as "
-        "amg.points_per_batch; left out of the matching and not a reason to stop",
+        "model, device, dtype, engine, seed, preprocess, or a setting such as "
+        "amg.points_per_batch or preprocess.bit_depth; left out of the matching and not a "
+        "reason to stop",
     )  # fmt: skip
     parser.add_argument(
         "--tracking-uri", default=None,
