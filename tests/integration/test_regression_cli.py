@@ -3,11 +3,11 @@ SAM 2.1 tiny) compared by ``python -m sam_bench.report compare``.
 
 CI runs ONE pair of tiny sweeps (one configuration, 5 images, 2x2 grid, one mask per image
 kept and saved) and derives every other case from copies of it: a baseline whose ``miou`` was
-better, an injected 2x latency, a job that fails now, another dataset or other weights. The two runs are launched
-at the same time, so both see the same load from whatever else the machine runs: on a shared
-2-core machine two runs one after the other can differ by more than any tolerance (measured
-here: 4x under a load average of 10), which no statistics can tell from a real slowdown. The
-``slow`` test runs the ``sweep=regression`` preset twice, as the README's CI job does.
+better, an injected 2x latency, a job that fails now, another dataset or other weights. The
+two runs are launched at the same time, so both see the same load from whatever else the
+machine runs: on a shared 2-core machine two runs one after the other can differ by more than
+any tolerance (measured here: 4x under a load average of 10), which no statistics can tell
+from a real slowdown. The ``slow`` test runs the ``sweep=regression`` preset twice.
 """
 
 from __future__ import annotations
