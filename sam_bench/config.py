@@ -408,7 +408,8 @@ class TaskConfig:
     section (``amg``, ...); see :mod:`sam_bench.tasks`."""
 
     name: str = "amg"
-    """A registered task (:mod:`sam_bench.registry`): ``amg`` (automatic mask generation)."""
+    """A registered task (:mod:`sam_bench.registry`): ``amg`` (automatic mask generation),
+    ``prompted`` (clicks / boxes), ``video`` (mask propagation) or ``semantic`` (AMG + CLIP)."""
     save_masks: int = 4
     """Save the predicted masks of the first N items next to the record (for overlays)."""
 
@@ -597,7 +598,15 @@ class LimitsConfig:
 
     max_rss_gb: float | None = None
     """Stop the job (status failed, reason recorded) when the process's resident memory
-    exceeds this many GB. ``null``: no budget."""
+    exceeds this many GB (10**9 bytes), checked before every item and every prompt batch and
+    sampled in between; the items it finished stay recorded for ``resume=true``. ``null``:
+    no budget. Resident (CPU) memory only: a CUDA allocation failure is retried instead
+    (``oom_min_batch``)."""
+    oom_min_batch: int = 1
+    """Smallest batch an out-of-memory retry goes down to: a prompt batch (AMG's
+    ``points_per_batch``) that fails for lack of memory is run again in halves down to this
+    size, and the retry is recorded; a batch that fails at this size is an item error. Set it
+    to the batch size to turn retries off."""
     max_image_pixels: int = 64_000_000
     """Refuse (as a per-image error with its reason) images with more pixels than this, before
     decoding them fully: AMG keeps full-resolution masks, so a 12000 x 9000 image would need
@@ -605,6 +614,7 @@ class LimitsConfig:
 
     def __post_init__(self) -> None:
         _check_min("limits.max_rss_gb", self.max_rss_gb, 0.0, strict=True)
+        _check_min("limits.oom_min_batch", self.oom_min_batch, 1)
         _check_min("limits.max_image_pixels", self.max_image_pixels, 1)
 
 
