@@ -94,6 +94,18 @@ def precompute_group(specs: list[JobSpec], base_dir: Path) -> None:
         _PRECOMPUTED[_key(spec.job_dir)] = record
 
 
+def take_precomputed(job_dir: Path) -> dict[str, Any] | None:
+    """The record :func:`precompute_group` left for ``job_dir`` (removed; ``None`` if none).
+    A remote worker (:mod:`sam_bench.remote`) returns it to the launching process."""
+    return _PRECOMPUTED.pop(_key(job_dir), None)
+
+
+def put_precomputed(job_dir: Path, record: dict[str, Any]) -> None:
+    """Hand :func:`run_job` a record computed and written elsewhere (a remote worker wrote it
+    into the shared sweep folder): the job is then only tracked."""
+    _PRECOMPUTED[_key(job_dir)] = record
+
+
 def write_outcome(spec: JobSpec, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """The job's objective, then ``result.json`` and ``per_image.csv`` (atomically), then the
     per-item log is dropped. A record reused by ``resume=true`` is already on disk."""

@@ -60,34 +60,54 @@ def group_key(cfg: DictConfig) -> str | None:
     return None if reduced is None else json.dumps(reduced, sort_keys=True, default=str)
 
 
+def plan(sweep_configs: list[DictConfig]) -> list[list[int]]:
+    """The sweep's units of work, as indices into ``sweep_configs``: each group of jobs with
+    equal :func:`group_key` (computed together), and each other job alone. Units are ordered
+    by their first job; a group's jobs keep their order."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    units: list[list[int]] = []
+    for i, sc in enumerate(sweep_configs):
+        key = group_key(task_config(sc))
+        if key is None:
+            units.append([i])
+        else:
+            if key not in groups:
+                units.append(groups[key])  # the same list: later members join it
+            groups[key].append(i)
+    return units
+
+
+def job_spec(sweep_config: DictConfig, concurrent_jobs: int = 1) -> JobSpec:
+    """The job as :func:`sam_bench.run.precompute_group` takes it. Its directory is
+    ``hydra.sweep.dir`` / ``hydra.sweep.subdir`` made absolute, as Hydra's ``run_job`` makes
+    ``hydra.runtime.output_dir`` (a job's ``job.dir`` is the same however it ran, and a remote
+    worker needs no working directory to find it)."""
+    sc = sweep_config
+    sweep_dir = Path(str(sc.hydra.sweep.dir)).absolute()
+    return JobSpec(
+        cfg_node=task_config(sc),
+        job_dir=sweep_dir / str(sc.hydra.sweep.subdir),
+        overrides=list(sc.hydra.overrides.task),
+        job_num=int(sc.hydra.job.num),
+        sweep_dir=sweep_dir,
+        concurrent_jobs=concurrent_jobs,
+    )
+
+
 def precompute_shared(sweep_configs: list[DictConfig], base_dir: Path) -> None:
     """Compute every group of two or more jobs ahead of Hydra running them."""
-    groups: dict[str, list[DictConfig]] = defaultdict(list)
-    for sc in sweep_configs:
-        key = group_key(task_config(sc))
-        if key is not None:
-            groups[key].append(sc)
-    for members in groups.values():
-        if len(members) < 2:
+    for unit in plan(sweep_configs):
+        if len(unit) < 2:
             continue
-        specs = [
-            JobSpec(
-                cfg_node=task_config(sc),
-                job_dir=Path(str(sc.hydra.sweep.dir)) / str(sc.hydra.sweep.subdir),
-                overrides=list(sc.hydra.overrides.task),
-                job_num=int(sc.hydra.job.num),
-                sweep_dir=Path(str(sc.hydra.sweep.dir)),
-            )
-            for sc in members
-        ]
+        specs = [job_spec(sweep_configs[i]) for i in unit]
         nums = ", ".join(f"#{s.job_num}" for s in specs)
         log.info("jobs %s differ only in post-processing: one encoder/decoder pass for all", nums)
-        with _quiet_root_logger():
+        with quiet_root_logger():
             precompute_group(specs, base_dir)
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> Iterator[None]:
     """sam2 logs every ``set_image`` at INFO on the root logger; jobs silence it through their
     logging config, the launcher's shared pass does it here (sam_bench's own INFO stays)."""
     root, ours = logging.getLogger(), logging.getLogger("sam_bench")
