@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sam_bench-installed
+SCALE_STAMP := $(VENV)/.sam_bench-scale-installed
 
-.PHONY: help install quickstart test test-full test-gpu lint format typecheck wheel clean
+.PHONY: help install install-scale quickstart test test-full test-gpu lint format typecheck wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,13 +22,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	@touch $@
 
+install-scale: $(SCALE_STAMP)  ## add the `scale` extra: Ray, submitit and their Hydra launchers
+
+$(SCALE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,scale]"
+	@touch $@
+
 quickstart: install  ## install, then run the quickstart sweep (~5 min on 2 CPU cores)
 	$(BIN)/python -m sam_bench sweep=quickstart
 
 test: install  ## the CI test suite (no slow tests)
 	$(BIN)/python -m pytest -m "not slow" -q
 
-test-full: install  ## every test, slow ones included
+test-full: install install-scale  ## every test, slow ones included (with the `scale` extra)
 	$(BIN)/python -m pytest -q
 
 # Tests marked gpu run only where torch can use CUDA; elsewhere each is skipped, and -rs
