@@ -1,10 +1,20 @@
-"""A local launcher that shares AMG work between jobs, then runs each job as Hydra does.
+"""A launcher that shares AMG work between jobs, then runs each job as Hydra does.
 
-Like Hydra's basic launcher it runs the jobs of a batch one after the other in this process,
-each with its own directory, ``.hydra/`` files, log and callbacks. Before that it composes
-every job's config and asks :mod:`sam_bench.sweep_groups` to compute, image by image, the jobs
-that differ only in AMG post-processing (``engine=fast``) with one encoder + decoder pass; each
-of those jobs then only writes its outcome. Anything the grouping cannot handle runs alone.
+Before running anything it composes every job's config and asks :mod:`sam_bench.sweep_groups`
+which jobs differ only in AMG post-processing (``engine=fast``): those are computed as one
+group, image by image, with one encoder + decoder pass; every other job is a unit of its own.
+Each job keeps its own directory, ``.hydra/`` files, log, record, summary row and tracking run.
+
+Where the computation runs is ``hydra.launcher.backend``:
+
+* ``local`` (default): in this process, like Hydra's basic launcher, one job after the other;
+* ``ray``: each unit (a whole group, or a job alone) is one Ray task (``hydra.launcher.ray.*``);
+* ``submitit``: each unit is one submitit job, on SLURM or, for tests, local processes
+  (``hydra.launcher.submitit.*``).
+
+Remote units write their jobs' records into the (shared) sweep folder exactly as the local
+path does; this process then runs Hydra's per-job bookkeeping (``run_job``: ``.hydra/``,
+logging, MLflow tracking) for each job as its unit finishes. See :mod:`sam_bench.remote`.
 """
 
 # No `from __future__ import annotations` here: Hydra executes plugin modules without
@@ -13,8 +23,9 @@ of those jobs then only writes its outcome. Anything the grouping cannot handle 
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
@@ -26,8 +37,75 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class RayBackendConf:
+    """``hydra.launcher.backend=ray``: one Ray task per unit of work."""
+
+    address: str | None = None
+    """Where Ray runs. ``null``: start a Ray instance on this machine (``ray.init()``), or use
+    the one this process already started; ``auto``: the cluster this machine is part of
+    (started with ``ray start``); ``ray://HEAD:10001``: a remote cluster through Ray Client
+    (the sweep folder must still be shared with its nodes)."""
+    init: dict[str, Any] = field(default_factory=dict)
+    """Other ``ray.init`` arguments, e.g. ``+hydra.launcher.ray.init.num_cpus=2``,
+    ``+hydra.launcher.ray.init.include_dashboard=false``, ``runtime_env``. A Ray instance
+    started here gets a 75 MB object store unless ``object_store_memory`` is given (units
+    return only their records)."""
+    num_cpus: float = 1
+    """CPUs reserved per unit (Ray also sets the unit's thread count, ``OMP_NUM_THREADS``, to
+    it, which changes CPU latency figures)."""
+    num_gpus: float = 0
+    """GPUs reserved per unit (``1``: each unit on a GPU of its own; ``0.5``: two units share
+    one). Ray sets ``CUDA_VISIBLE_DEVICES`` accordingly."""
+    remote: dict[str, Any] = field(default_factory=dict)
+    """Other ``ray.remote`` options per unit, e.g. ``+hydra.launcher.ray.remote.memory=8e9``,
+    ``max_retries`` (Ray's default 3 reruns a unit whose worker died), ``resources``."""
+
+
+@dataclass
+class SubmititBackendConf:
+    """``hydra.launcher.backend=submitit``: one submitit job per unit of work."""
+
+    cluster: str = "slurm"
+    """``slurm`` (needs ``sbatch``), ``local`` (processes on this machine: tests, one box) or
+    ``auto`` (submitit's choice: SLURM when available)."""
+    folder: str = "${hydra.sweep.dir}/.submitit/%j"
+    """Where submitit keeps each job's pickles and logs (``%j``: the job id). It must be on the
+    shared filesystem for SLURM."""
+    partition: str | None = None
+    """SLURM partition (``--partition``)."""
+    account: str | None = None
+    """SLURM account (``--account``)."""
+    qos: str | None = None
+    """SLURM quality of service (``--qos``)."""
+    constraint: str | None = None
+    """SLURM node constraint (``--constraint``, e.g. ``a100``)."""
+    gpus_per_node: int | None = None
+    """GPUs per unit (``--gpus-per-node``); ``null``: none requested."""
+    cpus_per_task: int | None = None
+    """CPUs per unit (``--cpus-per-task``); ``null``: the cluster's default."""
+    mem_gb: int | None = None
+    """Memory per unit in GB (``--mem``); ``null``: the cluster's default."""
+    timeout_min: int = 60
+    """Time limit of one unit in minutes (``--time``): a group's limit covers all its jobs."""
+    array_parallelism: int = 256
+    """At most this many units of the sweep's job array run at once (``--array=...%N``)."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run before each unit (``module load cuda``, ``source .venv/bin/activate``)."""
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    """Other ``sbatch`` options (``{mail-type: END}``)."""
+    poll_s: float = 5.0
+    """How often (seconds) this process checks for finished units."""
+
+
+@dataclass
 class GroupingLauncherConf:
     _target_: str = "hydra_plugins.sam_bench_launcher.grouping_launcher.GroupingLauncher"
+    backend: str = "local"
+    """Where units of work run: ``local`` (this process), ``ray`` or ``submitit``."""
+    ray: RayBackendConf = field(default_factory=RayBackendConf)
+    """Settings of ``backend=ray``."""
+    submitit: SubmititBackendConf = field(default_factory=SubmititBackendConf)
+    """Settings of ``backend=submitit``."""
 
 
 ConfigStore.instance().store(
@@ -36,10 +114,12 @@ ConfigStore.instance().store(
 
 
 class GroupingLauncher(Launcher):
-    """Hydra's basic launcher plus sam_bench's sharing of encoder / decoder work."""
+    """Hydra's basic launcher plus sam_bench's sharing of encoder / decoder work, running the
+    units of work here or on Ray / submitit."""
 
-    def __init__(self) -> None:
+    def __init__(self, **settings: Any) -> None:
         super().__init__()
+        self.settings = settings
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -54,13 +134,17 @@ class GroupingLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
+        from sam_bench.remote import launcher_settings
+
         setup_globals()
         assert self.hydra_context is not None
         assert self.config is not None
         assert self.task_function is not None
+        settings = launcher_settings(self.config.hydra.launcher)  # fails before any job
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        log.info(f"Launching {len(job_overrides)} jobs locally")
+        where = "locally" if settings["backend"] == "local" else f"on {settings['backend']}"
+        log.info(f"Launching {len(job_overrides)} jobs {where}")
         jobs = []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
@@ -71,6 +155,8 @@ class GroupingLauncher(Launcher):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
             jobs.append((idx, overrides, sweep_config))
+        if settings["backend"] != "local":
+            return self._launch_remote(jobs, settings)
 
         from sam_bench.sweep_groups import precompute_shared
 
@@ -80,18 +166,69 @@ class GroupingLauncher(Launcher):
             log.warning(
                 "sharing work between jobs failed (%s: %s); jobs run alone", type(e).__name__, e
             )
+        return [self._run(job) for job in jobs]
 
-        runs: list[JobReturn] = []
-        for idx, overrides, sweep_config in jobs:
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            runs.append(
-                run_job(
-                    hydra_context=self.hydra_context,
-                    task_function=self.task_function,
-                    config=sweep_config,
-                    job_dir_key="hydra.sweep.dir",
-                    job_subdir_key="hydra.sweep.subdir",
-                )
+    def _run(self, job: tuple[int, Sequence[str], DictConfig]) -> JobReturn:
+        """Hydra's per-job part: directory, ``.hydra/``, logging, the task function (which
+        only tracks a job computed ahead), callbacks."""
+        assert self.config is not None and self.hydra_context is not None
+        assert self.task_function is not None
+        idx, overrides, sweep_config = job
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        ret = run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    def _launch_remote(
+        self, jobs: list[tuple[int, Sequence[str], DictConfig]], settings: dict[str, Any]
+    ) -> list[JobReturn]:
+        """Send every unit of work to the backend, then do each job's bookkeeping here as its
+        unit finishes. ``dry_run`` jobs only list themselves, here."""
+        from sam_bench import remote
+        from sam_bench.sweep_groups import job_spec, plan
+
+        configs = [cfg for _, _, cfg in jobs]
+        units = [u for u in plan(configs) if not configs[u[0]].get("dry_run")]
+        returns: dict[int, JobReturn] = {}
+        for i, cfg in enumerate(configs):
+            if cfg.get("dry_run"):
+                returns[i] = self._run(jobs[i])
+        if not units:
+            return [returns[i] for i in range(len(jobs))]
+        backend = remote.make_backend(settings)
+        try:
+            backend.start()
+            concurrent = backend.concurrency(len(units))
+        except Exception as e:  # every job gets a failed record with the reason
+            log.error("%s could not start: %s: %s", settings["backend"], type(e).__name__, e)
+            failure = remote.RemoteError(f"{settings['backend']} could not start: {e}")
+            for unit in units:
+                for i in unit:
+                    remote.adopt(remote.detached(job_spec(configs[i])), failure, 0)
+                    returns[i] = self._run(jobs[i])
+            return [returns[i] for i in range(len(jobs))]
+        work = [
+            remote.Unit(
+                specs=[remote.detached(job_spec(configs[i], concurrent)) for i in unit],
+                base_dir=os.getcwd(),
             )
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return runs
+            for unit in units
+        ]
+        for piece in work:
+            log.info("%s -> %s", piece.label(), backend.describe())
+        try:
+            backend.submit(work)
+            for k, outcome in backend.completed():
+                for pos, i in enumerate(units[k]):
+                    remote.adopt(work[k].specs[pos], outcome, pos)
+                    returns[i] = self._run(jobs[i])
+        except BaseException:
+            backend.cancel()
+            raise
+        return [returns[i] for i in range(len(jobs))]
