@@ -101,7 +101,7 @@ def precompute_shared(sweep_configs: list[DictConfig], base_dir: Path) -> None:
             continue
         specs = [job_spec(sweep_configs[i]) for i in unit]
         nums = ", ".join(f"#{s.job_num}" for s in specs)
-        log.info("jobs %s differ only in post-processing: one encoder/decoder pass for all", nums)
+        log.info("jobs %s share computation (their task computes them together)", nums)
         with quiet_root_logger():
             precompute_group(specs, base_dir)
 

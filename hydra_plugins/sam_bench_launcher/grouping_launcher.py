@@ -1,8 +1,9 @@
-"""A launcher that shares AMG work between jobs, then runs each job as Hydra does.
+"""A launcher that shares work between jobs, then runs each job as Hydra does.
 
 Before running anything it composes every job's config and asks :mod:`sam_bench.sweep_groups`
-which jobs differ only in AMG post-processing (``engine=fast``): those are computed as one
-group, image by image, with one encoder + decoder pass; every other job is a unit of its own.
+which jobs their task can compute together (AMG with ``engine=fast``: jobs differing only in
+post-processing; prompted: only in prompt settings...): those are computed as one group, item
+by item, with the shared stages once; every other job is a unit of its own.
 Each job keeps its own directory, ``.hydra/`` files, log, record, summary row and tracking run.
 
 Where the computation runs is ``hydra.launcher.backend``:
