@@ -598,8 +598,8 @@ class LimitsConfig:
 
     max_rss_gb: float | None = None
     """Stop the job (status failed, reason recorded) when the process's resident memory
-    exceeds this many GB (10**9 bytes), checked before every item and every prompt batch and
-    sampled in between; the items it finished stay recorded for ``resume=true``. ``null``:
+    exceeds this many GB (10**9 bytes), checked before every item, prompt batch and scoring
+    and sampled in between; the items it finished stay recorded for ``resume=true``. ``null``:
     no budget. Resident (CPU) memory only: a CUDA allocation failure is retried instead
     (``oom_min_batch``)."""
     oom_min_batch: int = 1

@@ -7,6 +7,13 @@ the task saves and compute the time the job added to the sweep (``marginal_ms``)
 recorded with its path and reason and the loop goes on. Before timing, one untimed warm-up pass
 runs on the first item that works; a warm-up that raises moves on to the next item (up to
 :data:`WARMUP_TRIES`) and is recorded in ``task_info.warmup``.
+
+Memory (:mod:`sam_bench.limits`): the job's ``limits`` are current while the loop runs, so
+prompt batches that run out of memory are retried smaller (recorded per item as
+``oom_retries`` / ``oom_batch`` and in ``task_info.memory``), and the RSS budget
+(``limits.max_rss_gb``) is checked before every item, every prompt batch and the scoring of
+every item: over it, the item in flight is an error, the items after it are not run, the job
+fails with the reason (``task_info.stopped``) and the items it finished stay recorded.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from tqdm.auto import tqdm
 
 from sam_bench.data.base import ImageRef, Sample
 from sam_bench.errors import SampleError
+from sam_bench.limits import MemoryBudgetExceeded, is_out_of_memory, job_limits
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, cost_summary
 from sam_bench.resume import ItemLog
@@ -33,7 +41,9 @@ WARMUP_TRIES = 3
 
 def reason_of(e: BaseException) -> str:
     """The reason recorded for a failed item."""
-    return e.reason if isinstance(e, SampleError) else f"{type(e).__name__}: {e}"
+    if isinstance(e, SampleError):
+        return e.reason
+    return str(e) if isinstance(e, MemoryBudgetExceeded) else f"{type(e).__name__}: {e}"
 
 
 @dataclass
@@ -57,8 +67,11 @@ def _load(task: Task, ref: ImageRef) -> Sample:
 
 def error_kind(e: BaseException) -> str:
     """``data`` for an item whose file or annotation is bad (it fails again on a rerun),
-    ``runtime`` for anything else."""
-    return "data" if isinstance(e, SampleError) else "runtime"
+    ``memory`` for an allocation failure or the RSS budget, ``runtime`` for anything else."""
+    if isinstance(e, SampleError):
+        return "data"
+    oom = is_out_of_memory(e) or (e.__cause__ is not None and is_out_of_memory(e.__cause__))
+    return "memory" if oom or isinstance(e, MemoryBudgetExceeded) else "runtime"
 
 
 def _reuse(task: Task, jobs: list[_Job], logs: list[ItemLog], ref: ImageRef) -> bool:
@@ -102,6 +115,8 @@ def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
             sample = _load(task, ref)
             inputs, _ = task.prepare(sample)
             task.warmup(sample, inputs)
+        except MemoryBudgetExceeded:
+            raise  # the job stops (run_items)
         except Exception as e:
             reason = reason_of(e)
             log.warning("warm-up on %s failed (%s); trying the next item", ref.image_id, reason)
@@ -134,63 +149,84 @@ def run_items(
     unit = "video" if spec.needs == "video" else "img"
     desc = f"{spec.name} {unit}s" + ("" if len(jobs) == 1 else f" ({len(jobs)} jobs)")
     bar = tqdm(refs, desc=desc, unit=unit, disable=not progress, leave=False)
-    for ref in bar:
-        if logs is not None and _reuse(task, jobs, logs, ref):
-            reused += 1
-            continue
-        if not warmed:
-            warm, warmed = warm_up(task, refs), True
-        computed += 1
-        base: dict[str, Any] = {"image_id": ref.image_id, "path": str(ref.path)}
-        times = [StageTimes.of(spec.stages) for _ in jobs]
-        try:
-            sample = _load(task, ref)
-            t0 = clock.now()
-            inputs, steps = task.prepare(sample)
-            for t in times:
-                t.add("preprocess", clock.now() - t0)
-            base.update(task.describe_input(sample, inputs))
-            notes = list(sample.raw.notes) if sample.raw is not None else []
-            base["conversion"] = "; ".join([*notes, *steps])
-            _note_input_warnings(input_warnings, ref, [*notes, *steps])
-            gpu.reset()
-            predictions = task.predict(sample, inputs, times)
-            base["gpu_peak_mb"] = gpu.peak_mb()
-        except Exception as e:  # one item must never sink the job
-            reason = reason_of(e)
-            log.error("item %s (%s) failed: %s", ref.image_id, ref.path, reason)
-            for j, job in enumerate(jobs):
-                row = dict(base, error_kind=error_kind(e))
-                job.fail(row, ref, reason)
-                if logs is not None:
-                    logs[j].append(ref.image_id, row, None, False)
-            continue
-        for j, (job, t) in enumerate(zip(jobs, times, strict=True)):
-            row = dict(base)
-            try:
-                with t.measure("metrics", clock):
-                    row.update(job.evaluator.process(sample, predictions[j]))
-                saved = task.save(j, sample, inputs, predictions[j], job.saved)
-                job.saved += int(saved)
-            except Exception as e:
-                job.fail(row, ref, reason_of(e))
-                row["error_kind"] = error_kind(e)
-                if logs is not None:
-                    logs[j].append(ref.image_id, row, None, False)
+    with job_limits(getattr(lead.cfg, "limits", None)) as limits:
+        for ref in bar:
+            if logs is not None and _reuse(task, jobs, logs, ref):
+                reused += 1
                 continue
-            row.update(t.ms())
-            if math.isfinite(t.peak_mb):  # the engine knows this job's own peak
-                row["gpu_peak_mb"] = t.peak_mb
-            # the time this job added: shared stages count for the group's first job only (as
-            # spent: an encoder-cache hit counts its load, not the stored seconds)
-            own = sum(t.seconds.get(s, 0.0) for s in spec.own_stages)
-            shared = t.shared_seconds(spec.own_stages)
-            row["marginal_ms"] = (own + (shared if j == 0 else 0.0)) * 1000.0
-            row["error"] = None
-            job.rows.append(row)
-            if logs is not None:
-                logs[j].append(ref.image_id, row, task.encode(j, predictions[j]), saved)
+            try:
+                limits.check(f"before item {ref.image_id}")
+                if not warmed:
+                    warm, warmed = warm_up(task, refs), True
+            except MemoryBudgetExceeded:
+                break  # nothing of this item ran: it is not run, like the items after it
+            computed += 1
+            base: dict[str, Any] = {"image_id": ref.image_id, "path": str(ref.path)}
+            times = [StageTimes.of(spec.stages) for _ in jobs]
+            limits.begin_item(ref.image_id)
+            try:
+                sample = _load(task, ref)
+                t0 = clock.now()
+                inputs, steps = task.prepare(sample)
+                for t in times:
+                    t.add("preprocess", clock.now() - t0)
+                base.update(task.describe_input(sample, inputs))
+                notes = list(sample.raw.notes) if sample.raw is not None else []
+                base["conversion"] = "; ".join([*notes, *steps])
+                _note_input_warnings(input_warnings, ref, [*notes, *steps])
+                gpu.reset()
+                predictions = task.predict(sample, inputs, times)
+                base["gpu_peak_mb"] = gpu.peak_mb()
+                limits.check(f"after the prediction of item {ref.image_id}")  # before scoring
+                base.update(limits.end_item())
+            except Exception as e:  # one item never sinks the job (the RSS budget stops it)
+                reason = reason_of(e)
+                stop = isinstance(e, MemoryBudgetExceeded)
+                if not stop:
+                    log.error("item %s (%s) failed: %s", ref.image_id, ref.path, reason)
+                base.update(limits.end_item())
+                for j, job in enumerate(jobs):
+                    row = dict(base, error_kind=error_kind(e))
+                    job.fail(row, ref, reason)
+                    if logs is not None:
+                        logs[j].append(ref.image_id, row, None, False)
+                if stop:
+                    break
+                continue
+            for j, (job, t) in enumerate(zip(jobs, times, strict=True)):
+                row = dict(base)
+                try:
+                    with t.measure("metrics", clock):
+                        row.update(job.evaluator.process(sample, predictions[j]))
+                    saved = task.save(j, sample, inputs, predictions[j], job.saved)
+                    job.saved += int(saved)
+                except Exception as e:
+                    job.fail(row, ref, reason_of(e))
+                    row["error_kind"] = error_kind(e)
+                    if logs is not None:
+                        logs[j].append(ref.image_id, row, None, False)
+                    continue
+                row.update(t.ms())
+                if math.isfinite(t.peak_mb):  # the engine knows this job's own peak
+                    row["gpu_peak_mb"] = t.peak_mb
+                # the time this job added: shared stages count for the group's first job only (as
+                # spent: an encoder-cache hit counts its load, not the stored seconds)
+                own = sum(t.seconds.get(s, 0.0) for s in spec.own_stages)
+                shared = t.shared_seconds(spec.own_stages)
+                row["marginal_ms"] = (own + (shared if j == 0 else 0.0)) * 1000.0
+                row["error"] = None
+                job.rows.append(row)
+                if logs is not None:
+                    logs[j].append(ref.image_id, row, task.encode(j, predictions[j]), saved)
     extra: dict[str, Any] = {"input_warnings": _warnings_summary(input_warnings)}
+    extra["memory"] = limits.info(not_run=len(refs) - reused - computed)
+    if limits.stopped is not None:
+        done = sum(1 for r in jobs[0].rows if r.get("error") is None)
+        extra["stopped"] = (
+            f"{limits.stopped}. The job stopped with {done} of {len(refs)} items finished "
+            "(resume=true reuses them)"
+        )
+        log.error("%s", extra["stopped"])
     if logs is not None:
         extra["resume"] = {"reused_images": reused, "computed_images": computed}
     return [_result(task, j, job, warm, extra) for j, job in enumerate(jobs)]

@@ -108,7 +108,9 @@ def put_precomputed(job_dir: Path, record: dict[str, Any]) -> None:
 
 def write_outcome(spec: JobSpec, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """The job's objective, then ``result.json`` and ``per_image.csv`` (atomically), then the
-    per-item log is dropped. A record reused by ``resume=true`` is already on disk."""
+    per-item log is dropped -- kept when the job stopped early (``task_info.stopped``: the RSS
+    budget), so ``resume=true`` reuses the items it finished. A record reused by
+    ``resume=true`` is already on disk."""
     from sam_bench.resume import ITEM_LOG
 
     if record.get("job", {}).get("reused"):
@@ -118,7 +120,8 @@ def write_outcome(spec: JobSpec, record: dict[str, Any], rows: list[dict[str, An
     record["task_info"]["objective"] = why
     write_rows_csv(spec.job_dir / PER_IMAGE_FILE, rows or [{"image_id": None, "error": None}])
     write_json(spec.job_dir / RESULT_FILE, record)
-    (spec.job_dir / ITEM_LOG).unlink(missing_ok=True)
+    if not (record.get("task_info") or {}).get("stopped"):
+        (spec.job_dir / ITEM_LOG).unlink(missing_ok=True)
 
 
 def run_job(
@@ -550,7 +553,11 @@ def _fill(
     record["config_identity"] = identity
     record["config_id"] = config_id(identity)
     n_ok = sum(1 for r in result.rows if r.get("error") is None)
-    if n_ok == 0:
+    stopped = (result.info or {}).get("stopped")
+    if stopped:  # the loop stopped early (RSS budget): the job failed, its items are kept
+        record["status"] = "failed"
+        record["error"] = str(stopped)
+    elif n_ok == 0:
         first = result.item_errors[0]["error"] if result.item_errors else "?"
         record["status"] = "failed"
         record["error"] = f"all {len(result.rows)} items failed; first: {first}"
