@@ -23,6 +23,13 @@ test_fast_engine.py`` checks it against the reference engine). Three things diff
   :class:`~sam_bench.engines.decoder.SlicedMaskDecoder`: the same modules and operations, with
   the per-prompt image-side tensors computed a few prompts at a time instead of as one 1 GB
   batch; its output is bit-identical to upstream's decoder for the same prompt batch.
+* **Out of memory.** A prompt batch (decoder, then every configuration's post-processing)
+  that fails for lack of memory is run again as halves, down to ``limits.oom_min_batch``; the
+  rest of the image keeps the smaller size (:class:`sam_bench.limits.HalvingBatches`). The
+  prompts are independent, but the batch *size* can change the decoder's last bits (see
+  :mod:`sam_bench.limits`), so a retried image is computed as a run with the smaller
+  ``points_per_batch`` would compute it, not necessarily bit for bit as the unretried run;
+  each retry is recorded (``per_image.csv`` ``oom_retries`` / ``oom_batch``).
 
 Timing: the shared encoder / decoder seconds are added in full to every configuration's
 :class:`StageTimes`, so a configuration's latency is what it would cost alone. Upsampling of
@@ -49,6 +56,7 @@ from sam_bench.config import AMGConfig, amg_fields
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
+from sam_bench.limits import HalvingBatches
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
 from sam_bench.models import connected_components
 
@@ -66,6 +74,15 @@ def candidate_key(amg: AMGConfig) -> tuple[Any, ...]:
 
 
 @dataclass
+class _Peaks:
+    """CUDA peaks of one image (MB, NaN on CPU): the shared stages' and each
+    configuration's own post-processing."""
+
+    shared: float
+    own: list[float]
+
+
+@dataclass
 class _Kept:
     """Masks one configuration kept so far (tensors on the model's device, RLEs as a plain
     list)."""
@@ -76,6 +93,15 @@ class _Kept:
     points: list[torch.Tensor] = field(default_factory=list)
     rles: list[dict[str, Any]] = field(default_factory=list)
     areas: list[int] = field(default_factory=list)
+
+    def extend(self, other: _Kept) -> None:
+        """Append the masks ``other`` kept (a later prompt batch)."""
+        self.boxes.extend(other.boxes)
+        self.iou_preds.extend(other.iou_preds)
+        self.stability.extend(other.stability)
+        self.points.extend(other.points)
+        self.rles.extend(other.rles)
+        self.areas.extend(other.areas)
 
     def cat(self, device: torch.device) -> dict[str, Any]:
         """The kept masks as one tensor per field (empty ones on ``device``)."""
@@ -210,10 +236,12 @@ class FastAMG:
         return SlicedMaskDecoder(self.predictor.model.sam_mask_decoder, size)
 
     def _batch_candidates(
-        self, points: np.ndarray, im_size: tuple[int, int]
+        self, points: np.ndarray, im_size: tuple[int, int], step: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decoder candidates of one prompt batch: (low-res logits N x 1 x 256 x 256,
-        predicted IoU N, points N x 2), flattened as upstream flattens them."""
+        predicted IoU N, points N x 2), flattened as upstream flattens them. ``step``: the
+        batch size in force (m2m refines the candidates in chunks of it, as upstream does
+        with ``points_per_batch``); ``None``: ``points_per_batch``."""
         cfg = self.first
         tf = self.predictor._transforms
         pts = torch.as_tensor(points, dtype=torch.float32, device=self.predictor.device)
@@ -231,7 +259,7 @@ class FastAMG:
             ref_points = tf.transform_coords(pts, normalize=True, orig_hw=im_size)
             ref_labels = torch.ones(ref_points.shape[0], dtype=torch.int, device=pts.device)
             outs, ious = [], []
-            step = cfg.points_per_batch
+            step = step or cfg.points_per_batch
             for s in range(0, ref_points.shape[0], step):
                 lr, io = self._decode(
                     ref_points[s : s + step][:, None, :],
@@ -365,47 +393,77 @@ class FastAMG:
         # CUDA peaks: of the shared stages (encoder, decoder) and of each configuration's own
         # post-processing; a configuration's figure is what it would use alone (issue: a
         # strict configuration grouped with a keep-all one must not report the latter's peak)
-        shared = math.nan
-        own = [math.nan for _ in self.configs]
+        peaks = _Peaks(math.nan, [math.nan for _ in self.configs])
+        # prompt batches of this image: halved after an out-of-memory error (sam_bench.limits)
+        batches = HalvingBatches(self.first.points_per_batch, device=self.device)
         with torch.inference_mode(), autocast(self.device, self.dtype):
             for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
                 x0, y0, x1, y1 = crop_box
                 crop = image[y0:y1, x0:x1, :]
                 im_size = (int(crop.shape[0]), int(crop.shape[1]))
                 enc_peak = self._set_image(crop, times)
-                shared = enc_peak if math.isnan(shared) else max(shared, enc_peak)
+                peaks.shared = enc_peak if math.isnan(peaks.shared) else max(peaks.shared, enc_peak)
                 points_all = self.point_grids[layer_idx] * np.array(im_size)[None, ::-1]
                 kept = [_Kept() for _ in self.configs]
-                step = self.first.points_per_batch
-                for s in range(0, len(points_all), step):
-                    self.gpu.reset()
-                    t0 = self.clock.now()
-                    low_res, iou, pts = self._batch_candidates(points_all[s : s + step], im_size)
-                    dec = self.clock.now() - t0
-                    shared = self._peak(shared)
-                    for j, t in enumerate(times):
-                        t.add("decoder", dec)
-                        self.gpu.reset()
-                        with t.measure("postprocess", self.clock):
-                            self._postprocess_batch(
-                                j, low_res, iou, pts, im_size, crop_box, orig_size, kept[j]
-                            )
-                        own[j] = self._peak(own[j])
-                    del low_res
+                batch = functools.partial(
+                    self._process_batch, points_all, batches, im_size, crop_box, orig_size,
+                    times, peaks,
+                )  # fmt: skip
+                for outs in batches.run(batch, len(points_all)):
+                    for k, o in zip(kept, outs, strict=True):
+                        k.extend(o)
                 self.predictor.reset_predictor()
                 for j, t in enumerate(times):
                     self.gpu.reset()
                     with t.measure("postprocess", self.clock):
                         per_crop[j].append(self._finish_crop(j, kept[j], crop_box))
-                    own[j] = self._peak(own[j])
+                    peaks.own[j] = self._peak(peaks.own[j])
         out = []
         for j, t in enumerate(times):
             self.gpu.reset()
             with t.measure("postprocess", self.clock):
                 out.append(self._records(j, per_crop[j], len(crop_boxes), orig_size))
-            own[j] = self._peak(own[j])
+            peaks.own[j] = self._peak(peaks.own[j])
             if self.gpu.cuda:
-                t.peak_mb = max(v for v in (shared, own[j]) if not math.isnan(v))
+                t.peak_mb = max(v for v in (peaks.shared, peaks.own[j]) if not math.isnan(v))
+        return out
+
+    def _process_batch(
+        self,
+        points_all: np.ndarray,
+        batches: HalvingBatches,
+        im_size: tuple[int, int],
+        crop_box: list[int],
+        orig_size: tuple[int, int],
+        times: list[StageTimes],
+        peaks: _Peaks,
+        start: int,
+        stop: int,
+    ) -> list[_Kept]:
+        """Prompts ``start:stop`` of a crop, upstream's ``_process_batch``: the decoder once,
+        then each configuration's post-processing, into new :class:`_Kept` s that the caller
+        merges only when the whole batch succeeded (a batch run again after an out-of-memory
+        error leaves no trace). A failed attempt's seconds count in the stages: they were
+        spent."""
+        self.gpu.reset()
+        t0 = self.clock.now()
+        try:
+            low_res, iou, pts = self._batch_candidates(
+                points_all[start:stop], im_size, batches.size
+            )
+        finally:
+            dec = self.clock.now() - t0
+            for t in times:
+                t.add("decoder", dec)
+        peaks.shared = self._peak(peaks.shared)
+        out = []
+        for j, t in enumerate(times):
+            kept = _Kept()
+            self.gpu.reset()
+            with t.measure("postprocess", self.clock):
+                self._postprocess_batch(j, low_res, iou, pts, im_size, crop_box, orig_size, kept)
+            peaks.own[j] = self._peak(peaks.own[j])
+            out.append(kept)
         return out
 
     def _records(

@@ -6,6 +6,13 @@ batch, m2m refinement included) are wrapped with CUDA-synchronised timers; every
 ``generate()`` (filtering, NMS, RLE encoding, output formatting) is post-processing, as is
 sam_bench's post-filter. Converting the output to compressed RLE for the metrics is not part
 of what a SAM 2 user pays and is timed as ``metrics``.
+
+Out of memory: the official generator has no hook between its prompt batches, so an image
+whose ``generate()`` fails for lack of memory is run again whole (encoder included) with the
+generator's ``points_per_batch`` halved, down to ``limits.oom_min_batch``
+(:func:`sam_bench.limits.retry_smaller`); the setting is restored for the next image, and the
+failed attempts' seconds count in the image's stages. The RSS budget (``limits.max_rss_gb``)
+is checked before every prompt batch (each call of the predictor's ``_predict``).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from pycocotools import mask as mask_utils
 
 from sam_bench.config import AMGConfig
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
+from sam_bench.limits import check_budget, retry_smaller
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.models import connected_components
 
@@ -65,6 +73,17 @@ def _timed(predictor: Any, name: str, stage: str, timer: _StageTimer) -> Callabl
     return timed
 
 
+def _checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` after a check of the running job's RSS budget (one check per prompt batch)."""
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check_budget("prompt batch")
+        return fn(*args, **kwargs)
+
+    return checked
+
+
 class ReferenceEngine:
     """sam2's ``SAM2AutomaticMaskGenerator`` with stage timers."""
 
@@ -82,7 +101,7 @@ class ReferenceEngine:
         self._timer = _StageTimer(self.clock)
         predictor = self.generator.predictor
         predictor.set_image = _timed(predictor, "set_image", "encoder", self._timer)
-        predictor._predict = _timed(predictor, "_predict", "decoder", self._timer)
+        predictor._predict = _checked(_timed(predictor, "_predict", "decoder", self._timer))
 
     @property
     def cc_impl(self) -> str:
@@ -102,8 +121,19 @@ class ReferenceEngine:
             raise RuntimeError("ReferenceEngine is closed")
         self._timer.times = inner = StageTimes()
         t0 = self.clock.now()
-        with torch.inference_mode(), autocast(self.device, self.dtype):
-            anns = self.generator.generate(image)
+        generator = self.generator
+        configured = generator.points_per_batch
+
+        def generate(size: int) -> list[dict[str, Any]]:
+            generator.points_per_batch = size
+            with torch.inference_mode(), autocast(self.device, self.dtype):
+                out: list[dict[str, Any]] = generator.generate(image)
+            return out
+
+        try:
+            anns, _ = retry_smaller(generate, configured, device=self.device)
+        finally:
+            generator.points_per_batch = configured
         h, w = image.shape[:2]
         limit = self.amg.postfilter.max_area_fraction
         if limit is not None:  # sam_bench's own post-filter (see AMGPostFilterConfig)
