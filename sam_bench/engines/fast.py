@@ -526,13 +526,15 @@ def _encode(
     rles: list[dict[str, Any]] = []
     areas: list[int] = []
     for s in range(0, binary.shape[0], _RLE_CHUNK):
-        chunk = binary[s : s + _RLE_CHUNK].to("cpu")
-        areas.extend(int(a) for a in chunk.flatten(1).sum(1).tolist())
+        crop = binary[s : s + _RLE_CHUNK].to("cpu").numpy()
+        # counted in place (a torch sum of bools would first copy them as int64: 8 bytes per
+        # pixel and mask, the largest allocation of a batch on a large image)
+        areas.extend(int(a) for a in np.count_nonzero(crop.reshape(len(crop), -1), axis=1))
         if full_image:
-            arr = chunk.numpy()
+            arr = crop
         else:
-            arr = np.zeros((chunk.shape[0], h, w), dtype=bool)
-            arr[:, y0:y1, x0:x1] = chunk.numpy()
+            arr = np.zeros((crop.shape[0], h, w), dtype=bool)
+            arr[:, y0:y1, x0:x1] = crop
         rles.extend(mask_utils.encode(np.asfortranarray(arr.transpose(1, 2, 0), dtype=np.uint8)))
     return rles, areas
 
