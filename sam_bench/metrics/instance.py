@@ -178,36 +178,60 @@ def coverage_and_overlap(
     return covered / float(height * width), (n_multi / covered if covered else math.nan)
 
 
+def _bboxes(rles: Sequence[dict[str, Any]]) -> np.ndarray:
+    """XYWH boxes of RLEs (``pycocotools.mask.toBbox``, at most 255 at a time as in
+    :func:`mask_areas`)."""
+    parts = [mask_utils.toBbox(list(rles[i : i + 255])) for i in range(0, len(rles), 255)]
+    return np.concatenate(parts).reshape(-1, 4) if parts else np.zeros((0, 4))
+
+
 def paint_label_image(pred_rles: Sequence[dict[str, Any]], height: int, width: int) -> np.ndarray:
     """micro-sam's label image of a set of masks: largest mask first, each mask taking only the
     pixels no earlier mask took, then every label split into its 4-connected components
     (``mask_data_to_segmentation`` with ``merge_exclusively=True, label_masks=True``).
-    Returns an HxW int32 array, 0 = background, labels 1..n consecutive."""
+    Returns an HxW int32 array, 0 = background, labels 1..n consecutive (in label order,
+    then raster order). Work and memory stay within each mask's bounding box."""
     painted = np.zeros((height, width), dtype=np.int32)
     if len(pred_rles):
         areas = mask_areas(pred_rles)
+        boxes = np.floor(_bboxes(pred_rles)).astype(int)
         order = sorted(range(len(pred_rles)), key=lambda i: -areas[i])  # stable: ties keep order
         for label, i in enumerate(order, start=1):
-            m = mask_utils.decode(pred_rles[i]).astype(bool)
-            painted[m & (painted == 0)] = label
+            x, y, w, h = boxes[i]
+            if w <= 0 or h <= 0:
+                continue
+            box = (slice(y, y + h + 1), slice(x, x + w + 1))
+            m = mask_utils.decode(pred_rles[i])[box].astype(bool)
+            region = painted[box]
+            region[m & (region == 0)] = label
     out = np.zeros_like(painted)
     n = 0
-    for label in np.unique(painted):
-        if label == 0:
+    for label, box in enumerate(ndimage.find_objects(painted), start=1):
+        if box is None:  # a mask every earlier mask covered
             continue
-        comps, k = ndimage.label(painted == label)  # default structure: 4-connectivity
-        out[comps > 0] = comps[comps > 0] + n
+        comps, k = ndimage.label(painted[box] == label)  # default structure: 4-connectivity
+        region, sel = out[box], comps > 0
+        region[sel] = comps[sel] + n
         n += k
     return out
 
 
-def label_rles(labels: np.ndarray) -> list[dict[str, Any]]:
-    """One compressed RLE per non-zero label of a label image, in label order."""
-    ids = [int(v) for v in np.unique(labels) if v != 0]
-    if not ids:
-        return []
-    stack = np.stack([labels == i for i in ids], axis=-1).astype(np.uint8)
-    return list(mask_utils.encode(np.asfortranarray(stack)))
+def label_iou_matrix(labels: np.ndarray, gt: GroundTruth) -> np.ndarray:
+    """IoU of every label of ``labels`` (rows, 1..max) with every GT instance (columns) from a
+    contingency count, as elf computes it; crowd columns hold pycocotools' crowd IoU
+    (intersection / label area). Equal to ``pycocotools.mask.iou`` on the labels' RLEs, without
+    building one full-size mask per label."""
+    n = int(labels.max()) if labels.size else 0
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
+    out = np.zeros((n, len(gt.rles)), dtype=np.float64)
+    for j, (rle, crowd) in enumerate(zip(gt.rles, gt.iscrowd, strict=True)):
+        g = mask_utils.decode(rle).astype(bool)
+        inter = np.bincount(labels[g], minlength=n + 1)[1:].astype(np.float64)
+        denom = area if crowd else area + float(g.sum()) - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, j] = np.where(denom > 0, inter / denom, 0.0)
+    return out
 
 
 def segmentation_accuracy_elf(
@@ -345,12 +369,11 @@ class InstanceEvaluator:
         pred_rles: list[dict[str, Any]], gt: GroundTruth, crowd: np.ndarray, h: int, w: int
     ) -> np.ndarray:
         """SA per threshold of micro-sam's painted label image (see the module docstring)."""
-        comps = label_rles(paint_label_image(pred_rles, h, w))
-        ious = mask_iou_matrix(comps, gt.rles, gt.iscrowd)
+        ious = label_iou_matrix(paint_label_image(pred_rles, h, w), gt)
         in_crowd = (
             ious[:, crowd].max(axis=1) >= CROWD_FP_THRESHOLD
-            if crowd.any() and comps
-            else np.zeros(len(comps), dtype=bool)
+            if crowd.any() and ious.shape[0]
+            else np.zeros(ious.shape[0], dtype=bool)
         )
         return segmentation_accuracy_elf(ious[:, ~crowd], SA_THRESHOLDS, in_crowd)
 

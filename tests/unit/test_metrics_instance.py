@@ -472,3 +472,42 @@ def test_label_variant_matches_an_independent_micro_sam_computation(seed: int):
     assert row["msa_label"] == pytest.approx(np.mean(expect), abs=1e-12)
     assert row["sa50_label"] == pytest.approx(expect[0], abs=1e-12)
     assert row["sa75_label"] == pytest.approx(expect[5], abs=1e-12)
+
+
+def test_label_iou_matrix_equals_pycocotools_on_the_labels():
+    """The contingency-count IoUs equal pycocotools' IoUs of each label's RLE, crowd included."""
+    from sam_bench.metrics.instance import label_iou_matrix, paint_label_image
+
+    rng = np.random.default_rng(7)
+    h, w = 37, 53
+    preds = [rect(h, w, *sorted(rng.integers(0, 37, 2)), *sorted(rng.integers(0, 53, 2)))
+             for _ in range(9)]  # fmt: skip
+    preds = [p for p in preds if p.any()]
+    gt = gt_of([rect(h, w, 2, 3, 20, 30), rect(h, w, 10, 10, 35, 50), rect(h, w, 0, 0, 5, 5)],
+               [False, False, True])  # fmt: skip
+    labels = paint_label_image([rle(p) for p in preds], h, w)
+    ids = range(1, int(labels.max()) + 1)
+    reference = mask_iou_matrix([rle(labels == i) for i in ids], gt.rles, gt.iscrowd)
+    np.testing.assert_allclose(label_iou_matrix(labels, gt), reference, rtol=0, atol=1e-15)
+
+
+def test_the_label_variant_stays_small_on_a_large_image():
+    """Thousands of components on a 2000 x 2000 image: memory stays a few full-size arrays
+    (one full-size mask per component would be gigabytes)."""
+    import tracemalloc
+
+    h = w = 2000
+    rng = np.random.default_rng(0)
+    preds = []
+    for _ in range(300):  # each mask two blobs: two components
+        y, x = rng.integers(0, h - 40, 2)
+        m = rect(h, w, y, x, y + 20, x + 20)
+        m[(y + 30) % h : (y + 35) % h, x : x + 5] = True
+        preds.append(rle(m))
+    gt = gt_of([rect(h, w, 0, 0, 100, 100), rect(h, w, 500, 500, 700, 900)])
+    tracemalloc.start()
+    row = InstanceEvaluator().add("big", preds, [0.5] * len(preds), gt)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert 0.0 <= row["msa_label"] <= 1.0
+    assert peak < 300e6, f"peak {peak / 1e6:.0f} MB"
