@@ -24,7 +24,8 @@ from scipy import ndimage
 
 from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
-from sam_bench.data.checks import LinkGuard, broken_links, dataset_warning
+from sam_bench.data.checks import LinkGuard
+from sam_bench.data.folders import broken, files_by_stem, folder_warnings, images_by_stem, orphans
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, read_image
 from sam_bench.data.registry import compute_fingerprint
 from sam_bench.errors import DatasetError, SampleError
@@ -74,31 +75,12 @@ class InstanceFolderDataset:
         for what, folder in (("images", self.images_dir), ("labels", self.labels_dir)):
             if not folder.is_dir():
                 raise DatasetError(f"instance_folder {what} folder not found: {folder}")
-        files = _list(self.images_dir, IMAGE_SUFFIXES)
-        if not files:
-            raise DatasetError(f"no image ({', '.join(IMAGE_SUFFIXES)}) in {self.images_dir}")
-        stems: dict[str, str] = {}
-        for f in files:
-            if f.stem in stems:
-                raise DatasetError(
-                    f"{self.images_dir}: {stems[f.stem]} and {f.name} share the stem "
-                    f"{f.stem!r}; labels are matched by stem"
-                )
-            stems[f.stem] = f.name
-        self._labels: dict[str, list[Path]] = {}
-        for f in _list(self.labels_dir, LABEL_SUFFIXES):
-            self._labels.setdefault(f.stem, []).append(f)
-        self._orphans = sorted(
-            p.name for stem, found in self._labels.items() if stem not in stems for p in found
+        files = images_by_stem(self.images_dir, IMAGE_SUFFIXES)
+        self._labels = files_by_stem(self.labels_dir, LABEL_SUFFIXES)
+        self._orphans = orphans(self._labels, files)
+        self._broken = broken(
+            [(self.images_dir, IMAGE_SUFFIXES), (self.labels_dir, LABEL_SUFFIXES)]
         )
-        self._broken = [
-            f"{folder.name}/{n}"
-            for folder, suffixes in (
-                (self.images_dir, IMAGE_SUFFIXES),
-                (self.labels_dir, LABEL_SUFFIXES),
-            )
-            for n in broken_links(folder, suffixes)
-        ]
         if limit is not None:
             files = files[:limit]
         self._refs = [ImageRef(image_id=f.stem, path=f) for f in files]
@@ -165,16 +147,7 @@ class InstanceFolderDataset:
         """What was found suspicious (see :mod:`sam_bench.data.checks`): orphan label files
         (whole folder), listed images and their label files that resolve outside their folder,
         and broken links."""
-        found = []
-        if self._orphans:
-            found.append(
-                dataset_warning(
-                    "orphan_labels",
-                    f"{len(self._orphans)} label file(s) in {self.labels_dir} match no image "
-                    f"in {self.images_dir} (by file stem); they are not evaluated",
-                    self._orphans,
-                )
-            )
+        found = folder_warnings(self._orphans, self.labels_dir, self.images_dir, [])
         files = []
         for r in self._refs:
             files.append((r.path, self.images_dir))
@@ -182,27 +155,8 @@ class InstanceFolderDataset:
         links = self.links.warning(files)
         if links:
             found.append(links)
-        if self._broken:
-            found.append(
-                dataset_warning(
-                    "broken_links",
-                    f"{len(self._broken)} symbolic link(s) in the images / labels folders "
-                    f"point nowhere; they are left out",
-                    self._broken,
-                )
-            )
+        found.extend(folder_warnings([], self.labels_dir, self.images_dir, self._broken))
         return found
-
-
-def _list(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    return sorted(
-        (
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
-        ),
-        key=lambda p: p.name,
-    )
 
 
 def read_label_map(path: Path, *, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:

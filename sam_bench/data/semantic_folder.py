@@ -52,7 +52,8 @@ import numpy as np
 
 from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample, SemanticMap
-from sam_bench.data.checks import LinkGuard, broken_links, dataset_warning
+from sam_bench.data.checks import LinkGuard
+from sam_bench.data.folders import broken, files_by_stem, folder_warnings, images_by_stem, orphans
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from sam_bench.data.instance_folder import (
     IMAGE_SUFFIXES,
@@ -207,31 +208,17 @@ class SemanticFolderDataset:
         self.provides: tuple[str, ...] = ("semantic",) + (
             ("instances",) if self.instances_dir is not None else ()
         )
-        files = _list(self.images_dir, IMAGE_SUFFIXES)
-        if not files:
-            raise DatasetError(f"no image ({', '.join(IMAGE_SUFFIXES)}) in {self.images_dir}")
-        stems: dict[str, str] = {}
-        for f in files:
-            if f.stem in stems:
-                raise DatasetError(
-                    f"{self.images_dir}: {stems[f.stem]} and {f.name} share the stem "
-                    f"{f.stem!r}; labels are matched by stem"
-                )
-            stems[f.stem] = f.name
-        self._labels = _by_stem(self.labels_dir)
-        self._instances = _by_stem(self.instances_dir) if self.instances_dir else {}
-        self._orphans = sorted(
-            p.name for stem, found in self._labels.items() if stem not in stems for p in found
-        )
-        self._broken = [
-            f"{folder.name}/{n}"
-            for folder, suffixes in (
+        files = images_by_stem(self.images_dir, IMAGE_SUFFIXES)
+        self._labels = files_by_stem(self.labels_dir, LABEL_SUFFIXES)
+        self._instances = files_by_stem(self.instances_dir, LABEL_SUFFIXES)
+        self._orphans = orphans(self._labels, files)
+        self._broken = broken(
+            [
                 (self.images_dir, IMAGE_SUFFIXES),
                 (self.labels_dir, LABEL_SUFFIXES),
                 *(((self.instances_dir, LABEL_SUFFIXES),) if self.instances_dir else ()),
-            )
-            for n in broken_links(folder, suffixes)
-        ]
+            ]
+        )
         if limit is not None:
             files = files[:limit]
         self._refs = [ImageRef(image_id=f.stem, path=f) for f in files]
@@ -332,16 +319,7 @@ class SemanticFolderDataset:
     def warnings(self) -> list[dict[str, Any]]:
         """What was found suspicious (see :mod:`sam_bench.data.checks`): orphan label files
         (whole folder), listed files that resolve outside their folder, and broken links."""
-        found = []
-        if self._orphans:
-            found.append(
-                dataset_warning(
-                    "orphan_labels",
-                    f"{len(self._orphans)} label file(s) in {self.labels_dir} match no image "
-                    f"in {self.images_dir} (by file stem); they are not evaluated",
-                    self._orphans,
-                )
-            )
+        found = folder_warnings(self._orphans, self.labels_dir, self.images_dir, [])
         files = []
         for r in self._refs:
             files.append((r.path, self.images_dir))
@@ -350,40 +328,12 @@ class SemanticFolderDataset:
         links = self.links.warning(files)
         if links:
             found.append(links)
-        if self._broken:
-            found.append(
-                dataset_warning(
-                    "broken_links",
-                    f"{len(self._broken)} symbolic link(s) in the dataset folders point "
-                    "nowhere; they are left out",
-                    self._broken,
-                )
-            )
+        found.extend(folder_warnings([], self.labels_dir, self.images_dir, self._broken))
         return found
 
 
 def _void(void_index: int | None) -> set[int]:
     return set() if void_index is None else {int(void_index)}
-
-
-def _list(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    return sorted(
-        (
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.is_file()
-        ),
-        key=lambda p: p.name,
-    )
-
-
-def _by_stem(folder: Path | None) -> dict[str, list[Path]]:
-    out: dict[str, list[Path]] = {}
-    if folder is None:
-        return out
-    for f in _list(folder, LABEL_SUFFIXES):
-        out.setdefault(f.stem, []).append(f)
-    return out
 
 
 def from_config(
