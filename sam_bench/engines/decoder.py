@@ -244,3 +244,35 @@ class SlicedMaskDecoder:
             v_img = _heads(attn.v_proj(v), attn.num_heads)
             outs.append(F.scaled_dot_product_attention(q_tok[sl], k_img, v_img))
         return attn.out_proj(_merge(torch.cat(outs, dim=0)))
+
+
+def decode_prompts(
+    predictor: Any,
+    points: tuple[torch.Tensor, torch.Tensor],
+    mask_input: torch.Tensor | None,
+    multimask_output: bool,
+    sliced: SlicedMaskDecoder | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``SAM2ImagePredictor._predict`` up to the unclamped low-res logits and the predicted IoU,
+    on the image ``predictor`` holds: prompt encoder, then the mask decoder -- ``sliced`` for a
+    batch of several prompts when given (bit-identical, cache-sized on the CPU), upstream's
+    otherwise. ``points``: (coords B x N x 2, labels B x N), boxes already folded in as corner
+    points (labels 2 and 3), as upstream does."""
+    model = predictor.model
+    sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+    batched = points[0].shape[0] > 1
+    high_res = [f[-1].unsqueeze(0) for f in predictor._features["high_res_feats"]]
+    image_embed = predictor._features["image_embed"][-1].unsqueeze(0)
+    image_pe = model.sam_prompt_encoder.get_dense_pe()
+    if batched and sliced is not None:
+        return sliced(image_embed, image_pe, sparse, dense, multimask_output, high_res)
+    low_res, iou, _, _ = model.sam_mask_decoder(
+        image_embeddings=image_embed,
+        image_pe=image_pe,
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask_output,
+        repeat_image=batched,
+        high_res_features=high_res,
+    )
+    return low_res, iou

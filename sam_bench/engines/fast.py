@@ -54,7 +54,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 
 from sam_bench.config import AMGConfig, amg_fields
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
-from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
+from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.limits import HalvingBatches
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
@@ -203,29 +203,9 @@ class FastAMG:
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``SAM2ImagePredictor._predict`` without upsampling: unclamped low-res logits, IoU."""
-        p = self.predictor
-        model = p.model
-        sparse, dense = model.sam_prompt_encoder(
-            points=(coords, labels), boxes=None, masks=mask_input
+        return decode_prompts(
+            self.predictor, (coords, labels), mask_input, multimask_output, self._sliced_decoder
         )
-        batched_mode = coords.shape[0] > 1
-        high_res = [f[-1].unsqueeze(0) for f in p._features["high_res_feats"]]
-        image_embed = p._features["image_embed"][-1].unsqueeze(0)
-        image_pe = model.sam_prompt_encoder.get_dense_pe()
-        if batched_mode and self._sliced_decoder is not None:
-            return self._sliced_decoder(
-                image_embed, image_pe, sparse, dense, multimask_output, high_res
-            )
-        low_res, iou, _, _ = model.sam_mask_decoder(
-            image_embeddings=image_embed,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            repeat_image=batched_mode,
-            high_res_features=high_res,
-        )
-        return low_res, iou
 
     @functools.cached_property
     def _sliced_decoder(self) -> SlicedMaskDecoder | None:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from sam_bench.engines.base import autocast, release_cuda_memory
-from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
+from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.metrics.cost import Clock, StageTimes
 
@@ -161,7 +161,6 @@ class PromptDecoder:
         """``SAM2ImagePredictor._predict`` up to the unclamped low-res logits and the
         predicted IoU."""
         p = self.predictor
-        model = p.model
         points: tuple[torch.Tensor, torch.Tensor] | None = None
         if coords is not None and labels is not None:
             points = (coords, labels)
@@ -178,22 +177,4 @@ class PromptDecoder:
                 points = (box_coords, box_labels)
         if points is None:
             raise ValueError("a prompt batch needs points or boxes")
-        sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
-        batched = points[0].shape[0] > 1
-        high_res = [f[-1].unsqueeze(0) for f in p._features["high_res_feats"]]
-        image_embed = p._features["image_embed"][-1].unsqueeze(0)
-        image_pe = model.sam_prompt_encoder.get_dense_pe()
-        if batched and self._sliced_decoder is not None:
-            return self._sliced_decoder(
-                image_embed, image_pe, sparse, dense, multimask_output, high_res
-            )
-        low_res, iou, _, _ = model.sam_mask_decoder(
-            image_embeddings=image_embed,
-            image_pe=image_pe,
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            repeat_image=batched,
-            high_res_features=high_res,
-        )
-        return low_res, iou
+        return decode_prompts(p, points, mask_input, multimask_output, self._sliced_decoder)
