@@ -18,10 +18,14 @@
                     fallback_reason}; kind "predictions" when saved predictions were scored
     untrained       true when the weights are random (accuracy figures are meaningless)
     banner          the untrained-model warning, or null
-    dataset         {name, format, n_images, fingerprint}
+    dataset         {name, format, n_images (items), fingerprint, warnings}
     task_info       task-specific facts (AMG: engine, cc_impl, points per image,
                     encoder_cache {dir, max_gb, hits, misses, writes, evictions, errors} or
-                    null), warmup {item, failed}, grouped_with_jobs, scored_from
+                    null) and the runner's: warmup {item, failed}, grouped_with_jobs,
+                    input_warnings [{warning, count, examples}], resume {reused_images,
+                    computed_images}, memory {oom_retries, ..., items_not_run}, stopped (why
+                    a memory budget stopped the job), scored_from (predictions=PATH),
+                    objective (why the objective has its value)
     metrics         aggregate metrics (catalogue names)
     metric_info     the catalogue entry of every metric (sam_bench.metrics.catalogue)
     figures         [{path, caption}]: figures the task drew for this job (paths relative to
