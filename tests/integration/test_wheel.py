@@ -49,4 +49,4 @@ def test_wheel_install_works_from_any_directory(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[dry run]")]
-    assert len(lines) == 2 and all("(8 images)" in ln for ln in lines), proc.stdout
+    assert len(lines) == 2 and all("(8 items)" in ln for ln in lines), proc.stdout

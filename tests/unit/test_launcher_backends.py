@@ -88,11 +88,21 @@ def test_slurm_without_sbatch_says_to_use_local(monkeypatch: pytest.MonkeyPatch)
     assert local["submitit"]["cluster"] == "local"
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 @pytest.mark.usefixtures("hydra_conf")
 def test_presets_compose_to_checked_settings(tmp_path: Path) -> None:
     cfg = compose("config", overrides=["hydra/launcher=sam_bench_ray"], return_hydra_config=True)
-    s = launcher_settings(cfg.hydra.launcher)
-    assert s["backend"] == "ray" and s["ray"]["address"] is None
+    if not _installed("ray"):  # without the `scale` extra: one message saying how to get it
+        with pytest.raises(ConfigError, match=r"ray is not installed.*make install-scale"):
+            launcher_settings(cfg.hydra.launcher)
+    else:
+        s = launcher_settings(cfg.hydra.launcher)
+        assert s["backend"] == "ray" and s["ray"]["address"] is None
     cfg = compose(
         "config",
         overrides=[
@@ -103,6 +113,10 @@ def test_presets_compose_to_checked_settings(tmp_path: Path) -> None:
         ],
         return_hydra_config=True,
     )
+    if not _installed("submitit"):
+        with pytest.raises(ConfigError, match=r"submitit is not installed.*make install-scale"):
+            launcher_settings(cfg.hydra.launcher)
+        pytest.skip("the `scale` extra is not installed (make install-scale)")
     s = launcher_settings(cfg.hydra.launcher)
     assert s["submitit"]["folder"] == f"{tmp_path}/.submitit/%j"  # interpolated
     assert s["submitit"]["additional_parameters"] == {"mail-type": "END"}
