@@ -23,7 +23,7 @@ from pycocotools import mask as mask_utils
 from scipy import ndimage
 
 from sam_bench.config import DatasetConfig, LimitsConfig
-from sam_bench.data.base import GroundTruth, ImageRef, Sample
+from sam_bench.data.base import GroundTruth, ImageRef, RawImage, Sample
 from sam_bench.data.checks import LinkGuard
 from sam_bench.data.folders import broken, files_by_stem, folder_warnings, images_by_stem, orphans
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, read_image
@@ -111,15 +111,8 @@ class InstanceFolderDataset:
         label_file = self.label_path(ref)
         self.links.check(ref.path, self.images_dir, "image file")
         self.links.check(label_file, self.labels_dir, "label file")
-        raw = read_image(ref.path, max_pixels=self.max_image_pixels)
-        labels = read_label_map(label_file, max_pixels=self.max_image_pixels)
-        h, w = raw.pixels.shape[:2]
-        if labels.shape != (h, w):
-            raise SampleError(
-                label_file,
-                f"label is {labels.shape[1]}x{labels.shape[0]} but image {ref.path.name} "
-                f"is {w}x{h}",
-            )
+        raw, labels = read_image_and_labels(ref.path, label_file, self.max_image_pixels)
+        h, w = labels.shape
         rles = label_map_to_rles(labels)
         gt = GroundTruth(rles=rles, iscrowd=[False] * len(rles), height=h, width=w)
         return Sample(ref=ref, raw=raw, gt=gt)
@@ -157,6 +150,25 @@ class InstanceFolderDataset:
             found.append(links)
         found.extend(folder_warnings([], self.labels_dir, self.images_dir, self._broken))
         return found
+
+
+def read_image_and_labels(
+    image: Path, label_file: Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+) -> tuple[RawImage, np.ndarray]:
+    """An image and its label map (:func:`read_label_map`), which must have the image's size.
+
+    Raises:
+        SampleError: either file unreadable, or the sizes differ.
+    """
+    raw = read_image(image, max_pixels=max_pixels)
+    labels = read_label_map(label_file, max_pixels=max_pixels)
+    h, w = raw.pixels.shape[:2]
+    if labels.shape != (h, w):
+        raise SampleError(
+            label_file,
+            f"label is {labels.shape[1]}x{labels.shape[0]} but image {image.name} is {w}x{h}",
+        )
+    return raw, labels
 
 
 def read_label_map(path: Path, *, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:

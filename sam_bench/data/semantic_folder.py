@@ -54,11 +54,12 @@ from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample, SemanticMap
 from sam_bench.data.checks import LinkGuard
 from sam_bench.data.folders import broken, files_by_stem, folder_warnings, images_by_stem, orphans
-from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from sam_bench.data.instance_folder import (
     IMAGE_SUFFIXES,
     LABEL_SUFFIXES,
     label_map_to_rles,
+    read_image_and_labels,
     read_label_map,
 )
 from sam_bench.data.registry import compute_fingerprint
@@ -254,15 +255,8 @@ class SemanticFolderDataset:
         label_file = self._match(self._labels, self.labels_dir, ref)
         self.links.check(ref.path, self.images_dir, "image file")
         self.links.check(label_file, self.labels_dir, "label file")
-        raw = read_image(ref.path, max_pixels=self.max_image_pixels)
-        labels = read_label_map(label_file, max_pixels=self.max_image_pixels)
-        h, w = raw.pixels.shape[:2]
-        if labels.shape != (h, w):
-            raise SampleError(
-                label_file,
-                f"label is {labels.shape[1]}x{labels.shape[0]} but image {ref.path.name} "
-                f"is {w}x{h}",
-            )
+        raw, labels = read_image_and_labels(ref.path, label_file, self.max_image_pixels)
+        h, w = labels.shape
         values = np.unique(labels)
         unknown = values[~np.isin(values, self._known)]
         if unknown.size:

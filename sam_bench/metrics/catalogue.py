@@ -181,6 +181,17 @@ def declare(*metrics: Metric) -> tuple[Metric, ...]:
     return CATALOGUE.declare(*metrics)
 
 
+def metric_maker(tasks: tuple[str, ...], reference: str) -> Callable[..., Metric]:
+    """A :class:`Metric` constructor for one module's metrics: ``make(name, direction, label,
+    description, **fields)`` with ``tasks`` set and ``reference`` as the default reference."""
+
+    def make(name: str, direction: str, label: str, description: str, **kw: Any) -> Metric:
+        kw.setdefault("reference", reference)
+        return Metric(name, direction, label, description, tasks=tasks, **kw)  # type: ignore[arg-type]
+
+    return make
+
+
 def declare_family(pattern: str, make: Callable[[re.Match[str]], Metric]) -> None:
     """Declare a family of metric names in :data:`CATALOGUE`."""
     CATALOGUE.declare_family(pattern, make)

@@ -52,7 +52,7 @@ from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from sam_bench.data.base import GroundTruth, Sample
-from sam_bench.metrics.catalogue import Metric, declare
+from sam_bench.metrics.catalogue import declare, metric_maker
 
 SA_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 """IoU thresholds of mSA: 0.50, 0.55, ..., 0.95 (matching requires IoU strictly above)."""
@@ -477,9 +477,7 @@ _TASKS = ("amg", "semantic")
 _SIZE = "AR@1000 by object size"
 
 
-def _m(name: str, direction: str, label: str, text: str, **kw: Any) -> Metric:
-    kw.setdefault("reference", _AMG)
-    return Metric(name, direction, label, text, tasks=_TASKS, **kw)  # type: ignore[arg-type]
+_m = metric_maker(_TASKS, _AMG)
 
 
 INSTANCE_METRICS = declare(

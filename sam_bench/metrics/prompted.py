@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from sam_bench.data.base import Sample
-from sam_bench.metrics.catalogue import Metric, declare, declare_family
+from sam_bench.metrics.catalogue import Metric, declare, declare_family, metric_maker
 
 #: COCO's object sizes by area (pixels): small < 32^2 <= medium < 96^2 <= large.
 SIZES = ("small", "medium", "large")
@@ -88,9 +88,7 @@ def _pct(t: float) -> str:
     return f"{round(t * 100):d}"
 
 
-def _m(name: str, direction: str, label: str, text: str, **kw: Any) -> Metric:
-    kw.setdefault("reference", _REF)
-    return Metric(name, direction, label, text, tasks=_TASKS, **kw)  # type: ignore[arg-type]
+_m = metric_maker(_TASKS, _REF)
 
 
 PROMPTED_METRICS = declare(

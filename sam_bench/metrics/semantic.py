@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from sam_bench.data.base import Sample
-from sam_bench.metrics.catalogue import Metric, declare, declare_family
+from sam_bench.metrics.catalogue import Metric, declare, declare_family, metric_maker
 from sam_bench.metrics.instance import coverage_and_overlap, mask_areas
 
 UNLABELLED = -1
@@ -282,9 +282,7 @@ _TASKS = ("semantic",)
 SERIES = "IoU per class"
 
 
-def _m(name: str, direction: str, label: str, text: str, **kw: Any) -> Metric:
-    kw.setdefault("reference", _REF)
-    return Metric(name, direction, label, text, tasks=_TASKS, **kw)  # type: ignore[arg-type]
+_m = metric_maker(_TASKS, _REF)
 
 
 SEMANTIC_METRICS = declare(
