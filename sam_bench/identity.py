@@ -2,11 +2,14 @@
 
 ``config_id`` is the first 16 hex digits of the sha256 of a canonical JSON document made of
 
-* the task's name and the settings that change what a job measures: the task's own config
-  sections (:attr:`TaskSpec.sections`, e.g. ``amg``), ``model`` (which architecture and build
-  option, not where its file lies), ``preprocess``, ``dtype``, ``device`` (the setting, e.g.
-  ``auto``), ``seed``, ``warmup`` and, for tasks that use one, ``engine`` -- each without preset
-  labels (``name``);
+* the task's name and the settings that change what a job measures: the task's own settings
+  (:meth:`Task.identity_settings <sam_bench.tasks.base.Task.identity_settings>`: by default its
+  config sections, :attr:`TaskSpec.sections`, e.g. ``amg``; a task leaves out settings that
+  cannot change a result -- output options, settings of another prompt mode -- writes a
+  default as the value it stands for, and names an input file by its content), ``model``
+  (which architecture and build option, not where its file lies), ``preprocess``, ``dtype``,
+  ``device`` (the setting, e.g. ``auto``), ``seed``, ``warmup`` and, for tasks that use one,
+  ``engine`` -- each without preset labels (``name``);
 * the data, by its fingerprint (never its path);
 * the weights, by their hash (a checkpoint's sha256, or the state-dict hash of random weights),
   or, for a job scoring saved predictions, the predictions file's sha256.
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 #: Common top-level settings that change what any task measures.
@@ -38,11 +43,34 @@ def _strip(section: Any, drop: tuple[str, ...]) -> Any:
     return {k: v for k, v in section.items() if k not in drop}
 
 
+def section_settings(config: Mapping[str, Any], sections: tuple[str, ...]) -> dict[str, Any]:
+    """``sections`` of ``config`` without preset labels: the default task settings of an
+    identity."""
+    return {s: _strip(config.get(s), LABEL_KEYS) for s in sections}
+
+
+def content_digest(path: str | Path) -> str | None:
+    """sha256 of an input named by path, so an identity names it by content: a file's bytes,
+    or a directory's files (relative names and bytes, in sorted order); ``None`` when nothing
+    is there. Files are hashed once per process (memoised on path, size and mtime)."""
+    from sam_bench.models.checkpoints import sha256_file  # imports torch: only when needed
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        return sha256_file(p)
+    if not p.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for f in sorted(q for q in p.rglob("*") if q.is_file()):
+        digest.update(f"{f.relative_to(p).as_posix()}\0{sha256_file(f)}\0".encode())
+    return digest.hexdigest()
+
+
 def config_identity(
     config: dict[str, Any],
     *,
     task: str,
-    sections: tuple[str, ...],
+    settings: Mapping[str, Any],
     uses_engine: bool,
     data: str | None,
     weights: str | None,
@@ -52,7 +80,8 @@ def config_identity(
     Args:
         config: The job's resolved config as plain containers.
         task: Task name.
-        sections: The task's own config sections.
+        settings: The task's own settings, by section (:func:`section_settings` or the
+            task's ``identity_settings``).
         uses_engine: Whether ``engine`` changes what the task measures.
         data: Dataset fingerprint.
         weights: Weights hash (or predictions sha256); ``None`` when unknown.
@@ -63,7 +92,7 @@ def config_identity(
         "model": model,
         "preprocess": _strip(config.get("preprocess") or {}, LABEL_KEYS),
         "settings": {k: config.get(k) for k in COMMON_KEYS},
-        "sections": {s: _strip(config.get(s), LABEL_KEYS) for s in sections},
+        "sections": dict(settings),
         "data": data,
         "weights": weights,
     }

@@ -301,18 +301,7 @@ def _run_specs(
 def _identity(
     record: dict[str, Any], task_cls: type[Task], fingerprint: str | None, weights: str | None
 ) -> dict[str, Any]:
-    from sam_bench.identity import config_identity
-
-    spec = task_cls.spec
-    config = record.get("config") or {}
-    return config_identity(
-        config,
-        task=spec.name,
-        sections=spec.sections,
-        uses_engine=spec.uses_engine and not config.get("predictions"),
-        data=fingerprint,
-        weights=weights,
-    )
+    return task_cls.identity(record.get("config") or {}, data=fingerprint, weights=weights)
 
 
 def _reuse_finished(

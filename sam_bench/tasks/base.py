@@ -137,6 +137,37 @@ class Task:
         return None
 
     @classmethod
+    def identity_settings(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The task's own settings that identify a configuration (the ``sections`` of its
+        ``config_identity``), from the job's resolved config as plain containers. Default:
+        each of :attr:`TaskSpec.sections` without its preset label. A task overrides it to
+        leave out settings that cannot change what a job measures (output options, settings
+        of another mode), to write a default (``null``) as the value it stands for, and to
+        name an input file by its content (:func:`~sam_bench.identity.content_digest`),
+        never by its path."""
+        from sam_bench.identity import section_settings
+
+        return section_settings(config, cls.spec.sections)
+
+    @classmethod
+    def identity(
+        cls, config: dict[str, Any], *, data: str | None, weights: str | None
+    ) -> dict[str, Any]:
+        """The job's identity document (:mod:`sam_bench.identity`); ``config_id`` hashes it.
+        ``data``: the dataset fingerprint; ``weights``: the weights hash (or a scored
+        predictions file's sha256), ``None`` while unknown."""
+        from sam_bench.identity import config_identity
+
+        return config_identity(
+            config,
+            task=cls.spec.name,
+            settings=cls.identity_settings(config),
+            uses_engine=cls.spec.uses_engine and not config.get("predictions"),
+            data=data,
+            weights=weights,
+        )
+
+    @classmethod
     def check(cls, cfg: Config, dataset: Dataset | None = None) -> None:
         """Task-level validation before any model is built (the dataset must provide what the
         task needs). Raises :class:`ConfigError`."""

@@ -54,6 +54,7 @@ from sam_bench.config import Config, PromptConfig
 from sam_bench.data.base import Dataset, Sample
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.errors import ConfigError, SampleError
+from sam_bench.identity import content_digest
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.metrics.prompted import (
     NOC_THRESHOLDS,
@@ -114,6 +115,24 @@ def protocol(cfg: Config) -> dict[str, Any]:
             next_click="RITM: farthest point of the larger error region (ties negative)",
             noc_thresholds=list(NOC_THRESHOLDS),
         )
+    return out
+
+
+def prompt_identity(prompt: dict[str, Any]) -> dict[str, Any]:
+    """The ``prompt`` settings that change what a prompted job measures (``config_id``):
+    those its mode uses, as :func:`protocol` lists them."""
+    mode = prompt.get("mode") or DEFAULT_MODE
+    out: dict[str, Any] = {"mode": mode, "batch_size": prompt.get("batch_size")}
+    if mode == "box" and prompt.get("boxes"):
+        out.update(
+            boxes_sha256=content_digest(resolve_path(str(prompt["boxes"]))),
+            box_match_iou=prompt.get("box_match_iou"),
+            box_min_score=prompt.get("box_min_score"),
+        )
+    elif mode == "box":
+        out.update(box_jitter=prompt.get("box_jitter"))
+    elif mode == "clicks":
+        out.update({k: prompt.get(k) for k in ("max_clicks", "first_multimask", "feed_logits")})
     return out
 
 
@@ -183,6 +202,12 @@ class PromptedTask(Task):
         for key in ("prompt", "amg", "engine"):
             config.pop(key, None)
         return config
+
+    @classmethod
+    def identity_settings(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """The prompt settings of the job's mode (those of :func:`protocol`; ``null`` mode
+        written as ``click``), the detector boxes by their file's sha256, never its path."""
+        return {"prompt": prompt_identity(config.get("prompt") or {})}
 
     @classmethod
     def check(cls, cfg: Config, dataset: Dataset | None = None) -> None:

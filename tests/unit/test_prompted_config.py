@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from sam_bench.config import Config, DatasetConfig, PromptConfig, register_configs, to_typed
 from sam_bench.data.registry import build_dataset
 from sam_bench.errors import ConfigError
-from sam_bench.identity import config_id, config_identity
+from sam_bench.identity import config_id
 from sam_bench.sweep_groups import group_key
 from sam_bench.tasks import get_task
 from sam_bench.tasks.prompted import PromptedTask, protocol
@@ -98,16 +98,44 @@ def test_settings_that_change_the_encoding_split_groups(override: str) -> None:
 
 def _id(*overrides: str) -> str:
     container = OmegaConf.to_container(composed(*overrides), resolve=True)
-    spec = PromptedTask.spec
-    identity = config_identity(
-        container,  # type: ignore[arg-type]
-        task=spec.name, sections=spec.sections, uses_engine=spec.uses_engine, data="d",
-        weights="w",
-    )  # fmt: skip
+    identity = PromptedTask.identity(container, data="d", weights="w")  # type: ignore[arg-type]
     return config_id(identity)
 
 
 def test_amg_settings_never_enter_the_config_id() -> None:
     assert _id("amg.points_per_side=8", "amg=sa1b", "engine=reference") == _id()
     assert _id("prompt.mode=box") != _id()
-    assert _id("prompt.max_clicks=5") != _id()
+    assert _id("prompt.mode=clicks", "prompt.max_clicks=5") != _id("prompt.mode=clicks")
+
+
+def test_only_the_modes_own_settings_enter_the_config_id() -> None:
+    assert _id("prompt.mode=click") == _id()  # null stands for click
+    # settings of another mode change nothing a job measures
+    assert _id("prompt.max_clicks=5", "prompt.feed_logits=false", "prompt.box_jitter=0.2") == _id()
+    assert _id("prompt.mode=box", "prompt.max_clicks=5") == _id("prompt.mode=box")
+    assert _id("prompt.mode=clicks", "prompt.box_jitter=0.2") == _id("prompt.mode=clicks")
+    # ... while the mode's own ones do
+    assert _id("prompt.mode=box", "prompt.box_jitter=0.2") != _id("prompt.mode=box")
+    for override in ("prompt.first_multimask=false", "prompt.feed_logits=false"):
+        assert _id("prompt.mode=clicks", override) != _id("prompt.mode=clicks")
+    assert _id("prompt.batch_size=4") != _id()  # bits of the logits can differ
+
+
+def test_detector_boxes_enter_the_config_id_by_content(tmp_path: Path) -> None:
+    dets = [{"image_id": 1, "bbox": [1, 2, 3, 4], "score": 0.9}]
+    a, b, c = tmp_path / "a.json", tmp_path / "sub" / "b.json", tmp_path / "c.json"
+    b.parent.mkdir()
+    a.write_text(json.dumps(dets))
+    b.write_text(json.dumps(dets))
+    c.write_text(json.dumps([{**dets[0], "score": 0.8}]))
+    box = "prompt.mode=box"
+    assert _id(box, f"prompt.boxes={a}") == _id(box, f"prompt.boxes={b}")  # same bytes
+    assert _id(box, f"prompt.boxes={a}") != _id(box, f"prompt.boxes={c}")
+    assert _id(box, f"prompt.boxes={a}") != _id(box)  # detector vs ground-truth boxes
+    assert _id(box, f"prompt.boxes={a}", "prompt.box_match_iou=0.7") != _id(
+        box, f"prompt.boxes={a}"
+    )
+    # the identity a record carries names no path
+    container = OmegaConf.to_container(composed(box, f"prompt.boxes={a}"), resolve=True)
+    doc = PromptedTask.identity(container, data="d", weights="w")  # type: ignore[arg-type]
+    assert str(tmp_path) not in json.dumps(doc)

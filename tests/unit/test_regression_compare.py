@@ -20,7 +20,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import sam_bench.metrics.instance  # noqa: F401  (declares the AMG metrics in the catalogue)
-from sam_bench.identity import config_id, config_identity
+from sam_bench.identity import config_id, config_identity, section_settings
 from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.metrics.cost import latency_summary
 from sam_bench.report.regression import main
@@ -80,7 +80,12 @@ def write_job(
         "dtype": dtype, "device": "auto", "seed": 0, "warmup": True, "engine": engine,
     }  # fmt: skip
     identity = config_identity(
-        config, task="amg", sections=("amg",), uses_engine=True, data=data, weights=weights[1]
+        config,
+        task="amg",
+        settings=section_settings(config, ("amg",)),
+        uses_engine=True,
+        data=data,
+        weights=weights[1],
     )
     rows = [
         {"image_id": str(i + 1), "latency_ms": v, "encoder_ms": 0.8 * v, "decoder_ms": 0.2 * v,

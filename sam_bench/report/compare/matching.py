@@ -25,7 +25,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sam_bench.identity import config_id, config_identity
+from sam_bench import registry
+from sam_bench.identity import config_id, config_identity, section_settings
 from sam_bench.report.compare.sources import CompareError, Job
 
 #: ``--across`` names and the identity paths they stand for.
@@ -83,13 +84,18 @@ def identity_of(job: Job) -> dict[str, Any] | None:
     task = rec.get("task")
     if not (isinstance(spec, dict) and spec and isinstance(config, dict) and task):
         return None
-    return config_identity(
+    data = (rec.get("dataset") or {}).get("fingerprint")
+    weights = (rec.get("weights") or {}).get("hash")
+    if str(task) in registry.names("task"):  # the task's own rule (imports the task module)
+        task_cls = registry.load("task", str(task))
+        return task_cls.identity(config, data=data, weights=weights)  # type: ignore[no-any-return]
+    return config_identity(  # a plugin task not loaded here: its sections as they are
         config,
         task=str(task),
-        sections=tuple(spec.get("sections") or ()),
-        uses_engine=bool(spec.get("uses_engine")),
-        data=(rec.get("dataset") or {}).get("fingerprint"),
-        weights=(rec.get("weights") or {}).get("hash"),
+        settings=section_settings(config, tuple(spec.get("sections") or ())),
+        uses_engine=bool(spec.get("uses_engine")) and not config.get("predictions"),
+        data=data,
+        weights=weights,
     )
 
 
