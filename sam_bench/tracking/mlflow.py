@@ -10,7 +10,8 @@ Layout in the store:
   files to it and ends it.
 * one **child run** per job, created by :meth:`~MlflowTracker.job_end` with the tag
   ``mlflow.parentRunId``; it carries the flattened resolved config as params (dotted keys),
-  the job's aggregate metrics, environment tags and the job's files as artifacts, and ends
+  the job's aggregate metrics, environment tags and the job's files as artifacts (its saved
+  predictions too, with ``save_predictions=true``), and ends
   ``FINISHED``, or ``FAILED`` (with the error as tag ``error``) when the job failed.
 * a single (non-multirun) run is one plain run.
 
@@ -62,6 +63,9 @@ JOB_FILES = ("result.json", "per_image.csv", "traceback.txt")
 #: Per-job tables a task writes next to ``per_image.csv`` (``per_instance.csv``,
 #: ``per_class.csv``...): logged as artifacts too, as are the figures a record names.
 JOB_TABLES = "per_*.csv"
+#: What ``save_predictions=true`` writes (``predictions.json``; video: ``predictions/``):
+#: logged too, so ``python -m sam_bench.report compare`` can compare masks of MLflow runs.
+PREDICTION_FILES = ("predictions.json", "predictions")
 
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY", re.IGNORECASE
@@ -563,6 +567,10 @@ class MlflowTracker:
                 self._log_path(client, run_id, job_dir / ".hydra" / name, "hydra")
             if self.log_masks:
                 self._log_path(client, run_id, job_dir / "masks", "masks")
+            if config.get("save_predictions"):
+                for name in PREDICTION_FILES:
+                    path = job_dir / name
+                    self._log_path(client, run_id, path, name if path.is_dir() else None)
         except BaseException as e:
             self._fail(client, run_id, f"tracking: {type(e).__name__}: {e}")
             raise

@@ -606,6 +606,53 @@ def test_video_label_folders_are_compared(tmp_path, capsys) -> None:
     assert code == 1  # J fell far below the default tolerance
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_saved_predictions_of_mlflow_runs_are_compared(tmp_path, capsys, monkeypatch) -> None:
+    """With save_predictions=true a child run carries predictions.json / predictions/ as
+    artifacts, and an MLflow side compares masks as a sweep directory does."""
+    pytest.importorskip("mlflow")
+    from omegaconf import OmegaConf
+
+    from sam_bench.tracking import build_tracker
+
+    base, cur = tmp_path / "base", tmp_path / "cur"
+    for sweep in (base, cur):
+        write_job(sweep, 0, lat=latencies(5 if sweep is cur else 0))
+    frame = np.zeros((20, 20), np.uint8)
+    frame[0:10, 0:10] = 1
+    _predictions(base / "0", {"1": [_box(0, 0), _box(20, 30)], "2": [_box(5, 5)]})
+    _labels(base / "0" / "predictions" / "bear", {"00000": frame})
+    _predictions(cur / "0", {"1": [_box(20, 32), _box(0, 0)], "2": [_box(5, 5)]})
+    _labels(cur / "0" / "predictions" / "bear", {"00000": frame})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = OmegaConf.create({
+        "tracking": {"name": "mlflow", "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     "experiment": "nightly"},
+        "sweep_name": None, "dry_run": False,
+        "hydra": {"runtime": {"cwd": str(tmp_path)}, "overrides": {"task": []},
+                  "launcher": {"_target_": "basic"}},
+    })  # fmt: skip
+    tracker = build_tracker(config.tracking)
+    tracker.sweep_start(base, config)
+    record = json.loads((base / "0" / "result.json").read_text())
+    record["config"]["save_predictions"] = True
+    tracker.job_end(record, base / "0", base)
+    tracker.sweep_end(base, [], [])
+    state = json.loads((base / ".sam_bench_tracking.json").read_text())
+
+    args = [f"runs:/{state['parent_run_id']}", str(cur), "--tracking-uri", state["uri"]]
+    code, _, _ = run([*args, "--out", str(tmp_path / "o")], capsys)
+    rep = report(tmp_path / "o")
+    assert "1 of 1 with saved predictions" in json.dumps(rep)
+    conf = rep["configurations"][0]
+    per_image = {"1": (1.0 + 80 / 120) / 2, "2": 1.0}  # image 1: one mask moved by 2 px
+    assert conf["masks"]["miou"] == pytest.approx(np.mean(list(per_image.values())))
+    assert conf["masks"]["identical"] == 1 and conf["masks"]["changed"] == 1
+    assert conf["video"]["identical_frames"] == 1  # the label folder came along
+    assert code == 1  # the moved mask is a mask-level regression
+
+
 # --------------------------------------------------------------------------------------------
 # the documents
 

@@ -1,8 +1,10 @@
 """An MLflow run as one side of a comparison: a sweep's parent run stands for its child runs
-(one per job); each child's ``result.json`` and ``per_image.csv`` artifacts are downloaded
-into a scratch folder and read like a sweep directory's job folders. A child without a
-``result.json`` artifact is described by its tags and metrics. Saved masks are not tracked,
-so an MLflow side has no mask comparison. ``mlflow`` is imported only here.
+(one per job); each child's ``result.json`` and ``per_image.csv`` artifacts, and its saved
+predictions (``predictions.json``, video: ``predictions/``; logged for jobs run with
+``save_predictions=true``), are downloaded into a scratch folder and read like a sweep
+directory's job folders, so masks are compared as for sweep directories. A child without a
+``result.json`` artifact is described by its tags and metrics. ``mlflow`` is imported only
+here.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from sam_bench.record import PER_IMAGE_FILE, RESULT_FILE
-from sam_bench.report.compare.sources import CompareError, Job, Side, parse_bool, read_json
+from sam_bench.report.compare.sources import (
+    LABEL_FOLDER,
+    PREDICTIONS_FILE,
+    CompareError,
+    Job,
+    Side,
+    parse_bool,
+    read_json,
+)
 
 
 def default_tracking_uri(configured: str | None) -> str:
@@ -60,6 +70,7 @@ def load_mlflow(
     runs = children or [run]
     dest_root = scratch / role
     jobs = []
+    with_masks = 0
     from tqdm.auto import tqdm
 
     for i, child in enumerate(tqdm(runs, desc=f"{role}: MLflow runs", disable=not progress)):
@@ -67,7 +78,9 @@ def load_mlflow(
         name = str(tags.get("job_num") or child.info.run_name or child.info.run_id)
         dest = dest_root / f"{i:04d}"
         dest.mkdir(parents=True, exist_ok=True)
-        got = _download(client, child.info.run_id, (RESULT_FILE, PER_IMAGE_FILE), dest)
+        names = (RESULT_FILE, PER_IMAGE_FILE, PREDICTIONS_FILE, LABEL_FOLDER)
+        got = _download(client, child.info.run_id, names, dest)
+        with_masks += bool(got & {PREDICTIONS_FILE, LABEL_FOLDER})
         record: dict[str, Any] | None = None
         if RESULT_FILE in got:
             try:
@@ -78,7 +91,12 @@ def load_mlflow(
             record = _run_record(child)
         jobs.append(Job(record, name, dest, "mlflow"))
     what = f"parent run with {len(children)} child runs" if children else "a single run"
-    notes = [f"MLflow {what} in {uri} (saved masks are not tracked: no mask comparison)"]
+    masks = (
+        f"{with_masks} of {len(runs)} with saved predictions"
+        if with_masks
+        else "no saved predictions (run with save_predictions=true to compare masks)"
+    )
+    notes = [f"MLflow {what} in {uri}; {masks}"]
     return Side(role, spec, "mlflow", f"runs:/{run_id} ({uri})", jobs, notes, [], None)
 
 
@@ -105,7 +123,8 @@ def _child_runs(client: Any, run: Any) -> list[Any]:
 
 
 def _download(client: Any, run_id: str, names: Iterable[str], dest: Path) -> set[str]:
-    """Download the run's artifacts among ``names`` into ``dest``; returns those found."""
+    """Download the run's artifacts among ``names`` (files or folders) into ``dest``;
+    returns those found."""
     present = {a.path for a in client.list_artifacts(run_id)}
     got = set()
     for name in names:

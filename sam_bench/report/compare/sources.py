@@ -8,8 +8,8 @@
 * **MLflow**: ``runs:/<run id>`` or a bare run id (32 hex digits), in ``--tracking-uri`` (else
   ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory). A sweep's
   parent run stands for its child runs; each child's ``result.json`` and ``per_image.csv``
-  artifacts are downloaded (:mod:`.mlflow_source`). Saved masks are not tracked, so there is
-  no mask comparison.
+  artifacts, and its saved predictions where the job logged them (``save_predictions=true``),
+  are downloaded (:mod:`.mlflow_source`).
 
 Anything that makes a side unreadable raises :class:`CompareError` (exit status 2) with a
 message naming the path and the reason.
