@@ -39,6 +39,11 @@ Outputs per job: ``per_sequence.csv``, ``per_frame.csv``, ``figures/`` (J&F per 
 frames); with ``save_predictions=true`` DAVIS-format PNGs under ``predictions/`` (which
 ``predictions=DIR`` scores again without a model, like any tool's PNGs); with
 ``video.save_overlay=true`` ``overlays/<sequence>.mp4``.
+
+Resume: a finished sequence's prediction goes to the job's per-item log (every frame's masks as
+COCO RLE per object, the per-frame propagation times), so ``resume=true`` reuses it with its
+logged timing; its PNGs and overlay, written by the earlier run, are written again only where
+missing.
 """
 
 from __future__ import annotations
@@ -276,6 +281,32 @@ def _add_prompt(predictor: Any, state: Any, p: Prompt) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# label maps in the per-item log (resume)
+
+
+def encode_labels(labels: np.ndarray) -> dict[str, Any]:
+    """One frame's label map as JSON: its shape, dtype and a COCO RLE (str counts) per object
+    id present; :func:`decode_labels` gives the same array back."""
+    objects = []
+    for obj in np.unique(labels).tolist():
+        if obj == 0:
+            continue
+        rle = mask_utils.encode(np.asfortranarray(labels == obj, dtype=np.uint8))
+        objects.append([int(obj), rle["counts"].decode("ascii")])
+    return {"size": [int(v) for v in labels.shape], "dtype": labels.dtype.str, "objects": objects}
+
+
+def decode_labels(data: dict[str, Any]) -> np.ndarray:
+    """The label map :func:`encode_labels` wrote."""
+    size = [int(v) for v in data["size"]]
+    labels = np.zeros(size, dtype=np.dtype(data["dtype"]))
+    for obj, counts in data["objects"]:
+        mask = mask_utils.decode({"size": size, "counts": counts.encode("ascii")})
+        labels[mask.astype(bool)] = obj
+    return labels
+
+
+# --------------------------------------------------------------------------------------------
 # the task
 
 
@@ -421,20 +452,66 @@ class VideoTask(Task):
     def save(
         self, job: int, sample: Sample, inputs: Any, prediction: VideoPrediction, saved: int
     ) -> bool:
+        return self._write_outputs(job, sample, prediction, keep=False)
+
+    def _write_outputs(
+        self, job: int, sample: Sample, prediction: VideoPrediction, *, keep: bool
+    ) -> bool:
+        """A sequence's PNGs (``save_predictions``) and overlay (``video.save_overlay``);
+        ``keep``: files an earlier run wrote are kept (written only where missing). Returns
+        whether an overlay was written or kept."""
         ctx = self.jobs[job]
         video = _video(sample)
         seq = sample.ref.image_id
         if ctx.cfg.save_predictions:
             out = ctx.job_dir / outputs.PREDICTIONS_DIR
-            self.saved_pngs += outputs.save_sequence_pngs(
-                out, seq, video.frame_names, prediction, (video.height, video.width)
-            )
+            names = video.frame_names
+            if keep and all((out / seq / f"{name}.png").is_file() for name in names):
+                self.saved_pngs += len(names)
+            else:
+                if keep:
+                    log.info("resume: PNGs of %s missing under %s; writing them again", seq, out)
+                self.saved_pngs += outputs.save_sequence_pngs(
+                    out, seq, names, prediction, (video.height, video.width)
+                )
         if ctx.cfg.video.save_overlay:
             path = ctx.job_dir / outputs.OVERLAYS_DIR / f"{seq}.mp4"
-            written = outputs.write_overlay(path, video.frames, prediction)
+            found = [p for p in (path, path.with_suffix(".gif")) if p.is_file()] if keep else []
+            written = found[0] if found else outputs.write_overlay(path, video.frames, prediction)
             self.overlays.append(str(written.relative_to(ctx.job_dir)))
             return True
         return False
+
+    # ------------------------------------------------------------------ resume
+
+    def encode(self, job: int, prediction: VideoPrediction) -> Any:
+        """The sequence's prediction as JSON for the per-item log (``resume=true`` reuses it):
+        every frame's label map as one COCO RLE per object id, and the per-frame propagation
+        times (``fps`` and ``frame_latency_ms_*`` of a reused sequence are the logged ones)."""
+        frames = [None if labels is None else encode_labels(labels) for labels in prediction.labels]
+        return {
+            "frames": frames,
+            "frame_names": prediction.frame_names,
+            "frame_ms": prediction.frame_ms,
+            "untrained": prediction.untrained,
+            "notes": list(prediction.notes),
+        }
+
+    def decode(self, job: int, data: Any) -> VideoPrediction:
+        """The prediction :meth:`encode` wrote (scored again by the evaluators)."""
+        times = data["frame_ms"]
+        return VideoPrediction(
+            labels=[None if f is None else decode_labels(f) for f in data["frames"]],
+            frame_names=data.get("frame_names"),
+            frame_ms=None if times is None else [None if t is None else float(t) for t in times],
+            untrained=data.get("untrained"),
+            notes=list(data.get("notes") or []),
+        )
+
+    def restore(self, job: int, sample: Sample, prediction: VideoPrediction) -> None:
+        """A reused sequence: its PNGs and overlay, written by the earlier run, count again
+        (written again from the decoded masks where they are missing)."""
+        self._write_outputs(job, sample, prediction, keep=True)
 
     # ------------------------------------------------------------------ per job
 
