@@ -80,6 +80,10 @@ MODES = ("mask", "click", "box")
 DEFAULT_MODE = "mask"
 
 
+#: ``video.*`` settings that change no result (left out of ``config_id``).
+OUTPUT_ONLY = ("save_overlay",)
+
+
 def prompt_mode(cfg: Config) -> str:
     """``prompt.mode``, ``null`` meaning the video task's default (``mask``)."""
     return cfg.prompt.mode or DEFAULT_MODE
@@ -342,6 +346,14 @@ class VideoTask(Task):
         self.saved_pngs = 0
 
     # ------------------------------------------------------------------ class-level hooks
+
+    @classmethod
+    def identity_settings(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``prompt.mode`` (``null`` written as ``mask``; no other prompt setting applies)
+        and the ``video`` settings but ``save_overlay`` (an output for a person to watch)."""
+        video = {k: v for k, v in (config.get("video") or {}).items() if k not in OUTPUT_ONLY}
+        mode = (config.get("prompt") or {}).get("mode") or DEFAULT_MODE
+        return {"prompt": {"mode": mode}, "video": video}
 
     @classmethod
     def check(cls, cfg: Config, dataset: Dataset | None = None) -> None:

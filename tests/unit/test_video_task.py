@@ -124,6 +124,27 @@ def test_settings_the_task_refuses(hydra_conf: None) -> None:
         _cfg("video.warmup_frames=1")
 
 
+def _id(*overrides: str) -> str:
+    from omegaconf import OmegaConf
+
+    from sam_bench.identity import config_id
+
+    base = ["task=video", "dataset=davis", "dataset.root=x", "model.weights=random"]
+    config = OmegaConf.to_container(compose("config", overrides=[*base, *overrides]), resolve=True)
+    return config_id(VideoTask.identity(config, data="d", weights="w"))  # type: ignore[arg-type]
+
+
+def test_only_settings_that_change_results_enter_the_config_id(hydra_conf: None) -> None:
+    assert _id("prompt.mode=mask") == _id()  # null stands for mask
+    assert _id("video.save_overlay=true") == _id()  # an output for a person to watch
+    assert _id("prompt.max_clicks=3", "prompt.feed_logits=false", "prompt.batch_size=2") == _id()
+    assert _id("prompt.mode=click") != _id()
+    for override in ("video.score_thresh=0.5", "video.non_overlap_masks=false",
+                     "video.offload_video_to_cpu=true", "amg=sa1b"):  # fmt: skip
+        changed = _id(override) != _id()
+        assert changed == (override != "amg=sa1b"), override
+
+
 def test_fill_holes_runs_on_the_cpu() -> None:
     """sam2's hole filling (fill_hole_area) uses the CPU connected-components step instead of
     silently skipping it without the CUDA extension."""
