@@ -142,6 +142,27 @@ def label_png(label_map: np.ndarray) -> tuple[np.ndarray, int]:
     return out, value
 
 
+def label_map_rles(label_map: np.ndarray) -> list[list[Any]]:
+    """The map compactly: ``[label, RLE counts]`` per class it holds (pixels of no entry are
+    :data:`UNLABELLED`); :func:`label_map_from_rles` gives it back exactly."""
+    out: list[list[Any]] = []
+    for value in np.unique(label_map):
+        if int(value) == UNLABELLED:
+            continue
+        rle = mask_utils.encode(np.asfortranarray((label_map == value).astype(np.uint8)))
+        out.append([int(value), _text(rle["counts"])])
+    return out
+
+
+def label_map_from_rles(entries: list[list[Any]], height: int, width: int) -> np.ndarray:
+    """The HxW int32 map :func:`label_map_rles` encoded."""
+    out = np.full((height, width), UNLABELLED, dtype=np.int32)
+    for value, counts in entries:
+        rle = {"size": [height, width], "counts": str(counts).encode("ascii")}
+        out[mask_utils.decode(rle).astype(bool)] = int(value)
+    return out
+
+
 @dataclass
 class _Example:
     """A downsampled image, ground truth and prediction kept for the maps figure."""
@@ -232,6 +253,8 @@ class SemanticTask(Task):
             self.job_text.append(tkey)
         self.evaluators: list[SemanticEvaluator | None] = [None] * len(jobs)
         self.examples: list[list[_Example]] = [[] for _ in jobs]
+        self.saved_examples: list[int] = [0 for _ in jobs]
+        """Items saved as examples (``masks/``), computed or reused."""
         self.predictions: list[list[dict[str, Any]]] = [[] for _ in jobs]
 
     # ------------------------------------------------------------------ class-level hooks
@@ -361,18 +384,25 @@ class SemanticTask(Task):
                 "width": int(png.shape[1]), "classes": self.classes.names, "masks": entries,
                 "ground_truth": _gt_entries(sample),
             })  # fmt: skip
-            if len(self.examples[job]) < MAX_FIGURE_ITEMS and sample.semantic is not None:
-                self.examples[job].append(_Example(
-                    sample.ref.image_id, _downsample(np.asarray(inputs), nearest=False),
-                    _downsample(sample.semantic.labels, nearest=True),
-                    _downsample(prediction.label_map, nearest=True),
-                ))  # fmt: skip
+            self.saved_examples[job] += 1
+            self._keep_example(job, sample, np.asarray(inputs), prediction)
         if ctx.cfg.save_predictions:
             out = ctx.job_dir / PREDICTIONS_DIR
             out.mkdir(parents=True, exist_ok=True)
             Image.fromarray(png).save(out / f"{stem}.png")
             self.predictions[job].extend(entries)
         return example
+
+    def _keep_example(
+        self, job: int, sample: Sample, image: np.ndarray, prediction: SemanticPrediction
+    ) -> None:
+        """Keep an example image (downsampled) for the predicted-maps figure."""
+        if len(self.examples[job]) < MAX_FIGURE_ITEMS and sample.semantic is not None:
+            self.examples[job].append(_Example(
+                sample.ref.image_id, _downsample(image, nearest=False),
+                _downsample(sample.semantic.labels, nearest=True),
+                _downsample(prediction.label_map, nearest=True),
+            ))  # fmt: skip
 
     def _entries(self, image_id: str, p: SemanticPrediction) -> list[dict[str, Any]]:
         masks = [
@@ -390,6 +420,64 @@ class SemanticTask(Task):
             e["best_class"] = best
             e["confidence"] = conf
         return entries
+
+    # ------------------------------------------------------------------ resume
+
+    def encode(self, job: int, prediction: SemanticPrediction) -> Any:
+        """The image's prediction as JSON for the per-item log (``resume=true`` reuses it):
+        the masks as RLE with their scores, labels and confidences, the painted map as one RLE
+        per class, and the CLIP time (``clip_ms_per_mask`` counts it)."""
+        h, w = prediction.label_map.shape
+        return {
+            "size": [int(h), int(w)],
+            "masks": [
+                {"size": [int(v) for v in r["size"]], "counts": _text(r["counts"])}
+                for r in prediction.rles
+            ],
+            "scores": [float(v) for v in prediction.scores],
+            "labels": [int(v) for v in prediction.labels],
+            "confidences": [float(v) for v in prediction.confidences],
+            "best": [int(v) for v in prediction.best],
+            "clip_seconds": float(prediction.clip_seconds),
+            "label_map": label_map_rles(prediction.label_map),
+        }
+
+    def decode(self, job: int, data: Any) -> SemanticPrediction:
+        h, w = (int(v) for v in data["size"])
+        return SemanticPrediction(
+            label_map=label_map_from_rles(data["label_map"], h, w),
+            rles=[
+                {"size": [int(v) for v in m["size"]], "counts": str(m["counts"]).encode("ascii")}
+                for m in data["masks"]
+            ],
+            scores=[float(v) for v in data["scores"]],
+            labels=[int(v) for v in data["labels"]],
+            confidences=[float(v) for v in data["confidences"]],
+            best=[int(v) for v in data["best"]],
+            clip_seconds=float(data["clip_seconds"]),
+        )
+
+    def restore(self, job: int, sample: Sample, prediction: SemanticPrediction) -> None:
+        """A reused image: its masks go into ``predictions.json`` again; an example the earlier
+        run saved (``masks/<id>.json``) counts again and is drawn again in the maps figure
+        (from the model input it saved as ``masks/<id>.png``)."""
+        ctx = self.jobs[job]
+        stem = safe_name(sample.ref.image_id)
+        example = ctx.job_dir / MASKS_DIR / f"{stem}.json"
+        if example.is_file() and self.saved_examples[job] < ctx.cfg.task.save_masks:
+            self.saved_examples[job] += 1
+            try:
+                with Image.open(ctx.job_dir / MASKS_DIR / f"{stem}.png") as im:
+                    image = np.asarray(im.convert("RGB"))
+            except OSError:
+                image = np.asarray(self.prepare(sample)[0])
+            self._keep_example(job, sample, image, prediction)
+        if ctx.cfg.save_predictions:
+            path = ctx.job_dir / PREDICTIONS_DIR / f"{stem}.png"
+            if not path.is_file():  # written by the earlier run, unless it was removed since
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(label_png(prediction.label_map)[0]).save(path)
+            self.predictions[job].extend(self._entries(sample.ref.image_id, prediction))
 
     def finish(self, job: int) -> dict[str, Any]:
         ctx = self.jobs[job]
