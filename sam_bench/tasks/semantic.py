@@ -67,6 +67,7 @@ from sam_bench.data.base import Dataset, Sample
 from sam_bench.data.semantic_folder import ClassList
 from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
 from sam_bench.errors import ConfigError
+from sam_bench.identity import content_digest, section_settings
 from sam_bench.metrics.base import Evaluator, Evaluators
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.metrics.instance import InstanceEvaluator, InstancePredictions
@@ -190,6 +191,28 @@ def _downsample(a: np.ndarray, nearest: bool) -> np.ndarray:
 # the task
 
 
+def clip_identity(semantic: dict[str, Any]) -> dict[str, Any]:
+    """The ``semantic`` settings as ``config_id`` holds them (see
+    :meth:`SemanticTask.identity_settings`): a local folder or file of CLIP weights
+    (``local-dir:PATH`` or a checkpoint file for ``open_clip``, a ``save_pretrained`` folder for
+    ``transformers``) becomes ``sha256:<digest of its content>``."""
+    if semantic.get("crop") != "blur":
+        semantic.pop("blur_sigma", None)
+    if semantic.get("clip_weights") == "random":
+        semantic.pop("clip_pretrained", None)
+    elif (
+        isinstance(pre := semantic.get("clip_pretrained"), str) and Path(pre).expanduser().is_file()
+    ):
+        semantic["clip_pretrained"] = f"sha256:{content_digest(pre)}"
+    model = str(semantic.get("clip_model"))
+    if semantic.get("backend") == "open_clip" and model.startswith("local-dir:"):
+        folder = model.removeprefix("local-dir:")
+        semantic["clip_model"] = f"local-dir:sha256:{content_digest(folder)}"
+    elif semantic.get("backend") == "transformers" and Path(model).expanduser().is_dir():
+        semantic["clip_model"] = f"sha256:{content_digest(model)}"
+    return semantic
+
+
 class SemanticTask(Task):
     """SAM 2 masks + CLIP zero-shot labels, scored per class on semantic label maps."""
 
@@ -270,6 +293,15 @@ class SemanticTask(Task):
             amg.pop(key, None)
         config.pop("semantic", None)
         return config
+
+    @classmethod
+    def identity_settings(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """``amg`` and ``semantic`` without settings that do not apply (``blur_sigma`` unless
+        ``crop=blur``; ``clip_pretrained`` with random CLIP weights), local CLIP weights named
+        by their content (sha256), never by their path."""
+        out = section_settings(config, cls.spec.sections)
+        out["semantic"] = clip_identity(dict(out.get("semantic") or {}))
+        return out
 
     @classmethod
     def check(cls, cfg: Config, dataset: Dataset | None = None) -> None:

@@ -135,3 +135,34 @@ def test_crop_entirely_outside_the_image_is_the_fill() -> None:
 def test_semantic_settings_are_checked_naming_the_key(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         SemanticConfig(**kwargs)
+
+
+def test_config_id_names_local_clip_weights_by_content(tmp_path) -> None:
+    from dataclasses import asdict
+
+    from sam_bench.tasks.semantic import clip_identity
+
+    def ident(**kwargs) -> dict:
+        return clip_identity(asdict(SemanticConfig(**kwargs)))
+
+    a, b, c = tmp_path / "a.pt", tmp_path / "sub" / "b.pt", tmp_path / "c.pt"
+    b.parent.mkdir()
+    for path, data in ((a, b"weights"), (b, b"weights"), (c, b"other")):
+        path.write_bytes(data)
+    assert ident(clip_pretrained=str(a)) == ident(clip_pretrained=str(b))  # same bytes
+    assert ident(clip_pretrained=str(a)) != ident(clip_pretrained=str(c))
+    assert str(tmp_path) not in str(ident(clip_pretrained=str(a)))
+    assert ident(clip_pretrained="openai")["clip_pretrained"] == "openai"  # a tag stays
+    # a save_pretrained folder (transformers) or open_clip's local-dir: the files' content
+    for d, data in ((tmp_path / "m1", b"x"), (tmp_path / "m2", b"x"), (tmp_path / "m3", b"y")):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(data)
+    hf = [ident(backend="transformers", clip_model=str(tmp_path / m)) for m in ("m1", "m2", "m3")]
+    assert hf[0] == hf[1] != hf[2] and str(tmp_path) not in str(hf[0])
+    oc = [ident(clip_model=f"local-dir:{tmp_path / m}") for m in ("m1", "m2")]
+    assert oc[0] == oc[1] and oc[0]["clip_model"].startswith("local-dir:sha256:")
+    # settings that do not apply
+    assert ident(blur_sigma=2.0) == ident()  # crop=blank
+    assert ident(crop="blur", blur_sigma=2.0) != ident(crop="blur")
+    assert ident(clip_weights="random", clip_pretrained="openai") == ident(clip_weights="random")
+    assert ident(min_confidence=0.5) != ident()
