@@ -136,17 +136,27 @@ class SemanticEvaluator:
         class_ids: The class indices a pixel can have besides void.
         class_names: Their display names (same order).
         void_index: Ignored ground-truth value (``None``: none).
+        masks: Whether predictions come with labelled masks (SAM 2 + CLIP). ``False`` (a
+            saved class map without masks, ``predictions=DIR``): the mask-level values
+            (``labelled_masks``, ``labelled_mask_frac``, ``mask_confidence_mean``,
+            ``clip_ms_per_mask``) are left out, not reported as zeros or NaNs.
     """
 
     name = "semantic"
 
     def __init__(
-        self, class_ids: Sequence[int], class_names: Sequence[str], void_index: int | None
+        self,
+        class_ids: Sequence[int],
+        class_names: Sequence[str],
+        void_index: int | None,
+        *,
+        masks: bool = True,
     ) -> None:
         order = np.argsort(np.asarray(class_ids))
         self.class_ids = [int(class_ids[i]) for i in order]
         self.class_names = [str(class_names[i]) for i in order]
         self.void_index = void_index
+        self.masks = masks
         self.metric_names = class_metric_names(self.class_names)
         self.reset()
 
@@ -169,20 +179,23 @@ class SemanticEvaluator:
         )
         self.matrix += cm
         self.n_images += 1
+        s = scores(cm)
+        row: dict[str, Any] = {
+            "semantic_miou": s["semantic_miou"],
+            "pixel_acc": s["pixel_acc"],
+            "unlabelled_frac": s["unlabelled_frac"],
+        }
+        if not self.masks:
+            return row
         n = len(prediction.labels)
         labelled = sum(1 for v in prediction.labels if v != UNLABELLED)
         self.n_masks += n
         self.n_labelled += labelled
         self.confidences.extend(float(c) for c in prediction.confidences)
         self.clip_seconds += prediction.clip_seconds
-        s = scores(cm)
-        return {
-            "semantic_miou": s["semantic_miou"],
-            "pixel_acc": s["pixel_acc"],
-            "unlabelled_frac": s["unlabelled_frac"],
-            "labelled_masks": labelled,
-            "mask_confidence_mean": float(np.mean(prediction.confidences)) if n else math.nan,
-        }
+        row["labelled_masks"] = labelled
+        row["mask_confidence_mean"] = float(np.mean(prediction.confidences)) if n else math.nan
+        return row
 
     def evaluate(self) -> dict[str, float]:
         s = scores(self.matrix)
@@ -190,15 +203,16 @@ class SemanticEvaluator:
             "semantic_miou": s["semantic_miou"],
             "pixel_acc": s["pixel_acc"],
             "unlabelled_frac": s["unlabelled_frac"],
-            "labelled_mask_frac": self.n_labelled / self.n_masks if self.n_masks else math.nan,
-            "mask_confidence_mean": (
-                float(np.mean(self.confidences)) if self.confidences else math.nan
-            ),
-            "clip_ms_per_mask": (
-                1000.0 * self.clip_seconds / self.n_masks if self.n_masks else math.nan
-            ),
-            "n_classes_present": int(np.sum(~np.isnan(s["iou"]))),
         }
+        if self.masks:
+            out["labelled_mask_frac"] = self.n_labelled / self.n_masks if self.n_masks else math.nan
+            out["mask_confidence_mean"] = (
+                float(np.mean(self.confidences)) if self.confidences else math.nan
+            )
+            out["clip_ms_per_mask"] = (
+                1000.0 * self.clip_seconds / self.n_masks if self.n_masks else math.nan
+            )
+        out["n_classes_present"] = int(np.sum(~np.isnan(s["iou"])))
         for metric, value in zip(self.metric_names, s["iou"], strict=True):
             out[metric] = float(value)
         return out

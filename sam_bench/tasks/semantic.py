@@ -43,12 +43,23 @@ predicted class map: class indices, "unlabelled" = 255, or 65535 with indices >=
 with ``save_predictions=true`` the same map of every image in ``predictions/`` and all masks
 in ``predictions.json``; figures (a confusion matrix, and predicted maps beside the ground
 truth with the class legend) under ``figures/``.
+
+Scoring saved maps (``predictions=DIR``, :meth:`SemanticTask.read_predictions`): ``DIR`` holds
+``<image stem>.png`` per image as ``predictions/`` above (class indices; "unlabelled" 255 in an
+8-bit PNG, 65535 in a 16-bit one; any other value, the void index included, is an item error),
+or is a job folder holding such a ``predictions/``; format and errors in
+:mod:`sam_bench.tasks.semantic_outputs`. No model runs: the maps are scored by the semantic
+evaluator alone (:class:`SavedMapsEvaluator`: ``semantic_miou``, ``pixel_acc``,
+``unlabelled_frac``, ``n_classes_present``, per-class IoU, ``per_class.csv``, both figures,
+the maps figure showing the first images scored); there are no masks, so the mask-level,
+instance and CLIP metrics are not reported.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,11 +73,11 @@ from pycocotools import mask as mask_utils
 from sam_bench.clip import ClipBackend, build_clip, check_clip, clip_key
 from sam_bench.clip.crops import make_crop
 from sam_bench.clip.prompts import ClassText, class_scores, encode_classes, label_and_confidence
-from sam_bench.config import Config, amg_fields
+from sam_bench.config import Config, PreprocessConfig, amg_fields
 from sam_bench.data.base import Dataset, Sample
-from sam_bench.data.semantic_folder import ClassList
+from sam_bench.data.semantic_folder import ClassInfo, ClassList
 from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
-from sam_bench.errors import ConfigError
+from sam_bench.errors import ConfigError, SampleError
 from sam_bench.identity import content_digest, section_settings
 from sam_bench.metrics.base import Evaluator, Evaluators
 from sam_bench.metrics.cost import Clock, StageTimes
@@ -80,6 +91,7 @@ from sam_bench.metrics.semantic import (
 from sam_bench.record import write_json, write_rows_csv
 from sam_bench.tasks.amg import open_encoder_cache, prediction_entries, prompts_per_image, safe_name
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
+from sam_bench.tasks.semantic_outputs import ClassMapFolder, SavedMap
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +318,12 @@ class SemanticTask(Task):
     @classmethod
     def check(cls, cfg: Config, dataset: Dataset | None = None) -> None:
         """The dataset has semantic maps and a class list; CLIP's weights are available (a
-        pretrained tag is downloaded here, before any model is built; not for ``dry_run``)."""
+        pretrained tag is downloaded here, before any model is built; not for ``dry_run``,
+        nor for ``predictions=DIR``, which runs no CLIP)."""
         super().check(cfg, dataset)
         if dataset is not None:
             classes_of(dataset)
-        if not cfg.dry_run:
+        if not cfg.dry_run and not cfg.predictions:
             check_clip(cfg.semantic)
 
     @classmethod
@@ -324,8 +337,49 @@ class SemanticTask(Task):
         )
 
     @classmethod
+    def read_predictions(cls, path: Path, dataset: Dataset) -> ClassMapFolder:
+        """A folder of class-index PNGs, ``<image stem>.png`` (what ``save_predictions=true``
+        writes into ``<job>/predictions/``, or any semantic segmenter's maps), or a job folder
+        holding one (:mod:`sam_bench.tasks.semantic_outputs`)."""
+        return ClassMapFolder(path, dataset, classes_of(dataset))
+
+    @classmethod
     def evaluator_for(cls, cfg: Config) -> Evaluator:
-        raise ConfigError("predictions", "task semantic cannot score saved predictions")
+        """The evaluator of saved class maps (``predictions=DIR``): semantic scores only."""
+        return SavedMapsEvaluator(cfg.preprocess)
+
+    @classmethod
+    def finish_scores(cls, ctx: JobContext, evaluator: Evaluator) -> dict[str, Any]:
+        """``per_class.csv`` from the job's confusion matrix."""
+        ev = semantic_part(evaluator)
+        if ev is None:
+            return {"per_class_file": None}
+        write_rows_csv(ctx.job_dir / PER_CLASS_FILE, ev.per_class_rows())
+        return {"per_class_file": PER_CLASS_FILE, "void_index": ev.void_index}
+
+    @classmethod
+    def score_figures(cls, ctx: JobContext, evaluator: Evaluator) -> list[dict[str, str]]:
+        """The confusion matrix, and the predicted maps beside the ground truth where the
+        evaluator kept examples (:class:`SavedMapsEvaluator` does)."""
+        ev = semantic_part(evaluator)
+        if ev is None:
+            return []
+        examples: list[_Example] = []
+        classes: ClassList | None = None
+        untrained: list[str] = []
+        flag = ctx.weights.untrained if ctx.weights is not None else None
+        if isinstance(evaluator, SavedMapsEvaluator):
+            examples, classes = evaluator.examples, evaluator.classes
+            if flag is None:
+                flag = evaluator.untrained
+            untrained = list(evaluator.untrained_models)
+        elif flag:
+            untrained = ["SAM 2"]
+        note = ""
+        if flag:
+            names = " and ".join(untrained)
+            note = f"UNTRAINED ({names + ' ' if names else ''}random weights)"
+        return draw_figures(ctx.job_dir, ev, examples, classes, note)
 
     # ------------------------------------------------------------------ per item
 
@@ -515,7 +569,7 @@ class SemanticTask(Task):
         ctx = self.jobs[job]
         ev = self.evaluators[job]
         if ev is not None:
-            write_rows_csv(ctx.job_dir / PER_CLASS_FILE, ev.per_class_rows())
+            self.finish_scores(ctx, ev)
         if ctx.cfg.save_predictions:
             write_json(ctx.job_dir / PREDICTIONS_FILE, {
                 "source": {"tool": "sam_bench", "task": "semantic", "model": ctx.cfg.model.name,
@@ -556,23 +610,14 @@ class SemanticTask(Task):
         return [f"CLIP ({info.backend} {info.model})"] if info.untrained else []
 
     def figures(self, job: int) -> list[dict[str, str]]:
-        from sam_bench.tasks.semantic_figures import confusion_figure, maps_figure
-
         ctx = self.jobs[job]
         ev = self.evaluators[job]
-        if ev is None or ev.n_images == 0:
+        if ev is None:
             return []
         untrained = [*(["SAM 2"] if ctx.weights is not None and ctx.weights.untrained else []),
                      *(["CLIP"] if self.untrained_models(job) else [])]  # fmt: skip
         note = f"UNTRAINED ({' and '.join(untrained)} random weights)" if untrained else ""
-        out = ctx.job_dir / FIGURES_DIR
-        out.mkdir(parents=True, exist_ok=True)
-        figures = [confusion_figure(ev, out / "confusion.png", note)]
-        if self.examples[job]:
-            figures.append(maps_figure(
-                self.examples[job], self.classes, out / "semantic_maps.png", note
-            ))  # fmt: skip
-        return [{"path": str(p.relative_to(ctx.job_dir)), "caption": c} for p, c in figures]
+        return draw_figures(ctx.job_dir, ev, self.examples[job], self.classes, note)
 
     def close(self) -> None:
         close = getattr(self.engine, "close", None)
@@ -585,6 +630,118 @@ class SemanticTask(Task):
         self.texts = {}
         self.cache = None
         super().close()
+
+
+class SavedMapsEvaluator:
+    """The evaluator of saved class maps (``predictions=DIR``): a
+    :class:`~sam_bench.metrics.semantic.SemanticEvaluator` without mask-level values (the maps
+    have no masks), on the class list the maps were checked against (the first map brings
+    it). It also keeps the first :data:`MAX_FIGURE_ITEMS` images scored (downsampled) for the
+    maps figure, and the maps' provenance (untrained) for the figures' note.
+
+    Raises (per item, from :meth:`process`): :class:`SampleError` when a map's size is not
+    the ground truth's."""
+
+    name = "semantic"
+
+    def __init__(self, preprocess: PreprocessConfig | None = None) -> None:
+        self.preprocess = preprocess if preprocess is not None else PreprocessConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self.semantic: SemanticEvaluator | None = None
+        self.classes: ClassList | None = None
+        self.examples: list[_Example] = []
+        self.untrained: bool | None = None
+        self.untrained_models: tuple[str, ...] = ()
+
+    def process(self, sample: Sample, prediction: SemanticPrediction) -> dict[str, Any]:
+        if sample.semantic is None:
+            raise ValueError(f"item {sample.ref.image_id} has no semantic ground truth")
+        gt = sample.semantic.labels
+        pred = prediction.label_map
+        path = getattr(prediction, "path", None)
+        if pred.shape != gt.shape:
+            name = path.name if isinstance(path, Path) else "the prediction"
+            raise SampleError(
+                path or sample.ref.path,
+                f"prediction {name} is {pred.shape[1]}x{pred.shape[0]}, the image's label map "
+                f"is {gt.shape[1]}x{gt.shape[0]}",
+            )
+        if self.semantic is None:
+            classes = getattr(prediction, "classes", None)
+            if not isinstance(classes, ClassList):
+                classes = ClassList(
+                    tuple(ClassInfo(i, (n,)) for i, n in sorted(sample.semantic.classes.items())),
+                    sample.semantic.void_index,
+                )
+            labelled = classes.labelled
+            self.classes = classes
+            self.semantic = SemanticEvaluator(
+                [c.index for c in labelled], [c.name for c in labelled], classes.void_index,
+                masks=False,
+            )  # fmt: skip
+        if isinstance(prediction, SavedMap):
+            self.untrained = prediction.untrained
+            self.untrained_models = prediction.untrained_models
+        row = self.semantic.process(sample, prediction)
+        if len(self.examples) < MAX_FIGURE_ITEMS and sample.raw is not None:
+            self._keep_example(sample, pred)
+        return row
+
+    def _keep_example(self, sample: Sample, pred: np.ndarray) -> None:
+        from sam_bench.preprocess import to_model_input
+
+        assert sample.raw is not None and sample.semantic is not None
+        try:
+            image = np.asarray(to_model_input(sample.raw, self.preprocess)[0])
+        except Exception as e:  # the figure goes without it; the item is scored
+            log.warning("%s: not drawn in the maps figure: %s", sample.ref.image_id, e)
+            return
+        self.examples.append(_Example(
+            sample.ref.image_id, _downsample(image, nearest=False),
+            _downsample(sample.semantic.labels, nearest=True), _downsample(pred, nearest=True),
+        ))  # fmt: skip
+
+    def evaluate(self) -> dict[str, float]:
+        if self.semantic is None:  # no map was scored
+            return {"semantic_miou": math.nan, "pixel_acc": math.nan, "unlabelled_frac": math.nan}
+        return self.semantic.evaluate()
+
+
+def semantic_part(evaluator: Evaluator) -> SemanticEvaluator | None:
+    """The :class:`SemanticEvaluator` of a job's evaluator (``None`` before any map was
+    scored by a :class:`SavedMapsEvaluator`)."""
+    if isinstance(evaluator, SemanticEvaluator):
+        return evaluator
+    if isinstance(evaluator, SavedMapsEvaluator):
+        return evaluator.semantic
+    for e in getattr(evaluator, "evaluators", []):
+        found = semantic_part(e)
+        if found is not None:
+            return found
+    return None
+
+
+def draw_figures(
+    job_dir: Path,
+    ev: SemanticEvaluator,
+    examples: list[_Example],
+    classes: ClassList | None,
+    note: str,
+) -> list[dict[str, str]]:
+    """The per-job figures under ``figures/`` (``[{path, caption}]``, relative to
+    ``job_dir``): the confusion matrix, and the maps figure of ``examples`` (when any)."""
+    from sam_bench.tasks.semantic_figures import confusion_figure, maps_figure
+
+    if ev.n_images == 0:
+        return []
+    out = job_dir / FIGURES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [confusion_figure(ev, out / "confusion.png", note)]
+    if examples and classes is not None:
+        figures.append(maps_figure(examples, classes, out / "semantic_maps.png", note))
+    return [{"path": str(p.relative_to(job_dir)), "caption": c} for p, c in figures]
 
 
 def _gt_entries(sample: Sample) -> list[dict[str, Any]]:
