@@ -176,7 +176,8 @@ def run_items(
                 _note_input_warnings(input_warnings, ref, [*notes, *steps])
                 gpu.reset()
                 predictions = task.predict(sample, inputs, times)
-                base["gpu_peak_mb"] = gpu.peak_mb()
+                if task.measures_cost:
+                    base["gpu_peak_mb"] = gpu.peak_mb()
                 limits.check(f"after the prediction of item {ref.image_id}")  # before scoring
                 base.update(limits.end_item())
             except Exception as e:  # one item never sinks the job (the RSS budget stops it)
@@ -206,14 +207,16 @@ def run_items(
                     if logs is not None:
                         logs[j].append(ref.image_id, row, None, False)
                     continue
-                row.update(t.ms())
-                if math.isfinite(t.peak_mb):  # the engine knows this job's own peak
-                    row["gpu_peak_mb"] = t.peak_mb
-                # the time this job added: shared stages count for the group's first job only (as
-                # spent: an encoder-cache hit counts its load, not the stored seconds)
-                own = sum(t.seconds.get(s, 0.0) for s in spec.own_stages)
-                shared = t.shared_seconds(spec.own_stages)
-                row["marginal_ms"] = (own + (shared if j == 0 else 0.0)) * 1000.0
+                if task.measures_cost:
+                    row.update(t.ms())
+                    if math.isfinite(t.peak_mb):  # the engine knows this job's own peak
+                        row["gpu_peak_mb"] = t.peak_mb
+                    # the time this job added: shared stages count for the group's first job
+                    # only (as spent: an encoder-cache hit counts its load, not the stored
+                    # seconds)
+                    own = sum(t.seconds.get(s, 0.0) for s in spec.own_stages)
+                    shared = t.shared_seconds(spec.own_stages)
+                    row["marginal_ms"] = (own + (shared if j == 0 else 0.0)) * 1000.0
                 row["error"] = None
                 job.rows.append(row)
                 if logs is not None:
@@ -261,7 +264,8 @@ def _result(
     """Aggregate one job: its evaluator's metrics and the cost metrics of its ok rows."""
     ok = [r for r in job.rows if r.get("error") is None]
     metrics: dict[str, float] = job.evaluator.evaluate() if ok else {}
-    metrics.update(cost_summary(ok, task.spec.stages, task.spec.per_s))
+    if task.measures_cost:
+        metrics.update(cost_summary(ok, task.spec.stages, task.spec.per_s))
     metrics["n_items_ok"] = len(ok)
     metrics["n_item_errors"] = len(job.errors)
     info = {**task.finish(j), "warmup": warm, **extra}

@@ -120,6 +120,9 @@ class Task:
     :meth:`evaluator` and :meth:`predict`."""
 
     spec: ClassVar[TaskSpec]
+    measures_cost: ClassVar[bool] = True
+    """Whether the model call is measured: ``False`` for a job scoring saved predictions,
+    whose per-item rows then carry no stage times, ``marginal_ms`` or GPU peak."""
 
     def __init__(self, jobs: list[JobContext]) -> None:
         if not jobs:

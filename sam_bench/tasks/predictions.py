@@ -122,6 +122,8 @@ def read_instance_predictions(path: Path, dataset: Dataset) -> InstancePredictio
 class ReplayTask(Task):
     """A task whose model call is a file of predictions (see the module docstring)."""
 
+    measures_cost = False
+
     def __init__(self, jobs: list[JobContext], inner: type[Task], source: Any) -> None:
         super().__init__(jobs)
         self.inner = inner

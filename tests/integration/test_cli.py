@@ -185,6 +185,10 @@ def test_scoring_saved_predictions_gives_the_jobs_metrics(sweep, tmp_path: Path)
     assert scored["task_info"]["scored_from"]["path"] == str(job / "predictions.json")
     assert scored["untrained"] is True and "UNTRAINED" in scored["banner"]  # from the file
     assert "latency_ms_p50" not in scored["metrics"]  # nothing ran: no cost measured
+    with (tmp_path / "RUN" / "per_image.csv").open(newline="") as f:
+        columns = set(next(csv.reader(f)))
+    assert "miou" in columns
+    assert not columns & {"latency_ms", "encoder_ms", "marginal_ms", "gpu_peak_mb"}, columns
     accuracy = [k for k, v in original["metric_info"].items() if v["kind"] in ("accuracy", "count")]
     assert "miou" in accuracy and "ar1000" in accuracy
     for key in accuracy:
