@@ -38,7 +38,7 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -372,7 +372,7 @@ def fits(resources: Mapping[str, float], num_cpus: float, num_gpus: float) -> bo
 
 
 def units_per_node(
-    nodes: list[Mapping[str, float]], num_cpus: float, num_gpus: float, n_units: int
+    nodes: Sequence[Mapping[str, float]], num_cpus: float, num_gpus: float, n_units: int
 ) -> int:
     """How many units can run at once on one node (the busiest), given each node's resources
     (``{"CPU": 8, "GPU": 2}``) and what a unit reserves; at most ``n_units``, at least 1. This

@@ -188,6 +188,34 @@ def test_units_per_node(nodes, cpus, gpus, n_units, expected) -> None:  # type: 
     assert units_per_node(nodes, cpus, gpus, n_units) == expected
 
 
+RAY_TARGET = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
+
+
+@pytest.mark.parametrize(
+    ("launcher", "expected"),
+    [
+        (None, 1),
+        ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 1),
+        ({"_target_": "x.JoblibLauncher", "n_jobs": 2}, 2),
+        ({"_target_": "x.SlurmLauncher", "array_parallelism": 256}, 1),  # own allocations
+        # Hydra's Ray launcher: how many jobs' ray.remote resources fit on the node
+        ({"_target_": RAY_TARGET, "ray": {"init": {"num_cpus": 4}, "remote": {"num_cpus": 2}}}, 2),
+        ({"_target_": RAY_TARGET, "ray": {"init": {"num_cpus": 3}, "remote": {}}}, 3),
+        ({"_target_": RAY_TARGET,
+          "ray": {"init": {"num_cpus": 8, "num_gpus": 2}, "remote": {"num_gpus": 1}}}, 2),
+    ],
+)  # fmt: skip
+def test_concurrent_jobs_per_launcher(launcher, expected, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from sam_bench.__main__ import concurrent_jobs
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # no Ray instance to ask: the config's numbers
+    assert concurrent_jobs(OmegaConf.create({"launcher": launcher})) == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # the worker and the launching side
 
