@@ -138,6 +138,16 @@ def write_rows_csv(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON file holding an object; ``None`` when it is missing, unreadable, not JSON or not
+    an object (a record being looked for, not one that must exist)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_record(job_dir: Path) -> dict[str, Any]:
     """Load a job's ``result.json``."""
     return json.loads((job_dir / RESULT_FILE).read_text(encoding="utf-8"))

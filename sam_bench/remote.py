@@ -291,12 +291,12 @@ def adopt(spec: JobSpec, outcome: Outcome | BaseException, position: int) -> dic
     The record must be visible here, in the job's folder (the worker wrote it there). A job
     without one -- its worker failed or died, or the sweep folder is not shared -- gets a
     failed record written here, naming the reason. Returns the record."""
-    from sam_bench.record import RESULT_FILE
+    from sam_bench.record import RESULT_FILE, read_json_object
     from sam_bench.resume import FINISHED
     from sam_bench.run import put_precomputed, write_outcome
 
     job_dir = Path(spec.job_dir)
-    on_disk = _read_json(job_dir / RESULT_FILE)
+    on_disk = read_json_object(job_dir / RESULT_FILE)
     if isinstance(outcome, BaseException):
         why = (
             str(outcome)
@@ -326,16 +326,6 @@ def adopt(spec: JobSpec, outcome: Outcome | BaseException, position: int) -> dic
     write_outcome(spec, record, [])
     put_precomputed(job_dir, record)
     return record
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _first_lines(error: BaseException, n: int = 6) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam_bench.record import RESULT_FILE
+from sam_bench.record import RESULT_FILE, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,12 @@ def weights_request(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def finished_record(
     job_dir: Path, identity: dict[str, Any], config: dict[str, Any]
 ) -> tuple[dict[str, Any] | None, str]:
     """The job directory's record if it is a finished run of the same configuration, and why
     (or why not)."""
-    record = _read_json(Path(job_dir) / RESULT_FILE)
+    record = read_json_object(Path(job_dir) / RESULT_FILE)
     if record is None:
         return None, "no record"
     if record.get("status") not in FINISHED:

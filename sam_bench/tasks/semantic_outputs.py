@@ -24,7 +24,6 @@ job scoring the maps of random weights then carries the untrained banner.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import struct
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size
 from sam_bench.data.semantic_folder import ClassList
 from sam_bench.errors import ConfigError, SampleError
 from sam_bench.metrics.semantic import UNLABELLED, SemanticPrediction
+from sam_bench.record import read_json_object
 from sam_bench.tasks.amg import safe_name
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,7 @@ class ClassMapFolder:
         """``SOURCE.json``, else what the record of the job that wrote the folder says."""
         src = self.path / SOURCE_FILE
         if src.is_file():
-            data = _read_json(src)
-            return data if isinstance(data, dict) else {}
+            return _read_json(src) or {}
         record = self.path.parent / RECORD_FILE
         if self.path.name != PREDICTIONS_DIR or not record.is_file():
             return {}
@@ -249,9 +248,8 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        log.warning("cannot read %s: %s", path, e)
-        return None
+def _read_json(path: Path) -> dict[str, Any] | None:
+    data = read_json_object(path)
+    if data is None:
+        log.warning("cannot read %s as a JSON object; provenance unknown", path)
+    return data
