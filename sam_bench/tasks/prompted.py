@@ -44,13 +44,14 @@ import logging
 import math
 import re
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
-from sam_bench.config import Config, PromptConfig
+from sam_bench.config import Config
 from sam_bench.data.base import Dataset, Sample
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.errors import ConfigError, SampleError
@@ -92,26 +93,21 @@ def resolve_path(path: str) -> Path:
 
 
 def protocol(cfg: Config) -> dict[str, Any]:
-    """The settings that define the job's protocol (``task_info.prompts.protocol``)."""
-    p: PromptConfig = cfg.prompt
-    mode = mode_of(cfg)
-    out: dict[str, Any] = {"mode": mode, "batch_size": p.batch_size}
+    """The settings that define the job's protocol (``task_info.prompts.protocol``): those
+    of :func:`prompt_identity` and what each mode does with them."""
+    out = prompt_identity(asdict(cfg.prompt))
+    mode = out["mode"]
     if mode == "click":
         out.update(click="farthest from the boundary (distance transform max, raster ties)",
                    multimask_output=True, kept="highest predicted IoU", oracle=True)  # fmt: skip
     elif mode == "box":
         out.update(multimask_output=False, box="tight, x1/y1 exclusive")
-        if p.boxes:
-            out.update(
-                source="detector", box_match_iou=p.box_match_iou, box_min_score=p.box_min_score
-            )
+        if cfg.prompt.boxes:
+            out.update(source="detector")
         else:
-            out.update(source="ground truth", box_jitter=p.box_jitter, jitter="gaussian")
+            out.update(source="ground truth", jitter="gaussian")
     else:
         out.update(
-            max_clicks=p.max_clicks,
-            first_multimask=p.first_multimask,
-            feed_logits=p.feed_logits,
             next_click="RITM: farthest point of the larger error region (ties negative)",
             noc_thresholds=list(NOC_THRESHOLDS),
         )
@@ -119,8 +115,9 @@ def protocol(cfg: Config) -> dict[str, Any]:
 
 
 def prompt_identity(prompt: dict[str, Any]) -> dict[str, Any]:
-    """The ``prompt`` settings that change what a prompted job measures (``config_id``):
-    those its mode uses, as :func:`protocol` lists them."""
+    """The ``prompt`` settings that change what a prompted job measures (``config_id``, and
+    :func:`protocol`): those its mode uses, ``null`` mode written as ``click``, detector boxes
+    by their file's sha256."""
     mode = prompt.get("mode") or DEFAULT_MODE
     out: dict[str, Any] = {"mode": mode, "batch_size": prompt.get("batch_size")}
     if mode == "box" and prompt.get("boxes"):
