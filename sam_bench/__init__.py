@@ -3,4 +3,4 @@
 __version__ = "0.1.0"
 
 #: Version of the layout of ``result.json`` (bump on any incompatible change).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3

@@ -9,9 +9,10 @@ declared; ``docs`` of a field are what the README's config table shows.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -756,10 +757,37 @@ class Config:
             raise ConfigError("predictions", "must be a path or null, got an empty string")
 
 
+@functools.cache
+def root_schema() -> type[Config]:
+    """The schema of the composed config: :class:`Config` (what every task shares) plus one
+    field per settings section the registered tasks declare
+    (:func:`sam_bench.registry.register_task`), named ``SweepConfig``."""
+    own = {f.name for f in fields(Config)}
+    extra = [
+        (section, cls, field(default_factory=cls))
+        for section, cls in registry.settings_sections().items()
+        if section not in own
+    ]
+    if not extra:
+        return Config
+    schema = make_dataclass("SweepConfig", extra, bases=(Config,))
+    schema.__module__ = __name__  # pickled by name (module __getattr__ below)
+    return schema
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SweepConfig":  # the root schema, found by pickle in a worker process
+        return root_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def register_configs() -> None:
     """Register the schemas so the YAML files under ``conf/`` extend them."""
+    registry.load_entry_points()
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    cs.store(name="base_config", node=root_schema())
+    for section, cls in registry.settings_sections().items():
+        cs.store(group=section, name=f"base_{section}", node=cls)
     cs.store(group="model", name="base_model", node=ModelConfig)
     cs.store(group="amg", name="base_amg", node=AMGConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)

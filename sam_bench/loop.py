@@ -31,7 +31,7 @@ from sam_bench.limits import MemoryBudgetExceeded, is_out_of_memory, job_limits
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, cost_summary
 from sam_bench.resume import ItemLog
-from sam_bench.tasks.base import Task, TaskResult
+from sam_bench.tasks.base import Task, TaskResult, Writer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class _Job:
     """One job's state in the loop."""
 
     evaluator: Evaluator
+    writer: Writer
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     saved: int = 0
@@ -84,8 +85,8 @@ def _reuse(task: Task, jobs: list[_Job], logs: list[ItemLog], ref: ImageRef) -> 
     try:
         sample = _load(task, ref) if ok else None
         predictions = [
-            task.decode(j, e["prediction"]) if e and e["row"].get("error") is None else None
-            for j, e in enumerate(entries)
+            job.writer.decode(e["prediction"]) if e and e["row"].get("error") is None else None
+            for job, e in zip(jobs, entries, strict=True)
         ]
     except Exception as e:  # the earlier run's data no longer loads: compute it again
         log.warning("resume: cannot reuse %s (%s); computing it again", ref.image_id, e)
@@ -98,7 +99,7 @@ def _reuse(task: Task, jobs: list[_Job], logs: list[ItemLog], ref: ImageRef) -> 
             continue
         assert sample is not None
         row.update(job.evaluator.process(sample, predictions[j]))
-        task.restore(j, sample, predictions[j])
+        job.writer.restore(sample, predictions[j])
         job.saved += int(bool(entry.get("saved")))
         job.rows.append(row)
     return True
@@ -141,7 +142,7 @@ def run_items(
     refs = lead.refs
     clock, gpu = Clock(lead.device), GpuPeak(lead.device)
     spec = task.spec
-    jobs = [_Job(task.evaluator(j)) for j in range(len(task.jobs))]
+    jobs = [_Job(task.evaluator(j), task.make_writer(j)) for j in range(len(task.jobs))]
     input_warnings: dict[str, list[str]] = {}
     warm: dict[str, Any] = {"item": None, "failed": [], "disabled": not warmup}
     warmed = not warmup
@@ -199,7 +200,7 @@ def run_items(
                 try:
                     with t.measure("metrics", clock):
                         row.update(job.evaluator.process(sample, predictions[j]))
-                    saved = task.save(j, sample, inputs, predictions[j], job.saved)
+                    saved = job.writer.item(sample, inputs, predictions[j], job.saved)
                     job.saved += int(saved)
                 except Exception as e:
                     job.fail(row, ref, reason_of(e))
@@ -220,7 +221,7 @@ def run_items(
                 row["error"] = None
                 job.rows.append(row)
                 if logs is not None:
-                    logs[j].append(ref.image_id, row, task.encode(j, predictions[j]), saved)
+                    logs[j].append(ref.image_id, row, job.writer.encode(predictions[j]), saved)
     extra: dict[str, Any] = {"input_warnings": _warnings_summary(input_warnings)}
     extra["memory"] = limits.info(not_run=len(refs) - reused - computed)
     if limits.stopped is not None:
@@ -268,7 +269,8 @@ def _result(
         metrics.update(cost_summary(ok, task.spec.stages, task.spec.per_s))
     metrics["n_items_ok"] = len(ok)
     metrics["n_item_errors"] = len(job.errors)
-    info = {**task.finish(j), "warmup": warm, **extra}
+    info = {**job.writer.finish(job.evaluator), "warmup": warm, **extra}
+    figures = job.writer.figures(job.evaluator)
     return TaskResult(
-        rows=job.rows, metrics=metrics, item_errors=job.errors, info=info, figures=task.figures(j)
+        rows=job.rows, metrics=metrics, item_errors=job.errors, info=info, figures=figures
     )

@@ -1,6 +1,6 @@
 """Result records: ``result.json`` and ``per_image.csv`` of one job, written atomically.
 
-``result.json`` layout (``schema_version`` 2)::
+``result.json`` layout (``schema_version`` 3)::
 
     schema_version  int
     status          "ok" | "partial" (some items failed) | "failed"
@@ -31,8 +31,12 @@
     figures         [{path, caption}]: figures the task drew for this job (paths relative to
                     the job directory); the sweep report shows them
     item_errors     [{image_id, path, error}]
+    outputs         [{name, kind, path, description, when}]: the files the job wrote, each
+                    with its kind (sam_bench.layout); task_spec.outputs lists every file the
+                    task may write
 
-Version 1 records (``image_errors``, no catalogue snapshot) are still read by the reports.
+Version 1 records (``image_errors``, no catalogue snapshot) and version 2 records (no
+``outputs``: :func:`sam_bench.layout.declared_outputs` knows what they wrote) are still read.
 
 Readers (summary, plots, reports) use these files only, never model code.
 """
@@ -50,11 +54,10 @@ from pathlib import Path
 from typing import Any
 
 from sam_bench import SCHEMA_VERSION
+from sam_bench.layout import RESULT_FILE
 
-RESULT_FILE = "result.json"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-PER_IMAGE_FILE = "per_image.csv"
 
 
 def _jsonable(value: Any) -> Any:
@@ -114,6 +117,7 @@ def new_record() -> dict[str, Any]:
         "metric_info": {},
         "figures": [],
         "item_errors": [],
+        "outputs": [],
     }
 
 

@@ -40,12 +40,33 @@ _TABLES: dict[str, dict[str, str]] = {
     },
 }
 
+#: Modules that declare metrics into the catalogue (``sam_bench.metrics.catalogue``), imported
+#: before the catalogue answers any lookup: the runner's, and each registered task's.
+_METRIC_MODULES: list[str] = [
+    "sam_bench.metrics.cost",
+    "sam_bench.metrics.instance",
+    "sam_bench.metrics.prompted",
+    "sam_bench.metrics.video",
+    "sam_bench.metrics.semantic",
+]
+
+#: Settings sections of the registered tasks: config key -> ``"module:DataclassName"``. The
+#: root config schema (:func:`sam_bench.config.root_schema`) has one field per section.
+_SETTINGS: dict[str, str] = {}
+
+#: Entry-point group through which installed packages register tasks: each entry point names
+#: a module that calls :func:`register_task` when imported.
+ENTRY_POINT_GROUP = "sam_bench.tasks"
+_entry_points_loaded = False
+
 #: The config key that names each kind (for error messages).
 CONFIG_KEYS = {"task": "task.name", "engine": "engine", "dataset": "dataset.format"}
 
 
 def names(kind: str) -> tuple[str, ...]:
     """Registered names of ``kind`` (``task``, ``engine`` or ``dataset``), in order."""
+    if kind == "task":
+        load_entry_points()
     return tuple(_TABLES[kind])
 
 
@@ -56,6 +77,62 @@ def register(kind: str, name: str, target: str) -> None:
     if ":" not in target:
         raise ValueError(f"target {target!r} must be 'module:attribute'")
     _TABLES[kind][name] = target
+
+
+def register_task(
+    name: str,
+    target: str,
+    *,
+    settings: dict[str, str] | None = None,
+    metrics: Iterable[str] = (),
+) -> None:
+    """Register task ``name`` (``target``: ``"module:TaskClass"``), the settings sections it
+    adds to the config (``{"toy": "my_package.settings:ToySettings"}``: ``toy.*`` keys,
+    typed by that dataclass) and the modules that declare its metrics. Settings sections must
+    be registered before Hydra composes the config: from an entry point (group
+    :data:`ENTRY_POINT_GROUP`), not from ``plugins=``."""
+    register("task", name, target)
+    for section, cls in (settings or {}).items():
+        if ":" not in cls:
+            raise ValueError(f"settings {cls!r} must be 'module:attribute'")
+        _SETTINGS[section] = cls
+    for module in metrics:
+        if module not in _METRIC_MODULES:
+            _METRIC_MODULES.append(module)
+
+
+def settings_sections() -> dict[str, type]:
+    """The registered settings sections and their dataclasses (imported here)."""
+    out = {}
+    for section, target in _SETTINGS.items():
+        module, _, attr = target.partition(":")
+        out[section] = getattr(importlib.import_module(module), attr)
+    return out
+
+
+def metric_modules() -> list[str]:
+    """The modules that declare metrics (runner's and registered tasks'), entry points
+    loaded."""
+    load_entry_points()
+    return list(_METRIC_MODULES)
+
+
+def load_entry_points() -> None:
+    """Import the modules of the :data:`ENTRY_POINT_GROUP` entry points (once); each registers
+    its tasks."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            importlib.import_module(ep.value.partition(":")[0])
+        except Exception as e:
+            raise ConfigError(
+                "plugins", f"cannot import task entry point {ep.name!r} ({ep.value}): {e}"
+            ) from None
 
 
 def unknown(kind: str, name: Any) -> ConfigError:
@@ -70,7 +147,7 @@ def unknown(kind: str, name: Any) -> ConfigError:
 
 def check(kind: str, name: Any) -> None:
     """Raise :func:`unknown` unless ``name`` is registered."""
-    if name not in _TABLES[kind]:
+    if name not in names(kind):
         raise unknown(kind, name)
 
 

@@ -291,7 +291,8 @@ def adopt(spec: JobSpec, outcome: Outcome | BaseException, position: int) -> dic
     The record must be visible here, in the job's folder (the worker wrote it there). A job
     without one -- its worker failed or died, or the sweep folder is not shared -- gets a
     failed record written here, naming the reason. Returns the record."""
-    from sam_bench.record import RESULT_FILE, read_json_object
+    from sam_bench.layout import RESULT_FILE
+    from sam_bench.record import read_json_object
     from sam_bench.resume import FINISHED
     from sam_bench.run import put_precomputed, write_outcome
 

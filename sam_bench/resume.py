@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam_bench.record import RESULT_FILE, read_json_object
+from sam_bench.layout import JOURNAL_FILE, RESULT_FILE
+from sam_bench.record import read_json_object
 
 log = logging.getLogger(__name__)
 
-ITEM_LOG = ".items.jsonl"
+ITEM_LOG = JOURNAL_FILE
 #: Statuses of a record whose configuration counts as finished.
 FINISHED = ("ok", "partial")
 

@@ -25,8 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from sam_bench import registry
 from sam_bench.config import Config, to_typed
 from sam_bench.errors import ConfigError, SamBenchError
+from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
+from sam_bench.layout import RESULT_FILE, RUNNER_OUTPUTS, JobLayout, Output
 from sam_bench.metrics.catalogue import Metric
-from sam_bench.record import PER_IMAGE_FILE, RESULT_FILE, new_record, write_json, write_rows_csv
+from sam_bench.record import new_record, write_json, write_rows_csv
 
 if TYPE_CHECKING:
     from sam_bench.tasks.base import Task
@@ -536,6 +538,7 @@ def _fill(
     record["task_info"] = {**result.info, "grouped_with_jobs": group}
     record["figures"] = list(result.figures)
     record["item_errors"] = result.item_errors
+    record["outputs"] = job_outputs(Path(record["job"]["dir"]), task_cls.spec.outputs)
     identity = _identity(
         record, task_cls, record["dataset"].get("fingerprint"), record["weights"].get("hash")
     )
@@ -552,6 +555,13 @@ def _fill(
         record["error"] = f"all {len(result.rows)} items failed; first: {first}"
     else:
         record["status"] = "partial" if result.item_errors else "ok"
+
+
+def job_outputs(job_dir: Path, declared: tuple[Output, ...]) -> list[dict[str, str]]:
+    """The outputs a finished job wrote (``result.json`` ``outputs``): the record and the
+    per-item table, then the task's declared outputs found in the job folder."""
+    layout = JobLayout(job_dir)
+    return [o.to_dict() for o in (*RUNNER_OUTPUTS[:2], *layout.written(declared))]
 
 
 def untrained_banner(models: list[str]) -> str:

@@ -119,6 +119,27 @@ class Catalogue:
 
     entries: dict[str, Metric] = field(default_factory=dict)
     families: list[_Family] = field(default_factory=list)
+    complete: bool = False
+    """Whether the modules of every registered task's metrics were imported
+    (:meth:`load_all`)."""
+
+    def load_all(self) -> None:
+        """Import the metric declarations of every registered task
+        (:func:`sam_bench.registry.metric_modules`), once: every lookup does this first, so
+        what the catalogue holds never depends on what was imported before."""
+        if self.complete:
+            return
+        self.complete = True  # before importing: the modules declare into this catalogue
+        import importlib
+
+        from sam_bench import registry
+
+        try:
+            for module in registry.metric_modules():
+                importlib.import_module(module)
+        except BaseException:
+            self.complete = False
+            raise
 
     def declare(self, *metrics: Metric) -> tuple[Metric, ...]:
         """Add entries. Declaring the same name twice with another definition is an error."""
@@ -136,6 +157,7 @@ class Catalogue:
 
     def get(self, name: str) -> Metric | None:
         """The entry of ``name`` (families included), or ``None``."""
+        self.load_all()
         if name in self.entries:
             return self.entries[name]
         for fam in self.families:
@@ -160,6 +182,7 @@ class Catalogue:
 
     def names(self, task: str | None = None) -> list[str]:
         """Declared names (of ``task``'s metrics when given), in declaration order."""
+        self.load_all()
         return [n for n, m in self.entries.items() if task is None or m.applies_to(task)]
 
     def snapshot(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sam_bench.record import RESULT_FILE
+from sam_bench.layout import RESULT_FILE
 from sam_bench.report.summary import find_records
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sam_bench.layout import RESULT_FILE
 from sam_bench.metrics.catalogue import CATALOGUE
-from sam_bench.record import RESULT_FILE
 from sam_bench.report.console import varying_keys
 from sam_bench.report.summary import override_dict
 from sam_bench.report.view import MetricView

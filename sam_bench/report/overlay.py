@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sam_bench.record import PER_IMAGE_FILE
+from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
 from sam_bench.report.analysis import SkipPlot, job_label, num, ok_rows
 from sam_bench.report.console import varying_keys
 

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sam_bench.record import RESULT_FILE, write_rows_csv
+from sam_bench.layout import RESULT_FILE
+from sam_bench.record import write_rows_csv
 from sam_bench.report.view import MetricView
 
 SUMMARY_FILE = "summary.csv"

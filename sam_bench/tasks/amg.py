@@ -154,7 +154,7 @@ class AMGTask(Task):
     # ------------------------------------------------------------------ per item
 
     @classmethod
-    def evaluator_for(cls, cfg: Config) -> Evaluator:
+    def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> Evaluator:
         return Evaluators([InstanceEvaluator()], pick=lambda _, masks: as_instances(masks))
 
     def warmup(self, sample: Sample, inputs: Any) -> None:

@@ -10,10 +10,20 @@ time, records, tracking, summary and report -- is shared.
 
 One :class:`Task` object serves a *group* of jobs that share computation (the jobs its
 :meth:`Task.group_key` maps to the same key); ``predict`` returns one prediction per job.
+
+**The contract.** A task overrides at most these eight methods (defaults here, the only place
+they are written): :meth:`Task.identity_settings`, :meth:`Task.group_key`,
+:meth:`Task.check`, :meth:`Task.build_model`, :meth:`Task.evaluator_for`,
+:meth:`Task.prepare`, :meth:`Task.predict` (required) and :meth:`Task.warmup`. It declares the
+rest as data: :attr:`Task.spec` (metrics, stages, settings sections, outputs) and
+:attr:`Task.writer`, the :class:`Writer` that writes a job's declared outputs and reads them
+back (kept apart from the evaluators, as detectron2 keeps its ``EventWriter`` s apart from its
+``DatasetEvaluator`` s). Resources a task must release register with :meth:`Task.on_close`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +34,7 @@ import torch
 from sam_bench.config import Config
 from sam_bench.data.base import Dataset, ImageRef, Sample
 from sam_bench.errors import ConfigError
+from sam_bench.layout import JobLayout, Output
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.metrics.cost import StageTimes
@@ -60,6 +71,16 @@ class TaskSpec:
     """Name of the throughput metric (items per second)."""
     model: bool = True
     """Whether the runner builds the SAM 2 model for it (``ctx.model``)."""
+    outputs: tuple[Output, ...] = ()
+    """The files a job of the task may write besides the runner's own
+    (:data:`sam_bench.layout.RUNNER_OUTPUTS`), each with its kind; ``result.json`` lists the
+    ones a job wrote (``outputs``), and the regression check, the report and MLflow find
+    files only through them."""
+
+    def __post_init__(self) -> None:
+        names = [o.name for o in self.outputs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task {self.name}: output names repeat: {names}")
 
     def check_catalogue(self) -> None:
         """Every metric the spec names must be declared (a typo fails at once)."""
@@ -80,6 +101,7 @@ class TaskSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["outputs"] = [o.to_dict() for o in self.outputs]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
@@ -97,6 +119,65 @@ class JobContext:
     job_dir: Path
     cache_dir: Path | None = None
     """The validated, absolute ``cache.dir`` (encoder cache); ``None``: off."""
+
+    @property
+    def layout(self) -> JobLayout:
+        """The job folder's files (:mod:`sam_bench.layout`)."""
+        return JobLayout(self.job_dir)
+
+
+class Writer:
+    """Writes one job's declared outputs (:attr:`TaskSpec.outputs`) and reads them back.
+
+    One writer per job. ``live`` is ``False`` when the job scores saved predictions
+    (``predictions=PATH``): nothing was predicted, so only the files that follow from the
+    scores are written. The loop calls, per item, :meth:`item` (or :meth:`restore` for an item
+    reused from the journal) and :meth:`encode`; at the end :meth:`finish` then
+    :meth:`figures`, both given the job's evaluator after every item.
+    """
+
+    def __init__(self, ctx: JobContext, *, live: bool = True) -> None:
+        self.ctx = ctx
+        self.live = live
+
+    @property
+    def layout(self) -> JobLayout:
+        return self.ctx.layout
+
+    def item(self, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
+        """Write the item's files (``saved`` items were kept as examples before); returns
+        whether this item was kept as an example (``task.save_masks``)."""
+        return False
+
+    def encode(self, prediction: Any) -> Any:
+        """The prediction as JSON for the job's journal, so a resumed job reuses the item
+        (:mod:`sam_bench.resume`); ``None`` (the default): items are computed again."""
+        return None
+
+    def decode(self, data: Any) -> Any:
+        """The prediction :meth:`encode` wrote (scored again by the evaluator on resume)."""
+        raise NotImplementedError
+
+    def restore(self, sample: Sample, prediction: Any) -> None:
+        """A reused item: account for it in dataset-level outputs (e.g. add its masks to
+        ``predictions.json``); its example files were written by the earlier run."""
+        return None
+
+    def finish(self, evaluator: Evaluator) -> dict[str, Any]:
+        """Write the dataset-level outputs; returns the job's ``task_info`` entries."""
+        return {}
+
+    def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
+        """Figures drawn for the job (``[{path, caption}]``, paths relative to the job folder;
+        called after :meth:`finish`): recorded as ``figures`` and shown by the sweep report."""
+        return []
+
+    @classmethod
+    def read(cls, path: Path, dataset: Dataset) -> Any:
+        """A source of saved predictions (``predictions=PATH``): an object with ``get(ref) ->
+        prediction`` and ``info() -> dict``. Writers whose outputs cannot be scored again keep
+        this default."""
+        raise ConfigError("predictions", "this task cannot score saved predictions")
 
 
 @dataclass
@@ -116,10 +197,14 @@ class TaskResult:
 
 
 class Task:
-    """Base class of the benchmark tasks; subclasses set :attr:`spec` and implement
-    :meth:`evaluator` and :meth:`predict`."""
+    """Base class of the benchmark tasks: subclasses set :attr:`spec` (and :attr:`writer`)
+    and implement :meth:`evaluator_for` and :meth:`predict` (see the module docstring for the
+    contract)."""
 
     spec: ClassVar[TaskSpec]
+    writer: ClassVar[type[Writer] | None] = None
+    """The :class:`Writer` of the task's declared outputs (``None``: a task that still
+    implements the transitional per-job hooks below)."""
     measures_cost: ClassVar[bool] = True
     """Whether the model call is measured: ``False`` for a job scoring saved predictions,
     whose per-item rows then carry no stage times, ``marginal_ms`` or GPU peak."""
@@ -129,15 +214,9 @@ class Task:
             raise ValueError("a task needs at least one job")
         self.jobs = jobs
         self.lead = jobs[0]
+        self._closers: list[Callable[[], None]] = []
 
-    # --------------------------------------------------------------- class-level hooks
-
-    @classmethod
-    def group_key(cls, config: dict[str, Any]) -> dict[str, Any] | None:
-        """Which jobs of a sweep can be computed together: return ``config`` (the job's
-        resolved config without per-job output settings) reduced to what must be equal, or
-        ``None`` when the job always runs alone (the default)."""
-        return None
+    # ===================================================================== the contract
 
     @classmethod
     def identity_settings(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -153,22 +232,11 @@ class Task:
         return section_settings(config, cls.spec.sections)
 
     @classmethod
-    def identity(
-        cls, config: dict[str, Any], *, data: str | None, weights: str | None
-    ) -> dict[str, Any]:
-        """The job's identity document (:mod:`sam_bench.identity`); ``config_id`` hashes it.
-        ``data``: the dataset fingerprint; ``weights``: the weights hash (or a scored
-        predictions file's sha256), ``None`` while unknown."""
-        from sam_bench.identity import config_identity
-
-        return config_identity(
-            config,
-            task=cls.spec.name,
-            settings=cls.identity_settings(config),
-            uses_engine=cls.spec.uses_engine and not config.get("predictions"),
-            data=data,
-            weights=weights,
-        )
+    def group_key(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """Which jobs of a sweep can be computed together: return ``config`` (the job's
+        resolved config without per-job output settings) reduced to what must be equal, or
+        ``None`` when the job always runs alone (the default)."""
+        return None
 
     @classmethod
     def check(cls, cfg: Config, dataset: Dataset | None = None) -> None:
@@ -191,47 +259,21 @@ class Task:
         return build_model(cfg.model, device, cfg.seed, progress=cfg.progress)
 
     @classmethod
-    def describe(cls, cfg: Config) -> str:
-        """A few words on the job's task settings (``dry_run`` prints them)."""
-        return ""
-
-    @classmethod
-    def read_predictions(cls, path: Path, dataset: Dataset) -> Any:
-        """A source of existing predictions (``predictions=PATH``): an object with
-        ``get(ref) -> prediction`` and ``info() -> dict``. Tasks that cannot score saved
-        predictions keep this default."""
-        raise ConfigError("predictions", f"task {cls.spec.name} cannot score saved predictions")
-
-    # --------------------------------------------------------------- per-item hooks
+    def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> Evaluator:
+        """A fresh evaluator for job ``ctx`` (never needs the model, so saved predictions are
+        scored by the same evaluators; ``live=False`` when they are)."""
+        raise NotImplementedError
 
     def prepare(self, sample: Sample) -> tuple[Any, list[str]]:
         """The model input of an item and the conversion steps taken (timed as
-        ``preprocess``). Default: the image converted by ``preprocess`` settings."""
+        ``preprocess``). Default: the image converted by ``preprocess`` settings. An input
+        that is not an image array may describe itself in the per-item row with a
+        ``describe() -> dict`` method."""
         from sam_bench.preprocess import to_model_input
 
         if sample.raw is None:
             raise ValueError(f"item {sample.ref.image_id} has no image")
         return to_model_input(sample.raw, self.lead.cfg.preprocess)
-
-    def describe_input(self, sample: Sample, inputs: Any) -> dict[str, Any]:
-        """Columns of the per-item row that describe the input (size, storage)."""
-        if isinstance(inputs, np.ndarray) and sample.raw is not None:
-            return {
-                "height": int(inputs.shape[0]),
-                "width": int(inputs.shape[1]),
-                "stored_as": sample.raw.mode,
-            }
-        return {}
-
-    @classmethod
-    def evaluator_for(cls, cfg: Config) -> Evaluator:
-        """A fresh evaluator for a job with settings ``cfg`` (never needs the model, so saved
-        predictions are scored by the same evaluators)."""
-        raise NotImplementedError
-
-    def evaluator(self, job: int) -> Evaluator:
-        """A fresh evaluator for job ``job`` of the group."""
-        return self.evaluator_for(self.jobs[job].cfg)
 
     def predict(self, sample: Sample, inputs: Any, times: list[StageTimes]) -> list[Any]:
         """One prediction per job of the group; ``times[j]`` receives job j's stage times
@@ -242,51 +284,134 @@ class Task:
         """The untimed warm-up pass (default: one prediction, discarded)."""
         self.predict(sample, inputs, [StageTimes.of(self.spec.stages) for _ in self.jobs])
 
+    # ===================================================================== shared, not hooks
+
+    @classmethod
+    def identity(
+        cls, config: dict[str, Any], *, data: str | None, weights: str | None
+    ) -> dict[str, Any]:
+        """The job's identity document (:mod:`sam_bench.identity`); ``config_id`` hashes it.
+        ``data``: the dataset fingerprint; ``weights``: the weights hash (or a scored
+        predictions file's sha256), ``None`` while unknown."""
+        from sam_bench.identity import config_identity
+
+        return config_identity(
+            config,
+            task=cls.spec.name,
+            settings=cls.identity_settings(config),
+            uses_engine=cls.spec.uses_engine and not config.get("predictions"),
+            data=data,
+            weights=weights,
+        )
+
+    @classmethod
+    def describe(cls, cfg: Config) -> str:
+        """A few words on the job's own settings (what ``dry_run`` prints): ``engine`` when it
+        applies, then each settings section's ``describe()`` where the section has one."""
+        parts = [f"engine={cfg.engine}"] if cls.spec.uses_engine else []
+        for section in cls.spec.sections:
+            text = getattr(getattr(cfg, section, None), "describe", None)
+            if callable(text):
+                parts.append(str(text()))
+        return " ".join(parts)
+
+    @classmethod
+    def read_predictions(cls, path: Path, dataset: Dataset) -> Any:
+        """The saved predictions at ``path`` (``predictions=PATH``), read by the task's
+        writer (:meth:`Writer.read`)."""
+        if cls.writer is None:
+            return cls._legacy_read_predictions(path, dataset)
+        return cls.writer.read(path, dataset)
+
+    def describe_input(self, sample: Sample, inputs: Any) -> dict[str, Any]:
+        """Columns of the per-item row that describe the input (size, storage)."""
+        describe = getattr(inputs, "describe", None)
+        if callable(describe) and not isinstance(inputs, np.ndarray):
+            return dict(describe())
+        if isinstance(inputs, np.ndarray) and sample.raw is not None:
+            return {
+                "height": int(inputs.shape[0]),
+                "width": int(inputs.shape[1]),
+                "stored_as": sample.raw.mode,
+            }
+        return {}
+
+    def evaluator(self, job: int) -> Evaluator:
+        """A fresh evaluator for job ``job`` of the group."""
+        return self.evaluator_for(self.jobs[job], live=True)
+
+    def make_writer(self, job: int) -> Writer:
+        """The writer of job ``job``'s outputs."""
+        if self.writer is None:
+            return _TaskHooks(self.jobs[job], task=self, job=job)
+        return self.writer(self.jobs[job], live=True)
+
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Call ``closer`` (release an engine, a cache, a model...) when the task closes."""
+        self._closers.append(closer)
+
+    def close(self) -> None:
+        """Release what the task registered (:meth:`on_close`) and drop references to models
+        and caches (the runner frees memory after this)."""
+        closers, self._closers = self._closers, []
+        for closer in reversed(closers):
+            closer()
+        self.jobs = []
+
+    # ============================================ transitional: tasks without a Writer yet
+
+    @classmethod
+    def _legacy_read_predictions(cls, path: Path, dataset: Dataset) -> Any:
+        raise ConfigError("predictions", f"task {cls.spec.name} cannot score saved predictions")
+
     def save(self, job: int, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
-        """Write job ``job``'s outputs of one item (``saved`` items were saved before); returns
-        whether this item was saved as an example (``task.save_masks``)."""
         return False
 
     def encode(self, job: int, prediction: Any) -> Any:
-        """The prediction as JSON for the job's per-item log, so a resumed job reuses the item
-        (:mod:`sam_bench.resume`); ``None`` (the default): items are computed again."""
         return None
 
     def decode(self, job: int, data: Any) -> Any:
-        """The prediction :meth:`encode` wrote (scored again by the evaluator on resume)."""
         raise NotImplementedError
 
     def restore(self, job: int, sample: Sample, prediction: Any) -> None:
-        """A reused item of job ``job``: account for it in dataset-level outputs (e.g. add its
-        masks to ``predictions.json``); its example files were written by the earlier run."""
         return None
 
     def finish(self, job: int) -> dict[str, Any]:
-        """Write job ``job``'s dataset-level outputs; returns its ``task_info`` entries."""
         return {}
 
     def figures(self, job: int) -> list[dict[str, str]]:
-        """Figures drawn for job ``job`` (``[{path, caption}]``, paths relative to the job
-        directory; called after :meth:`finish`): recorded as ``figures`` and shown by the
-        sweep report."""
         return []
 
     @classmethod
     def finish_scores(cls, ctx: JobContext, evaluator: Evaluator) -> dict[str, Any]:
-        """Write the dataset-level files that follow from a job's scores alone (its evaluator
-        after every item: per-object or per-frame tables...) into ``ctx.job_dir``; returns
-        ``task_info`` entries. The runner does not call it: a task's :meth:`finish` may, and
-        :class:`~sam_bench.tasks.predictions.ReplayTask` does, so a job scoring saved
-        predictions writes the same files. Default: nothing."""
         return {}
 
     @classmethod
     def score_figures(cls, ctx: JobContext, evaluator: Evaluator) -> list[dict[str, str]]:
-        """Figures drawn from a job's scores alone (as :meth:`figures` returns them; called
-        after :meth:`finish_scores`, by a task's :meth:`figures` and by ``ReplayTask``).
-        Default: none."""
         return []
 
-    def close(self) -> None:
-        """Drop references to models and caches (the runner frees memory after this)."""
-        self.jobs = []
+
+class _TaskHooks(Writer):
+    """Transitional: the writer of a task that still implements the per-job hooks."""
+
+    def __init__(self, ctx: JobContext, *, task: Task, job: int) -> None:
+        super().__init__(ctx, live=True)
+        self.task, self.job = task, job
+
+    def item(self, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
+        return self.task.save(self.job, sample, inputs, prediction, saved)
+
+    def encode(self, prediction: Any) -> Any:
+        return self.task.encode(self.job, prediction)
+
+    def decode(self, data: Any) -> Any:
+        return self.task.decode(self.job, data)
+
+    def restore(self, sample: Sample, prediction: Any) -> None:
+        self.task.restore(self.job, sample, prediction)
+
+    def finish(self, evaluator: Evaluator) -> dict[str, Any]:
+        return self.task.finish(self.job)
+
+    def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
+        return self.task.figures(self.job)

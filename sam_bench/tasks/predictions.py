@@ -23,7 +23,7 @@ from sam_bench.errors import ConfigError
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.metrics.instance import InstancePredictions
-from sam_bench.tasks.base import JobContext, Task
+from sam_bench.tasks.base import JobContext, Task, Writer
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,18 @@ class ReplayTask(Task):
         self.inner = inner
         self.source = source
         self.spec = inner.spec  # type: ignore[misc]  # the task's own metrics and report
-        self.evaluators: dict[int, Evaluator] = {}
 
     def evaluator(self, job: int) -> Evaluator:
-        evaluator = self.inner.evaluator_for(self.jobs[job].cfg)
-        self.evaluators[job] = evaluator
-        return evaluator
+        return self.inner.evaluator_for(self.jobs[job], live=False)
+
+    def make_writer(self, job: int) -> Writer:
+        """The task's writer of the files that follow from the scores, and the source."""
+        ctx = self.jobs[job]
+        if self.inner.writer is not None:
+            writer: Writer = self.inner.writer(ctx, live=False)
+        else:
+            writer = _LegacyScores(ctx, self.inner)
+        return _Scored(writer, self.source)
 
     def describe_input(self, sample: Sample, inputs: Any) -> dict[str, Any]:
         return {}
@@ -149,14 +155,30 @@ class ReplayTask(Task):
         prediction = self.source.get(sample.ref)
         return [prediction for _ in self.jobs]
 
-    def finish(self, job: int) -> dict[str, Any]:
-        """The task's files from the scores (:meth:`Task.finish_scores`) and the source."""
-        info: dict[str, Any] = {}
-        if job in self.evaluators:
-            info = self.inner.finish_scores(self.jobs[job], self.evaluators[job])
-        return {**info, "scored_from": self.source.info()}
 
-    def figures(self, job: int) -> list[dict[str, str]]:
-        if job not in self.evaluators:
-            return []
-        return self.inner.score_figures(self.jobs[job], self.evaluators[job])
+class _Scored(Writer):
+    """A replay's writer: the task's own (``live=False``) plus ``scored_from``."""
+
+    def __init__(self, inner: Writer, source: Any) -> None:
+        super().__init__(inner.ctx, live=False)
+        self.inner, self.source = inner, source
+
+    def finish(self, evaluator: Evaluator) -> dict[str, Any]:
+        return {**self.inner.finish(evaluator), "scored_from": self.source.info()}
+
+    def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
+        return self.inner.figures(evaluator)
+
+
+class _LegacyScores(Writer):
+    """Transitional: the score files of a task that still implements the per-job hooks."""
+
+    def __init__(self, ctx: JobContext, task: type[Task]) -> None:
+        super().__init__(ctx, live=False)
+        self.task = task
+
+    def finish(self, evaluator: Evaluator) -> dict[str, Any]:
+        return self.task.finish_scores(self.ctx, evaluator)
+
+    def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
+        return self.task.score_figures(self.ctx, evaluator)

@@ -250,7 +250,8 @@ class PromptedTask(Task):
         return "prompt.mode=click"
 
     @classmethod
-    def evaluator_for(cls, cfg: Config) -> PromptedEvaluator:
+    def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> PromptedEvaluator:
+        cfg = ctx.cfg
         mode = mode_of(cfg)
         return PromptedEvaluator(mode, cfg.prompt.max_clicks, detector=bool(cfg.prompt.boxes))
 

@@ -344,9 +344,9 @@ class SemanticTask(Task):
         return ClassMapFolder(path, dataset, classes_of(dataset))
 
     @classmethod
-    def evaluator_for(cls, cfg: Config) -> Evaluator:
+    def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> Evaluator:
         """The evaluator of saved class maps (``predictions=DIR``): semantic scores only."""
-        return SavedMapsEvaluator(cfg.preprocess)
+        return SavedMapsEvaluator(ctx.cfg.preprocess)
 
     @classmethod
     def finish_scores(cls, ctx: JobContext, evaluator: Evaluator) -> dict[str, Any]:

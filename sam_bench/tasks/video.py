@@ -403,11 +403,11 @@ class VideoTask(Task):
         return outputs.PredictionFolder(path, dataset)
 
     @classmethod
-    def evaluator_for(cls, cfg: Config) -> Evaluator:
+    def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> Evaluator:
         return Evaluators([VideoEvaluator(), PropagationCost()])
 
     def evaluator(self, job: int) -> Evaluator:
-        ev = self.evaluator_for(self.jobs[job].cfg)
+        ev = self.evaluator_for(self.jobs[job])
         self.evaluators[job] = ev
         return ev
 

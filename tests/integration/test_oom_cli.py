@@ -99,7 +99,7 @@ class MemHog(Task):
     held: ClassVar[list[np.ndarray]] = []
 
     @classmethod
-    def evaluator_for(cls, cfg: Any) -> Count:
+    def evaluator_for(cls, ctx: Any, *, live: bool = True) -> Count:
         return Count()
 
     def predict(self, sample: Any, inputs: Any, times: list[StageTimes]) -> list[Any]:

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from sam_bench.config import Config
 from sam_bench.data.base import Sample
 from sam_bench.metrics.catalogue import Metric, declare
 from sam_bench.metrics.cost import Clock, StageTimes
@@ -67,7 +66,7 @@ class ToyTask(Task):
     )
 
     @classmethod
-    def evaluator_for(cls, cfg: Config) -> ToyEvaluator:
+    def evaluator_for(cls, ctx: Any, *, live: bool = True) -> ToyEvaluator:
         return ToyEvaluator()
 
     def predict(self, sample: Sample, inputs: Any, times: list[StageTimes]) -> list[Any]:

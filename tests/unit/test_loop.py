@@ -51,7 +51,7 @@ class Scripted(Task):
         self.warmed: list[str] = []
 
     @classmethod
-    def evaluator_for(cls, cfg: Config) -> CountEvaluator:
+    def evaluator_for(cls, ctx: Any, *, live: bool = True) -> CountEvaluator:
         return CountEvaluator()
 
     def warmup(self, sample: Sample, inputs: Any) -> None:

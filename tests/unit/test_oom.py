@@ -235,7 +235,7 @@ class Batched(Task):
         self.held: list[np.ndarray] = []
 
     @classmethod
-    def evaluator_for(cls, cfg: Config) -> Evaluator:
+    def evaluator_for(cls, ctx: Any, *, live: bool = True) -> Evaluator:
         return Evaluator()
 
     def predict(self, sample: Sample, inputs: Any, times: list[StageTimes]) -> list[Any]:

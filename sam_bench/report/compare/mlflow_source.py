@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sam_bench.record import PER_IMAGE_FILE, RESULT_FILE
+from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
+from sam_bench.layout import RESULT_FILE
 from sam_bench.report.compare.sources import (
     LABEL_FOLDER,
     PREDICTIONS_FILE,

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam_bench.record import PER_IMAGE_FILE, RESULT_FILE
+from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
+from sam_bench.layout import RESULT_FILE
 from sam_bench.report.summary import SUMMARY_FILE, find_records, override_dict
 
 PREDICTIONS_FILE = "predictions.json"
