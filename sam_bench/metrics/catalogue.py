@@ -119,27 +119,25 @@ class Catalogue:
 
     entries: dict[str, Metric] = field(default_factory=dict)
     families: list[_Family] = field(default_factory=list)
-    complete: bool = False
-    """Whether the modules of every registered task's metrics were imported
-    (:meth:`load_all`)."""
+    loaded: set[str] = field(default_factory=set)
+    """The metric modules already imported (:meth:`load_all`)."""
 
     def load_all(self) -> None:
         """Import the metric declarations of every registered task
-        (:func:`sam_bench.registry.metric_modules`), once: every lookup does this first, so
-        what the catalogue holds never depends on what was imported before."""
-        if self.complete:
-            return
-        self.complete = True  # before importing: the modules declare into this catalogue
+        (:func:`sam_bench.registry.metric_modules`) not imported yet: every lookup does this
+        first, so what the catalogue holds never depends on what was imported before."""
         import importlib
 
         from sam_bench import registry
 
-        try:
-            for module in registry.metric_modules():
-                importlib.import_module(module)
-        except BaseException:
-            self.complete = False
-            raise
+        for module in registry.metric_modules():
+            if module not in self.loaded:
+                self.loaded.add(module)  # first: the module declares into this catalogue
+                try:
+                    importlib.import_module(module)
+                except BaseException:
+                    self.loaded.discard(module)
+                    raise
 
     def declare(self, *metrics: Metric) -> tuple[Metric, ...]:
         """Add entries. Declaring the same name twice with another definition is an error."""

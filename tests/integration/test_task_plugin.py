@@ -1,4 +1,4 @@
-"""A task registered only in the tests (``tests/plugins/toy_task.py``) plugs into everything a
+"""A task registered only in the tests (the package ``tests/plugins/toy_task/``) plugs into everything a
 sweep does -- summary.csv, the console table, report.html, MLflow child runs, the objective --
 without any change under ``sam_bench/report/``; and ``config_id`` identifies configurations
 across folders. The toy task builds no model, so these sweeps take seconds."""
@@ -42,7 +42,13 @@ def toy(tmp_path_factory: pytest.TempPathFactory):
     cwd = tmp_path_factory.mktemp("first")
     out = cwd / "OUT"
     db = cwd / "mlflow.db"
-    proc = toy_sweep(cwd, out, "tracking=mlflow", env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+    proc = toy_sweep(
+        cwd,
+        out,
+        "tracking=mlflow",
+        "save_predictions=true",
+        env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
+    )
     return proc, out, db
 
 
@@ -60,6 +66,11 @@ def test_toy_metrics_reach_summary_console_report_and_objective(toy) -> None:
         assert float(row["objective"]) == pytest.approx(rec["metrics"]["toy_agreement"])
         assert rec["task_info"]["objective"] == "toy_agreement"
         assert rec["metric_info"]["toy_agreement"]["direction"] == "higher"
+        # its declared output is listed with its kind, one label PNG per image
+        outputs = {o["name"]: o for o in rec["outputs"]}
+        assert outputs["bright_maps"]["kind"] == "label_png"
+        pngs = sorted((out / row["job"] / "predictions").glob("*.png"))
+        assert len(pngs) == int(row["dataset.limit"])
     # the console table shows the catalogue labels of the toy's headline
     header = next(line for line in proc.stdout.splitlines() if "agreement" in line)
     assert "brightness" in header

@@ -1,32 +1,20 @@
-"""A small task that exists only in the tests: it shows that a new task is a module plus its
-configs (``tests/plugins/conf/task/toy.yaml``), registered by a plugin module, and that its
-metrics reach summary, console, report, tracking and the objective without any change to
-``sam_bench/report/``.
-
-It builds no model: per image it measures the model input's mean brightness (its own timed
-stage, ``toy``), and scores which fraction of ground-truth instance pixels are brighter than
-that mean.
-"""
+"""The toy task: it builds no model; per image it measures the model input's mean brightness
+(its own timed stage, ``toy``) and scores which fraction of ground-truth instance pixels are
+brighter than that mean. Its writer saves the "bright" map of every image as a label PNG
+(declared output of kind ``label_png``), so the regression check compares it."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from sam_bench.data.base import Sample
-from sam_bench.metrics.catalogue import Metric, declare
+from sam_bench.layout import Output
 from sam_bench.metrics.cost import Clock, StageTimes
-from sam_bench.registry import register
-from sam_bench.tasks.base import Task, TaskSpec
-
-declare(
-    Metric("toy_brightness", "neither", "brightness", "mean model-input value / 255, mean over "
-           "images", tasks=("toy",), kind="count"),
-    Metric("toy_agreement", "higher", "agreement", "fraction of GT instance pixels brighter "
-           "than the image mean, mean over images", tasks=("toy",), reference="tests only"),
-)  # fmt: skip
+from sam_bench.tasks.base import Task, TaskSpec, Writer
 
 
 class ToyEvaluator:
@@ -53,6 +41,17 @@ class ToyEvaluator:
         return {k: float(np.nanmean([r[k] for r in self.rows])) for k in self.rows[0]}
 
 
+class ToyWriter(Writer):
+    """Writes each image's bright map as ``predictions/<stem>.png`` (save_predictions=true)."""
+
+    def item(self, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
+        if self.ctx.cfg.save_predictions:
+            out = self.layout.item_file(ToyTask.spec.outputs[0], sample.ref.image_id, ".png")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(prediction["bright"].astype(np.uint8)).save(out)
+        return False
+
+
 class ToyTask(Task):
     spec: ClassVar[TaskSpec] = TaskSpec(
         name="toy",
@@ -63,7 +62,12 @@ class ToyTask(Task):
         stages=("preprocess", "toy"),
         own_stages=("toy",),
         model=False,
-    )
+        outputs=(
+            Output("bright_maps", "label_png", "predictions/", "1 where a pixel is brighter "
+                   "than its image's mean", when="save_predictions"),
+        ),
+    )  # fmt: skip
+    writer = ToyWriter
 
     @classmethod
     def evaluator_for(cls, ctx: Any, *, live: bool = True) -> ToyEvaluator:
@@ -77,6 +81,3 @@ class ToyTask(Task):
         for t in times:
             t.add("toy", clock.now() - t0)
         return [out for _ in times]
-
-
-register("task", "toy", "toy_task:ToyTask")
