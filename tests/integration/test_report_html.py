@@ -9,7 +9,6 @@ keeps the full-page screenshot.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
@@ -17,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from sam_bench.report.document import build_report
 
@@ -87,56 +85,34 @@ def render(page_path: Path, screenshot: Path) -> Rendered:
     return seen
 
 
-def _rle(m: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-
-
-def _fake_sweep(sweep: Path) -> None:
-    """Four untrained jobs over two swept keys (with saved masks) and one failed job."""
-    for n, (pps, thr) in enumerate(itertools.product((4, 8), (0.0, 0.5))):
-        job = sweep / str(n)
-        (job / "masks").mkdir(parents=True)
-        metrics = {
-            "miou": 0.2 + 0.1 * n,
-            "latency_ms_p50": 50.0 * pps + n,
-            "msa": 0.1,
-            "mask_count_mean": pps * 3.0,
-            "ar1000_small": 0.1,
-            "ar1000_medium": 0.2,
-            "ar1000_large": 0.3,
-            "peak_rss_mb": 900.0,
-        }
-        record = {
-            "status": "ok",
-            "error": None,
-            "untrained": True,
-            "metrics": metrics,
-            "overrides": [f"amg.points_per_side={pps}", f"amg.pred_iou_thresh={thr}"],
-            "config": {"model": {"name": "sam2.1_hiera_tiny"}},
-            "environment": {"device": "cpu", "concurrent_jobs": 2},
-            "weights": {"label": "random"},
-        }
-        (job / "result.json").write_text(json.dumps(record))
-        Image.fromarray(np.full((32, 48, 3), 120, np.uint8)).save(job / "masks" / "1.png")
-        m = np.zeros((32, 48), bool)
-        m[4:20, 6 + n : 30 + n] = True
-        shown = {
-            "image_id": "1",
-            "image_file": "1.png",
-            "height": 32,
-            "width": 48,
-            "masks": [{"segmentation": _rle(m)}],
-            "ground_truth": [{"segmentation": _rle(np.roll(m, 3)), "iscrowd": 0}],
-        }
-        (job / "masks" / "1.json").write_text(json.dumps(shown))
+def _real_sweep(sweep: Path) -> None:
+    """A real sweep (random-weight SAM 2 on the embedded data): four jobs over two swept keys
+    with saved example masks, two at a time (joblib: the report warns of a shared machine);
+    then one job folder whose record says it failed with markup in
+    its reason (the report must show it as text)."""
+    proc = run_cli(
+        [
+            "-m", "model.weights=random", "tracking=none", "progress=false",
+            "amg.points_per_side=4,8", "amg.pred_iou_thresh=0.0,0.5",
+            "amg.stability_score_thresh=0", "amg.box_nms_thresh=1.0", "dataset.limit=1",
+            "task.save_masks=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        sweep.parent,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = sweep / "4"
     failed.mkdir()
-    record = {
-        "status": "failed",
-        "error": "ValueError: <img src=x onerror=alert(1)>",
-        "overrides": ["amg.points_per_side=32", "amg.pred_iou_thresh=0.0"],
-    }
+    record = json.loads((sweep / "0" / "result.json").read_text())
+    record.update(
+        status="failed",
+        error="ValueError: <img src=x onerror=alert(1)>",
+        overrides=["amg.points_per_side=32", "amg.pred_iou_thresh=0.0"],
+        metrics={},
+        figures=[],
+        outputs=[],
+    )
     (failed / "result.json").write_text(json.dumps(record))
 
 
@@ -148,7 +124,7 @@ def _shot_path(tmp_path: Path, name: str) -> Path:
 def test_report_renders_in_chromium(tmp_path: Path) -> None:
     _chromium()
     sweep = tmp_path / "sweep"
-    _fake_sweep(sweep)
+    _real_sweep(sweep)
     files = build_report(sweep)
     pngs = [p for p in files if p.suffix == ".png"]
     assert len(pngs) >= 5
