@@ -26,6 +26,7 @@ reports itself busy ("database is locked"), for up to ``tracking.retry_timeout_s
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -220,6 +221,24 @@ def sqlite_db_path(uri: str) -> Path | None:
     return None if path in ("", ":memory:") else Path(path)
 
 
+@contextlib.contextmanager
+def store_lock(db: Path) -> Iterator[None]:
+    """An exclusive lock (``fcntl.flock``) on ``<db>.lock`` while the store is opened; where
+    file locks are not available the store is opened without one."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` means "the store is busy, try again" (SQLite locking)."""
     seen: set[int] = set()
@@ -346,9 +365,16 @@ class MlflowTracker:
     def _client(self, uri: str) -> Any:
         from mlflow.tracking import MlflowClient
 
-        # The store is opened (a new SQLite file initialised, under MLflow's file lock) on
-        # the first call, which is retried like every other.
-        return MlflowClient(tracking_uri=uri)
+        db = sqlite_db_path(uri)
+        if db is None:
+            return MlflowClient(tracking_uri=uri)
+        # Opening the store creates a new SQLite file's tables and runs its migrations. Two
+        # processes doing that at once race (the loser logs nothing), so every process opens
+        # the store under a lock file beside the database.
+        with store_lock(db):
+            client = MlflowClient(tracking_uri=uri)
+            self._retry(client.search_experiments, max_results=1)
+        return client
 
     def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return retry(fn, *args, timeout_s=self.retry_timeout_s, **kwargs)
