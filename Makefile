@@ -42,10 +42,11 @@ test-full: install install-scale  ## every test, slow ones included (with the `s
 test-gpu: install  ## the CUDA tests (marked gpu), or why they skip
 	$(BIN)/python -m pytest -m gpu -rs -q
 
-lint: install  ## ruff lint + format check + mypy (package, hydra_plugins, benchmarks)
+lint: install  ## ruff lint + format check + mypy + the import layers (lint-imports)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 format: install  ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

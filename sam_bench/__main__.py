@@ -1,7 +1,7 @@
 """Command line: ``python -m sam_bench [-m] key=value ...`` (a Hydra app).
 
 Thin on purpose: composition and sweeps are Hydra's, the job is :func:`sam_bench.run.run_job`,
-the sweep summary is :class:`sam_bench.report.callback.SweepSummaryCallback`.
+the sweep summary is :class:`sam_bench.sweep_end.SweepSummaryCallback`.
 """
 
 from __future__ import annotations

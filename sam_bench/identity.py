@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from sam_bench.files import sha256_file
+
 #: Common top-level settings that change what any task measures.
 COMMON_KEYS = ("dtype", "device", "seed", "warmup")
 #: ``model`` keys that say where a file is or how it is obtained, not what it computes.
@@ -53,8 +55,6 @@ def content_digest(path: str | Path) -> str | None:
     """sha256 of an input named by path, so an identity names it by content: a file's bytes,
     or a directory's files (relative names and bytes, in sorted order); ``None`` when nothing
     is there. Files are hashed once per process (memoised on path, size and mtime)."""
-    from sam_bench.models.checkpoints import sha256_file  # imports torch: only when needed
-
     p = Path(path).expanduser()
     if p.is_file():
         return sha256_file(p)

@@ -32,8 +32,8 @@ from pycocotools import mask as mask_utils
 from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
 from sam_bench.data.checks import LinkGuard, dataset_warning
+from sam_bench.data.fingerprint import compute_fingerprint
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
-from sam_bench.data.registry import compute_fingerprint
 from sam_bench.errors import DatasetError, SampleError
 
 
@@ -153,7 +153,7 @@ class CocoDataset:
         return Sample(ref=ref, raw=raw, gt=gt)
 
     def fingerprint(self) -> str:
-        """See :mod:`sam_bench.data.registry` for exactly what is hashed."""
+        """See :mod:`sam_bench.data.fingerprint` for exactly what is hashed."""
         images = []
         for ref in self._refs:
             fn = self._by_id[ref.image_id]["file_name"]
@@ -358,7 +358,7 @@ def from_config(
 ) -> CocoDataset:
     """``dataset.format=coco`` (relative paths taken from ``base_dir``; ``limits``: the job's
     ``limits`` settings, default :class:`LimitsConfig`'s)."""
-    from sam_bench.data.registry import config_path
+    from sam_bench.data.paths import config_path
 
     return CocoDataset(
         config_path(cfg, "annotations", base_dir),

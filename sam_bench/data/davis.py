@@ -40,7 +40,7 @@ decodes every frame once (a truncated or unreadable frame, frames of different s
 whose size differs from the frames', or a sequence without any annotated object is a
 :class:`SampleError` for that sequence; the others go on).
 
-**Fingerprint** (:func:`sam_bench.data.registry.compute_fingerprint`, kind ``davis``): per
+**Fingerprint** (:func:`sam_bench.data.fingerprint.compute_fingerprint`, kind ``davis``): per
 sequence, each frame used as an "image" (id ``<sequence>/<frame>``, name relative to the root,
 size), or for a video file the file itself (id ``<sequence>[:<max_frames>]``); then each
 annotation PNG of those frames with its bytes (name ``<sequence>/<file>``).
@@ -60,7 +60,7 @@ from pycocotools import mask as mask_utils
 
 from sam_bench.config import DatasetConfig
 from sam_bench.data.base import ImageRef, Sample, VideoTruth
-from sam_bench.data.registry import compute_fingerprint
+from sam_bench.data.fingerprint import compute_fingerprint
 from sam_bench.data.video_file import Extraction, extract_frames, is_video_file
 from sam_bench.errors import DatasetError, SampleError
 
@@ -480,7 +480,7 @@ def _warning(kind: str, message: str, items: list[str]) -> dict[str, Any]:
 
 def from_config(cfg: DatasetConfig, base_dir: Path) -> DavisDataset:
     """``dataset.format=davis`` (relative paths taken from ``base_dir``)."""
-    from sam_bench.data.registry import config_path
+    from sam_bench.data.paths import config_path
 
     root = config_path(cfg, "root", base_dir)
     ann = config_path(cfg, "annotations", base_dir) if cfg.annotations else None

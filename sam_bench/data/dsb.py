@@ -23,8 +23,8 @@ from pycocotools import mask as mask_utils
 from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample
 from sam_bench.data.checks import LinkGuard, dataset_warning
+from sam_bench.data.fingerprint import compute_fingerprint
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
-from sam_bench.data.registry import compute_fingerprint
 from sam_bench.errors import DatasetError, SampleError
 
 
@@ -119,7 +119,7 @@ class DsbDataset:
         return Sample(ref=ref, raw=raw, gt=gt)
 
     def fingerprint(self) -> str:
-        """See :mod:`sam_bench.data.registry` for exactly what is hashed."""
+        """See :mod:`sam_bench.data.fingerprint` for exactly what is hashed."""
         images = [
             (
                 r.image_id,
@@ -200,7 +200,7 @@ def from_config(
 ) -> DsbDataset:
     """``dataset.format=dsb`` (relative paths taken from ``base_dir``; ``limits``: the job's
     ``limits`` settings, default :class:`LimitsConfig`'s)."""
-    from sam_bench.data.registry import config_path
+    from sam_bench.data.paths import config_path
 
     return DsbDataset(
         config_path(cfg, "root", base_dir),

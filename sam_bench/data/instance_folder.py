@@ -25,9 +25,9 @@ from scipy import ndimage
 from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, RawImage, Sample
 from sam_bench.data.checks import LinkGuard
+from sam_bench.data.fingerprint import compute_fingerprint
 from sam_bench.data.folders import broken, files_by_stem, folder_warnings, images_by_stem, orphans
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size, read_image
-from sam_bench.data.registry import compute_fingerprint
 from sam_bench.errors import DatasetError, SampleError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -118,7 +118,7 @@ class InstanceFolderDataset:
         return Sample(ref=ref, raw=raw, gt=gt)
 
     def fingerprint(self) -> str:
-        """See :mod:`sam_bench.data.registry` for exactly what is hashed."""
+        """See :mod:`sam_bench.data.fingerprint` for exactly what is hashed."""
         images = [
             (r.image_id, r.path.name, None if self._skipped(r.path, self.images_dir) else r.path)
             for r in self._refs
@@ -235,7 +235,7 @@ def from_config(
 ) -> InstanceFolderDataset:
     """``dataset.format=instance_folder`` (relative paths taken from ``base_dir``;
     ``limits``: the job's ``limits`` settings, default :class:`LimitsConfig`'s)."""
-    from sam_bench.data.registry import config_path
+    from sam_bench.data.paths import config_path
 
     return InstanceFolderDataset(
         config_path(cfg, "images", base_dir),

@@ -36,7 +36,7 @@ over ``limits.max_image_pixels`` (an item error), applies ``dataset.external_lin
 that resolve outside their folder, and reports orphan label files, such links and broken links
 in :meth:`SemanticFolderDataset.warnings`.
 
-Fingerprint: :func:`sam_bench.data.registry.compute_fingerprint` over the images, then the
+Fingerprint: :func:`sam_bench.data.fingerprint.compute_fingerprint` over the images, then the
 class file, then each listed image's label (and instance) file, with ``void_index`` appended
 to the format name (``semantic_folder/void=11``), so changing the class list or the void
 index changes it.
@@ -53,6 +53,7 @@ import numpy as np
 from sam_bench.config import DatasetConfig, LimitsConfig
 from sam_bench.data.base import GroundTruth, ImageRef, Sample, SemanticMap
 from sam_bench.data.checks import LinkGuard
+from sam_bench.data.fingerprint import compute_fingerprint
 from sam_bench.data.folders import broken, files_by_stem, folder_warnings, images_by_stem, orphans
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from sam_bench.data.instance_folder import (
@@ -62,7 +63,6 @@ from sam_bench.data.instance_folder import (
     read_image_and_labels,
     read_label_map,
 )
-from sam_bench.data.registry import compute_fingerprint
 from sam_bench.errors import DatasetError, SampleError
 
 
@@ -335,7 +335,7 @@ def from_config(
 ) -> SemanticFolderDataset:
     """``dataset.format=semantic_folder`` (relative paths taken from ``base_dir``;
     ``limits``: the job's ``limits`` settings, default :class:`LimitsConfig`'s)."""
-    from sam_bench.data.registry import config_path
+    from sam_bench.data.paths import config_path
 
     return SemanticFolderDataset(
         config_path(cfg, "images", base_dir),

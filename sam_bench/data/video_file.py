@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 
 from sam_bench.errors import SampleError
-from sam_bench.models.checkpoints import CACHE_ENV, sha256_file
+from sam_bench.files import CACHE_ENV, sha256_file
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg")
 """File extensions treated as video files (case-insensitive)."""

@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import os
 import socket
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,9 +26,8 @@ from tqdm import tqdm
 
 from sam_bench.config import ModelConfig
 from sam_bench.errors import CheckpointUnavailable
+from sam_bench.files import CACHE_ENV, remember_sha256, sha256_file
 
-CACHE_ENV = "SAM_BENCH_CACHE"
-"""Environment variable naming the checkpoint cache folder."""
 READ_TIMEOUT = 60.0
 """Seconds without any data after which a started download is abandoned."""
 
@@ -50,32 +48,7 @@ def cache_dir() -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# hashing
-
-_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
-_MEMO_LOCK = threading.Lock()
-
-
-def _memo_key(path: Path) -> tuple[str, int, int]:
-    st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-def sha256_file(path: Path, chunk: int = _CHUNK) -> str:
-    """Hex sha256 of a file, memoised per process on (resolved path, size, mtime), so a
-    checkpoint of several hundred MB is hashed once however often it is asked for."""
-    path = Path(path)
-    key = _memo_key(path)
-    with _MEMO_LOCK:
-        if key in _SHA256_MEMO:
-            return _SHA256_MEMO[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    with _MEMO_LOCK:
-        _SHA256_MEMO[key] = digest.hexdigest()
-    return digest.hexdigest()
+# hashing (files: sam_bench.files.sha256_file)
 
 
 def state_dict_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
@@ -223,8 +196,7 @@ def _download(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    with _MEMO_LOCK:
-        _SHA256_MEMO[_memo_key(dest)] = actual
+    remember_sha256(dest, actual)
     return actual
 
 

@@ -189,7 +189,7 @@ def test_a_multirun_with_several_workers_on_one_gpu_warns_once(caplog) -> None:
 
     from omegaconf import OmegaConf
 
-    from sam_bench.report.callback import warn_gpu_workers as warn_sweep
+    from sam_bench.sweep_end import warn_gpu_workers as warn_sweep
 
     def sweep(device: str, n_jobs: int):
         return OmegaConf.create({"device": device, "hydra": {"launcher": {"n_jobs": n_jobs}}})

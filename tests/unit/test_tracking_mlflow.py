@@ -196,7 +196,7 @@ def test_tracking_none_needs_no_mlflow() -> None:
         "import sys, sam_bench.tracking as t\n"
         "from sam_bench.config import TrackingConfig\n"
         "assert isinstance(t.build_tracker(TrackingConfig()), t.NullTracker)\n"
-        "import sam_bench.run, sam_bench.report.callback\n"
+        "import sam_bench.run, sam_bench.sweep_end\n"
         "assert 'mlflow' not in sys.modules, 'mlflow imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

@@ -4,6 +4,10 @@ and write ``report.md`` / ``report.html``, report failures.
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. It runs in the launching process
 after all jobs, whatever launcher ran them, and reads only the jobs' ``result.json`` files.
 The command exits with status 1 when any job failed or lost images.
+
+It belongs to the launcher layer (beside ``__main__`` and ``remote``): it chooses or refuses
+the sweep folder (:mod:`sam_bench.resume`), starts and ends tracking, and calls the report,
+which itself only reads records.
 """
 
 from __future__ import annotations
