@@ -6,7 +6,7 @@ weights, CPU), encoded once. For the first ``--instances`` instances, every vari
 same prompts against that embedding -- first clicks (3 masks each) and tight boxes (1 mask):
 
 * ``official, one by one``: ``SAM2ImagePredictor.predict`` once per instance (a plain loop);
-* ``sam_bench, batches of B``: :class:`sam_bench.prompts.decoder.PromptDecoder` in batches of
+* ``sam_bench, batches of B``: :class:`sam_bench.tasks.prompted.decoder.PromptDecoder` in batches of
   ``--batch-size`` (``prompt.batch_size``), as the prompted task runs it;
 * ``official, one batch`` and ``sam_bench, one batch``: every instance in one call (what the
   batch alone gives, and what the CPU's sliced decoder adds to it).
@@ -36,12 +36,12 @@ from pycocotools import mask as mask_utils
 
 from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
-from sam_bench.metrics.prompted import mask_iou
 from sam_bench.models.build import build_model
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
 from sam_bench.prompts.clicks import first_click
-from sam_bench.prompts.decoder import PromptDecoder
+from sam_bench.tasks.prompted.decoder import PromptDecoder
+from sam_bench.tasks.prompted.metrics import mask_iou
 
 
 def interleaved(

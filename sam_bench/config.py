@@ -420,64 +420,6 @@ class TaskConfig:
         _check_min("task.save_masks", self.save_masks, 0)
 
 
-#: Every ``prompt.mode`` some task takes (each task checks its own: ``prompted`` takes
-#: ``click`` / ``box`` / ``clicks``, ``video`` takes ``mask`` / ``click`` / ``box``).
-PROMPT_MODES = ("click", "box", "clicks", "mask")
-
-
-@dataclass
-class PromptConfig:
-    """Prompts derived from ground truth (``prompt.*``), for ``task=prompted`` and
-    ``task=video`` (one name for one idea). Owned by those tasks' modules; the prompted
-    task's protocols are documented in :mod:`sam_bench.tasks.prompted`."""
-
-    mode: str | None = None
-    """Prompt kind; ``null``: the task's default (``prompted``: ``click``; ``video``:
-    ``mask``). ``prompted``: ``click`` (one positive click at the point farthest from the
-    instance's boundary, 3 masks, highest predicted IoU kept), ``box`` (the tight ground-truth
-    box, or a detector's with ``prompt.boxes``) or ``clicks`` (iterative clicks, RITM /
-    SimpleClick protocol); ``video``: ``mask``, ``click`` or ``box``."""
-    max_clicks: int = 20
-    """``clicks``: clicks per instance (NoC counts this when an IoU is never reached)."""
-    first_multimask: bool = True
-    """``clicks``: the first click asks for 3 masks and keeps the one with the highest
-    predicted IoU (as ``click`` does); ``false``: one mask. Later clicks always ask for one."""
-    feed_logits: bool = True
-    """``clicks``: the previous click's low-res logits (256x256, clamped to +-32 as
-    ``SAM2ImagePredictor.predict`` returns them) go back in as ``mask_input``."""
-    box_jitter: float = 0.0
-    """``box`` (ground-truth boxes): seeded Gaussian jitter of each box side, its standard
-    deviation this fraction of the box's width (x sides) or height (y sides); 0: tight boxes."""
-    boxes: str | None = None
-    """``box``: a COCO results JSON of the user's detector boxes (a list of ``image_id``,
-    ``bbox`` [x, y, w, h], ``score``), matched to ground truth by box IoU, instead of the
-    ground-truth boxes. Relative paths are taken from the directory the command was launched
-    from. Every detection is prompted (that is the pipeline's cost); unmatched ground truth
-    counts as missed (IoU 0)."""
-    box_match_iou: float = 0.5
-    """``prompt.boxes``: a detection matches a ground-truth instance when their box IoU is
-    >= this (greedy by descending score, as COCO matches detections)."""
-    box_min_score: float = 0.0
-    """``prompt.boxes``: detections scoring below this are dropped before anything else."""
-    batch_size: int = 16
-    """Prompts (instances) per mask-decoder call; speed and memory only (a prompt alone and
-    in a batch differ by ~1e-7 in the logits)."""
-
-    def __post_init__(self) -> None:
-        if self.mode is not None:
-            _check_choice("prompt.mode", self.mode, PROMPT_MODES)
-        _check_min("prompt.max_clicks", self.max_clicks, 1)
-        _check_min("prompt.box_jitter", self.box_jitter, 0.0)
-        if math.isnan(self.box_jitter):
-            raise ConfigError("prompt.box_jitter", "must be a number, got nan")
-        if self.boxes is not None and not str(self.boxes).strip():
-            raise ConfigError("prompt.boxes", "must be a file path or null, got an empty string")
-        _check_unit("prompt.box_match_iou", self.box_match_iou)
-        if math.isnan(self.box_min_score):
-            raise ConfigError("prompt.box_min_score", "must be a number, got nan")
-        _check_min("prompt.batch_size", self.batch_size, 1)
-
-
 @dataclass
 class VideoConfig:
     """``SAM2VideoPredictor`` settings (``video.*``), for ``task=video``. Owned by that task's
@@ -700,7 +642,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     amg: AMGConfig = field(default_factory=AMGConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)

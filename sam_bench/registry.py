@@ -24,7 +24,7 @@ _TABLES: dict[str, dict[str, str]] = {
         "amg": "sam_bench.tasks.amg:AMGTask",
         "video": "sam_bench.tasks.video:VideoTask",
         "semantic": "sam_bench.tasks.semantic:SemanticTask",
-        "prompted": "sam_bench.tasks.prompted:PromptedTask",
+        "prompted": "sam_bench.tasks.prompted.task:PromptedTask",
     },
     "engine": {
         "fast": "sam_bench.engines:fast_engine",
@@ -45,14 +45,16 @@ _TABLES: dict[str, dict[str, str]] = {
 _METRIC_MODULES: list[str] = [
     "sam_bench.metrics.cost",
     "sam_bench.metrics.instance",
-    "sam_bench.metrics.prompted",
+    "sam_bench.tasks.prompted.metrics",
     "sam_bench.metrics.video",
     "sam_bench.metrics.semantic",
 ]
 
 #: Settings sections of the registered tasks: config key -> ``"module:DataclassName"``. The
 #: root config schema (:func:`sam_bench.config.root_schema`) has one field per section.
-_SETTINGS: dict[str, str] = {}
+_SETTINGS: dict[str, str] = {
+    "prompt": "sam_bench.tasks.prompted.settings:PromptConfig",
+}
 
 #: Entry-point group through which installed packages register tasks: each entry point names
 #: a module that calls :func:`register_task` when imported.

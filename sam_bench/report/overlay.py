@@ -16,33 +16,17 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
 from sam_bench.report.analysis import SkipPlot, job_label, num, ok_rows
 from sam_bench.report.console import varying_keys
+from sam_bench.rle import decode_segmentation
 
 MASKS_DIR = "masks"
 MAX_IMAGES = 4
 MAX_MASKS = 200
 ALPHA = 0.5
 _PALETTE = colormaps["tab20"](np.arange(20))[:, :3]
-
-
-def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
-    """A COCO segmentation (RLE with str/bytes/list counts, or polygons) as a bool HxW mask."""
-    if isinstance(seg, dict):
-        counts = seg["counts"]
-        if isinstance(counts, list):
-            rle = mask_utils.frPyObjects(seg, *seg["size"])
-        else:
-            rle = {
-                "size": seg["size"],
-                "counts": counts.encode() if isinstance(counts, str) else counts,
-            }
-    else:  # polygons
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    return np.asarray(mask_utils.decode(rle), dtype=bool)
 
 
 def _edges(mask: np.ndarray) -> np.ndarray:

@@ -7,10 +7,24 @@ settings' section), registered by name in :mod:`sam_bench.registry`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from sam_bench import registry
-from sam_bench.tasks.base import JobContext, Task, TaskResult, TaskSpec
+
+if TYPE_CHECKING:
+    from sam_bench.tasks.base import JobContext, Task, TaskResult, TaskSpec
 
 __all__ = ["JobContext", "Task", "TaskResult", "TaskSpec", "get_task"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on use: a task package's settings and metrics modules (imported by the config
+    # schema and the metric catalogue) must not pull in torch through this package.
+    if name in ("JobContext", "Task", "TaskResult", "TaskSpec"):
+        from sam_bench.tasks import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_task(name: str) -> type[Task]:

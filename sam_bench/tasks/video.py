@@ -86,7 +86,12 @@ OUTPUT_ONLY = ("save_overlay",)
 
 def prompt_mode(cfg: Config) -> str:
     """``prompt.mode``, ``null`` meaning the video task's default (``mask``)."""
-    return cfg.prompt.mode or DEFAULT_MODE
+    return _prompt(cfg).mode or DEFAULT_MODE
+
+
+def _prompt(cfg: Config) -> Any:
+    """The ``prompt`` section (the prompted task's settings, read by the same keys here)."""
+    return getattr(cfg, "prompt")  # noqa: B009 (not on Config: mypy)
 
 
 def fill_hole_area(cfg: Config) -> int:
@@ -363,9 +368,9 @@ class VideoTask(Task):
             raise ConfigError(
                 "prompt.mode", f"task=video takes {', '.join(MODES)} (null: mask), got {mode!r}"
             )
-        if cfg.prompt.box_jitter:
+        if _prompt(cfg).box_jitter:
             raise ConfigError("prompt.box_jitter", "task=video prompts with tight boxes only")
-        if cfg.prompt.boxes:
+        if _prompt(cfg).boxes:
             raise ConfigError("prompt.boxes", "task=video derives boxes from the ground truth")
         if cfg.model.apply_postprocessing:
             raise ConfigError(

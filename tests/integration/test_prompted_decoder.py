@@ -20,11 +20,11 @@ from pycocotools import mask as mask_utils
 
 from sam_bench.config import DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
-from sam_bench.metrics.prompted import mask_iou
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
 from sam_bench.prompts.clicks import first_click, next_click
-from sam_bench.prompts.decoder import PromptDecoder
+from sam_bench.tasks.prompted.decoder import PromptDecoder
+from sam_bench.tasks.prompted.metrics import mask_iou
 
 
 @pytest.fixture(scope="module")

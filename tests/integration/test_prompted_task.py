@@ -23,17 +23,19 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sam_bench.config import Config, DatasetConfig, PreprocessConfig, PromptConfig, TaskConfig
+from sam_bench.config import DatasetConfig, PreprocessConfig, TaskConfig, root_schema
 from sam_bench.data.registry import build_dataset
 from sam_bench.loop import run_items
-from sam_bench.metrics.prompted import mask_iou
 from sam_bench.models.build import WeightsInfo
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
 from sam_bench.prompts.clicks import Click, first_click, next_click
 from sam_bench.resume import open_item_log
 from sam_bench.tasks.base import JobContext, TaskResult
-from sam_bench.tasks.prompted import PER_INSTANCE_FILE, PromptedTask
+from sam_bench.tasks.prompted import PromptedTask
+from sam_bench.tasks.prompted.metrics import mask_iou
+from sam_bench.tasks.prompted.settings import PromptConfig
+from sam_bench.tasks.prompted.writer import PER_INSTANCE_FILE
 
 WEIGHTS = WeightsInfo("random", None, "test-weights", None, "random")
 
@@ -50,7 +52,7 @@ def make_task(
     data = build_dataset(dcfg, Path("."))
     jobs = [
         JobContext(
-            cfg=Config(task=TaskConfig(name="prompted", save_masks=save_masks), prompt=p,
+            cfg=root_schema()(task=TaskConfig(name="prompted", save_masks=save_masks), prompt=p,
                        dataset=dcfg),
             device=torch.device("cpu"), model=model, weights=WEIGHTS, dataset=data,
             refs=data.refs(), job_dir=tmp_path / f"job{j}", cache_dir=cache_dir,

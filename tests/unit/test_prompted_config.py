@@ -10,13 +10,15 @@ import pytest
 from hydra import compose
 from omegaconf import OmegaConf
 
-from sam_bench.config import Config, DatasetConfig, PromptConfig, register_configs, to_typed
+from sam_bench.config import DatasetConfig, register_configs, root_schema, to_typed
 from sam_bench.data.registry import build_dataset
 from sam_bench.errors import ConfigError
 from sam_bench.identity import config_id
 from sam_bench.sweep_groups import group_key
 from sam_bench.tasks import get_task
-from sam_bench.tasks.prompted import PromptedTask, protocol
+from sam_bench.tasks.prompted import PromptedTask
+from sam_bench.tasks.prompted.identity import protocol
+from sam_bench.tasks.prompted.settings import PromptConfig
 
 register_configs()
 pytestmark = pytest.mark.usefixtures("hydra_conf")
@@ -56,7 +58,7 @@ def test_bad_prompt_settings_name_their_key(override: str, key: str) -> None:
 
 def _check(tmp_path: Path, **prompt: object) -> None:
     dataset = build_dataset(DatasetConfig(limit=1), Path("."))
-    PromptedTask.check(Config(prompt=PromptConfig(**prompt)), dataset)  # type: ignore[arg-type]
+    PromptedTask.check(root_schema()(prompt=PromptConfig(**prompt)), dataset)  # type: ignore[arg-type]
 
 
 def test_task_checks_modes_and_detector_files(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Prompted-segmentation metrics (sam_bench.metrics.prompted): NoC / NoF on hand-computed IoU
+"""Prompted-segmentation metrics (sam_bench.tasks.prompted.metrics): NoC / NoF on hand-computed IoU
 sequences, mask IoU against pycocotools, COCO size bins, the evaluator's aggregates on
 hand-made outcomes, and the catalogue entries the report plots from."""
 
@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 
 from sam_bench.data.base import ImageRef, Sample
 from sam_bench.metrics.catalogue import CATALOGUE
-from sam_bench.metrics.prompted import (
+from sam_bench.tasks.prompted.metrics import (
     CLICKS_SERIES,
     ImagePrompted,
     InstanceOutcome,

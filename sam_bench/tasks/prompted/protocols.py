@@ -7,7 +7,7 @@ ground truth, decoded against the image's embedding in batches, and each instanc
   oracle recorded), ``box`` (tight ground-truth boxes, optionally jittered), ``detector_box``
   (a detector's boxes matched to ground truth) and ``clicks`` (RITM / SimpleClick iterative
   clicks with the previous low-res logits fed back). Definitions: :mod:`sam_bench.prompts.clicks`,
-  :mod:`sam_bench.prompts.boxes`, :mod:`sam_bench.metrics.prompted`.
+  :mod:`sam_bench.prompts.boxes`, :mod:`sam_bench.tasks.prompted.metrics`.
 
 Timing: decoder calls add to the ``decoder`` / ``postprocess`` stages (what a SAM 2 user pays);
 placing clicks and measuring IoUs against the ground truth add to ``metrics``.
@@ -22,11 +22,9 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from sam_bench.config import PromptConfig
 from sam_bench.data.base import GroundTruth, Sample
 from sam_bench.errors import SampleError
 from sam_bench.metrics.cost import Clock, StageTimes
-from sam_bench.metrics.prompted import ImagePrompted, InstanceOutcome, mask_iou
 from sam_bench.prompts.boxes import (
     Detections,
     box_iou,
@@ -36,7 +34,9 @@ from sam_bench.prompts.boxes import (
     tight_box,
 )
 from sam_bench.prompts.clicks import Click, first_click, next_click
-from sam_bench.prompts.decoder import Decoded, PromptDecoder
+from sam_bench.tasks.prompted.decoder import Decoded, PromptDecoder
+from sam_bench.tasks.prompted.metrics import ImagePrompted, InstanceOutcome, mask_iou
+from sam_bench.tasks.prompted.settings import PromptConfig
 
 
 @dataclass

@@ -22,8 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from sam_bench.metrics.prompted import SIZES
-from sam_bench.report.overlay import decode_segmentation
+from sam_bench.rle import decode_segmentation
+from sam_bench.tasks.prompted.metrics import SIZES
 
 ALPHA = 0.5
 MAX_IMAGES = 4
