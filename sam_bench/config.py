@@ -421,50 +421,6 @@ class TaskConfig:
 
 
 @dataclass
-class VideoConfig:
-    """``SAM2VideoPredictor`` settings (``video.*``), for ``task=video``. Owned by that task's
-    module."""
-
-    offload_video_to_cpu: bool = False
-    """``init_state(offload_video_to_cpu=...)``: keep the decoded frames in CPU memory (saves
-    GPU memory; no effect on the CPU)."""
-    offload_state_to_cpu: bool = False
-    """``init_state(offload_state_to_cpu=...)``: keep the tracking state (memories, masks) in
-    CPU memory (saves GPU memory at some fps)."""
-    apply_postprocessing: bool = False
-    """``build_sam2_video_predictor(apply_postprocessing=...)``: dynamic multimask via
-    stability, binarised click masks in the memory encoder and ``fill_hole_area=8``.
-    ``tools/vos_inference.py`` (the official DAVIS evaluation) uses ``false``."""
-    non_overlap_masks: bool = True
-    """The predictor's ``non_overlap_masks``: at most one object per pixel in every output
-    frame (``vos_inference.py`` sets it for DAVIS-style PNGs). With ``false`` objects may
-    overlap; the saved and scored label maps then give a pixel to the lowest object id."""
-    fill_hole_area: int | None = None
-    """The predictor's ``fill_hole_area``: fill holes up to this area (pixels of the 256x256
-    low-res masks) in every output mask. ``null``: sam2's value for the build (8 with
-    ``apply_postprocessing``, else 0). sam2 does it only with its CUDA extension and skips it
-    silently otherwise; sam_bench supplies the same connected-components step on the CPU
-    (OpenCV), so the setting means the same everywhere (``task_info.cc_impl``)."""
-    vos_optimized: bool = False
-    """``SAM2VideoPredictorVOS``: ``torch.compile`` of every module (max-autotune). Allowed on
-    CUDA only (refused on the CPU)."""
-    score_thresh: float = 0.0
-    """Mask logits above this are the object (``vos_inference.py --score_thresh``)."""
-    warmup_frames: int = 3
-    """Frames of the untimed warm-up propagation (on the first sequence that works, from its
-    first prompt frame), when ``warmup=true``."""
-    save_overlay: bool = False
-    """Write ``overlays/<sequence>.mp4`` (an animated GIF where OpenCV cannot write mp4): the
-    predicted masks over the frames, for a person to watch."""
-
-    def __post_init__(self) -> None:
-        _check_min("video.fill_hole_area", self.fill_hole_area, 0)
-        _check_min("video.warmup_frames", self.warmup_frames, 2)
-        if math.isnan(self.score_thresh):
-            raise ConfigError("video.score_thresh", "must be a number, got nan")
-
-
-@dataclass
 class SemanticConfig:
     """SAM 2 masks labelled by CLIP (``semantic.*``), for ``task=semantic``. Owned by that
     task's module (:mod:`sam_bench.tasks.semantic`; backends: :mod:`sam_bench.clip`)."""
@@ -642,7 +598,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     amg: AMGConfig = field(default_factory=AMGConfig)
-    video: VideoConfig = field(default_factory=VideoConfig)
     semantic: SemanticConfig = field(default_factory=SemanticConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)

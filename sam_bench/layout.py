@@ -51,6 +51,10 @@ KINDS: dict[str, str] = {
     "table_csv": "a dataset-level table (per instance, per class, per sequence, ...)",
     "figure": "a PNG figure",
     "figure_folder": "a folder of PNG figures, one per example item",
+    "overlay_videos": (
+        "a folder of videos, one per sequence named by item_stem (mp4, or an animated GIF): "
+        "predicted masks over the frames, for a person to watch"
+    ),
 }
 
 #: The kinds whose items the regression check compares (``sam_bench.compare``).

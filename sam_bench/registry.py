@@ -46,7 +46,7 @@ _METRIC_MODULES: list[str] = [
     "sam_bench.metrics.cost",
     "sam_bench.metrics.instance",
     "sam_bench.tasks.prompted.metrics",
-    "sam_bench.metrics.video",
+    "sam_bench.tasks.video.metrics",
     "sam_bench.metrics.semantic",
 ]
 
@@ -54,6 +54,7 @@ _METRIC_MODULES: list[str] = [
 #: root config schema (:func:`sam_bench.config.root_schema`) has one field per section.
 _SETTINGS: dict[str, str] = {
     "prompt": "sam_bench.tasks.prompted.settings:PromptConfig",
+    "video": "sam_bench.tasks.video.settings:VideoConfig",
 }
 
 #: Entry-point group through which installed packages register tasks: each entry point names

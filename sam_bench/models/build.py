@@ -21,13 +21,13 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from sam_bench.config import ModelConfig, VideoConfig
+from sam_bench.config import ModelConfig
 from sam_bench.errors import CheckpointUnavailable, SamBenchError
 from sam_bench.models.checkpoints import resolve_checkpoint, sha256_file, state_dict_hash
 
@@ -50,6 +50,17 @@ VIDEO_POSTPROCESSING_OVERRIDES: dict[str, Any] = {
     "model.binarize_mask_from_pts_for_mem_enc": True,
     "model.fill_hole_area": 8,
 }
+
+
+class VideoPredictorSettings(Protocol):
+    """What the video predictor's build reads of ``task=video``'s settings (``video.*``,
+    :class:`sam_bench.tasks.video.settings.VideoConfig`)."""
+
+    apply_postprocessing: bool
+    non_overlap_masks: bool
+    fill_hole_area: int | None
+    vos_optimized: bool
+
 
 UNTRAINED_BANNER = (
     "UNTRAINED MODEL: random weights (no checkpoint). Accuracy figures measure nothing but the "
@@ -108,7 +119,7 @@ def model_config(cfg: ModelConfig) -> Any:
     return conf
 
 
-def video_model_config(cfg: ModelConfig, video: VideoConfig) -> Any:
+def video_model_config(cfg: ModelConfig, video: VideoPredictorSettings) -> Any:
     """sam2's model config for the video predictor (resolved): ``build_sam2_video_predictor``'s
     overrides for ``video.vos_optimized`` and ``video.apply_postprocessing``, with
     ``non_overlap_masks`` as ``vos_inference.py`` passes it, and ``video.fill_hole_area`` when
@@ -155,7 +166,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 
 def build_video_model(
     cfg: ModelConfig,
-    video: VideoConfig,
+    video: VideoPredictorSettings,
     device: torch.device,
     seed: int,
     *,

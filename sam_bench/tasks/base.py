@@ -23,6 +23,7 @@ back (kept apart from the evaluators, as detectron2 keeps its ``EventWriter`` s 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,10 @@ class TaskSpec:
     """Name of the throughput metric (items per second)."""
     model: bool = True
     """Whether the runner builds the SAM 2 model for it (``ctx.model``)."""
+    described: tuple[str, ...] = ()
+    """Settings sections whose ``describe()`` makes the task's part of the dry-run line (empty:
+    :attr:`sections`); a task leaves out a section it shares with another task, whose words
+    are that task's."""
     outputs: tuple[Output, ...] = ()
     """The files a job of the task may write besides the runner's own
     (:data:`sam_bench.layout.RUNNER_OUTPUTS`), each with its kind; ``result.json`` lists the
@@ -307,12 +312,14 @@ class Task:
     @classmethod
     def describe(cls, cfg: Config) -> str:
         """A few words on the job's own settings (what ``dry_run`` prints): ``engine`` when it
-        applies, then each settings section's ``describe()`` where the section has one."""
+        applies, then each settings section's ``describe()`` where the section has one (given
+        the job's config when it takes an argument: words that need another section)."""
         parts = [f"engine={cfg.engine}"] if cls.spec.uses_engine else []
-        for section in cls.spec.sections:
+        for section in cls.spec.described or cls.spec.sections:
             text = getattr(getattr(cfg, section, None), "describe", None)
             if callable(text):
-                parts.append(str(text()))
+                takes_cfg = bool(inspect.signature(text).parameters)
+                parts.append(str(text(cfg) if takes_cfg else text()))
         return " ".join(parts)
 
     @classmethod

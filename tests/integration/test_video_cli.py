@@ -21,7 +21,7 @@ from conftest import run_cli
 from PIL import Image
 
 from sam_bench.data.davis import read_annotation
-from sam_bench.tasks.video_outputs import write_label_png
+from sam_bench.tasks.video.outputs import write_label_png
 
 SEQ = "blackswan"
 

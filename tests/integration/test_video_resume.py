@@ -32,8 +32,9 @@ from sam_bench.loop import run_items
 from sam_bench.models.build import WeightsInfo
 from sam_bench.resume import ITEM_LOG, open_item_log
 from sam_bench.tasks.base import JobContext, TaskResult
-from sam_bench.tasks.video import VideoTask, decode_labels, encode_labels
-from sam_bench.tasks.video_outputs import PER_FRAME_FILE, PER_SEQUENCE_FILE, PREDICTIONS_DIR
+from sam_bench.tasks.video import VideoTask
+from sam_bench.tasks.video.outputs import PER_FRAME_FILE, PER_SEQUENCE_FILE, PREDICTIONS_DIR
+from sam_bench.tasks.video.writer import decode_labels, encode_labels
 
 SRC_SEQ = "blackswan"
 #: Two sequences from the shared sample: (name, first source frame), 3 frames each.

@@ -17,8 +17,8 @@ from pycocotools import mask as mask_utils
 from sam_bench.data.davis import DavisDataset, read_annotation, read_split
 from sam_bench.data.registry import build_dataset
 from sam_bench.errors import DatasetError, SampleError
-from sam_bench.metrics.video import prompt_frames
-from sam_bench.tasks.video_outputs import davis_palette, write_label_png
+from sam_bench.tasks.video.metrics import prompt_frames
+from sam_bench.tasks.video.outputs import davis_palette, write_label_png
 
 SEQ = "blackswan"
 

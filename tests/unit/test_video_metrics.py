@@ -17,7 +17,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from sam_bench.data.base import ImageRef, Sample, VideoTruth
-from sam_bench.metrics.video import (
+from sam_bench.tasks.video.metrics import (
     PropagationCost,
     VideoEvaluator,
     VideoPrediction,

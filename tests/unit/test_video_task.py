@@ -17,9 +17,12 @@ from sam_bench.config import to_typed
 from sam_bench.data.base import ImageRef, Sample, VideoTruth
 from sam_bench.data.davis import read_annotation
 from sam_bench.errors import ConfigError
-from sam_bench.metrics.video import VideoEvaluator
-from sam_bench.tasks.video import VideoTask, derive_prompts, fill_hole_area, paint, prompt_mode
-from sam_bench.tasks.video_outputs import PredictionFolder, davis_palette, write_label_png
+from sam_bench.tasks.video import VideoTask
+from sam_bench.tasks.video.inputs import derive_prompts
+from sam_bench.tasks.video.metrics import VideoEvaluator
+from sam_bench.tasks.video.outputs import PredictionFolder, davis_palette, write_label_png
+from sam_bench.tasks.video.settings import fill_hole_area, prompt_mode
+from sam_bench.tasks.video.tracking import paint
 
 
 def _video(masks: dict[int, dict[int, np.ndarray]], n: int, h: int = 40, w: int = 60):

@@ -28,8 +28,9 @@ from PIL import Image
 
 from sam_bench.data.base import Dataset, ImageRef
 from sam_bench.errors import ConfigError, SampleError
-from sam_bench.metrics.video import VideoEvaluator, VideoPrediction
+from sam_bench.layout import Output, item_stem
 from sam_bench.record import write_json, write_rows_csv
+from sam_bench.tasks.video.metrics import VideoEvaluator, VideoPrediction
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,42 @@ FIGURES_DIR = "figures"
 SOURCE_FILE = "SOURCE.json"
 PER_SEQUENCE_FILE = "per_sequence.csv"
 PER_FRAME_FILE = "per_frame.csv"
+JF_FIGURE = f"{FIGURES_DIR}/jf_per_sequence.png"
+J_FRAMES_FIGURE = f"{FIGURES_DIR}/j_over_frames.png"
 UNTRAINED_NOTE = "UNTRAINED (random weights): accuracy is meaningless"
+
+#: Every file a video job may write besides the runner's (``VideoTask.spec.outputs``). A job
+#: scoring saved predictions (``predictions=DIR``) writes the tables and figures only.
+OUTPUTS: tuple[Output, ...] = (
+    Output(
+        "predictions", "palette_png_sequence", f"{PREDICTIONS_DIR}/",
+        "DAVIS palette PNGs <sequence>/<frame>.png (object ids, 0 background) and SOURCE.json "
+        "(what produced them); predictions=DIR scores them again",
+        "save_predictions",
+    ),
+    Output(
+        "overlays", "overlay_videos", f"{OVERLAYS_DIR}/",
+        "<sequence>.mp4 (an animated GIF where OpenCV cannot write mp4): the predicted masks "
+        "over the frames", "video.save_overlay",
+    ),
+    Output(
+        "per_sequence", "table_csv", PER_SEQUENCE_FILE,
+        "J, F and J&F per sequence (object = all) and per object",
+    ),
+    Output("per_frame", "table_csv", PER_FRAME_FILE, "J and F per frame and object"),
+    Output(
+        "jf_per_sequence", "figure", JF_FIGURE, "J, F and J&F per sequence (when one was scored)"
+    ),
+    Output(
+        "j_over_frames", "figure", J_FRAMES_FIGURE,
+        "J over frames per object: where tracking is lost (when a frame was scored)",
+    ),
+)  # fmt: skip
+
+
+def overlay_path(job_dir: Path, sequence: str) -> Path:
+    """Where the overlay video of ``sequence`` goes (``overlays/<item_stem>.mp4``)."""
+    return job_dir / OVERLAYS_DIR / f"{item_stem(sequence)}.mp4"
 
 
 def davis_palette() -> np.ndarray:
@@ -335,10 +371,10 @@ def draw_figures(job_dir: Path, ev: VideoEvaluator, untrained: bool | None) -> l
     """The per-job figures (``[{path, caption}]``, paths relative to ``job_dir``)."""
     out = []
     note = f" -- {UNTRAINED_NOTE}" if untrained else ""
-    jf = Path(FIGURES_DIR) / "jf_per_sequence.png"
+    jf = Path(JF_FIGURE)
     if jf_per_sequence_figure(ev, job_dir / jf, untrained):
         out.append({"path": str(jf), "caption": f"J&F per sequence{note}"})
-    jt = Path(FIGURES_DIR) / "j_over_frames.png"
+    jt = Path(J_FRAMES_FIGURE)
     if j_over_frames_figure(ev, job_dir / jt, untrained):
         out.append({"path": str(jt), "caption": f"J over frames (where tracking is lost){note}"})
     return out
