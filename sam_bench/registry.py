@@ -47,12 +47,14 @@ _METRIC_MODULES: list[str] = [
     "sam_bench.metrics.instance",
     "sam_bench.metrics.prompted",
     "sam_bench.metrics.video",
-    "sam_bench.metrics.semantic",
+    "sam_bench.tasks.semantic.metrics",
 ]
 
 #: Settings sections of the registered tasks: config key -> ``"module:DataclassName"``. The
 #: root config schema (:func:`sam_bench.config.root_schema`) has one field per section.
-_SETTINGS: dict[str, str] = {}
+_SETTINGS: dict[str, str] = {
+    "semantic": "sam_bench.tasks.semantic.settings:SemanticConfig",
+}
 
 #: Entry-point group through which installed packages register tasks: each entry point names
 #: a module that calls :func:`register_task` when imported.
