@@ -73,7 +73,7 @@ def read_class_png(
     path: Path, classes: ClassList, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 ) -> np.ndarray:
     """An HxW int32 class map from a PNG of the format above ("unlabelled" as
-    :data:`~sam_bench.metrics.semantic.UNLABELLED`).
+    :data:`~sam_bench.tasks.semantic.metrics.UNLABELLED`).
 
     Raises:
         SampleError: missing, unreadable or not a single-channel PNG, over ``max_pixels``, or
