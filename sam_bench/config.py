@@ -421,76 +421,6 @@ class TaskConfig:
 
 
 @dataclass
-class SemanticConfig:
-    """SAM 2 masks labelled by CLIP (``semantic.*``), for ``task=semantic``. Owned by that
-    task's module (:mod:`sam_bench.tasks.semantic`; backends: :mod:`sam_bench.clip`)."""
-
-    backend: str = "open_clip"
-    """CLIP implementation: ``open_clip`` or ``transformers`` (Hugging Face)."""
-    clip_model: str = "ViT-B-32"
-    """``open_clip``: a model name (``open_clip.list_models()``), ``local-dir:/path`` or
-    ``hf-hub:org/repo``; ``transformers``: a hub id (``openai/clip-vit-base-patch32``) or a
-    local folder written by ``save_pretrained`` (model, tokenizer, image processor)."""
-    clip_pretrained: str | None = None
-    """``open_clip`` only: a pretrained tag (``openai``, ``laion2b_s34b_b79k``...) or a local
-    checkpoint file. ``null``: ``openai`` where open_clip has it for the model, else the
-    model's first tag. Must be ``null`` for ``transformers`` (the model names its weights)."""
-    clip_weights: str = "pretrained"
-    """``pretrained`` or ``random`` (the architecture untrained, deterministic from ``seed``;
-    every record then says UNTRAINED and names CLIP)."""
-    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
-    """Prompt templates; ``{}`` marks where a class name goes (exactly once). Several
-    templates are averaged per class (CLIP's prompt ensembling)."""
-    synonyms: str = "mean"
-    """How the names of a class (``3 Road | street`` in the class list) combine: ``mean``
-    (one embedding per class: the mean over names and templates) or ``max`` (a crop's class
-    score is its best name's)."""
-    crop: str = "blank"
-    """What CLIP sees of a mask: ``box`` (its box as it is), ``blank`` (the box, pixels
-    outside the mask set to the CLIP mean colour) or ``blur`` (the box, pixels outside the
-    mask blurred)."""
-    padding: float = 0.1
-    """Margin added to each side of the mask's box, as a fraction of the box's width (left,
-    right) and height (top, bottom)."""
-    square: bool = True
-    """Grow the crop to a square about its centre, so CLIP's centre crop cuts nothing of the
-    mask off."""
-    blur_sigma: float = 8.0
-    """``crop=blur``: Gaussian sigma in pixels of the image."""
-    batch_size: int = 32
-    """Crops per CLIP image-encoder call (speed / memory only)."""
-    min_confidence: float = 0.0
-    """Masks whose best class has a softmax probability below this are labelled
-    "unlabelled" and claim no pixel. In [0, 1]."""
-    overlap: str = "iou"
-    """Which mask a pixel covered by several labelled masks takes its class from: ``iou``
-    (the highest predicted IoU; ties: the smaller mask) or ``area`` (the smallest mask; ties:
-    the higher predicted IoU)."""
-
-    def __post_init__(self) -> None:
-        p = "semantic."
-        _check_choice(p + "backend", self.backend, ("open_clip", "transformers"))
-        _check_choice(p + "clip_weights", self.clip_weights, ("pretrained", "random"))
-        _check_choice(p + "synonyms", self.synonyms, ("mean", "max"))
-        _check_choice(p + "crop", self.crop, ("box", "blank", "blur"))
-        _check_choice(p + "overlap", self.overlap, ("iou", "area"))
-        _check_unit(p + "min_confidence", self.min_confidence)
-        _check_min(p + "padding", self.padding, 0.0)
-        _check_min(p + "blur_sigma", self.blur_sigma, 0.0, strict=True)
-        _check_min(p + "batch_size", self.batch_size, 1)
-        if self.clip_model != MISSING and not str(self.clip_model).strip():
-            raise ConfigError(p + "clip_model", "must name a model, got an empty string")
-        if self.templates != MISSING:
-            if not self.templates:
-                raise ConfigError(p + "templates", "needs at least one template")
-            for t in self.templates:
-                if str(t).count("{}") != 1:
-                    raise ConfigError(
-                        p + "templates", f"each template needs exactly one {{}}, got {t!r}"
-                    )
-
-
-@dataclass
 class LimitsConfig:
     """Resource limits of one job (``limits.*``): a job stops cleanly with a reason before the
     machine kills it."""
@@ -598,7 +528,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     amg: AMGConfig = field(default_factory=AMGConfig)
-    semantic: SemanticConfig = field(default_factory=SemanticConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -47,7 +47,7 @@ _METRIC_MODULES: list[str] = [
     "sam_bench.metrics.instance",
     "sam_bench.tasks.prompted.metrics",
     "sam_bench.tasks.video.metrics",
-    "sam_bench.metrics.semantic",
+    "sam_bench.tasks.semantic.metrics",
 ]
 
 #: Settings sections of the registered tasks: config key -> ``"module:DataclassName"``. The
@@ -55,6 +55,7 @@ _METRIC_MODULES: list[str] = [
 _SETTINGS: dict[str, str] = {
     "prompt": "sam_bench.tasks.prompted.settings:PromptConfig",
     "video": "sam_bench.tasks.video.settings:VideoConfig",
+    "semantic": "sam_bench.tasks.semantic.settings:SemanticConfig",
 }
 
 #: Entry-point group through which installed packages register tasks: each entry point names

@@ -37,7 +37,6 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from sam_bench.config import SemanticConfig
 from sam_bench.errors import SamBenchError
 
 log = logging.getLogger(__name__)
@@ -45,11 +44,25 @@ log = logging.getLogger(__name__)
 BACKENDS = ("open_clip", "transformers")
 
 
+class ClipSettings(Protocol):
+    """What the backends read of a CLIP choice (``task=semantic``'s ``semantic.*`` section,
+    :class:`sam_bench.tasks.semantic.settings.SemanticConfig`)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def clip_model(self) -> str: ...
+    @property
+    def clip_pretrained(self) -> str | None: ...
+    @property
+    def clip_weights(self) -> str: ...
+
+
 class ClipUnavailable(SamBenchError):
     """CLIP weights (or the files a backend needs) are not on disk and cannot be fetched."""
 
 
-def unavailable(cfg: SemanticConfig, what: str, reason: str) -> ClipUnavailable:
+def unavailable(cfg: ClipSettings, what: str, reason: str) -> ClipUnavailable:
     """The one message a user sees when CLIP cannot be built (no traceback)."""
     first = str(reason).strip().splitlines()[0] if str(reason).strip() else "unknown reason"
     if cfg.backend == "open_clip":
@@ -126,13 +139,13 @@ class ClipBackend(Protocol):
         ...
 
 
-def clip_key(cfg: SemanticConfig, seed: int) -> tuple[Any, ...]:
+def clip_key(cfg: ClipSettings, seed: int) -> tuple[Any, ...]:
     """Jobs whose keys are equal use the same CLIP model (built once per group)."""
     return (cfg.backend, cfg.clip_model, cfg.clip_pretrained, cfg.clip_weights, seed)
 
 
 def build_clip(
-    cfg: SemanticConfig, device: torch.device, seed: int, dtype: str = "fp32"
+    cfg: ClipSettings, device: torch.device, seed: int, dtype: str = "fp32"
 ) -> ClipBackend:
     """The CLIP model ``cfg`` names, in eval mode on ``device``.
 
@@ -148,7 +161,7 @@ def build_clip(
     return HFClipBackend(cfg, device, seed, dtype)
 
 
-def check_clip(cfg: SemanticConfig) -> None:
+def check_clip(cfg: ClipSettings) -> None:
     """Fail early -- before any model is built -- when the CLIP weights or files ``cfg``
     needs are not available (downloads them where the backend can). Raises
     :class:`ClipUnavailable` or :class:`~sam_bench.errors.ConfigError`."""

@@ -19,8 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sam_bench.clip import ClipInfo, hf_offline, n_params, normalise, unavailable
-from sam_bench.config import SemanticConfig
+from sam_bench.clip import ClipInfo, ClipSettings, hf_offline, n_params, normalise, unavailable
 from sam_bench.engines.base import autocast
 from sam_bench.errors import ConfigError
 from sam_bench.models.checkpoints import state_dict_hash
@@ -28,7 +27,7 @@ from sam_bench.models.checkpoints import state_dict_hash
 log = logging.getLogger(__name__)
 
 
-def _source(cfg: SemanticConfig) -> tuple[str, dict[str, Any]]:
+def _source(cfg: ClipSettings) -> tuple[str, dict[str, Any]]:
     """The folder (absolute) or hub id, and the ``from_pretrained`` options."""
     if cfg.clip_pretrained is not None:
         raise ConfigError(
@@ -44,7 +43,7 @@ def _source(cfg: SemanticConfig) -> tuple[str, dict[str, Any]]:
     return cfg.clip_model, {"local_files_only": True} if hf_offline() else {}
 
 
-def check_source(cfg: SemanticConfig) -> None:
+def check_source(cfg: ClipSettings) -> None:
     """The model's config can be read (from the folder, the cache or the hub)."""
     from transformers import AutoConfig
 
@@ -67,7 +66,7 @@ class HFClipBackend:
     """A transformers CLIP-like model with its own tokenizer and image processor."""
 
     def __init__(
-        self, cfg: SemanticConfig, device: torch.device, seed: int, dtype: str = "fp32"
+        self, cfg: ClipSettings, device: torch.device, seed: int, dtype: str = "fp32"
     ) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 

@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sam_bench.clip import ClipInfo, n_params, normalise, unavailable
-from sam_bench.config import SemanticConfig
+from sam_bench.clip import ClipInfo, ClipSettings, n_params, normalise, unavailable
 from sam_bench.engines.base import autocast
 from sam_bench.errors import ConfigError
 from sam_bench.models.checkpoints import state_dict_hash
@@ -45,7 +44,7 @@ def default_tag(name: str) -> str | None:
     return "openai" if "openai" in tags else str(tags[0])
 
 
-def resolve_weights(cfg: SemanticConfig) -> str | None:
+def resolve_weights(cfg: ClipSettings) -> str | None:
     """What ``pretrained=`` open_clip gets: a tag (after making sure its file is cached,
     downloading it if needed) or an absolute checkpoint path; ``None`` for random weights or
     a schema model name. Raises :class:`ClipUnavailable` / :class:`ConfigError`."""
@@ -101,7 +100,7 @@ class OpenClipBackend:
     """An open_clip model with its own preprocessing and tokenizer."""
 
     def __init__(
-        self, cfg: SemanticConfig, device: torch.device, seed: int, dtype: str = "fp32"
+        self, cfg: ClipSettings, device: torch.device, seed: int, dtype: str = "fp32"
     ) -> None:
         import open_clip
 

@@ -21,8 +21,8 @@ from conftest import run_cli
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sam_bench.metrics.semantic import UNLABELLED, confusion_matrix, scores
-from sam_bench.tasks.semantic import paint_label_map
+from sam_bench.tasks.semantic.labels import paint_label_map
+from sam_bench.tasks.semantic.metrics import UNLABELLED, confusion_matrix, scores
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 THRESHOLDS_OFF = ["amg.pred_iou_thresh=0", "amg.stability_score_thresh=0",

@@ -27,11 +27,13 @@ from semantic_fixtures import write_street
 
 from sam_bench.data.semantic_folder import SemanticFolderDataset
 from sam_bench.errors import ConfigError, SampleError
-from sam_bench.metrics.semantic import UNLABELLED
 from sam_bench.run import run_job
-from sam_bench.tasks import semantic as semantic_task
-from sam_bench.tasks.semantic import PREDICTIONS_DIR, SemanticTask, label_png
-from sam_bench.tasks.semantic_outputs import read_class_png
+from sam_bench.tasks.semantic import SemanticTask
+from sam_bench.tasks.semantic import task as semantic_task
+from sam_bench.tasks.semantic.labels import label_png
+from sam_bench.tasks.semantic.metrics import UNLABELLED
+from sam_bench.tasks.semantic.outputs import read_class_png
+from sam_bench.tasks.semantic.writer import PREDICTIONS_DIR
 
 THRESHOLDS_OFF = ["amg.pred_iou_thresh=0", "amg.stability_score_thresh=0",
                   "amg.box_nms_thresh=1.0"]  # fmt: skip

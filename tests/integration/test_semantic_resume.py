@@ -25,19 +25,20 @@ from clip_fixtures import tiny_open_clip_dir
 from PIL import Image
 from semantic_fixtures import write_street
 
-from sam_bench.config import AMGConfig, Config, DatasetConfig, SemanticConfig, TaskConfig
+from sam_bench.config import AMGConfig, DatasetConfig, TaskConfig, root_schema
 from sam_bench.data.registry import build_dataset
 from sam_bench.loop import run_items
 from sam_bench.models.build import WeightsInfo
 from sam_bench.resume import ITEM_LOG, open_item_log
 from sam_bench.tasks.base import JobContext, TaskResult
-from sam_bench.tasks.semantic import (
+from sam_bench.tasks.semantic import SemanticTask
+from sam_bench.tasks.semantic.labels import label_map_from_rles, label_map_rles
+from sam_bench.tasks.semantic.settings import SemanticConfig
+from sam_bench.tasks.semantic.writer import (
     PER_CLASS_FILE,
     PREDICTIONS_DIR,
     PREDICTIONS_FILE,
-    SemanticTask,
-    label_map_from_rles,
-    label_map_rles,
+    SemanticWriter,
 )
 
 WEIGHTS = WeightsInfo("random", None, "test-weights", None, "random")
@@ -80,7 +81,7 @@ def make_task(model: Any, root: Path, data: Path, save_masks: int) -> SemanticTa
             clip_model=f"local-dir:{clip_dir}", clip_weights="random", overlap=job["overlap"],
             min_confidence=job["min_confidence"], batch_size=8,
         )  # fmt: skip
-        cfg = Config(
+        cfg = root_schema()(
             task=TaskConfig(name="semantic", save_masks=save_masks),
             amg=AMGConfig(points_per_side=4, **KEEP), semantic=sem, dataset=dcfg,
             save_predictions=job["save_predictions"], seed=SEED,
@@ -89,7 +90,19 @@ def make_task(model: Any, root: Path, data: Path, save_masks: int) -> SemanticTa
             cfg=cfg, device=torch.device("cpu"), model=model, weights=WEIGHTS, dataset=dataset,
             refs=dataset.refs(), job_dir=root / f"job{j}",
         ))  # fmt: skip
-    return SemanticTask(jobs)
+    task = SemanticTask(jobs)
+    writers: list[SemanticWriter] = []
+    make_writer = task.make_writer
+
+    def keep(job: int) -> Any:  # the writers keep the figure's examples
+        writer = make_writer(job)
+        assert isinstance(writer, SemanticWriter)
+        writers.append(writer)
+        return writer
+
+    task.make_writer = keep  # type: ignore[method-assign]
+    task.writers = writers  # type: ignore[attr-defined]
+    return task
 
 
 def run(task: SemanticTask, *, reuse: bool, warmup: bool = False) -> list[TaskResult]:
@@ -134,7 +147,7 @@ def examples(task: SemanticTask) -> list[list[tuple[str, list[Any], list[Any], l
     """The figure's example images, ground truths and predicted maps, per job."""
     return [
         [(e.image_id, e.image.tolist(), e.gt.tolist(), e.pred.tolist()) for e in job]
-        for job in task.examples
+        for job in (w.examples for w in task.writers)  # type: ignore[attr-defined]
     ]
 
 

@@ -1,7 +1,7 @@
-"""A task registered only in the tests (the package ``tests/plugins/toy_task/``) plugs into everything a
-sweep does -- summary.csv, the console table, report.html, MLflow child runs, the objective --
-without any change under ``sam_bench/report/``; and ``config_id`` identifies configurations
-across folders. The toy task builds no model, so these sweeps take seconds."""
+"""A task registered only in the tests (the package ``tests/plugins/toy_task/``) plugs into
+everything a sweep does -- summary.csv, the console table, report.html, MLflow child runs, the
+objective -- without any change under ``sam_bench/report/``; and ``config_id`` identifies
+configurations across folders. The toy task builds no model, so these sweeps take seconds."""
 
 from __future__ import annotations
 

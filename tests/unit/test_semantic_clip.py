@@ -20,9 +20,9 @@ from sam_bench.clip.prompts import (
     fill,
     label_and_confidence,
 )
-from sam_bench.config import SemanticConfig
 from sam_bench.data.semantic_folder import ClassInfo
 from sam_bench.errors import ConfigError
+from sam_bench.tasks.semantic.settings import SemanticConfig
 
 CPU = torch.device("cpu")
 CLASSES = (ClassInfo(0, ("sky",)), ClassInfo(3, ("road", "street", "asphalt")),

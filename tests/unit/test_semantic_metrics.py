@@ -12,7 +12,7 @@ import pytest
 
 from sam_bench.data.base import ImageRef, Sample, SemanticMap
 from sam_bench.metrics.catalogue import CATALOGUE
-from sam_bench.metrics.semantic import (
+from sam_bench.tasks.semantic.metrics import (
     UNLABELLED,
     SemanticEvaluator,
     SemanticPrediction,

@@ -8,10 +8,10 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from sam_bench.clip.crops import crop_box, make_crop
-from sam_bench.config import SemanticConfig
 from sam_bench.errors import ConfigError
-from sam_bench.metrics.semantic import UNLABELLED
-from sam_bench.tasks.semantic import label_png, paint_label_map, priority_order
+from sam_bench.tasks.semantic.labels import label_png, paint_label_map, priority_order
+from sam_bench.tasks.semantic.metrics import UNLABELLED
+from sam_bench.tasks.semantic.settings import SemanticConfig
 
 U = UNLABELLED
 
@@ -140,7 +140,7 @@ def test_semantic_settings_are_checked_naming_the_key(kwargs: dict, key: str) ->
 def test_config_id_names_local_clip_weights_by_content(tmp_path) -> None:
     from dataclasses import asdict
 
-    from sam_bench.tasks.semantic import clip_identity
+    from sam_bench.tasks.semantic.task import clip_identity
 
     def ident(**kwargs) -> dict:
         return clip_identity(asdict(SemanticConfig(**kwargs)))

@@ -5,11 +5,11 @@ or CLIP.
 **Format**: ``DIR/<image stem>.png``, one single-channel PNG per image (8-bit or 16-bit
 grayscale, or a palette PNG whose *indices* are read), the size of the image's label map,
 named as ``save_predictions=true`` names them in ``<job>/predictions/`` (the image id made
-file-name safe by :func:`~sam_bench.tasks.amg.safe_name`; the id as it is is accepted too).
-Each pixel holds a class index of the dataset's class list, or the "unlabelled" value
-(:func:`sam_bench.tasks.semantic.label_png`): 255 in an 8-bit PNG, 65535 in a 16-bit one.
-A job folder may be given: its ``predictions/`` subfolder is read when ``DIR`` itself holds
-no PNG.
+file-name safe by :func:`~sam_bench.layout.item_stem`; the id as it is, and the stem earlier
+versions wrote, are accepted too). Each pixel holds a class index of the dataset's class list,
+or the "unlabelled" value (:func:`sam_bench.tasks.semantic.labels.label_png`): 255 in an 8-bit
+PNG, 65535 in a 16-bit one. A job folder may be given: its ``predictions/`` subfolder is read
+when ``DIR`` itself holds no PNG.
 
 Per image, never for the whole job (the other images are scored): a missing file, an
 unreadable or colour PNG, a map whose size is not the ground truth's, a value that is not a
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +38,15 @@ from sam_bench.data.base import Dataset, ImageRef
 from sam_bench.data.images import DEFAULT_MAX_IMAGE_PIXELS, check_size
 from sam_bench.data.semantic_folder import ClassList
 from sam_bench.errors import ConfigError, SampleError
-from sam_bench.metrics.semantic import UNLABELLED, SemanticPrediction
+from sam_bench.layout import RESULT_FILE, item_stem
 from sam_bench.record import read_json_object
-from sam_bench.tasks.amg import safe_name
+from sam_bench.tasks.semantic.metrics import UNLABELLED, SemanticPrediction
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS_DIR = "predictions"
 SOURCE_FILE = "SOURCE.json"
-RECORD_FILE = "result.json"
+RECORD_FILE = RESULT_FILE
 UNLABELLED_8BIT = 255
 UNLABELLED_16BIT = 65535
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -72,7 +73,7 @@ def read_class_png(
     path: Path, classes: ClassList, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
 ) -> np.ndarray:
     """An HxW int32 class map from a PNG of the format above ("unlabelled" as
-    :data:`~sam_bench.metrics.semantic.UNLABELLED`).
+    :data:`~sam_bench.tasks.semantic.metrics.UNLABELLED`).
 
     Raises:
         SampleError: missing, unreadable or not a single-channel PNG, over ``max_pixels``, or
@@ -159,13 +160,13 @@ class ClassMapFolder:
         refs = dataset.refs()
         self.files: dict[str, Path] = {}
         for ref in refs:
-            for stem in dict.fromkeys((safe_name(ref.image_id), ref.image_id)):
+            for stem in dict.fromkeys(map_stems(ref.image_id)):
                 p = self.path / f"{stem}.png"
                 if "/" not in stem and p.is_file():
                     self.files[ref.image_id] = p
                     break
         if not self.files:
-            example = self.path / f"{safe_name(refs[0].image_id) if refs else '<image>'}.png"
+            example = self.path / f"{item_stem(refs[0].image_id) if refs else '<image>'}.png"
             raise ConfigError(
                 "predictions",
                 f"{self.path} has no class map for any of the {len(refs)} images "
@@ -221,7 +222,7 @@ class ClassMapFolder:
     def get(self, ref: ImageRef) -> SavedMap:
         path = self.files.get(ref.image_id)
         if path is None:
-            path = self.path / f"{safe_name(ref.image_id)}.png"
+            path = self.path / f"{item_stem(ref.image_id)}.png"
         label_map = read_class_png(path, self.classes, self.max_pixels)
         return SavedMap(
             label_map=label_map, path=path, classes=self.classes, untrained=self.untrained,
@@ -238,6 +239,14 @@ class ClassMapFolder:
             "unknown_files": self.unknown[:20],
             "source": self.source,
         }
+
+
+def map_stems(image_id: str) -> tuple[str, ...]:
+    """The file stems an image's map may have, in the order they are looked for: the one
+    ``predictions/`` is written with (:func:`~sam_bench.layout.item_stem`), the one versions
+    before it wrote (every run of other characters as one ``_``), the id itself."""
+    legacy = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id) or "_"
+    return (item_stem(image_id), legacy, image_id)
 
 
 def _pngs(folder: Path) -> list[Path]:

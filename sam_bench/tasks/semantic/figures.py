@@ -1,29 +1,86 @@
-"""Per-job figures of ``task=semantic``: the confusion matrix and colour-coded class maps
-(image | ground truth | prediction, with the class legend). matplotlib's object API (Agg), no
-pyplot state."""
+"""Per-job figures of ``task=semantic`` under ``figures/``: the confusion matrix and colour-coded
+class maps (image | ground truth | prediction, with the class legend) of the example images kept
+while the job ran (:class:`Example`). matplotlib's object API (Agg), no pyplot state."""
 
 from __future__ import annotations
 
 import colorsys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from PIL import Image
 
-from sam_bench.metrics.semantic import UNLABELLED, SemanticEvaluator
+from sam_bench.data.semantic_folder import ClassList
+from sam_bench.tasks.semantic.metrics import UNLABELLED, SemanticEvaluator
 
-if TYPE_CHECKING:
-    from sam_bench.data.semantic_folder import ClassList
-    from sam_bench.tasks.semantic import _Example
+FIGURES_DIR = "figures"
+CONFUSION_FILE = "confusion.png"
+MAPS_FILE = "semantic_maps.png"
+MAX_FIGURE_ITEMS = 4
+"""Images shown in the predicted-maps figure (the first saved ones)."""
+FIGURE_MAX_SIDE = 480
+"""Longer side of the images kept for the figure (downsampled, nearest for label maps)."""
 
 UNLABELLED_RGB = (0, 0, 0)
 """Colour of "unlabelled" predictions (black)."""
 VOID_RGB = (255, 255, 255)
 """Colour of void ground truth (white)."""
+
+
+@dataclass
+class Example:
+    """A downsampled image, ground truth and prediction kept for the maps figure."""
+
+    image_id: str
+    image: np.ndarray
+    gt: np.ndarray
+    pred: np.ndarray
+
+    @classmethod
+    def of(cls, image_id: str, image: np.ndarray, gt: np.ndarray, pred: np.ndarray) -> Example:
+        """The example of full-size arrays (each downsampled)."""
+        return cls(
+            image_id, downsample(image, nearest=False), downsample(gt, nearest=True),
+            downsample(pred, nearest=True),
+        )  # fmt: skip
+
+
+def downsample(a: np.ndarray, nearest: bool) -> np.ndarray:
+    """``a`` with its longer side at most :data:`FIGURE_MAX_SIDE` (nearest: label maps)."""
+    h, w = a.shape[:2]
+    scale = FIGURE_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return a.copy()
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if nearest:
+        ys = (np.arange(size[1]) / scale).astype(int).clip(0, h - 1)
+        xs = (np.arange(size[0]) / scale).astype(int).clip(0, w - 1)
+        return a[ys][:, xs]
+    return np.asarray(Image.fromarray(a).resize(size, Image.Resampling.BILINEAR))
+
+
+def draw_figures(
+    job_dir: Path,
+    ev: SemanticEvaluator,
+    examples: list[Example],
+    classes: ClassList | None,
+    note: str,
+) -> list[dict[str, str]]:
+    """The per-job figures under ``figures/`` (``[{path, caption}]``, relative to
+    ``job_dir``): the confusion matrix, and the maps figure of ``examples`` (when any)."""
+    if ev.n_images == 0:
+        return []
+    out = job_dir / FIGURES_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    figures = [confusion_figure(ev, out / CONFUSION_FILE, note)]
+    if examples and classes is not None:
+        figures.append(maps_figure(examples, classes, out / MAPS_FILE, note))
+    return [{"path": str(p.relative_to(job_dir)), "caption": c} for p, c in figures]
 
 
 def class_colours(n: int) -> np.ndarray:
@@ -90,7 +147,7 @@ def confusion_figure(ev: SemanticEvaluator, path: Path, note: str = "") -> tuple
 
 
 def maps_figure(
-    examples: list[_Example], classes: ClassList, path: Path, note: str = ""
+    examples: list[Example], classes: ClassList, path: Path, note: str = ""
 ) -> tuple[Path, str]:
     """One row per image: the model input, the ground truth and the prediction, coloured by
     class, with the legend (classes, "unlabelled", void)."""
