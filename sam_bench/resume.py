@@ -128,20 +128,28 @@ def _jsonable(value: Any) -> Any:
 
 def open_item_log(job_dir: Path, header: dict[str, Any], reuse: bool) -> ItemLog:
     """The job's item log. With ``reuse``, the entries of an earlier run whose header equals
-    ``header`` are kept (a truncated last line, from a kill mid-write, is dropped); otherwise
-    any earlier log is discarded."""
+    ``header`` are kept; a line that is not a whole entry (a kill mid-write truncates the last
+    one; a hand edit may break any) is reported with the file and line number and skipped, so
+    its item is computed again. Without ``reuse`` any earlier log is discarded."""
     path = Path(job_dir) / ITEM_LOG
     item_log = ItemLog(path, header)
     if not path.is_file():
         return item_log
     if reuse:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         first = _loads(lines[0]) if lines else None
         if first is not None and first.get("header") == header:
-            for line in lines[1:]:
+            for number, line in enumerate(lines[1:], start=2):
                 entry = _loads(line)
-                if entry is not None and isinstance(entry.get("image_id"), str):
+                why = _invalid(entry)
+                if why is None:
+                    assert entry is not None
                     item_log.entries[entry["image_id"]] = entry
+                elif line.strip():
+                    log.warning(
+                        "resume: %s line %d is not a journal entry (%s); its item is computed "
+                        "again", path, number, why,
+                    )  # fmt: skip
             _rewrite(path, header, item_log.entries)
             return item_log
         log.info("resume: the item log in %s is of another configuration; starting over", job_dir)
@@ -155,6 +163,19 @@ def _loads(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def _invalid(entry: dict[str, Any] | None) -> str | None:
+    """Why ``entry`` is not an entry :meth:`ItemLog.append` writes, or ``None``."""
+    if entry is None:
+        return "not a JSON object"
+    if not isinstance(entry.get("image_id"), str):
+        return "no image_id"
+    if not isinstance(entry.get("row"), dict):
+        return "no row"
+    if not isinstance(entry.get("saved", False), bool):
+        return "saved is not true or false"
+    return None
 
 
 def _rewrite(path: Path, header: dict[str, Any], entries: dict[str, dict[str, Any]]) -> None:

@@ -110,10 +110,10 @@ def put_precomputed(job_dir: Path, record: dict[str, Any]) -> None:
 
 def write_outcome(spec: JobSpec, record: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     """The job's objective, then ``result.json`` and ``per_image.csv`` (atomically), then the
-    per-item log is dropped -- kept when the job stopped early (``task_info.stopped``: the RSS
-    budget), so ``resume=true`` reuses the items it finished. A record reused by
+    per-item log is dropped once the job finished (status ``ok`` or ``partial``); a job that
+    failed keeps it, so ``resume=true`` reuses the items it finished. A record reused by
     ``resume=true`` is already on disk."""
-    from sam_bench.resume import ITEM_LOG
+    from sam_bench.resume import FINISHED, ITEM_LOG
 
     if record.get("job", {}).get("reused"):
         return
@@ -122,7 +122,7 @@ def write_outcome(spec: JobSpec, record: dict[str, Any], rows: list[dict[str, An
     record["task_info"]["objective"] = why
     write_rows_csv(spec.job_dir / PER_IMAGE_FILE, rows or [{"image_id": None, "error": None}])
     write_json(spec.job_dir / RESULT_FILE, record)
-    if not (record.get("task_info") or {}).get("stopped"):
+    if record.get("status") in FINISHED:
         (spec.job_dir / ITEM_LOG).unlink(missing_ok=True)
 
 

@@ -39,6 +39,28 @@ def test_item_log_survives_a_torn_last_line_and_reuses_only_safe_items(tmp_path:
     assert all(json.loads(line) for line in lines) and len(lines) == 5
 
 
+def test_a_malformed_journal_line_is_reported_and_skipped(tmp_path: Path, caplog) -> None:
+    """Lines that parse as JSON but are not entries (a hand edit, another tool) never reach
+    the loop: each is reported with the file and line number, its item computed again."""
+    log = open_item_log(tmp_path, HEADER, reuse=False)
+    log.append("1", {"error": None, "miou": 0.5}, [{"mask": 1}], True)
+    log.close()
+    with (tmp_path / ITEM_LOG).open("a") as f:
+        f.write('{"image_id": "2", "row": "not a row", "prediction": [], "saved": false}\n')
+        f.write("[1, 2, 3]\n")
+        f.write('{"row": {"error": null}, "prediction": []}\n')
+        f.write('{"image_id": "3", "row": {"error": null}, "prediction": [], "saved": 1}\n')
+    log.append("4", {"error": None}, [{"mask": 4}], False)
+    log.close()
+    with caplog.at_level("WARNING", logger="sam_bench.resume"):
+        again = open_item_log(tmp_path, HEADER, reuse=True)
+    assert set(again.entries) == {"1", "4"}
+    path = tmp_path / ITEM_LOG
+    for number, why in ((3, "no row"), (4, "not a JSON object"), (5, "no image_id"), (6, "saved")):
+        assert any(f"{path} line {number} " in m and why in m for m in caplog.messages), number
+    assert again.reusable("4")["prediction"] == [{"mask": 4}]
+
+
 def test_item_log_of_another_configuration_is_discarded(tmp_path: Path) -> None:
     log = open_item_log(tmp_path, HEADER, reuse=False)
     log.append("1", {"error": None}, [1], False)
@@ -94,3 +116,23 @@ def test_the_most_recent_sweep_with_the_same_overrides_is_found(tmp_path: Path) 
     assert find_sweep_to_resume(root, ["a=1,2", "b=3", "resume=true"]) == new
     assert find_sweep_to_resume(root, ["a=1,2", "b=4"]) is None
     assert find_sweep_to_resume(tmp_path / "nowhere", []) is None
+
+
+def test_a_failed_job_keeps_its_journal_a_finished_one_drops_it(tmp_path: Path) -> None:
+    """write_outcome: the journal outlives a failed job (resume continues from it) and goes
+    once the record of a finished job holds everything."""
+    from omegaconf import OmegaConf
+
+    from sam_bench.record import new_record
+    from sam_bench.run import JobSpec, write_outcome
+
+    for status, kept in (("failed", True), ("ok", False), ("partial", False)):
+        job = tmp_path / status
+        log = open_item_log(job, HEADER, reuse=False)
+        log.append("1", {"error": None, "miou": 0.5}, [{"mask": 1}], False)
+        log.close()
+        record = new_record()
+        record.update(status=status, task_spec={"objective": "miou"}, metrics={"miou": 0.5})
+        write_outcome(JobSpec(OmegaConf.create({}), job, []), record, [{"image_id": "1"}])
+        assert (job / "result.json").is_file()
+        assert (job / ITEM_LOG).is_file() == kept, status
