@@ -12,7 +12,7 @@ import copy
 import functools
 import math
 import re
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -621,6 +621,26 @@ def register_configs() -> None:
     cs.store(group="tracking", name="base_tracking", node=TrackingConfig)
 
 
+def check_known_keys(node: Any, schema: type, prefix: str = "") -> None:
+    """Refuse keys the schema does not declare (``+amg.pointz_per_side=3`` gets past Hydra's
+    own check: ``+`` adds a key to the structured config), with the closest declared key."""
+    import difflib
+    import typing
+
+    known = {f.name: f for f in fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key in node.keys() if isinstance(node, DictConfig) else ():
+        name = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
+            raise ConfigError(name, f"unknown key{hint}; {prefix.rstrip('.') or 'the config'} "
+                              f"takes: {', '.join(known)}")  # fmt: skip
+        kind = hints.get(str(key))
+        if isinstance(kind, type) and is_dataclass(kind):
+            check_known_keys(node._get_node(key), kind, f"{name}.")
+
+
 def to_typed(cfg: DictConfig) -> Config:
     """Turn a composed config into :class:`Config` objects, running every range check.
 
@@ -630,6 +650,7 @@ def to_typed(cfg: DictConfig) -> Config:
         cfg = copy.deepcopy(cfg)
         with read_write(cfg), open_dict(cfg):
             del cfg["hydra"]
+    check_known_keys(cfg, root_schema())
     obj = OmegaConf.to_object(cfg)
     if not isinstance(obj, Config):  # composed without the schema (should not happen)
         raise ConfigError("<root>", "config was not composed from the sam_bench schema")

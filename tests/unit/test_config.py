@@ -113,6 +113,28 @@ def test_misspelled_key_fails_at_composition_naming_it() -> None:
         compose("config", overrides=["amg.points_per_sid=8"])
 
 
+@pytest.mark.parametrize(
+    ("override", "key", "hint"),
+    [
+        ("+amg.pointz_per_side=8", "amg.pointz_per_side", "amg.points_per_side"),
+        (
+            "+amg.postfilter.max_area=0.5",
+            "amg.postfilter.max_area",
+            "amg.postfilter.max_area_fraction",
+        ),
+        ("+prompt.max_click=3", "prompt.max_click", "prompt.max_clicks"),
+        ("+seeds=3", "seeds", "seed"),
+    ],
+)
+def test_a_key_added_with_plus_must_exist(override: str, key: str, hint: str) -> None:
+    """``+key=value`` adds a key Hydra's schema check never sees: refused when the schema of
+    that section does not declare it, with the closest declared key."""
+    with pytest.raises(ConfigError) as err:
+        to_typed(compose("config", overrides=[override]))
+    assert err.value.key == key
+    assert "unknown key" in str(err.value) and f"did you mean '{hint}'" in str(err.value)
+
+
 def test_wrong_type_fails_at_composition() -> None:
     with pytest.raises(ConfigCompositionException, match="points_per_side"):
         compose("config", overrides=["amg.points_per_side=many"])
