@@ -630,13 +630,14 @@ def check_known_keys(node: Any, schema: type, prefix: str = "") -> None:
     known = {f.name: f for f in fields(schema)}
     hints = typing.get_type_hints(schema)
     for key in node.keys() if isinstance(node, DictConfig) else ():
+        key = str(key)
         name = f"{prefix}{key}"
         if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.5)
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.5)
             hint = f" (did you mean {prefix + close[0]!r}?)" if close else ""
             raise ConfigError(name, f"unknown key{hint}; {prefix.rstrip('.') or 'the config'} "
                               f"takes: {', '.join(known)}")  # fmt: skip
-        kind = hints.get(str(key))
+        kind = hints.get(key)
         if isinstance(kind, type) and is_dataclass(kind):
             check_known_keys(node._get_node(key), kind, f"{name}.")
 

@@ -592,13 +592,33 @@ except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[assignment,misc]
 
 
+def check_output_dir(path: str) -> None:
+    """Exit with status 2 and one line naming ``path`` and the reason when the output folder
+    cannot be created or written, before any job runs (else Hydra's own traceback)."""
+    import tempfile
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sam_bench-write-check-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        print(f"error: cannot write the output folder {folder}: {reason}", file=sys.stderr)
+        sys.exit(2)
+
+
 class LauncherChecks(Callback):  # type: ignore[misc,valid-type]
-    """Once per multirun, before the sweep's tracking starts: check sam_bench's launcher
-    settings (a wrong ``hydra.launcher.*`` exits with status 2 and the key, before any parent
-    run or job exists), and warn when jobs would log to a local MLflow file from other
-    machines."""
+    """Once per run or multirun, before the sweep's tracking starts: check that the output
+    folder can be written, and sam_bench's launcher settings (either failing exits with status
+    2 and one line, before any parent run or job exists), and warn when jobs would log to a
+    local MLflow file from other machines."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_output_dir(str(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_output_dir(str(config.hydra.sweep.dir))
         launcher = config.hydra.launcher
         if str(launcher.get("_target_") or "").endswith("GroupingLauncher"):
             try:

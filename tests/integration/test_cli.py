@@ -74,7 +74,10 @@ def test_every_result_json_is_self_describing(sweep) -> None:
     assert len(records) == 4
     hashes = set()
     for rec in records:
-        assert rec["schema_version"] == 2 and rec["status"] == "ok"
+        assert rec["schema_version"] == 3 and rec["status"] == "ok"
+        # the files it wrote, each with its kind (the runner's first, then the task's)
+        kinds = {o["path"]: o["kind"] for o in rec["outputs"]}
+        assert kinds["result.json"] == "record" and kinds["per_image.csv"] == "per_item_csv"
         assert rec["task"] == "amg" and rec["task_spec"]["objective"] == "miou"
         assert len(rec["config_id"]) == 16 and rec["config_identity"]["task"] == "amg"
         assert any(o.startswith("amg.points_per_side=") for o in rec["overrides"])
@@ -306,3 +309,15 @@ def test_fast_and_reference_jobs_write_the_same_predictions(tmp_path: Path) -> N
         assert len(rec["task_info"]["grouped_with_jobs"]) == 4, "the 4 fast jobs share work"
         assert rec["metrics"]["encoder_ms_mean"] > 0, "shared stages count in every job"
     assert n_masks > 0
+
+
+def test_an_unwritable_output_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Before any job runs: no Hydra traceback, the path and the reason, status 2."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for mode, key in (("-m", "hydra.sweep.dir"), (None, "hydra.run.dir")):
+        args = [a for a in (mode,) if a] + ["tracking=none", f"{key}={blocker / 'out'}"]
+        proc = sam_bench(args, tmp_path, timeout=300)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        assert f"cannot write the output folder {blocker / 'out'}: Not a directory" in proc.stderr

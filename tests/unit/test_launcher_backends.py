@@ -404,3 +404,19 @@ def test_a_bad_backend_stops_the_sweep_before_tracking_starts(tmp_path: Path) ->
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
     assert not list((tmp_path / "OUT").glob("*/result.json"))
+
+
+def test_an_output_folder_that_cannot_be_written_exits_2_naming_it(tmp_path: Path, capsys) -> None:
+    from sam_bench.remote import check_output_dir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as stop:
+        check_output_dir(str(blocker / "sweep"))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: cannot write the output folder {blocker / 'sweep'}: Not a directory"]
+    check_output_dir(str(tmp_path / "new" / "sweep"))  # a folder that can be made is fine
+    assert (tmp_path / "new" / "sweep").is_dir() and not list(
+        (tmp_path / "new" / "sweep").iterdir()
+    )
