@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sam_bench.compare.comparers import COMPARERS, ItemComparison, MaskFileError
+from sam_bench.compare.comparers.common import count
 from sam_bench.compare.jobs import Job
 from sam_bench.layout import KINDS, PREDICTION_KINDS, Output, declared_outputs
 
@@ -148,7 +149,7 @@ def compare_outputs(
         for role, ids in (("baseline", only_b), ("current run", only_c)):
             if ids:
                 problems.append(
-                    f"{kind}: {len(ids)} {comparer.unit} only in the {role}: {_ids(ids)}"
+                    f"{kind}: {count(len(ids), comparer.unit)} only in the {role}: {_ids(ids)}"
                 )
         if comp.n_items == 0:
             problems.append(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sam_bench.compare.comparers import COMPARERS
+from sam_bench.compare.comparers.common import count
 from sam_bench.compare.declared import to_dict as output_dict
 from sam_bench.compare.judge import MetricResult
 from sam_bench.compare.plots import make_plots
@@ -129,7 +130,7 @@ def compared_line(label: str, kind: str, comparison: Any) -> str:
     """The line printed for one output kind compared: how many items, how many identical."""
     comparer = COMPARERS[kind]
     return (
-        f"compared [{label}] {kind}: {comparison.n_items} {comparer.unit} "
+        f"compared [{label}] {kind}: {count(comparison.n_items, comparer.unit)} "
         f"({comparison.n_identical} identical); {comparer.metric} {comparison.agreement:.4f}"
     )
 

@@ -79,6 +79,11 @@ class Comparer:
     """How agreement is computed, for the documents' method section."""
 
 
+def count(n: int, unit: str) -> str:
+    """``1 image``, ``2 images`` (``unit``: the plural)."""
+    return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+
+
 def read_labels(path: Path) -> np.ndarray:
     """A label PNG as an integer array (palette indices or gray values; RGB colours are
     packed into one integer per pixel)."""
