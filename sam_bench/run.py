@@ -8,6 +8,7 @@ makes the command exit non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -292,6 +293,7 @@ def _run_specs(
         except Exception as e:
             for i, _ in live:
                 _fail(records[i], e, specs[i].job_dir)
+                _failed_identity(records[i], task_cls)
     for record in records:
         if record.get("job", {}).get("reused"):
             continue
@@ -304,6 +306,18 @@ def _identity(
     record: dict[str, Any], task_cls: type[Task], fingerprint: str | None, weights: str | None
 ) -> dict[str, Any]:
     return task_cls.identity(record.get("config") or {}, data=fingerprint, weights=weights)
+
+
+def _failed_identity(record: dict[str, Any], task_cls: type[Task]) -> None:
+    """A failed job's identity, by its task's rule, so the regression check can pair it from
+    the record alone (its ``config_id`` stays unset: the job measured nothing)."""
+    if record.get("config_identity"):
+        return
+    with contextlib.suppress(Exception):  # e.g. the input file whose absence failed the job
+        record["config_identity"] = _identity(
+            record, task_cls, (record.get("dataset") or {}).get("fingerprint"),
+            (record.get("weights") or {}).get("hash"),
+        )  # fmt: skip
 
 
 def _reuse_finished(

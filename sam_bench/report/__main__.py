@@ -5,7 +5,7 @@ Reads only the sweep directory (the jobs' ``result.json``, ``per_image.csv`` and
 directory holds no job record.
 
 ``python -m sam_bench.report compare BASELINE CURRENT``: the regression check
-(:mod:`sam_bench.report.regression`; ``compare --help``).
+(:mod:`sam_bench.compare`, also ``python -m sam_bench.compare``; ``compare --help``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the report, print the paths written; returns the exit status."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["compare"] and not (len(args_in) == 1 and Path("compare").is_dir()):
-        from sam_bench.report.regression import main as compare_main
+        from sam_bench.compare.cli import main as compare_main
 
         return compare_main(args_in[1:])
     parser = argparse.ArgumentParser(

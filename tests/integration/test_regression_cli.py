@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from conftest import REPO
 
-from sam_bench.report.regression import main
+from sam_bench.compare.cli import main
 
 #: Thresholds 0 keep a mask per image with random weights (NMS keeps one of the alike
 #: candidates: cheap to score, unlike box_nms_thresh=1.0, which keeps all 12).

@@ -20,10 +20,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import sam_bench.metrics.instance  # noqa: F401  (declares the AMG metrics in the catalogue)
+from sam_bench.compare.cli import main
 from sam_bench.identity import config_id, config_identity, section_settings
 from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.metrics.cost import latency_summary
-from sam_bench.report.regression import main
 from sam_bench.report.summary import collect, write_summary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -550,6 +550,16 @@ def _predictions(job: Path, masks: dict[str, list[np.ndarray]]) -> None:
         for m in ms
     ]
     (job / "predictions.json").write_text(json.dumps({"source": {}, "predictions": entries}))
+    declare(job, "instance_rle", "predictions.json")
+
+
+def declare(job: Path, kind: str, path: str) -> None:
+    """List an output in the job's record, as a job whose task declares it does."""
+    rec = json.loads((job / "result.json").read_text())
+    outputs = rec.setdefault("outputs", [])
+    if not any(o["path"] == path for o in outputs):
+        outputs.append({"name": kind, "kind": kind, "path": path, "description": ""})
+    (job / "result.json").write_text(json.dumps(rec))
 
 
 def test_saved_masks_are_compared(tmp_path, capsys) -> None:
@@ -583,6 +593,7 @@ def _labels(folder: Path, frames: dict[str, np.ndarray]) -> None:
         im = Image.fromarray(arr.astype(np.uint8))
         im.putpalette(palette)  # now a palette image: pixel values are object ids
         im.save(folder / f"{name}.png")
+    declare(folder.parents[1], "palette_png_sequence", "predictions/")
 
 
 def test_video_label_folders_are_compared(tmp_path, capsys) -> None:

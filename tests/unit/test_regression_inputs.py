@@ -12,21 +12,18 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from sam_bench.report.compare.masks import (
-    compare_label_folders,
-    compare_predictions,
-    image_agreement,
-    read_labels,
-)
-from sam_bench.report.compare.matching import (
+from sam_bench.compare.comparers.common import read_labels
+from sam_bench.compare.comparers.instance_rle import compare_predictions, image_agreement
+from sam_bench.compare.comparers.palette_png_sequence import compare_label_folders
+from sam_bench.compare.jobs import CompareError, Job
+from sam_bench.compare.matching import (
     differences,
     match,
     overrides_key,
     resolve_across,
     without,
 )
-from sam_bench.report.compare.sources import CompareError, Job
-from sam_bench.report.compare.tolerances import (
+from sam_bench.compare.tolerances import (
     DEFAULT_FILE,
     Tolerance,
     apply_overrides,

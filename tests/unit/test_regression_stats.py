@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import sam_bench.metrics.cost  # noqa: F401  (declares the cost metrics)
+from sam_bench.compare import stats
+from sam_bench.compare.judge import judge_per_image, per_image_source, point_verdict
+from sam_bench.compare.stats import RatioEstimate, bootstrap_ratio, ratio_verdict
+from sam_bench.compare.tolerances import Settings, TimingSettings, Tolerance
 from sam_bench.metrics.catalogue import CATALOGUE
-from sam_bench.report.compare import stats
-from sam_bench.report.compare.judge import judge_per_image, per_image_source, point_verdict
-from sam_bench.report.compare.stats import RatioEstimate, bootstrap_ratio, ratio_verdict
-from sam_bench.report.compare.tolerances import Settings, TimingSettings, Tolerance
 
 IMAGE_MS = np.array([2000.0, 2600.0, 3100.0, 1800.0, 4000.0, 2200.0, 2700.0, 3300.0])
 

@@ -15,11 +15,13 @@ from typing import Any
 
 import yaml
 
-from sam_bench.report.compare.sources import CompareError
+from sam_bench.compare.jobs import CompareError
 
-DEFAULT_FILE = Path(__file__).resolve().parents[2] / "conf" / "regression" / "default.yaml"
+DEFAULT_FILE = Path(__file__).resolve().parents[1] / "conf" / "regression" / "default.yaml"
 KINDS = ("accuracy", "count", "cost")
-SPECIAL = ("masks", "video")
+SPECIAL = ("masks", "labels", "video")
+"""Tolerances of the agreement of saved outputs (:mod:`.comparers`: ``masks`` for
+``instance_rle``, ``labels`` for ``label_png``, ``video`` for ``palette_png_sequence``)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Settings:
     kinds: dict[str, Tolerance] = field(default_factory=dict)
     metrics: dict[str, Tolerance] = field(default_factory=dict)
     masks: Tolerance = field(default_factory=lambda: Tolerance(absolute=0.02))
+    labels: Tolerance = field(default_factory=lambda: Tolerance(absolute=0.02))
     video: Tolerance = field(default_factory=lambda: Tolerance(absolute=0.02))
     timing: TimingSettings = field(default_factory=TimingSettings)
     source: str = ""
@@ -114,6 +117,7 @@ class Settings:
             "kinds": {k: t.to_dict() for k, t in self.kinds.items()},
             "metrics": {k: t.to_dict() for k, t in self.metrics.items()},
             "masks": self.masks.to_dict(),
+            "labels": self.labels.to_dict(),
             "video": self.video.to_dict(),
             "timing": vars(self.timing).copy(),
         }
@@ -177,10 +181,11 @@ def load_settings(path: Path | None = None) -> Settings:
         raise CompareError(f"cannot read the tolerance file {path}: {e}") from None
     if not isinstance(data, dict):
         raise CompareError(f"{path}: expected a mapping at the top level")
-    unknown = set(data) - {"kinds", "metrics", "masks", "video", "timing"}
+    unknown = set(data) - {"kinds", "metrics", *SPECIAL, "timing"}
     if unknown:
         raise CompareError(
-            f"{path}: unknown key {sorted(unknown)[0]!r} (kinds, metrics, masks, video, timing)"
+            f"{path}: unknown key {sorted(unknown)[0]!r} (kinds, metrics, masks, labels, video, "
+            "timing)"
         )
     kinds = data.get("kinds") or {}
     metrics = data.get("metrics") or {}
@@ -207,7 +212,7 @@ _VALUE = re.compile(r"(?P<num>[0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)(?P<pct>%?)", re.
 
 def parse_tolerance(text: str) -> tuple[str, Tolerance]:
     """``NAME=VALUE`` from the command line: ``0.01`` absolute, ``20%`` relative, ``off`` not
-    judged. NAME is a metric, a kind (accuracy, count, cost), ``masks`` or ``video``."""
+    judged. NAME is a metric, a kind (accuracy, count, cost), ``masks``, ``labels`` or ``video``."""
     name, sep, value = text.partition("=")
     name, value = name.strip(), value.strip().lower()
     if not sep or not name or not value:

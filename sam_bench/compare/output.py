@@ -14,14 +14,17 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sam_bench.compare.comparers import COMPARERS
+from sam_bench.compare.comparers.common import count
+from sam_bench.compare.declared import to_dict as output_dict
+from sam_bench.compare.judge import MetricResult
+from sam_bench.compare.plots import make_plots
 from sam_bench.metrics.catalogue import format_value
 from sam_bench.record import atomic_write_text, write_json
-from sam_bench.report.compare.judge import MetricResult
-from sam_bench.report.compare.plots import make_plots
 from sam_bench.report.render import Bullets, Figure, Section, Table, Text, to_html, to_markdown
 
 if TYPE_CHECKING:
-    from sam_bench.report.regression import Comparison, ConfigResult
+    from sam_bench.compare.comparison import Comparison, ConfigResult
 
 REPORT_MD = "regression.md"
 REPORT_HTML = "regression.html"
@@ -98,17 +101,38 @@ def print_summary(comp: Comparison, files: list[Path]) -> None:
             print(f"context: {d.label}: {_vals(d.baseline)} -> {_vals(d.current)}")
     if comp.untrained:
         print("UNTRAINED MODEL (random weights): accuracy changes show output changes only")
+    for config in comp.configs:
+        for kr in config.outputs:
+            print(compared_line(config.label, kr.kind, kr.comparison))
     for config, row in comp.regressions():
         print(summary_line(config.label, row))
+    for config, problem in comp.problems():
+        print(f"NOT COMPARED [{config.label}] {problem}")
     n_un = len(comp.baseline_only) + len(comp.current_only)
     if comp.stop_reason:
         print(f"error: {comp.stop_reason}", file=sys.stderr)
         print(f"result: not comparable (exit 2); {n_un} unmatched configurations")
+    elif comp.problems():
+        n = len(comp.problems())
+        print(
+            f"error: saved outputs not compared ({n} problem{'s' * (n != 1)}, listed above)",
+            file=sys.stderr,
+        )
+        print(f"result: outputs not compared (exit 3); {headline(comp)}")
     else:
         print(f"result: {headline(comp)}")
     if files:
         html = next((f for f in files if f.name == REPORT_HTML), files[0])
         print(f"report: {html} ({', '.join(f.name for f in files if f != html)})")
+
+
+def compared_line(label: str, kind: str, comparison: Any) -> str:
+    """The line printed for one output kind compared: how many items, how many identical."""
+    comparer = COMPARERS[kind]
+    return (
+        f"compared [{label}] {kind}: {count(comparison.n_items, comparer.unit)} "
+        f"({comparison.n_identical} identical); {comparer.metric} {comparison.agreement:.4f}"
+    )
 
 
 def _vals(values: list[str]) -> str:
@@ -159,6 +183,12 @@ METRIC_HEADERS = [
 def _banner(comp: Comparison) -> Text:
     if comp.stop_reason:
         return Text(f"NOT COMPARABLE (exit 2): {comp.stop_reason}", "warn")
+    if comp.problems():
+        return Text(
+            "SAVED OUTPUTS NOT COMPARED (exit 3): "
+            + "; ".join(f"[{c.label}] {p}" for c, p in comp.problems()),
+            "warn",
+        )
     if comp.regressions():
         return Text(f"REGRESSION (exit 1): {headline(comp)}", "warn")
     return Text(f"No regression (exit 0): {headline(comp)}", "note")
@@ -200,17 +230,17 @@ def _overview(comp: Comparison) -> Section:
     rows = []
     for c in comp.configs:
         status = next((r for r in c.rows if r.metric == "status"), None)
-        masks = next((r for r in c.rows if r.metric in ("mask_miou", "video_j")), None)
+        agreement = [r for r in c.rows if r.output is not None]
         rows.append([
             c.label, c.config_id, c.pair.matched_by,
             f"{c.pair.base.status} -> {c.pair.cur.status}",
             str(c.count("regression")), str(c.count("worse")), str(c.count("better")),
             str(c.count("inconclusive")),
-            "-" if masks is None else value(masks.current, "{:.4f}"),
+            ", ".join(f"{r.output} {value(r.current, '{:.4f}')}" for r in agreement) or "-",
             status.verdict if status else "-",
         ])  # fmt: skip
     headers = ["configuration", "config_id", "matched by", "status", "regressions", "worse",
-               "better", "inconclusive", "mask agreement", "status verdict"]  # fmt: skip
+               "better", "inconclusive", "output agreement", "status verdict"]  # fmt: skip
     return Section("Configurations", [Table(headers, rows, {4, 5, 6, 7, 8})], "configurations")
 
 
@@ -225,31 +255,16 @@ def _config_section(c: ConfigResult) -> Section:
     ]
     blocks: list[Any] = [Bullets(facts)]
     blocks.append(Table(METRIC_HEADERS, [_row_cells(r) for r in c.rows], {2, 3, 4, 6}))
-    if c.masks is not None:
-        m = c.masks
-        items = [
-            f"{m.n_images} images: {m.identical} identical, {m.changed} changed; mIoU of the "
-            f"current masks against the baseline's {m.miou:.4f} (lowest image {m.min_miou:.4f})",
-            "mIoU over the images whose mask count did not change: "
-            + ("-" if m.miou_same_count is None else f"{m.miou_same_count:.4f}"),
-            f"mask count changed in {len(m.count_changed)} images"
-            + (": " + ", ".join(f"{i} ({a} -> {b})" for i, a, b in m.count_changed[:10])
-               if m.count_changed else ""),
-        ]  # fmt: skip
-        if m.worst:
-            items.append("least similar: " + ", ".join(f"{i} ({v:.3f})" for i, v in m.worst[:10]))
-        blocks.append(Text("Saved masks (predictions.json):"))
-        blocks.append(Bullets(items))
-    if c.video is not None:
-        v = c.video
-        blocks.append(Text("Label images (predictions/):"))
-        rows = [[s, str(n), f"{j:.4f}"] for s, n, j in v.per_sequence]
-        blocks.append(Table(["sequence", "frames", "J vs baseline"], rows, {1, 2}))
-        blocks.append(Bullets([
-            f"{v.identical_frames} of {v.n_frames} frames identical; J mean {v.j_mean:.4f}",
-            f"frames only in the baseline: {v.frames_only_baseline}; only in the current "
-            f"run: {v.frames_only_current}",
-        ]))  # fmt: skip
+    for kr in c.outputs:
+        blocks.append(Text(f"{COMPARERS[kr.kind].title} ({kr.kind})"))
+        table = kr.comparison.table()
+        if table is not None:
+            headers, rows = table
+            blocks.append(Table(headers, rows, set(range(1, len(headers)))))
+        blocks.append(Bullets(kr.comparison.details()))
+    if c.problems:
+        blocks.append(Text("Saved outputs not compared (exit 3):", "warn"))
+        blocks.append(Bullets(list(c.problems)))
     notes = list(c.notes)
     if c.unknown:
         notes.append("no catalogue entry (not judged): " + ", ".join(c.unknown))
@@ -291,7 +306,8 @@ def _method(comp: Comparison) -> Section:
         f"Tolerances from {s.source}" + (f", overridden by --tol {' '.join(s.overrides)}"
                                           if s.overrides else "") + f": {kinds}"
         + (f"; per metric: {own}" if own else "")
-        + f"; masks {s.masks.describe()}; video {s.video.describe()}.",
+        + f"; masks {s.masks.describe()}; labels {s.labels.describe()}; video "
+        f"{s.video.describe()}.",
         "Accuracy and count metrics are deterministic for a fixed model, data and code: any "
         "change beyond floating-point noise is worse / better, and a regression beyond the "
         "tolerance.",
@@ -304,8 +320,10 @@ def _method(comp: Comparison) -> Section:
         f"'same'. Fewer than {t.min_images} paired images: inconclusive, never a regression.",
         "A configuration that succeeded in the baseline and fails now, or loses items that "
         "worked, is a regression.",
-        "Saved masks: per image, current masks matched one to one with the baseline's by IoU "
-        "(Hungarian); unmatched masks count 0; mean over images (1.0 = identical).",
+        "Saved outputs are compared by the kind their job declares, whatever the task: "
+        + " ".join(c.method for c in COMPARERS.values())
+        + " A prediction output on one side only, items on one side only, nothing compared "
+        "or a kind without comparer: outputs not compared (exit 3), never a pass.",
     ]  # fmt: skip
     return Section("Method", [Bullets(items)], "method")
 
@@ -362,6 +380,10 @@ def to_json(comp: Comparison) -> dict[str, Any]:
         "untrained": comp.untrained,
         "across": comp.across,
         "differences": [d.to_dict() for d in comp.differences],
+        "output_problems": [
+            {"configuration": c.label, "config_id": c.config_id, "problem": p}
+            for c, p in comp.problems()
+        ],
         "regressions": [
             {
                 "configuration": c.label,
@@ -383,8 +405,10 @@ def to_json(comp: Comparison) -> dict[str, Any]:
                 "differs": c.pair.differs,
                 "ambiguous": c.pair.ambiguous,
                 "metrics": [r.to_dict() for r in c.rows],
-                "masks": c.masks.to_dict() if c.masks else None,
-                "video": c.video.to_dict() if c.video else None,
+                "masks": _kind_dict(c, "instance_rle"),
+                "video": _kind_dict(c, "palette_png_sequence"),
+                "outputs": {kr.kind: output_dict(kr) for kr in c.outputs},
+                "output_problems": c.problems,
                 "unknown_metrics": c.unknown,
                 "notes": c.notes,
             }
@@ -397,6 +421,11 @@ def to_json(comp: Comparison) -> dict[str, Any]:
         "settings": comp.settings.to_dict(),
         "notes": comp.notes,
     }
+
+
+def _kind_dict(c: ConfigResult, kind: str) -> dict[str, Any] | None:
+    comparison = c.output(kind)
+    return comparison.to_dict() if comparison is not None else None
 
 
 def write_outputs(comp: Comparison, out_dir: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Mask-level comparison of two runs of a configuration, when both saved their outputs.
+"""Comparer of ``instance_rle`` outputs: the instance masks of two runs of a configuration.
 
 **Instance masks** (``predictions.json``, COCO results with RLE masks, written with
 ``save_predictions=true``), in the spirit of pytorch/ao's AMG server check (a faster variant's
@@ -10,12 +10,7 @@ same mean over the images whose mask count did not change (torchao's figure, whi
 the others out), the images whose mask count changed, and how many images have identical
 masks (the same RLEs) or changed ones.
 
-**Label images** (video: ``predictions/<sequence>/<frame>.png``, DAVIS layout, pixel value =
-object id, 0 background, 255 void): J (IoU) of every object in every frame against the
-baseline's frame (1 when the object is absent from both, as in the DAVIS toolkit), averaged
-per object over the frames, then over the objects of all sequences. Every frame either side
-wrote is compared, a missing one as an empty frame (no first / last frame is dropped: this is
-agreement, not accuracy).
+Output kind ``instance_rle`` (:data:`sam_bench.layout.KINDS`).
 """
 
 from __future__ import annotations
@@ -26,16 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
-#: Images listed by name in the outputs (the worst first).
-MAX_LISTED = 20
-
-
-class MaskFileError(ValueError):
-    """A predictions file or label folder that cannot be read."""
+from sam_bench.compare.comparers.common import MAX_LISTED, Comparer, MaskFileError
 
 
 @dataclass
@@ -71,6 +60,46 @@ class MaskComparison:
         d["count_changed"] = [list(c) for c in self.count_changed[:MAX_LISTED]]
         d["worst"] = [list(w) for w in self.worst[:MAX_LISTED]]
         return d
+
+    @property
+    def n_items(self) -> int:
+        return self.n_images
+
+    @property
+    def n_identical(self) -> int:
+        return self.identical
+
+    @property
+    def agreement(self) -> float:
+        return self.miou
+
+    def missing(self) -> tuple[list[str], list[str]]:
+        """None: an image without entries in a file has no masks there (compared as such)."""
+        return self.only_baseline, self.only_current
+
+    def note(self) -> str:
+        text = f"{self.identical} of {self.n_images} images identical"
+        if self.count_changed:
+            text += f"; mask count changed in {len(self.count_changed)}"
+        return text
+
+    def details(self) -> list[str]:
+        m = self
+        items = [
+            f"{m.n_images} images: {m.identical} identical, {m.changed} changed; mIoU of the "
+            f"current masks against the baseline's {m.miou:.4f} (lowest image {m.min_miou:.4f})",
+            "mIoU over the images whose mask count did not change: "
+            + ("-" if m.miou_same_count is None else f"{m.miou_same_count:.4f}"),
+            f"mask count changed in {len(m.count_changed)} images"
+            + (": " + ", ".join(f"{i} ({a} -> {b})" for i, a, b in m.count_changed[:10])
+               if m.count_changed else ""),
+        ]  # fmt: skip
+        if m.worst:
+            items.append("least similar: " + ", ".join(f"{i} ({v:.3f})" for i, v in m.worst[:10]))
+        return items
+
+    def table(self) -> tuple[list[str], list[list[str]]] | None:
+        return None
 
 
 def _rle(seg: Any, where: str) -> dict[str, Any]:
@@ -157,113 +186,14 @@ def summarise(rows: list[ImageAgreement]) -> MaskComparison:
     )
 
 
-# --------------------------------------------------------------------------------------------
-# label images (video)
-
-
-@dataclass
-class LabelComparison:
-    """Agreement of one configuration's current label images with its baseline's."""
-
-    n_sequences: int
-    n_frames: int
-    identical_frames: int
-    changed_frames: int
-    j_mean: float
-    """Mean over objects (of all sequences) of J against the baseline, over frames."""
-    per_sequence: list[tuple[str, int, float]] = field(default_factory=list)
-    """``(sequence, frames compared, J mean over its objects)``."""
-    frames_only_baseline: int = 0
-    frames_only_current: int = 0
-    sequences_only_baseline: list[str] = field(default_factory=list)
-    sequences_only_current: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dict(vars(self))
-        d["per_sequence"] = [list(s) for s in self.per_sequence]
-        return d
-
-
-VOID = 255
-
-
-def read_labels(path: Path) -> np.ndarray:
-    """A label PNG as an integer array (palette indices or gray values; RGB colours are
-    packed into one integer per pixel)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("P", "L", "I", "I;16", "1"):
-                return np.asarray(im).astype(np.int64)
-            rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-    except OSError as e:
-        raise MaskFileError(f"{path}: cannot read it ({e})") from None
-    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    return packed
-
-
-def _frames(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == ".png"}
-
-
-def frame_j(base: np.ndarray, cur: np.ndarray, objects: list[int]) -> dict[int, float]:
-    """J of every object in one frame (1 when absent from both)."""
-    out = {}
-    for k in objects:
-        a, b = base == k, cur == k
-        union = np.logical_or(a, b).sum()
-        out[k] = 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-    return out
-
-
-def compare_label_folders(baseline: Path, current: Path) -> LabelComparison:
-    """Agreement of two ``predictions/`` folders of per-frame label PNGs (see the module
-    docstring). A frame or sequence only one side wrote counts as an empty frame on the other
-    side (J 0 for every object it shows)."""
-    seq_b = {p.name: p for p in sorted(Path(baseline).iterdir()) if p.is_dir()}
-    seq_c = {p.name: p for p in sorted(Path(current).iterdir()) if p.is_dir()}
-    per_sequence = []
-    object_means: list[float] = []
-    n_frames = identical = only_b = only_c = 0
-    for name in sorted(set(seq_b) | set(seq_c)):
-        fb = _frames(seq_b[name]) if name in seq_b else {}
-        fc = _frames(seq_c[name]) if name in seq_c else {}
-        only_b += len(set(fb) - set(fc))
-        only_c += len(set(fc) - set(fb))
-        pairs = []
-        for f in sorted(set(fb) | set(fc)):
-            b = read_labels(fb[f]) if f in fb else None
-            c = read_labels(fc[f]) if f in fc else None
-            if b is None and c is not None:
-                b = np.zeros_like(c)
-            if c is None and b is not None:
-                c = np.zeros_like(b)
-            if b is not None and c is not None:
-                pairs.append((b, c, f in fb and f in fc))
-        objects = sorted(
-            {int(v) for b, c, _ in pairs for v in (*np.unique(b), *np.unique(c))} - {0, VOID}
-        )
-        scores: dict[int, list[float]] = {k: [] for k in objects}
-        for b, c, both in pairs:
-            n_frames += 1
-            if b.shape != c.shape:
-                for k in objects:
-                    scores[k].append(0.0)
-                continue
-            identical += bool(both and np.array_equal(b, c))
-            for k, j in frame_j(b, c, objects).items():
-                scores[k].append(j)
-        means = [float(np.mean(v)) for v in scores.values() if v]
-        object_means.extend(means)
-        per_sequence.append((name, len(pairs), float(np.mean(means)) if means else 1.0))
-    return LabelComparison(
-        n_sequences=len(per_sequence),
-        n_frames=n_frames,
-        identical_frames=identical,
-        changed_frames=n_frames - identical,
-        j_mean=float(np.mean(object_means)) if object_means else 1.0,
-        per_sequence=per_sequence,
-        frames_only_baseline=only_b,
-        frames_only_current=only_c,
-        sequences_only_baseline=sorted(set(seq_b) - set(seq_c)),
-        sequences_only_current=sorted(set(seq_c) - set(seq_b)),
-    )
+COMPARER = Comparer(
+    kind="instance_rle",
+    run=compare_predictions,
+    metric="mask_miou",
+    label="mIoU vs baseline masks",
+    unit="images",
+    tolerance="masks",
+    title="Saved masks (predictions.json):",
+    method="Saved masks: per image, current masks matched one to one with the baseline's by "
+    "IoU (Hungarian); unmatched masks count 0; mean over images (1.0 = identical).",
+)

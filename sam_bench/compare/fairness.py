@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sam_bench.report.compare.matching import Pair
-from sam_bench.report.compare.sources import Job
+from sam_bench.compare.jobs import Job
+from sam_bench.compare.matching import Pair
 
 
 def _env(key: str) -> Callable[[dict[str, Any]], Any]:

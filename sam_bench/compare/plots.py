@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sam_bench.report.compare.judge import MetricResult
+from sam_bench.compare.judge import MetricResult
 
 if TYPE_CHECKING:
-    from sam_bench.report.regression import Comparison
+    from sam_bench.compare.comparison import Comparison
 
 PLOTS_DIR = "regression_plots"
 #: Most rows drawn in one plot.

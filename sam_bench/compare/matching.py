@@ -8,8 +8,9 @@ Three passes, each on the jobs the previous ones left:
 2. **settings** -- the recorded identity document without data, weights and engine: pairs a
    job with its counterpart run on other data or weights (the fairness check then reports
    that difference and stops) or with another engine (context: comparing engines is a main
-   use). A job that failed before its identity was known gets it computed from its resolved
-   config.
+   use). A failed job's identity is the one its record holds (the runner records it with the
+   task's own rule once the task is known); a record without one gets the generic rule (the
+   task's settings sections as they are) from its resolved config.
 3. **overrides** -- the job's command-line overrides (keys that never change what is measured,
    such as ``tracking.*`` or ``progress``, left out): for ``summary.csv`` rows of jobs that
    failed before their ``config_id`` was known.
@@ -25,9 +26,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sam_bench import registry
+from sam_bench.compare.jobs import CompareError, Job
 from sam_bench.identity import config_id, config_identity, section_settings
-from sam_bench.report.compare.sources import CompareError, Job
 
 #: ``--across`` names and the identity paths they stand for.
 ACROSS_ALIASES = {
@@ -73,8 +73,10 @@ class Matching:
 
 
 def identity_of(job: Job) -> dict[str, Any] | None:
-    """The job's identity document: recorded, or computed from its resolved config when the
-    job failed before recording one (``None`` when neither is possible)."""
+    """The job's identity document: recorded, or computed from its resolved config with the
+    generic rule (:func:`~sam_bench.identity.section_settings` of the task's sections) when
+    the record has none (``None`` when neither is possible). Reads the record only: no task
+    code is imported."""
     rec = job.record
     doc = rec.get("config_identity")
     if isinstance(doc, dict) and doc:
@@ -86,10 +88,7 @@ def identity_of(job: Job) -> dict[str, Any] | None:
         return None
     data = (rec.get("dataset") or {}).get("fingerprint")
     weights = (rec.get("weights") or {}).get("hash")
-    if str(task) in registry.names("task"):  # the task's own rule (imports the task module)
-        task_cls = registry.load("task", str(task))
-        return task_cls.identity(config, data=data, weights=weights)  # type: ignore[no-any-return]
-    return config_identity(  # a plugin task not loaded here: its sections as they are
+    return config_identity(
         config,
         task=str(task),
         settings=section_settings(config, tuple(spec.get("sections") or ())),

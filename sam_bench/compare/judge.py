@@ -10,7 +10,7 @@ timing) and ``not judged`` (no value on one side, no direction known, a toleranc
   change beyond floating-point noise is a change, judged against the tolerance.
 * **cost metrics** that aggregate per-image figures (``latency_ms_*``, ``<stage>_ms_mean``,
   throughput, ``peak_gpu_mem_mb``) are judged from ``per_image.csv`` with the paired
-  bootstrap of :mod:`~sam_bench.report.compare.stats`; without per-image figures they are not
+  bootstrap of :mod:`~sam_bench.compare.stats`; without per-image figures they are not
   judged. Other cost figures (``peak_rss_mb``: one value per job; a stage whose per-item
   column ``per_image.csv`` lacks) are judged on their value against the tolerance.
 * **status**: a configuration that succeeded in the baseline and fails now (or loses items
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from sam_bench.compare.jobs import Job
+from sam_bench.compare.stats import RatioEstimate, bootstrap_ratio, ratio_verdict
+from sam_bench.compare.tolerances import Settings, Tolerance
 from sam_bench.metrics.catalogue import Metric
-from sam_bench.report.compare.sources import Job
-from sam_bench.report.compare.stats import RatioEstimate, bootstrap_ratio, ratio_verdict
-from sam_bench.report.compare.tolerances import Settings, Tolerance
 from sam_bench.report.view import MetricView
 
 VERDICTS = (
@@ -80,6 +80,9 @@ class MetricResult:
     ratio_limit: float | None = None
     """The ratio beyond which a change exceeds the tolerance (per-image rows)."""
     fmt: str = "{:.4g}"
+    output: str | None = None
+    """The output kind of a saved-output agreement row (``instance_rle``, ``label_png``,
+    ``palette_png_sequence``); ``None`` for metrics and status."""
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))

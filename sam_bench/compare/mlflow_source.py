@@ -1,8 +1,8 @@
 """An MLflow run as one side of a comparison: a sweep's parent run stands for its child runs
-(one per job); each child's ``result.json`` and ``per_image.csv`` artifacts, and its saved
-predictions (``predictions.json``, video: ``predictions/``; logged for jobs run with
-``save_predictions=true``), are downloaded into a scratch folder and read like a sweep
-directory's job folders, so masks are compared as for sweep directories. A child without a
+(one per job); each child's ``result.json`` and ``per_image.csv`` artifacts, then the
+prediction outputs its record declares (:func:`sam_bench.layout.declared_outputs`; logged for
+jobs run with ``save_predictions=true``), are downloaded into a scratch folder and read like
+a sweep directory's job folders, so outputs are compared as for sweep directories. A child without a
 ``result.json`` artifact is described by its tags and metrics. ``mlflow`` is imported only
 here.
 """
@@ -14,17 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sam_bench.compare.declared import declared_predictions
+from sam_bench.compare.jobs import CompareError, Job, Side, parse_bool, read_json
 from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
 from sam_bench.layout import RESULT_FILE
-from sam_bench.report.compare.sources import (
-    LABEL_FOLDER,
-    PREDICTIONS_FILE,
-    CompareError,
-    Job,
-    Side,
-    parse_bool,
-    read_json,
-)
 
 
 def default_tracking_uri(configured: str | None) -> str:
@@ -79,9 +72,7 @@ def load_mlflow(
         name = str(tags.get("job_num") or child.info.run_name or child.info.run_id)
         dest = dest_root / f"{i:04d}"
         dest.mkdir(parents=True, exist_ok=True)
-        names = (RESULT_FILE, PER_IMAGE_FILE, PREDICTIONS_FILE, LABEL_FOLDER)
-        got = _download(client, child.info.run_id, names, dest)
-        with_masks += bool(got & {PREDICTIONS_FILE, LABEL_FOLDER})
+        got = _download(client, child.info.run_id, (RESULT_FILE, PER_IMAGE_FILE), dest)
         record: dict[str, Any] | None = None
         if RESULT_FILE in got:
             try:
@@ -90,6 +81,8 @@ def load_mlflow(
                 record = None
         if record is None:
             record = _run_record(child)
+        else:
+            with_masks += bool(_download(client, child.info.run_id, _predictions(record), dest))
         jobs.append(Job(record, name, dest, "mlflow"))
     what = f"parent run with {len(children)} child runs" if children else "a single run"
     masks = (
@@ -99,6 +92,11 @@ def load_mlflow(
     )
     notes = [f"MLflow {what} in {uri}; {masks}"]
     return Side(role, spec, "mlflow", f"runs:/{run_id} ({uri})", jobs, notes, [], None)
+
+
+def _predictions(record: dict[str, Any]) -> list[str]:
+    """The artifact names of the prediction outputs the record declares."""
+    return [o.path.rstrip("/") for o in declared_predictions(record)[0]]
 
 
 def _child_runs(client: Any, run: Any) -> list[Any]:

@@ -4,12 +4,12 @@
   ``result.json`` itself, is one job). Without job records, its ``summary.csv`` is read.
 * **summary.csv**: metrics, status and identity come from the file; the job folders beside
   it (``<folder of the csv>/<job>/``), when present, add ``per_image.csv`` (timing is judged
-  from it), saved predictions and the record's catalogue entries and environment.
+  from it), declared outputs and the record's catalogue entries and environment.
 * **MLflow**: ``runs:/<run id>`` or a bare run id (32 hex digits), in ``--tracking-uri`` (else
   ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` in the working directory). A sweep's
   parent run stands for its child runs; each child's ``result.json`` and ``per_image.csv``
-  artifacts, and its saved predictions where the job logged them (``save_predictions=true``),
-  are downloaded (:mod:`.mlflow_source`).
+  artifacts, and its declared prediction outputs where the job logged them
+  (``save_predictions=true``), are downloaded (:mod:`.mlflow_source`).
 
 Anything that makes a side unreadable raises :class:`CompareError` (exit status 2) with a
 message naming the path and the reason.
@@ -19,21 +19,14 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
-from sam_bench.layout import RESULT_FILE
-from sam_bench.report.summary import SUMMARY_FILE, find_records, override_dict
-
-PREDICTIONS_FILE = "predictions.json"
-"""Instance masks a job saved (``save_predictions=true``): COCO results with RLE masks."""
-LABEL_FOLDER = "predictions"
-"""Per-frame label PNGs a video job saved (DAVIS layout: ``predictions/<sequence>/<frame>.png``)."""
+from sam_bench.compare.jobs import CompareError, Job, Side, parse_bool, read_json
+from sam_bench.layout import RESULT_FILE, SUMMARY_FILE
+from sam_bench.report.summary import find_records, override_dict
 
 #: ``summary.csv`` columns that are not metrics (besides the override columns).
 SUMMARY_BOOKKEEPING = (
@@ -43,89 +36,6 @@ SUMMARY_BOOKKEEPING = (
 )  # fmt: skip
 SUMMARY_REQUIRED = ("config_id", "status")
 RUN_ID = re.compile(r"[0-9a-f]{32}")
-
-
-class CompareError(Exception):
-    """The comparison cannot be made (exit status 2); the message says why."""
-
-
-@dataclass
-class Job:
-    """One job of a side: its record (or what a summary row / MLflow run says of it) and the
-    folder holding its per-image rows and saved predictions, when there is one."""
-
-    record: dict[str, Any]
-    name: str
-    """Job folder name (the job number), or the MLflow run name."""
-    job_dir: Path | None = None
-    origin: str = "record"
-    """``record`` (result.json), ``summary`` (a summary.csv row) or ``mlflow``."""
-    _rows: list[dict[str, str]] | None = field(default=None, repr=False)
-    _rows_read: bool = field(default=False, repr=False)
-
-    @property
-    def config_id(self) -> str | None:
-        cid = self.record.get("config_id")
-        return str(cid) if cid else None
-
-    @property
-    def status(self) -> str:
-        return str(self.record.get("status") or "unknown")
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status in ("ok", "partial")
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.record.get("metrics") or {}
-
-    @property
-    def overrides(self) -> list[str]:
-        return [str(o) for o in self.record.get("overrides") or []]
-
-    def per_image(self) -> list[dict[str, str]] | None:
-        """Rows of the job's ``per_image.csv`` (``None`` when there is none or it is
-        unreadable)."""
-        if not self._rows_read:
-            self._rows_read = True
-            path = self.job_dir / PER_IMAGE_FILE if self.job_dir is not None else None
-            if path is not None and path.is_file():
-                try:
-                    with path.open(newline="", encoding="utf-8") as f:
-                        self._rows = list(csv.DictReader(f))
-                except (OSError, UnicodeDecodeError, csv.Error):
-                    self._rows = None
-        return self._rows
-
-    def predictions_file(self) -> Path | None:
-        path = self.job_dir / PREDICTIONS_FILE if self.job_dir is not None else None
-        return path if path is not None and path.is_file() else None
-
-    def label_folder(self) -> Path | None:
-        path = self.job_dir / LABEL_FOLDER if self.job_dir is not None else None
-        return path if path is not None and path.is_dir() else None
-
-
-@dataclass
-class Side:
-    """What one argument of the command names."""
-
-    role: str
-    """``baseline`` or ``current``."""
-    spec: str
-    """The argument as given."""
-    kind: str
-    """``sweep_dir``, ``summary_csv`` or ``mlflow``."""
-    location: str
-    """The resolved path or ``runs:/<id>`` with its tracking URI."""
-    jobs: list[Job]
-    notes: list[str] = field(default_factory=list)
-    """Things the reader should know about how this side was read."""
-    warnings: list[str] = field(default_factory=list)
-    """Things that may make the comparison other than the user meant (printed)."""
-    folder: Path | None = None
-    """The side's folder (default output place of the current side)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,20 +81,13 @@ def load_side(
 
 
 def _mlflow(*args: Any) -> Side:
-    from sam_bench.report.compare.mlflow_source import load_mlflow
+    from sam_bench.compare.mlflow_source import load_mlflow  # mlflow: only when asked for
 
     return load_mlflow(*args)
 
 
 # --------------------------------------------------------------------------------------------
 # sweep directories
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
 
 
 def load_dir(folder: Path, role: str, spec: str) -> Side:
@@ -317,10 +220,6 @@ def _summary_metrics(row: dict[str, str], path: Path, line: int) -> dict[str, fl
                 f"{path}: malformed summary: {where}column {col!r}: {value!r} is not a number"
             ) from None
     return out
-
-
-def parse_bool(text: str) -> bool | None:
-    return {"true": True, "false": False}.get(text.strip().lower())
 
 
 def _summary_record(row: dict[str, str], metrics: dict[str, float | None]) -> dict[str, Any]:
