@@ -8,10 +8,16 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
+from PIL import Image
 
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 TOY = [
@@ -109,3 +115,37 @@ def test_config_ids_are_the_same_from_another_folder(toy, tmp_path: Path) -> Non
     assert len(set(ids.values())) == 2 and all(len(i) == 16 for i in ids.values())
     for row in a:
         assert len(row["dataset_fingerprint"]) == 64 and row["weights_hash"] == ""  # no model
+
+
+def _compare(baseline: Path, current: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((str(PLUGINS), str(REPO)))}
+    return subprocess.run(
+        [sys.executable, "-m", "sam_bench.report", "compare", str(baseline), str(current),
+         "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def test_the_regression_check_compares_the_toy_outputs(toy, tmp_path: Path) -> None:
+    """The toy's declared label_png output is compared by its kind: a copy of the sweep
+    passes with every image counted, a changed map is a regression, a missing map is an
+    error naming the image (never a silent pass)."""
+    proc, first, _ = toy
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    current = tmp_path / "current"
+    shutil.copytree(first, current)
+    same = _compare(first, current, tmp_path / "same")
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    counted = re.findall(r"label_png: (\d+) images?", same.stdout)
+    assert sorted(int(n) for n in counted) == [1, 2]  # dataset.limit=1 and 2
+
+    png = sorted((current / "1" / "predictions").glob("*.png"))[0]
+    bright = np.asarray(Image.open(png))
+    Image.fromarray((1 - bright).astype(np.uint8)).save(png)  # every pixel flipped
+    changed = _compare(first, current, tmp_path / "changed")
+    assert changed.returncode == 1, changed.stdout[-3000:] + changed.stderr[-3000:]
+
+    png.unlink()
+    missing = _compare(first, current, tmp_path / "missing")
+    assert missing.returncode == 3, missing.stdout[-3000:] + missing.stderr[-3000:]
+    assert png.stem in missing.stdout + missing.stderr
