@@ -199,13 +199,17 @@ _LEGACY_OUTPUTS: dict[str, tuple[Output, ...]] = {
     "prompted": (
         Output("predictions", "instance_rle", "predictions.json", when="save_predictions"),
         Output("examples", "instance_examples", "masks/", when="task.save_masks"),
+        Output("per_instance", "table_csv", "per_instance.csv"),
     ),
     "semantic": (
         Output("label_maps", "label_png", "predictions/", when="save_predictions"),
         Output("examples", "instance_examples", "masks/", when="task.save_masks"),
+        Output("per_class", "table_csv", "per_class.csv"),
     ),
     "video": (
         Output("predictions", "palette_png_sequence", "predictions/", when="save_predictions"),
+        Output("per_sequence", "table_csv", "per_sequence.csv"),
+        Output("per_frame", "table_csv", "per_frame.csv"),
     ),
 }
 

@@ -60,13 +60,10 @@ MAX_KEY_LENGTH = 250
 MAX_RUN_NAME_LENGTH = 250
 
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
-JOB_FILES = ("result.json", "per_image.csv", "traceback.txt")
-#: Per-job tables a task writes next to ``per_image.csv`` (``per_instance.csv``,
-#: ``per_class.csv``...): logged as artifacts too, as are the figures a record names.
-JOB_TABLES = "per_*.csv"
-#: What ``save_predictions=true`` writes (``predictions.json``; video: ``predictions/``):
-#: logged too, so ``python -m sam_bench.report compare`` can compare masks of MLflow runs.
-PREDICTION_FILES = ("predictions.json", "predictions")
+#: Kinds of declared outputs (:mod:`sam_bench.layout`) not logged as artifacts: the journal
+#: is gone once a job finishes; example masks follow ``tracking.log_masks``.
+NOT_LOGGED = ("journal",)
+EXAMPLE_KINDS = ("instance_examples",)
 
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY", re.IGNORECASE
@@ -581,22 +578,10 @@ class MlflowTracker:
             if isinstance(job.get("duration_s"), int | float):
                 metrics.setdefault("job_duration_s", float(job["duration_s"]))
             self._log_batch(client, run_id, params=params_of(config), metrics=metrics)
-            for name in JOB_FILES:
-                self._log_path(client, run_id, job_dir / name, None)
-            for table in sorted(job_dir.glob(JOB_TABLES)):
-                if table.name not in JOB_FILES:
-                    self._log_path(client, run_id, table, None)
-            for rel in figure_paths(record):
-                folder = rel.parent.as_posix()
-                self._log_path(client, run_id, job_dir / rel, None if folder == "." else folder)
+            for rel, folder in artifact_paths(record, log_masks=self.log_masks):
+                self._log_path(client, run_id, job_dir / rel, folder)
             for name in HYDRA_FILES:
                 self._log_path(client, run_id, job_dir / ".hydra" / name, "hydra")
-            if self.log_masks:
-                self._log_path(client, run_id, job_dir / "masks", "masks")
-            if config.get("save_predictions"):
-                for name in PREDICTION_FILES:
-                    path = job_dir / name
-                    self._log_path(client, run_id, path, name if path.is_dir() else None)
         except BaseException as e:
             self._fail(client, run_id, f"tracking: {type(e).__name__}: {e}")
             raise
@@ -637,6 +622,28 @@ class MlflowTracker:
             self._fail(client, run_id, f"tracking: {type(e).__name__}: {e}")
             raise
         self._retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def artifact_paths(record: dict[str, Any], *, log_masks: bool) -> list[tuple[Path, str | None]]:
+    """What a child run logs: every output the record declares (its kind says what it is:
+    :func:`sam_bench.layout.declared_outputs`; example masks only with ``log_masks``), the
+    traceback of a crashed job, and the figures the record names; each as (path relative to
+    the job folder, artifact folder or ``None`` for the run's root)."""
+    from sam_bench.layout import RUNNER_OUTPUTS, TRACEBACK_FILE, declared_outputs
+
+    outputs = [*RUNNER_OUTPUTS[:2], *declared_outputs(record)]
+    found: list[tuple[Path, str | None]] = [(Path(TRACEBACK_FILE), None)]
+    for o in outputs:
+        if o.kind in NOT_LOGGED or (o.kind in EXAMPLE_KINDS and not log_masks):
+            continue
+        rel = Path(o.path.rstrip("/"))
+        parent = rel.parent.as_posix()
+        folder = rel.as_posix() if o.is_dir else (None if parent == "." else parent)
+        found.append((rel, folder))
+    for rel in figure_paths(record):
+        parent = rel.parent.as_posix()
+        found.append((rel, None if parent == "." else parent))
+    return list(dict.fromkeys(found))
 
 
 def figure_paths(record: dict[str, Any]) -> list[Path]:

@@ -250,6 +250,12 @@ def _job(job_dir: Path, num: int, status: str = "ok", **metrics: Any) -> dict[st
         "environment": {"torch": "2.5", "sam2": "1.1.0", "device": "cpu", "dtype": "fp32"},
         "weights": {"kind": "random", "label": "random", "sha256": None},
         "metrics": {} if status == "failed" else {"miou": 0.25, "ar1000_large": None, **metrics},
+        # the files it wrote, each with its kind: logged as artifacts through this list
+        "outputs": [
+            {"name": "record", "kind": "record", "path": "result.json"},
+            {"name": "per_item", "kind": "per_item_csv", "path": "per_image.csv"},
+            {"name": "examples", "kind": "instance_examples", "path": "masks/"},
+        ],
     }
     (job_dir / "result.json").write_text(json.dumps(record))
     return record
