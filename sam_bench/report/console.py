@@ -78,7 +78,8 @@ def print_job(record: dict[str, Any]) -> None:
         _console.print(f"[bold yellow]{escape(str(record['banner']))}[/]")
     job_dir = record.get("job", {}).get("dir")
     if record.get("status") == "failed":
-        _console.print(f"[bold red]job failed[/] (record: {job_dir}/result.json)")
+        why = escape(str(record.get("error") or "no reason recorded"))
+        _console.print(f"[bold red]job failed[/]: {why} (record: {job_dir}/result.json)")
         return
     m = record.get("metrics", {})
     view = MetricView.from_records([record])

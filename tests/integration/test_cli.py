@@ -321,3 +321,15 @@ def test_an_unwritable_output_folder_is_one_line_and_exit_2(tmp_path: Path) -> N
         assert proc.returncode == 2, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
         assert f"cannot write the output folder {blocker / 'out'}: Not a directory" in proc.stderr
+
+
+def test_a_single_run_that_fails_prints_its_reason(tmp_path: Path) -> None:
+    """Without -m, a failed job prints the reason its record holds, then exits 1."""
+    proc = sam_bench(["tracking=none", "model.weights=random", "amg.pred_iou_thresh=2"], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (record_path,) = tmp_path.glob("outputs/*/*/result.json")
+    reason = json.loads(record_path.read_text())["error"]
+    assert "amg.pred_iou_thresh" in reason
+    line = next(ln for ln in proc.stdout.splitlines() if "job failed" in ln)
+    assert reason in " ".join(proc.stdout.split())  # the console may wrap the line
+    assert line.startswith("job failed: ")
