@@ -7,17 +7,19 @@ evaluations follow):
 
 * **distance to the boundary** of a region: for each pixel of the region, the Euclidean
   distance to the nearest pixel outside it, where everything beyond the image border counts
-  as outside (the region is padded with one ring of background pixels). Exact Euclidean
-  distance transform (OpenCV ``DIST_L2`` with the precise mask).
+  as outside (the region is padded with one ring of background pixels). It is computed
+  exactly, as an **integer squared distance** ``dy**2 + dx**2`` to the nearest outside pixel
+  (scipy's exact Euclidean feature transform gives that pixel), so two pixels exactly as far
+  from the boundary always compare equal: no choice depends on float rounding.
 * **farthest point** of a region: the pixel with the largest distance to the boundary; ties
-  go to the first pixel in raster order (row by row, top to bottom, left to right). Pixels
+  go to the smallest row, then the smallest column (the first in raster order). Pixels
   already clicked are never chosen again (RITM's "not clicked" map).
 * **first click** on an instance: positive, at the instance's farthest point.
 * **next click** given the ground truth and the current binary prediction: the false-negative
   region (``gt & ~pred``) and the false-positive region (``~gt & pred``) each get their
   farthest point; the click goes to the region whose farthest point is farther from its
   boundary -- positive in a false-negative region, negative in a false-positive one. On a tie
-  the click is negative, as in RITM.
+  (equal squared distances) the click is negative, as in RITM.
 * When no error pixel is left (the prediction equals the ground truth, or every error pixel
   was clicked already), there is no next click (``None``): sam_bench then keeps the
   prediction for the remaining clicks. RITM would place a negative click at pixel (0, 0)
@@ -29,15 +31,16 @@ Clicks are pixel indices (``x`` column, ``y`` row), given to SAM 2 as point coor
 The distance transform is computed on the region's bounding box plus a one-pixel ring (the
 ring is background, exactly as on the whole padded image: the nearest background pixel of any
 pixel in the box is inside the ring or nearer), so a click costs in proportion to its region,
-not the image.
+not the image. RITM computes the same distance in float32 with OpenCV; on exact ties its
+choice can follow rounding (about 1 click in 11,600 on real masks), sam_bench's does not.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -76,38 +79,52 @@ def boundary_distance(region: np.ndarray) -> np.ndarray:
     if box is None:
         return out
     y0, y1, x0, x1 = box
-    out[y0 : y1 + 1, x0 : x1 + 1] = _crop_distance(region, box)
+    out[y0 : y1 + 1, x0 : x1 + 1] = np.sqrt(_crop_squared_distance(region, box))
     return out
 
 
-def _crop_distance(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The distance transform of ``region`` inside ``box`` (see the module docstring)."""
+def _crop_squared_distance(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The squared distance (int64) of every pixel of ``region`` inside ``box`` to its nearest
+    outside pixel (see the module docstring)."""
     y0, y1, x0, x1 = box
-    padded = np.pad(region[y0 : y1 + 1, x0 : x1 + 1].astype(np.uint8), 1)
-    dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return np.asarray(dist[1:-1, 1:-1], dtype=np.float32)
+    padded = np.pad(region[y0 : y1 + 1, x0 : x1 + 1], 1)
+    nearest = ndimage.distance_transform_edt(padded, return_distances=False, return_indices=True)
+    rows, cols = np.indices(padded.shape)
+    dy = rows - np.asarray(nearest[0], dtype=np.int64)
+    dx = cols - np.asarray(nearest[1], dtype=np.int64)
+    return (dy * dy + dx * dx)[1:-1, 1:-1]
 
 
-def farthest_point(
-    region: np.ndarray, allowed: np.ndarray | None = None
-) -> tuple[int, int, float] | None:
-    """``(y, x, distance)`` of the pixel of ``region`` farthest from its boundary (ties: first
-    in raster order), among the ``allowed`` pixels (default: all); ``None`` when no allowed
-    pixel of the region is left."""
+def _farthest(region: np.ndarray, allowed: np.ndarray | None = None) -> tuple[int, int, int] | None:
+    """``(y, x, squared distance)`` of the farthest allowed pixel (ties: smallest row, then
+    column), ``None`` when no allowed pixel of the region is left."""
     region = np.asarray(region, dtype=bool)
     box = _bbox(region)
     if box is None:
         return None
     y0, y1, x0, x1 = box
-    dist = _crop_distance(region, box)
+    sq = _crop_squared_distance(region, box)
     if allowed is not None:
-        dist = dist * np.asarray(allowed[y0 : y1 + 1, x0 : x1 + 1], dtype=bool)
-    flat = int(np.argmax(dist))  # the first maximum in raster order (crop order = image order)
-    best = float(dist.flat[flat])
-    if best <= 0.0:
+        sq = sq * np.asarray(allowed[y0 : y1 + 1, x0 : x1 + 1], dtype=bool)
+    flat = int(np.argmax(sq))  # the first maximum in raster order (crop order = image order)
+    best = int(sq.flat[flat])
+    if best <= 0:
         return None
-    dy, dx = divmod(flat, dist.shape[1])
+    dy, dx = divmod(flat, sq.shape[1])
     return y0 + dy, x0 + dx, best
+
+
+def farthest_point(
+    region: np.ndarray, allowed: np.ndarray | None = None
+) -> tuple[int, int, float] | None:
+    """``(y, x, distance)`` of the pixel of ``region`` farthest from its boundary (ties: the
+    smallest row, then column), among the ``allowed`` pixels (default: all); ``None`` when no
+    allowed pixel of the region is left."""
+    found = _farthest(region, allowed)
+    if found is None:
+        return None
+    y, x, sq = found
+    return y, x, float(np.sqrt(sq))
 
 
 def first_click(gt: np.ndarray) -> Click | None:
@@ -131,13 +148,11 @@ def next_click(
         allowed = np.ones(gt.shape, dtype=bool)
         for c in clicked:
             allowed[c.y, c.x] = False
-    fn = farthest_point(gt & ~pred, allowed)
-    fp = farthest_point(~gt & pred, allowed)
-    d_fn = fn[2] if fn is not None else 0.0
-    d_fp = fp[2] if fp is not None else 0.0
+    fn = _farthest(gt & ~pred, allowed)
+    fp = _farthest(~gt & pred, allowed)
     if fn is None and fp is None:
         return None
-    if d_fn > d_fp and fn is not None:
+    if fn is not None and (fp is None or fn[2] > fp[2]):  # a tie goes to the negative click
         return Click(x=fn[1], y=fn[0], positive=True)
-    assert fp is not None  # d_fp >= d_fn > 0 or fn is None
+    assert fp is not None
     return Click(x=fp[1], y=fp[0], positive=False)

@@ -239,3 +239,44 @@ def test_bad_detection_files_name_the_key_and_entry(
     with pytest.raises(ConfigError, match=expected) as err:
         read_detections(path)
     assert err.value.key == "prompt.boxes"
+
+
+def _brute_squared_distance(m: np.ndarray) -> np.ndarray:
+    """dy**2 + dx**2 to the nearest outside pixel (the image border outside), by brute force."""
+    padded = np.pad(m, 1)
+    by, bx = np.nonzero(~padded)
+    ys, xs = np.indices(m.shape)
+    sq = (ys[..., None] + 1 - by) ** 2 + (xs[..., None] + 1 - bx) ** 2
+    return np.where(m, sq.min(axis=-1), 0)
+
+
+def test_ties_are_broken_by_row_then_column_on_exact_squared_distances() -> None:
+    """The farthest point is the brute-force maximum of integer squared distances, the
+    smallest row then column among equals; the masks include ties between pixels whose
+    nearest outside pixel lies at different offsets of the same length (5**2 = 3**2 + 4**2,
+    65 = 1 + 8**2 = 4**2 + 7**2), where a float transform may round them apart."""
+    rng = np.random.default_rng(1)
+    ties = 0
+    for _ in range(200):
+        h, w = rng.integers(6, 24, size=2)
+        m = ndimage.binary_opening(rng.random((h, w)) < 0.7)
+        if not m.any():
+            continue
+        sq = _brute_squared_distance(m)
+        best = sq.max()
+        y, x, d = farthest_point(m)  # type: ignore[misc]
+        first = np.argwhere(sq == best)[0]  # argwhere: row-major, smallest row then column
+        assert (y, x) == tuple(first) and d == pytest.approx(np.sqrt(best))
+        ties += int((sq == best).sum() > 1)
+    assert ties > 20  # the masks did exercise ties
+
+
+def test_a_tie_between_missed_and_extra_regions_gives_the_negative_click() -> None:
+    """Equal squared distances in the false-negative and false-positive regions: negative
+    (RITM's rule), at the smallest row then column of the false-positive region."""
+    gt = rect(20, 30, 2, 9, 2, 9)  # 7x7 square, nothing predicted there
+    pred = rect(20, 30, 2, 9, 15, 22)  # an equal 7x7 square predicted where nothing is
+    click = next_click(gt, pred)
+    assert click == Click(x=18, y=5, positive=False)
+    # moving the extra square one row down keeps the tie and the rule
+    assert next_click(gt, rect(20, 30, 3, 10, 15, 22)) == Click(x=18, y=6, positive=False)
