@@ -75,6 +75,87 @@ def finished_record(
     return record, "finished earlier"
 
 
+def conflict(job_dir: Path, identity: dict[str, Any], config: dict[str, Any]) -> str | None:
+    """Why ``resume=true`` must not run this job in ``job_dir``: the folder holds the finished
+    record of another configuration (rewriting it would lose that result); ``None`` when it
+    holds none, a failed one, or one of this configuration."""
+    record = read_json_object(Path(job_dir) / RESULT_FILE)
+    if record is None or record.get("status") not in FINISHED:
+        return None
+    earlier, now = comparable(record.get("config_identity")), comparable(identity)
+    if earlier == now and weights_request(record.get("config") or {}) == weights_request(config):
+        return None
+    differ = sorted(_differences(earlier or {}, now or {}))
+    if weights_request(record.get("config") or {}) != weights_request(config):
+        differ.append("model weights")
+    return (
+        f"resume=true: {job_dir} holds the finished record of another configuration "
+        f"(config_id {record.get('config_id')}; differs in {', '.join(differ) or 'identity'}); "
+        "it is kept as it is. Resume with the overrides of that sweep, or start a fresh sweep "
+        "with another hydra.sweep.dir"
+    )
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two identity documents."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted({*a, *b}, key=str):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def planned_overrides(task_overrides: list[str]) -> list[list[str]] | None:
+    """The overrides of each job Hydra's basic sweeper makes of ``task_overrides`` (job
+    ``i`` is item ``i``); ``None`` when they cannot be known before the sweep (a sweep the
+    parser cannot expand, e.g. Optuna's ranges)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(task_overrides)
+        batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    except Exception:
+        return None
+    return [list(job) for batch in batches for job in batch]
+
+
+def recorded_overrides(job_dir: Path) -> list[str] | None:
+    """The overrides a job folder's record (or Hydra's ``overrides.yaml``) holds."""
+    record = read_json_object(Path(job_dir) / RESULT_FILE)
+    if record is not None and isinstance(record.get("overrides"), list):
+        return [str(o) for o in record["overrides"]]
+    try:
+        import yaml
+
+        found = yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text())
+    except Exception:
+        return None
+    return [str(o) for o in found] if isinstance(found, list) else None
+
+
+def mismatched_jobs(sweep_dir: Path, task_overrides: list[str]) -> list[str]:
+    """``resume=true`` in a folder whose jobs were other configurations: one line per job
+    folder (``<sweep>/<num>``) whose recorded overrides differ from those the sweep now gives
+    job ``num``, naming the settings that differ. Empty when every job matches (or the jobs
+    cannot be known before the sweep: each job then checks its own folder, :func:`conflict`)."""
+    planned = planned_overrides(without_resume(task_overrides))
+    if planned is None:
+        return []
+    lines = []
+    for num, overrides in enumerate(planned):
+        earlier = recorded_overrides(Path(sweep_dir) / str(num))
+        if earlier is None:
+            continue
+        old, new = set(without_resume(earlier)), set(without_resume(overrides))
+        if old != new:
+            gone = " ".join(sorted(old - new)) or "-"
+            came = " ".join(sorted(new - old)) or "-"
+            lines.append(f"job {num}: ran {gone}, would now run {came}")
+    return lines
+
+
 @dataclass
 class ItemLog:
     """The append-only per-item log of one job (see the module docstring)."""

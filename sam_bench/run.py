@@ -116,8 +116,8 @@ def write_outcome(spec: JobSpec, record: dict[str, Any], rows: list[dict[str, An
     ``resume=true`` is already on disk."""
     from sam_bench.resume import FINISHED, ITEM_LOG
 
-    if record.get("job", {}).get("reused"):
-        return
+    if record.get("job", {}).get("reused") or record.get("job", {}).get("refused"):
+        return  # on disk already / another configuration's record, kept as it is
     value, why = objective(record, spec.cfg_node)
     record["metrics"]["objective"] = value
     record["task_info"]["objective"] = why
@@ -329,7 +329,7 @@ def _reuse_finished(
 ) -> list[tuple[int, Config]]:
     """With ``resume=true``, jobs whose directory holds a finished record of the same
     configuration take it (see :mod:`sam_bench.resume`); returns the jobs left to run."""
-    from sam_bench.resume import finished_record
+    from sam_bench.resume import conflict, finished_record
 
     if not any(cfg.resume for _, cfg in live):
         return live
@@ -342,6 +342,12 @@ def _reuse_finished(
             if cfg.resume
             else (None, "")
         )
+        refused = conflict(specs[i].job_dir, identity, records[i]["config"]) if cfg.resume else None
+        if refused is not None:  # never rewrite another configuration's finished record
+            log.error("%s", refused)
+            records[i].update(status="failed", error=refused)
+            records[i]["job"]["refused"] = True
+            continue
         if prior is None:
             if cfg.resume:
                 log.info("resume: job %s runs (%s)", specs[i].job_num, why)

@@ -35,7 +35,13 @@ def check_sweep_folder(config: DictConfig) -> None:
     Exits with status 2 on either error."""
     from omegaconf import OmegaConf, open_dict, read_write
 
-    from sam_bench.resume import find_sweep_to_resume, job_records, search_root, unfinished_logs
+    from sam_bench.resume import (
+        find_sweep_to_resume,
+        job_records,
+        mismatched_jobs,
+        search_root,
+        unfinished_logs,
+    )
 
     resume = bool(config.get("resume"))
     hydra_overrides = [str(o) for o in config.hydra.overrides.hydra]
@@ -72,6 +78,17 @@ def check_sweep_folder(config: DictConfig) -> None:
         )
         sys.exit(2)
     if resume:
+        wrong = mismatched_jobs(sweep_dir, task_overrides)
+        if wrong:
+            print(
+                f"error: resume=true: the job folders in {sweep_dir} hold other configurations "
+                "than this sweep would run there; nothing was run or overwritten:\n  "
+                + "\n  ".join(wrong)
+                + "\nResume with the overrides of that sweep, or start a fresh sweep with "
+                "another hydra.sweep.dir (or without resume=true and a new folder).",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         log.info(
             "resume: %d job record(s) and %d interrupted job(s) in %s",
             len(found_records), len(logs), sweep_dir,
