@@ -52,7 +52,9 @@ _METRIC_MODULES: list[str] = [
 
 #: Settings sections of the registered tasks: config key -> ``"module:DataclassName"``. The
 #: root config schema (:func:`sam_bench.config.root_schema`) has one field per section.
-_SETTINGS: dict[str, str] = {}
+_SETTINGS: dict[str, str] = {
+    "amg": "sam_bench.tasks.amg.settings:AMGConfig",
+}
 
 #: Entry-point group through which installed packages register tasks: each entry point names
 #: a module that calls :func:`register_task` when imported.

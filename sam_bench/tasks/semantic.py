@@ -73,7 +73,7 @@ from pycocotools import mask as mask_utils
 from sam_bench.clip import ClipBackend, build_clip, check_clip, clip_key
 from sam_bench.clip.crops import make_crop
 from sam_bench.clip.prompts import ClassText, class_scores, encode_classes, label_and_confidence
-from sam_bench.config import Config, PreprocessConfig, amg_fields
+from sam_bench.config import Config, PreprocessConfig
 from sam_bench.data.base import Dataset, Sample
 from sam_bench.data.semantic_folder import ClassInfo, ClassList
 from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
@@ -89,7 +89,9 @@ from sam_bench.metrics.semantic import (
     SemanticPrediction,
 )
 from sam_bench.record import write_json, write_rows_csv
-from sam_bench.tasks.amg import open_encoder_cache, prediction_entries, prompts_per_image, safe_name
+from sam_bench.tasks.amg.masks import prediction_entries, safe_name
+from sam_bench.tasks.amg.settings import amg_fields, amg_settings, prompts_per_image
+from sam_bench.tasks.amg.task import open_encoder_cache
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
 from sam_bench.tasks.semantic_outputs import ClassMapFolder, SavedMap
 
@@ -328,7 +330,7 @@ class SemanticTask(Task):
 
     @classmethod
     def describe(cls, cfg: Config) -> str:
-        a, s = cfg.amg, cfg.semantic
+        a, s = amg_settings(cfg), cfg.semantic
         grid = f"{a.points_per_side}x{a.points_per_side}" if a.points_per_side else "custom grid"
         weights = "random" if s.clip_weights == "random" else (s.clip_pretrained or "default")
         return (

@@ -5,7 +5,7 @@ or CLIP.
 **Format**: ``DIR/<image stem>.png``, one single-channel PNG per image (8-bit or 16-bit
 grayscale, or a palette PNG whose *indices* are read), the size of the image's label map,
 named as ``save_predictions=true`` names them in ``<job>/predictions/`` (the image id made
-file-name safe by :func:`~sam_bench.tasks.amg.safe_name`; the id as it is is accepted too).
+file-name safe by :func:`~sam_bench.tasks.amg.masks.safe_name`; the id as it is is accepted too).
 Each pixel holds a class index of the dataset's class list, or the "unlabelled" value
 (:func:`sam_bench.tasks.semantic.label_png`): 255 in an 8-bit PNG, 65535 in a 16-bit one.
 A job folder may be given: its ``predictions/`` subfolder is read when ``DIR`` itself holds
@@ -39,7 +39,7 @@ from sam_bench.data.semantic_folder import ClassList
 from sam_bench.errors import ConfigError, SampleError
 from sam_bench.metrics.semantic import UNLABELLED, SemanticPrediction
 from sam_bench.record import read_json_object
-from sam_bench.tasks.amg import safe_name
+from sam_bench.tasks.amg.masks import safe_name
 
 log = logging.getLogger(__name__)
 

@@ -108,6 +108,7 @@ def _fake_sweep(sweep: Path) -> None:
             "peak_rss_mb": 900.0,
         }
         record = {
+            "task": "amg",  # its saved masks are found through the task's outputs
             "status": "ok",
             "error": None,
             "untrained": True,

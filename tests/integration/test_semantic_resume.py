@@ -25,11 +25,12 @@ from clip_fixtures import tiny_open_clip_dir
 from PIL import Image
 from semantic_fixtures import write_street
 
-from sam_bench.config import AMGConfig, Config, DatasetConfig, SemanticConfig, TaskConfig
+from sam_bench.config import DatasetConfig, SemanticConfig, TaskConfig, root_schema
 from sam_bench.data.registry import build_dataset
 from sam_bench.loop import run_items
 from sam_bench.models.build import WeightsInfo
 from sam_bench.resume import ITEM_LOG, open_item_log
+from sam_bench.tasks.amg.settings import AMGConfig
 from sam_bench.tasks.base import JobContext, TaskResult
 from sam_bench.tasks.semantic import (
     PER_CLASS_FILE,
@@ -80,7 +81,7 @@ def make_task(model: Any, root: Path, data: Path, save_masks: int) -> SemanticTa
             clip_model=f"local-dir:{clip_dir}", clip_weights="random", overlap=job["overlap"],
             min_confidence=job["min_confidence"], batch_size=8,
         )  # fmt: skip
-        cfg = Config(
+        cfg = root_schema()(
             task=TaskConfig(name="semantic", save_masks=save_masks),
             amg=AMGConfig(points_per_side=4, **KEEP), semantic=sem, dataset=dcfg,
             save_predictions=job["save_predictions"], seed=SEED,
