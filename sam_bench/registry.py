@@ -53,6 +53,7 @@ _METRIC_MODULES: list[str] = [
 #: Settings sections of the registered tasks: config key -> ``"module:DataclassName"``. The
 #: root config schema (:func:`sam_bench.config.root_schema`) has one field per section.
 _SETTINGS: dict[str, str] = {
+    "amg": "sam_bench.tasks.amg.settings:AMGConfig",
     "prompt": "sam_bench.tasks.prompted.settings:PromptConfig",
     "video": "sam_bench.tasks.video.settings:VideoConfig",
     "semantic": "sam_bench.tasks.semantic.settings:SemanticConfig",

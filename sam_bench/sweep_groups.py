@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 #: Top-level keys that only decide what a job writes or how fast, not what it computes. The
 #: encoder cache (``cache``) never changes results or ``latency_ms_*``: jobs differing only
 #: in ``cache.*`` are grouped and use the first job's cache that sets ``cache.dir``
-#: (:func:`sam_bench.tasks.amg.open_encoder_cache`).
+#: (:func:`sam_bench.tasks.amg.task.open_encoder_cache`).
 PER_JOB_KEYS = ("save_predictions", "tracking", "cache", "resume")
 
 

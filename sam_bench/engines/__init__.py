@@ -24,8 +24,15 @@ from sam_bench.engines.base import AMGEngine, GroupEngine, MaskRecord, SingleAsG
 
 if TYPE_CHECKING:
     from sam_bench.engines.encoder_cache import EncoderCache
+    from sam_bench.tasks.amg.settings import AMGConfig
 
 __all__ = ["AMGEngine", "GroupEngine", "MaskRecord", "build_engine", "build_group_engine"]
+
+
+def _amg(cfg: Config) -> AMGConfig:
+    """The ``amg`` settings of a job (a section the amg task registers)."""
+    settings: AMGConfig = getattr(cfg, "amg")  # noqa: B009
+    return settings
 
 
 def reference_engine(
@@ -34,7 +41,7 @@ def reference_engine(
     """``engine=reference`` (ignores the encoder cache)."""
     from sam_bench.engines.reference import ReferenceEngine
 
-    return ReferenceEngine(model, cfg.amg, device, dtype=cfg.dtype)
+    return ReferenceEngine(model, _amg(cfg), device, dtype=cfg.dtype)
 
 
 def fast_engine(
@@ -43,7 +50,7 @@ def fast_engine(
     """``engine=fast``."""
     from sam_bench.engines.fast import FastEngine
 
-    return FastEngine(model, cfg.amg, device, dtype=cfg.dtype, encoder_cache=cache)
+    return FastEngine(model, _amg(cfg), device, dtype=cfg.dtype, encoder_cache=cache)
 
 
 EngineFactory = Callable[[torch.nn.Module, Config, torch.device, "EncoderCache | None"], AMGEngine]
@@ -76,4 +83,4 @@ def build_group_engine(
         raise ValueError("only engine=fast can serve several jobs at once")
     from sam_bench.engines.fast import FastAMG
 
-    return FastAMG(model, [c.amg for c in cfgs], device, dtype=cfgs[0].dtype, encoder_cache=cache)
+    return FastAMG(model, [_amg(c) for c in cfgs], device, dtype=cfgs[0].dtype, encoder_cache=cache)

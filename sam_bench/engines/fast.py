@@ -7,8 +7,9 @@ test_fast_engine.py`` checks it against the reference engine). Three things diff
 * **Sharing.** For each image, the image encoder runs once per crop and the mask decoder
   (plus the m2m refinement) once per prompt batch, for every configuration that shares the
   *candidate key* (:func:`candidate_key`: the AMG fields whose role is ``candidate`` in
-  :class:`sam_bench.config.AMGConfig` -- point grid, crop settings, ``multimask_output``,
-  ``use_m2m``, ``points_per_batch`` -- besides model, weights, image, preprocessing and dtype).
+  :class:`sam_bench.tasks.amg.settings.AMGConfig` -- point grid, crop settings,
+  ``multimask_output``, ``use_m2m``, ``points_per_batch`` -- besides model, weights, image,
+  preprocessing and dtype).
   Each configuration then post-processes those candidates on its own: the ``postprocess``
   fields (``pred_iou_thresh``, ``stability_score_thresh`` / ``_offset``, ``mask_threshold``,
   ``box_nms_thresh``, ``crop_nms_thresh``, ``min_mask_region_area`` -- hole filling / island
@@ -40,8 +41,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,7 +53,6 @@ from pycocotools import mask as mask_utils
 # imports it first; imported inside FastAMG, that would be the model.
 from torchvision.ops.boxes import batched_nms, box_area
 
-from sam_bench.config import AMGConfig, amg_fields
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
@@ -60,16 +60,20 @@ from sam_bench.limits import HalvingBatches
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
 from sam_bench.models import connected_components
 
+if TYPE_CHECKING:
+    from sam_bench.tasks.amg.settings import AMGConfig
+
 #: AMG settings that only change post-processing (everything else changes the candidates).
 _RLE_CHUNK = 64
 
 
 def candidate_key(amg: AMGConfig) -> tuple[Any, ...]:
     """The AMG settings that decide the decoder candidates (equal keys can share them): the
-    fields whose role is ``candidate`` (:func:`sam_bench.config.amg_fields`)."""
+    fields whose role is ``candidate`` (:func:`sam_bench.tasks.amg.settings.amg_fields`)."""
+    names = (f.name for f in fields(amg) if f.metadata.get("role") == "candidate")
     return tuple(
         (name, str(getattr(amg, name)) if name == "point_grids" else getattr(amg, name))
-        for name in amg_fields("candidate")
+        for name in names
     )
 
 

@@ -20,17 +20,19 @@ from __future__ import annotations
 import functools
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from sam_bench.config import AMGConfig
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.limits import check_budget, retry_smaller
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.models import connected_components
+
+if TYPE_CHECKING:
+    from sam_bench.tasks.amg.settings import AMGConfig
 
 
 def to_compressed_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The mask-overlay grid: image | ground truth | best config | worst config, one row per image.
 
-Reads only what a job saved: ``masks/<image>.json`` (COCO RLE predictions and ground truth) and
-``masks/<image>.png`` (the RGB model input), so a sweep run elsewhere can be drawn later.
+Reads only what a job saved: the folders its record declares of kind ``instance_examples``
+(:func:`sam_bench.layout.declared_outputs`; ``masks/`` for the built-in tasks), holding
+``<image>.json`` (COCO RLE predictions and ground truth) and the RGB model input it names as
+``image_file``, so a sweep run elsewhere can be drawn later.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
-from sam_bench.report.analysis import SkipPlot, job_label, num, ok_rows
+from sam_bench.layout import JobLayout
+from sam_bench.report.analysis import SkipPlot, job_label, load_record, num, ok_rows
 from sam_bench.report.console import varying_keys
 from sam_bench.rle import decode_segmentation
 
-MASKS_DIR = "masks"
 MAX_IMAGES = 4
 MAX_MASKS = 200
 ALPHA = 0.5
@@ -73,9 +75,11 @@ def _per_image(job_dir: Path, metric: str) -> dict[str, float]:
 
 
 def _saved(row: dict[str, Any]) -> dict[str, Path]:
-    """Saved overlay records of a job: image stem -> JSON path."""
-    d = Path(str(row.get("job_dir"))) / MASKS_DIR
-    return {p.stem: p for p in d.glob("*.json")} if d.is_dir() else {}
+    """Saved overlay records of a job (in its declared ``instance_examples`` folders): image
+    stem -> JSON path."""
+    layout = JobLayout(Path(str(row.get("job_dir"))))
+    found = layout.find(load_record(row), "instance_examples")
+    return {p.stem: p for _, d in found if d.is_dir() for p in d.glob("*.json")}
 
 
 def _sort_key(stem: str) -> tuple[int, str]:
@@ -94,7 +98,8 @@ def _masks(entries: list[dict[str, Any]], h: int, w: int) -> list[np.ndarray]:
 
 def draw_overlays(rows: list[dict[str, Any]], metric: str) -> tuple[Figure, str]:
     """The overlay grid for the best and worst ok job by ``metric`` (higher is better) among
-    the jobs that saved masks (``masks/<id>.json`` with ``masks`` and ``ground_truth``).
+    the jobs that saved masks (``<id>.json`` with ``masks`` and ``ground_truth`` in a declared
+    ``instance_examples`` folder).
 
     Returns the figure and its title; raises :class:`SkipPlot` when no ok job saved masks.
     """

@@ -124,6 +124,10 @@ class JobContext:
     job_dir: Path
     cache_dir: Path | None = None
     """The validated, absolute ``cache.dir`` (encoder cache); ``None``: off."""
+    resources: dict[str, Any] = field(default_factory=dict)
+    """What the task shares with the job's :class:`Writer` while the group runs (its engine,
+    its encoder cache: facts the writer records in ``task_info``); the task removes them when
+    it closes (:meth:`Task.on_close`)."""
 
     @property
     def layout(self) -> JobLayout:

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig, DatasetConfig, ModelConfig, PreprocessConfig
+from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.engines.fast import FastAMG, FastEngine
@@ -38,6 +38,7 @@ from sam_bench.errors import ConfigError
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
 from sam_bench.models import connected_components as cc
 from sam_bench.preprocess import to_model_input
+from sam_bench.tasks.amg.settings import AMGConfig
 
 pytestmark = pytest.mark.gpu
 

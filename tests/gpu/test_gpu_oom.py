@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.engines.fast import FastAMG
 from sam_bench.engines.reference import ReferenceEngine
 from sam_bench.limits import MemoryLimits, job_limits
 from sam_bench.metrics.cost import Clock, StageTimes
+from sam_bench.tasks.amg.settings import AMGConfig
 
 pytestmark = pytest.mark.gpu
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig, DatasetConfig, ModelConfig, PreprocessConfig
+from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.engines.fast import FastAMG
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.models.build import build_model
 from sam_bench.preprocess import to_model_input
+from sam_bench.tasks.amg.settings import AMGConfig
 
 pytestmark = pytest.mark.gpu
 

@@ -13,13 +13,14 @@ import pytest
 import torch
 from conftest import run_cli
 
-from sam_bench.config import AMGConfig, DatasetConfig, ModelConfig, PreprocessConfig
+from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.engines.fast import FastAMG
 from sam_bench.metrics.cost import Clock, StageTimes
 from sam_bench.models.build import build_model
 from sam_bench.preprocess import to_model_input
+from sam_bench.tasks.amg.settings import AMGConfig
 
 CPU = torch.device("cpu")
 KEEP = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig, DatasetConfig, PreprocessConfig
+from sam_bench.config import DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.fast import FastAMG, candidate_key
 from sam_bench.engines.reference import ReferenceEngine
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.preprocess import to_model_input
+from sam_bench.tasks.amg.settings import AMGConfig
 
 KEEP = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 

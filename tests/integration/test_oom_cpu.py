@@ -78,13 +78,14 @@ def driver(out: Path, kind: str) -> None:
     import numpy as np
     import torch
 
-    from sam_bench.config import AMGConfig, ModelConfig
+    from sam_bench.config import ModelConfig
     from sam_bench.engines.encoder_cache import EncoderCache
     from sam_bench.engines.fast import FastAMG
     from sam_bench.engines.reference import ReferenceEngine
     from sam_bench.limits import MemoryLimits, job_limits
     from sam_bench.metrics.cost import Clock, StageTimes
     from sam_bench.models.build import build_model
+    from sam_bench.tasks.amg.settings import AMGConfig
 
     cpu = torch.device("cpu")
     cfg = ModelConfig(

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig, DatasetConfig, PreprocessConfig
+from sam_bench.config import DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.fast import FastEngine
 from sam_bench.engines.reference import ReferenceEngine
 from sam_bench.limits import MemoryBudgetExceeded, MemoryLimits, job_limits
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.preprocess import to_model_input
+from sam_bench.tasks.amg.settings import AMGConfig
 
 CPU = torch.device("cpu")
 

@@ -25,11 +25,12 @@ from clip_fixtures import tiny_open_clip_dir
 from PIL import Image
 from semantic_fixtures import write_street
 
-from sam_bench.config import AMGConfig, DatasetConfig, TaskConfig, root_schema
+from sam_bench.config import DatasetConfig, TaskConfig, root_schema
 from sam_bench.data.registry import build_dataset
 from sam_bench.loop import run_items
 from sam_bench.models.build import WeightsInfo
 from sam_bench.resume import ITEM_LOG, open_item_log
+from sam_bench.tasks.amg.settings import AMGConfig
 from sam_bench.tasks.base import JobContext, TaskResult
 from sam_bench.tasks.semantic import SemanticTask
 from sam_bench.tasks.semantic.labels import label_map_from_rles, label_map_rles

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from sam_bench.config import AMGConfig, DatasetConfig, PreprocessConfig
+from sam_bench.config import DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.decoder import SlicedMaskDecoder, slice_size_for
 from sam_bench.engines.fast import FastAMG
 from sam_bench.preprocess import to_model_input
+from sam_bench.tasks.amg.settings import AMGConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from hydra import compose
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from sam_bench.config import CONF_DIR, AMGConfig, register_configs, to_typed
+from sam_bench.config import CONF_DIR, register_configs, to_typed
 from sam_bench.errors import ConfigError
+from sam_bench.tasks.amg.settings import AMGConfig
 
 register_configs()
 pytestmark = pytest.mark.usefixtures("hydra_conf")

@@ -366,7 +366,7 @@ def _ctx(tmp_path: Path, cache_dir: Path | None, engine: str = "fast"):
 
 
 def test_a_group_uses_the_first_job_that_sets_a_cache_dir(tmp_path: Path) -> None:
-    from sam_bench.tasks.amg import open_encoder_cache
+    from sam_bench.tasks.amg.task import open_encoder_cache
 
     assert open_encoder_cache([_ctx(tmp_path, None), _ctx(tmp_path, None)]) is None
     a, b = tmp_path / "a", tmp_path / "b"
@@ -377,6 +377,6 @@ def test_a_group_uses_the_first_job_that_sets_a_cache_dir(tmp_path: Path) -> Non
 
 
 def test_the_reference_engine_uses_no_cache(tmp_path: Path) -> None:
-    from sam_bench.tasks.amg import open_encoder_cache
+    from sam_bench.tasks.amg.task import open_encoder_cache
 
     assert open_encoder_cache([_ctx(tmp_path, tmp_path / "a", engine="reference")]) is None

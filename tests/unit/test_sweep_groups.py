@@ -73,7 +73,7 @@ def test_every_amg_field_is_classified_and_grouped_by_its_role() -> None:
     and a changed value in CHANGED; each role then decides the grouping."""
     import dataclasses
 
-    from sam_bench.config import AMG_ROLES, AMGConfig, amg_fields
+    from sam_bench.tasks.amg.settings import AMG_ROLES, AMGConfig, amg_fields
 
     names = [f.name for f in dataclasses.fields(AMGConfig)]
     roles = {f.name: f.metadata.get("role") for f in dataclasses.fields(AMGConfig)}
@@ -92,8 +92,8 @@ def test_the_fast_engine_shares_exactly_the_candidate_fields() -> None:
     """The engine's candidate key changes with every candidate field and no other one."""
     import dataclasses
 
-    from sam_bench.config import AMGConfig, amg_fields
     from sam_bench.engines.fast import candidate_key
+    from sam_bench.tasks.amg.settings import AMGConfig, amg_fields
 
     base = AMGConfig()
     for name in (f.name for f in dataclasses.fields(AMGConfig)):

@@ -73,7 +73,8 @@ from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
 from sam_bench.identity import content_digest, section_settings
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.cost import Clock, StageTimes
-from sam_bench.tasks.amg import open_encoder_cache, prompts_per_image
+from sam_bench.tasks.amg.settings import prompts_per_image
+from sam_bench.tasks.amg.task import open_encoder_cache
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
 from sam_bench.tasks.semantic.evaluators import SavedMapsEvaluator, live_evaluator
 from sam_bench.tasks.semantic.labels import classes_of, paint_label_map

@@ -30,7 +30,7 @@ from sam_bench.engines import MaskRecord
 from sam_bench.layout import Output, item_stem
 from sam_bench.metrics.base import Evaluator
 from sam_bench.record import write_json, write_rows_csv
-from sam_bench.tasks.amg import prediction_entries
+from sam_bench.tasks.amg.masks import prediction_entries
 from sam_bench.tasks.base import JobContext, Writer
 from sam_bench.tasks.semantic.evaluators import SavedMapsEvaluator, semantic_part
 from sam_bench.tasks.semantic.figures import (

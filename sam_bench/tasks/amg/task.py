@@ -1,0 +1,134 @@
+"""Automatic mask generation: per image, the AMG engine's masks scored by the instance metrics.
+
+Stages: ``preprocess`` / ``encoder`` / ``decoder`` / ``postprocess`` (the runner adds
+``metrics``). Jobs that differ only in AMG post-processing settings (``amg`` fields whose role
+is ``postprocess``, :func:`sam_bench.tasks.amg.settings.amg_fields`) are computed together
+with ``engine=fast``: each image is read, converted, encoded and decoded once, and every job
+post-processes the shared candidates (:mod:`sam_bench.engines.fast`).
+
+With ``cache.dir`` set (``engine=fast``), encoder outputs come from / go to the on-disk
+encoder cache (:mod:`sam_bench.engines.encoder_cache`); the warm-up pass bypasses it. Stage
+times and ``latency_ms`` stay what the configuration costs without a cache; ``marginal_ms``
+is the time actually spent.
+
+Outputs per job: see :mod:`sam_bench.tasks.amg.writer`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, ClassVar
+
+from sam_bench.data.base import Sample
+from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
+from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
+from sam_bench.errors import ConfigError
+from sam_bench.metrics.base import Evaluator, Evaluators
+from sam_bench.metrics.cost import StageTimes
+from sam_bench.metrics.instance import InstanceEvaluator
+from sam_bench.tasks.amg.masks import as_instances
+from sam_bench.tasks.amg.settings import amg_fields
+from sam_bench.tasks.amg.writer import OUTPUTS, RESOURCE, AMGWriter, EngineRun
+from sam_bench.tasks.base import JobContext, Task, TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+class AMGTask(Task):
+    """Benchmark of the automatic mask generator on a labelled instance dataset."""
+
+    spec: ClassVar[TaskSpec] = TaskSpec(
+        name="amg",
+        metrics=(
+            "miou", "miou_image", "recall50", "recall75", "msa", "sa50", "sa75",
+            "msa_label", "sa50_label", "sa75_label", "ar100", "ar1000", "ar1000_small",
+            "ar1000_medium", "ar1000_large", "mask_count_mean", "mask_count_min",
+            "mask_count_max", "mask_area_mean", "coverage", "overlap", "n_images",
+            "n_instances",
+        ),
+        headline=("miou", "msa", "ar1000", "mask_count_mean", "latency_ms_p50",
+                  "latency_ms_p90", "peak_gpu_mem_mb", "peak_rss_mb"),
+        objective="miou",
+        pareto=("latency_ms_p50", "miou"),
+        needs="instances",
+        sections=("amg",),
+        uses_engine=True,
+        outputs=OUTPUTS,
+    )  # fmt: skip
+    writer = AMGWriter
+
+    def __init__(self, jobs: list[JobContext]) -> None:
+        super().__init__(jobs)
+        lead = self.lead
+        if lead.model is None:
+            raise ValueError("AMGTask needs a model (scoring saved predictions uses a replay)")
+        self.cache = open_encoder_cache(jobs)
+        self.engine: GroupEngine = build_group_engine(
+            lead.model, [c.cfg for c in jobs], lead.device, self.cache
+        )
+        run = EngineRun(self.engine, self.cache)
+        for ctx in jobs:
+            ctx.resources[RESOURCE] = run
+        self.on_close(self._release)
+
+    @classmethod
+    def group_key(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """``engine=fast`` jobs that differ only in post-processing settings share a pass."""
+        if config.get("engine") != "fast":
+            return None
+        amg = config.get("amg") or {}
+        for key in (*amg_fields("postprocess"), *amg_fields("label")):
+            amg.pop(key, None)
+        return config
+
+    @classmethod
+    def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> Evaluator:
+        return Evaluators([InstanceEvaluator()], pick=lambda _, masks: as_instances(masks))
+
+    def warmup(self, sample: Sample, inputs: Any) -> None:
+        with self.cache.suspended() if self.cache is not None else contextlib.nullcontext():
+            self.engine.generate_many(inputs, [StageTimes() for _ in self.jobs])
+
+    def predict(
+        self, sample: Sample, inputs: Any, times: list[StageTimes]
+    ) -> list[list[MaskRecord]]:
+        return self.engine.generate_many(inputs, times)
+
+    def _release(self) -> None:
+        """Close the engine and drop every reference to it (and so to the model)."""
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()
+        for ctx in self.jobs:
+            ctx.resources.pop(RESOURCE, None)
+        del self.engine
+        self.cache = None
+
+
+def open_encoder_cache(ctxs: list[JobContext]) -> EncoderCache | None:
+    """The encoder cache of a group of jobs (``engine=fast`` only), or ``None``.
+
+    Jobs that differ only in ``cache.*`` are grouped (the cache never changes results): the
+    group uses the first job that sets ``cache.dir``, and every job records that cache in
+    ``task_info.encoder_cache``.
+    """
+    chosen = next((c for c in ctxs if c.cache_dir is not None), None)
+    if chosen is None or chosen.cache_dir is None:
+        return None
+    if chosen.cfg.engine != "fast":
+        log.warning("cache.dir is ignored by engine=%s (only fast uses it)", chosen.cfg.engine)
+        return None
+    if chosen.weights is None:
+        raise ConfigError("cache.dir", "the encoder cache needs a model")
+    others = {str(c.cache_dir) for c in ctxs if c.cache_dir not in (None, chosen.cache_dir)}
+    if others:
+        log.warning(
+            "jobs computed together name several cache.dir; using %s (not %s)",
+            chosen.cache_dir,
+            ", ".join(sorted(others)),
+        )
+    identity = encoder_identity(
+        chosen.cfg.model, chosen.weights.state_dict_hash, chosen.cfg.dtype, chosen.device
+    )
+    return EncoderCache(chosen.cache_dir, chosen.cfg.cache.max_gb, identity, chosen.device)
