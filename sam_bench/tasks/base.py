@@ -211,9 +211,8 @@ class Task:
     contract)."""
 
     spec: ClassVar[TaskSpec]
-    writer: ClassVar[type[Writer] | None] = None
-    """The :class:`Writer` of the task's declared outputs (``None``: a task that still
-    implements the transitional per-job hooks below)."""
+    writer: ClassVar[type[Writer]] = Writer
+    """The :class:`Writer` of the task's declared outputs (the default writes nothing)."""
     measures_cost: ClassVar[bool] = True
     """Whether the model call is measured: ``False`` for a job scoring saved predictions,
     whose per-item rows then carry no stage times, ``marginal_ms`` or GPU peak."""
@@ -330,8 +329,6 @@ class Task:
     def read_predictions(cls, path: Path, dataset: Dataset) -> Any:
         """The saved predictions at ``path`` (``predictions=PATH``), read by the task's
         writer (:meth:`Writer.read`)."""
-        if cls.writer is None:
-            return cls._legacy_read_predictions(path, dataset)
         return cls.writer.read(path, dataset)
 
     def describe_input(self, sample: Sample, inputs: Any) -> dict[str, Any]:
@@ -353,8 +350,6 @@ class Task:
 
     def make_writer(self, job: int) -> Writer:
         """The writer of job ``job``'s outputs."""
-        if self.writer is None:
-            return _TaskHooks(self.jobs[job], task=self, job=job)
         return self.writer(self.jobs[job], live=True)
 
     def on_close(self, closer: Callable[[], None]) -> None:
@@ -368,61 +363,3 @@ class Task:
         for closer in reversed(closers):
             closer()
         self.jobs = []
-
-    # ============================================ transitional: tasks without a Writer yet
-
-    @classmethod
-    def _legacy_read_predictions(cls, path: Path, dataset: Dataset) -> Any:
-        raise ConfigError("predictions", f"task {cls.spec.name} cannot score saved predictions")
-
-    def save(self, job: int, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
-        return False
-
-    def encode(self, job: int, prediction: Any) -> Any:
-        return None
-
-    def decode(self, job: int, data: Any) -> Any:
-        raise NotImplementedError
-
-    def restore(self, job: int, sample: Sample, prediction: Any) -> None:
-        return None
-
-    def finish(self, job: int) -> dict[str, Any]:
-        return {}
-
-    def figures(self, job: int) -> list[dict[str, str]]:
-        return []
-
-    @classmethod
-    def finish_scores(cls, ctx: JobContext, evaluator: Evaluator) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def score_figures(cls, ctx: JobContext, evaluator: Evaluator) -> list[dict[str, str]]:
-        return []
-
-
-class _TaskHooks(Writer):
-    """Transitional: the writer of a task that still implements the per-job hooks."""
-
-    def __init__(self, ctx: JobContext, *, task: Task, job: int) -> None:
-        super().__init__(ctx, live=True)
-        self.task, self.job = task, job
-
-    def item(self, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
-        return self.task.save(self.job, sample, inputs, prediction, saved)
-
-    def encode(self, prediction: Any) -> Any:
-        return self.task.encode(self.job, prediction)
-
-    def decode(self, data: Any) -> Any:
-        return self.task.decode(self.job, data)
-
-    def restore(self, sample: Sample, prediction: Any) -> None:
-        self.task.restore(self.job, sample, prediction)
-
-    def finish(self, evaluator: Evaluator) -> dict[str, Any]:
-        return self.task.finish(self.job)
-
-    def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
-        return self.task.figures(self.job)

@@ -135,12 +135,7 @@ class ReplayTask(Task):
 
     def make_writer(self, job: int) -> Writer:
         """The task's writer of the files that follow from the scores, and the source."""
-        ctx = self.jobs[job]
-        if self.inner.writer is not None:
-            writer: Writer = self.inner.writer(ctx, live=False)
-        else:
-            writer = _LegacyScores(ctx, self.inner)
-        return _Scored(writer, self.source)
+        return _Scored(self.inner.writer(self.jobs[job], live=False), self.source)
 
     def describe_input(self, sample: Sample, inputs: Any) -> dict[str, Any]:
         return {}
@@ -168,17 +163,3 @@ class _Scored(Writer):
 
     def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
         return self.inner.figures(evaluator)
-
-
-class _LegacyScores(Writer):
-    """Transitional: the score files of a task that still implements the per-job hooks."""
-
-    def __init__(self, ctx: JobContext, task: type[Task]) -> None:
-        super().__init__(ctx, live=False)
-        self.task = task
-
-    def finish(self, evaluator: Evaluator) -> dict[str, Any]:
-        return self.task.finish_scores(self.ctx, evaluator)
-
-    def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
-        return self.task.score_figures(self.ctx, evaluator)

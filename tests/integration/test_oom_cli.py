@@ -75,7 +75,7 @@ import psutil
 import sam_bench.metrics.instance  # noqa: F401  (declares miou)
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.registry import register
-from sam_bench.tasks.base import Task, TaskSpec
+from sam_bench.tasks.base import Task, TaskSpec, Writer
 
 
 class Count:
@@ -91,12 +91,26 @@ class Count:
         return {"miou": 1.0}
 
 
+class Journal(Writer):  # predictions go to the journal as they are (resume reuses them)
+
+    def encode(self, prediction: Any) -> Any:
+        return prediction
+
+    def decode(self, data: Any) -> Any:
+        return data
+
+
 class MemHog(Task):
     spec: ClassVar[TaskSpec] = TaskSpec(
         name="memhog", metrics=("miou",), headline=("miou",), objective="miou",
         pareto=("latency_ms_p50", "miou"), stages=("preprocess", "hog"), model=False,
     )
+    writer = Journal
     held: ClassVar[list[np.ndarray]] = []
+
+    def __init__(self, jobs: list[Any]) -> None:
+        super().__init__(jobs)
+        self.on_close(self.held.clear)
 
     @classmethod
     def evaluator_for(cls, ctx: Any, *, live: bool = True) -> Count:
@@ -110,15 +124,6 @@ class MemHog(Task):
             self.held.append(np.ones(max(self.chunk, 1), dtype=np.uint8))
         return [1.0 for _ in times]
 
-    def encode(self, job: int, prediction: Any) -> Any:
-        return prediction
-
-    def decode(self, job: int, data: Any) -> Any:
-        return data
-
-    def close(self) -> None:
-        self.held.clear()
-        super().close()
 
 
 register("task", "memhog", "memhog_task:MemHog")

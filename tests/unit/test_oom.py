@@ -38,7 +38,7 @@ from sam_bench.limits import (
 from sam_bench.loop import error_kind, run_items
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.resume import open_item_log
-from sam_bench.tasks.base import JobContext, Task, TaskSpec
+from sam_bench.tasks.base import JobContext, Task, TaskSpec, Writer
 
 MB = 2**20
 IMPOSSIBLE = 2**62
@@ -218,6 +218,16 @@ class Evaluator:
         return {}
 
 
+class Journal(Writer):
+    """Predictions go to the journal as they are (resume reuses them)."""
+
+    def encode(self, prediction: Any) -> Any:
+        return prediction
+
+    def decode(self, data: Any) -> Any:
+        return data
+
+
 class Batched(Task):
     """Per item: 2 prompt batches through :class:`HalvingBatches`; each batch holds ``chunk``
     bytes of written memory until the task closes, and items in ``tight`` cannot allocate a
@@ -227,12 +237,14 @@ class Batched(Task):
         name="batched", metrics=("miou",), headline=("miou",), objective="miou",
         pareto=("latency_ms_p50", "miou"), stages=("preprocess", "decoder"), model=False,
     )  # fmt: skip
+    writer = Journal
     tight: ClassVar[set[str]] = set()
     chunk: ClassVar[int] = 0
 
     def __init__(self, jobs: list[JobContext]) -> None:
         super().__init__(jobs)
         self.held: list[np.ndarray] = []
+        self.on_close(self.held.clear)
 
     @classmethod
     def evaluator_for(cls, ctx: Any, *, live: bool = True) -> Evaluator:
@@ -249,16 +261,6 @@ class Batched(Task):
 
         n = sum(HalvingBatches(8).run(batch, 16))
         return [n for _ in times]
-
-    def encode(self, job: int, prediction: Any) -> Any:
-        return prediction
-
-    def decode(self, job: int, data: Any) -> Any:
-        return data
-
-    def close(self) -> None:
-        self.held.clear()
-        super().close()
 
 
 def _task(tmp_path: Path, limits: LimitsConfig, n: int = 4) -> Batched:

@@ -73,18 +73,17 @@ class GroupShared:
     detections: Detections | None
 
 
-#: The shared resources of each live job, by ``id`` of its :class:`JobContext`: set by the
-#: task when it starts (:func:`share`), removed when it closes.
-_SHARED: dict[int, GroupShared] = {}
+#: The key of :class:`GroupShared` in ``JobContext.resources``.
+RESOURCE = "prompted"
 
 
 def share(ctx: JobContext, shared: GroupShared) -> None:
     """Make ``shared`` known to the writer of job ``ctx`` (until :func:`unshare`)."""
-    _SHARED[id(ctx)] = shared
+    ctx.resources[RESOURCE] = shared
 
 
 def unshare(ctx: JobContext) -> None:
-    _SHARED.pop(id(ctx), None)
+    ctx.resources.pop(RESOURCE, None)
 
 
 class PromptedWriter(Writer):
@@ -193,7 +192,7 @@ class PromptedWriter(Writer):
                 ctx.job_dir / PREDICTIONS_FILE,
                 {"source": _source(ctx), "predictions": self.predictions},
             )
-        shared = _SHARED.get(id(ctx), GroupShared(None, None))
+        shared = ctx.resources.get(RESOURCE, GroupShared(None, None))
         dets, cache = shared.detections, shared.cache
         reasons = Counter(str(r.get("reason")) for r in rows if r.get("status") == "skipped")
         return {

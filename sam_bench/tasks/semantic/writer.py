@@ -93,24 +93,23 @@ class LiveJob:
     """Networks besides SAM 2 that ran with random weights (the record's banner names them)."""
 
 
-_ATTR = "_semantic_live_job"
+#: The key of :class:`LiveJob` in ``JobContext.resources``.
+RESOURCE = "semantic"
 
 
 def attach(ctx: JobContext, job: LiveJob) -> None:
-    """Give the writer of job ``ctx`` what the task knows of it (the Task contract has no
-    other way from a task to its writers; the facts live as long as the job's context)."""
-    setattr(ctx, _ATTR, job)
+    """Give the writer of job ``ctx`` what the task knows of it (until :func:`detach`)."""
+    ctx.resources[RESOURCE] = job
 
 
 def detach(ctx: JobContext) -> None:
     """Drop what :func:`attach` gave ``ctx`` (the task closes: its models are released)."""
-    if hasattr(ctx, _ATTR):
-        delattr(ctx, _ATTR)
+    ctx.resources.pop(RESOURCE, None)
 
 
 def live_job(ctx: JobContext) -> LiveJob | None:
     """What :func:`attach` gave ``ctx`` (``None``: no computing task did)."""
-    job = getattr(ctx, _ATTR, None)
+    job = ctx.resources.get(RESOURCE)
     return job if isinstance(job, LiveJob) else None
 
 
