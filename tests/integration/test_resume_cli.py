@@ -55,6 +55,53 @@ def test_rerun_is_refused_and_resume_finds_the_folder(tmp_path: Path) -> None:
     assert none.returncode == 2 and "found no sweep folder" in none.stderr
 
 
+def test_resume_with_other_overrides_stops_before_any_job(tmp_path: Path) -> None:
+    """resume=true into a folder whose jobs were other configurations: one message naming each
+    job and the settings that differ, exit 2, and every finished record as it was; a job whose
+    folder holds another configuration's record (a sweep the check cannot foresee) fails
+    without touching it."""
+    sweep = tmp_path / "sweep"
+    first = toy(tmp_path, f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = {p: p.read_bytes() for p in sweep.glob("*/result.json")}
+    other = toy(tmp_path, f"hydra.sweep.dir={sweep}", "resume=true", "seed=5")
+    assert other.returncode == 2, other.stderr[-3000:]
+    assert "Traceback" not in other.stderr
+    assert "job 0: ran -, would now run seed=5" in other.stderr
+    assert "job 1: ran -, would now run seed=5" in other.stderr
+    assert "another hydra.sweep.dir" in other.stderr
+    assert {p: p.read_bytes() for p in sweep.glob("*/result.json")} == records
+    # the same sweep resumed: both reused as they are
+    same = toy(tmp_path, f"hydra.sweep.dir={sweep}", "resume=true")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert {p: p.read_bytes() for p in sweep.glob("*/result.json")} == records
+
+
+def test_a_job_never_rewrites_another_configurations_record(tmp_path: Path) -> None:
+    """The job-level guard: job 1's folder holds the record of job 0's configuration (as a
+    sweep whose jobs the sweep-level check cannot list would find it)."""
+    import shutil
+
+    sweep = tmp_path / "sweep"
+    first = toy(tmp_path, f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    # job 1 (dataset.limit=2) now holds job 0's finished record and overrides
+    shutil.copytree(sweep / "0", sweep / "1", dirs_exist_ok=True)
+    kept = (sweep / "1" / "result.json").read_bytes()
+    (sweep / "1" / "result.json").write_bytes(kept)
+    record = json.loads(kept)
+    record["overrides"] = [
+        o.replace("dataset.limit=1", "dataset.limit=2") for o in record["overrides"]
+    ]
+    (sweep / "1" / "result.json").write_text(json.dumps(record))  # passes the override check
+    kept = (sweep / "1" / "result.json").read_bytes()
+    again = toy(tmp_path, f"hydra.sweep.dir={sweep}", "resume=true")
+    assert again.returncode != 0
+    assert "holds the finished record of another configuration" in again.stdout + again.stderr
+    assert "dataset" in again.stdout + again.stderr  # the setting that differs is named
+    assert (sweep / "1" / "result.json").read_bytes() == kept
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "SAM_BENCH_CACHE": str(cwd / "ckpt-cache"), "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
