@@ -25,6 +25,7 @@ def app(cfg: DictConfig) -> float:
     """One job. Returns its finite objective (``objective.*`` settings) for sweepers."""
     from sam_bench.report.console import print_job
     from sam_bench.run import run_job
+    from sam_bench.tracking import required
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -42,6 +43,10 @@ def app(cfg: DictConfig) -> float:
     if not multirun:
         print_job(record)
         if record["status"] != "ok":
+            sys.exit(1)
+        if record.get("tracking_error") and required(cfg.get("tracking")):
+            print(f"error: tracking: {record['tracking_error']} (the record is complete; "
+                  "tracking.required=false makes this a warning)", file=sys.stderr)  # fmt: skip
             sys.exit(1)
     return float(record["metrics"]["objective"])
 

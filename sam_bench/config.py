@@ -310,6 +310,9 @@ class TrackingConfig:
     retry_timeout_s: float = 120.0
     """``mlflow``: how long one store operation is retried while the store is busy (SQLite
     "database is locked" when jobs log concurrently) before the job's logging gives up."""
+    required: bool = True
+    """Whether a tracking failure fails the command: the sweep ends listing what was not
+    tracked and exits 1 (the records are complete either way). ``false``: a warning."""
 
     def __post_init__(self) -> None:
         _check_choice("tracking.name", self.name, TRACKERS)

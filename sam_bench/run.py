@@ -143,7 +143,7 @@ def run_job(
     Returns the record (also on failure; ``record["status"]`` tells). ``dry_run`` prints the
     job and writes nothing. A job the grouping launcher computed ahead is only tracked.
     """
-    from sam_bench.tracking import build_tracker, safely
+    from sam_bench.tracking import build_tracker, note_failure, safely
 
     spec = JobSpec(cfg_node, job_dir, list(overrides), job_num, sweep_dir, concurrent_jobs)
     record = _PRECOMPUTED.pop(_key(job_dir), None)
@@ -155,7 +155,11 @@ def run_job(
     if record["status"] == "dry_run":
         return record
     tracker = build_tracker(cfg_node.get("tracking"))
-    safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
+    error = safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
+    if error is not None:
+        if sweep_dir is not None:
+            note_failure(sweep_dir, f"job {job_num}: {error}")
+        record["tracking_error"] = error  # not on disk: the single run's exit says it
     return record
 
 

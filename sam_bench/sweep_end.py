@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from sam_bench.report.analysis import sweep_facts
 from sam_bench.report.console import print_summary
 from sam_bench.report.summary import collect, write_summary
-from sam_bench.tracking import build_tracker, safely
+from sam_bench.tracking import build_tracker, note_failure, safely
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,25 @@ def failed_items_text(record: dict[str, Any]) -> str:
     return text + (f" and {more} more" if more > 0 else "") + " (see per_image.csv)"
 
 
+def tracking_failures(config: DictConfig, sweep_dir: Path) -> bool:
+    """Say what of the sweep was not tracked (each failure noted while it ran); returns
+    whether that fails the command (``tracking.required``, default true)."""
+    from sam_bench.tracking import failures, required
+
+    found = failures(sweep_dir)
+    if not found:
+        return False
+    must = required(config.get("tracking"))
+    head = "error" if must else "warning"
+    print(f"\n{head}: tracking failed for {len(found)} part(s) of this sweep; the records in "
+          f"{sweep_dir} are complete:", file=sys.stderr)  # fmt: skip
+    for text in found:
+        print(f"  {text}", file=sys.stderr)
+    if must:
+        print("  (tracking.required=false makes this a warning)", file=sys.stderr)
+    return must
+
+
 class SweepSummaryCallback(Callback):
     """Writes and prints the sweep summary; exits non-zero if anything failed."""
 
@@ -139,7 +158,10 @@ class SweepSummaryCallback(Callback):
             check_sweep_folder(config)
             warn_gpu_workers(config)
         tracker = build_tracker(config.get("tracking"))
-        safely("starting the sweep", tracker.sweep_start, Path(config.hydra.sweep.dir), config)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        error = safely("starting the sweep", tracker.sweep_start, sweep_dir, config)
+        if error is not None and sweep_dir.is_dir():
+            note_failure(sweep_dir, f"the sweep's parent run: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -173,7 +195,10 @@ class SweepSummaryCallback(Callback):
         if optuna.is_file():
             files.append(optuna)
         tracker = build_tracker(config.get("tracking"))
-        safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, files)
+        error = safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, files)
+        if error is not None:
+            note_failure(sweep_dir, f"the sweep's end: {error}")
+        untracked = tracking_failures(config, sweep_dir)
         bad = [r for r in rows if r.get("status") != "ok"]
         if bad:
             print(f"\n{len(bad)} of {len(rows)} jobs did not finish cleanly:", file=sys.stderr)
@@ -181,4 +206,5 @@ class SweepSummaryCallback(Callback):
                 record = facts.records.get(str(r.get("job"))) or {}
                 why = r["error"] or failed_items_text(record)
                 print(f"  job {r['job']} [{r['status']}] {r['overrides']}: {why}", file=sys.stderr)
+        if bad or untracked:
             sys.exit(1)

@@ -4,12 +4,16 @@ A :class:`Tracker` is told when a sweep starts, when each job has written its re
 the sweep ends. ``tracking=none`` is :class:`NullTracker` (records only); ``tracking=mlflow``
 is :class:`sam_bench.tracking.mlflow.MlflowTracker` (MLflow parent run per sweep, child run per
 job). Trackers never decide a job's outcome: a tracking error is logged and the record on disk
-stays authoritative.
+stays authoritative. But it is never silent: each failure is noted in the sweep folder
+(:func:`note_failure`), and the sweep ends saying what was not tracked, with a non-zero exit
+unless ``tracking.required=false``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -58,9 +62,52 @@ def build_tracker(tracking_cfg: Any) -> Tracker:
     raise ValueError(f"unknown tracker {name!r}")
 
 
-def safely(what: str, fn: Any, *args: Any) -> None:
-    """Call a tracker hook; log (never raise) its errors."""
+def safely(what: str, fn: Any, *args: Any) -> str | None:
+    """Call a tracker hook; log (never raise) its errors; returns the error's text, or
+    ``None`` when it worked."""
     try:
         fn(*args)
     except Exception as e:
-        log.warning("tracking: %s failed: %s: %s", what, type(e).__name__, e)
+        text = f"{what} failed: {type(e).__name__}: {e}"
+        log.warning("tracking: %s", text)
+        return text
+    return None
+
+
+#: Tracking failures of a sweep, one JSON line each (jobs append from their processes).
+FAILURES_FILE = ".sam_bench_tracking_failures.jsonl"
+
+
+def note_failure(sweep_dir: Path, text: str) -> None:
+    """Record that something of the sweep in ``sweep_dir`` was not tracked (one short line
+    appended at once, so concurrent jobs do not interleave)."""
+    line = (json.dumps({"error": text}) + "\n").encode("utf-8")
+    fd = os.open(Path(sweep_dir) / FAILURES_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def failures(sweep_dir: Path) -> list[str]:
+    """What :func:`note_failure` recorded for the sweep in ``sweep_dir``."""
+    try:
+        lines = (Path(sweep_dir) / FAILURES_FILE).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(str(json.loads(line)["error"]))
+        except (ValueError, KeyError, TypeError):
+            out.append(line)
+    return out
+
+
+def required(tracking_cfg: Any) -> bool:
+    """Whether a tracking failure fails the command (``tracking.required``, default true)."""
+    if tracking_cfg is None or getattr(tracking_cfg, "name", "none") == "none":
+        return False
+    get = getattr(tracking_cfg, "get", None)
+    value = get("required", True) if callable(get) else getattr(tracking_cfg, "required", True)
+    return bool(value)

@@ -54,3 +54,20 @@ def test_sweeps_started_at_once_on_a_fresh_store_are_all_tracked(tmp_path: Path)
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
         assert len(children) == 2, parent.data.tags["sweep_dir"]
         assert all(r.info.status == "FINISHED" for r in [parent, *children])
+
+
+def test_a_sweep_whose_tracking_failed_says_so_and_exits_1(tmp_path: Path) -> None:
+    """The store cannot be opened (its path is a folder): every record is written, the sweep
+    ends naming what was not tracked and exits 1; with tracking.required=false, 0."""
+    pytest.importorskip("mlflow")
+    store = tmp_path / "a-folder"
+    store.mkdir()
+    for required, code in (("true", 1), ("false", 0)):
+        out = tmp_path / f"sweep-{required}"
+        proc = _launch(tmp_path, out, store, f"tracking.required={required}")
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == code, stdout[-2000:] + stderr[-3000:]
+        assert len(list(out.glob("*/result.json"))) == 2  # the records are complete
+        head = "error" if code else "warning"
+        assert f"{head}: tracking failed for 1 part(s) of this sweep" in stderr
+        assert "the sweep's parent run: starting the sweep failed" in stderr
