@@ -26,14 +26,14 @@ from sam_bench.errors import ConfigError
 # helpers
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value == MISSING:  # not yet composed (schema defaults); required keys fail at compose
         return
     if value not in choices:
         raise ConfigError(key, f"{value!r} is not one of {', '.join(choices)}")
 
 
-def _check_min(key: str, value: float | None, low: float, *, strict: bool = False) -> None:
+def check_min(key: str, value: float | None, low: float, *, strict: bool = False) -> None:
     if value is None:
         return
     if (value <= low) if strict else (value < low):
@@ -41,7 +41,7 @@ def _check_min(key: str, value: float | None, low: float, *, strict: bool = Fals
         raise ConfigError(key, f"must be {op} {low}, got {value}")
 
 
-def _check_unit(key: str, value: float | None) -> None:
+def check_unit(key: str, value: float | None) -> None:
     if value is None:
         return
     if not (0.0 <= value <= 1.0) or math.isnan(value):
@@ -86,9 +86,9 @@ class ModelConfig:
     official AMG examples use ``false``."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.weights", self.weights, WEIGHTS_CHOICES)
-        _check_choice("model.family", self.family, ("sam2", "sam2.1"))
-        _check_choice("model.size", self.size, ("tiny", "small", "base_plus", "large"))
+        check_choice("model.weights", self.weights, WEIGHTS_CHOICES)
+        check_choice("model.family", self.family, ("sam2", "sam2.1"))
+        check_choice("model.size", self.size, ("tiny", "small", "base_plus", "large"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,9 +161,9 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if self.format != MISSING:
             registry.check("dataset", self.format)
-        _check_min("dataset.limit", self.limit, 1)
-        _check_choice("dataset.external_links", self.external_links, ("follow", "skip"))
-        _check_min("dataset.max_frames", self.max_frames, 1)
+        check_min("dataset.limit", self.limit, 1)
+        check_choice("dataset.external_links", self.external_links, ("follow", "skip"))
+        check_min("dataset.max_frames", self.max_frames, 1)
         required = {
             "coco": ("annotations", "images"),
             "instance_folder": ("images", "labels"),
@@ -222,12 +222,12 @@ class PreprocessConfig:
     """CLAHE tiles per side."""
 
     def __post_init__(self) -> None:
-        _check_choice(
+        check_choice(
             "preprocess.bit_depth", self.bit_depth, ("auto", "range", "minmax", "percentile")
         )
-        _check_choice("preprocess.stretch", self.stretch, ("none", "percentile"))
-        _check_choice("preprocess.color", self.color, ("keep", "gray"))
-        _check_choice("preprocess.alpha", self.alpha, ("drop", "white"))
+        check_choice("preprocess.stretch", self.stretch, ("none", "percentile"))
+        check_choice("preprocess.color", self.color, ("keep", "gray"))
+        check_choice("preprocess.alpha", self.alpha, ("drop", "white"))
         for key in ("percentile_low", "percentile_high"):
             v = getattr(self, key)
             if not 0.0 <= v <= 100.0:
@@ -236,8 +236,8 @@ class PreprocessConfig:
             raise ConfigError(
                 "preprocess.percentile_low", "must be lower than preprocess.percentile_high"
             )
-        _check_min("preprocess.clahe_clip_limit", self.clahe_clip_limit, 0.0, strict=True)
-        _check_min("preprocess.clahe_tile_grid_size", self.clahe_tile_grid_size, 1)
+        check_min("preprocess.clahe_clip_limit", self.clahe_clip_limit, 0.0, strict=True)
+        check_min("preprocess.clahe_tile_grid_size", self.clahe_tile_grid_size, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if self.name != MISSING:
             registry.check("task", self.name)
-        _check_min("task.save_masks", self.save_masks, 0)
+        check_min("task.save_masks", self.save_masks, 0)
 
 
 @dataclass
@@ -283,9 +283,9 @@ class LimitsConfig:
     ~100 MB per mask."""
 
     def __post_init__(self) -> None:
-        _check_min("limits.max_rss_gb", self.max_rss_gb, 0.0, strict=True)
-        _check_min("limits.oom_min_batch", self.oom_min_batch, 1)
-        _check_min("limits.max_image_pixels", self.max_image_pixels, 1)
+        check_min("limits.max_rss_gb", self.max_rss_gb, 0.0, strict=True)
+        check_min("limits.oom_min_batch", self.oom_min_batch, 1)
+        check_min("limits.max_image_pixels", self.max_image_pixels, 1)
 
 
 TRACKERS = ("none", "mlflow")
@@ -315,8 +315,8 @@ class TrackingConfig:
     tracked and exits 1 (the records are complete either way). ``false``: a warning."""
 
     def __post_init__(self) -> None:
-        _check_choice("tracking.name", self.name, TRACKERS)
-        _check_min("tracking.retry_timeout_s", self.retry_timeout_s, 0.0)
+        check_choice("tracking.name", self.name, TRACKERS)
+        check_min("tracking.retry_timeout_s", self.retry_timeout_s, 0.0)
 
 
 @dataclass
@@ -335,7 +335,7 @@ class ObjectiveConfig:
     metric is higher-is-better (accuracies are >= 0), -1e9 when it is negated."""
 
     def __post_init__(self) -> None:
-        _check_min("objective.latency_budget_ms", self.latency_budget_ms, 0.0, strict=True)
+        check_min("objective.latency_budget_ms", self.latency_budget_ms, 0.0, strict=True)
         if self.penalty is not None and not math.isfinite(self.penalty):
             raise ConfigError("objective.penalty", f"must be finite, got {self.penalty}")
 
@@ -358,7 +358,7 @@ class CacheConfig:
             raise ConfigError("cache.dir", "must be a folder path or null, got an empty string")
         if math.isnan(self.max_gb):
             raise ConfigError("cache.max_gb", "must be a number, got nan")
-        _check_min("cache.max_gb", self.max_gb, 0.0, strict=True)
+        check_min("cache.max_gb", self.max_gb, 0.0, strict=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,7 +420,7 @@ class Config:
             raise ConfigError(
                 "device", f"must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}"
             )
-        _check_choice("dtype", self.dtype, ("fp32", "bf16"))
+        check_choice("dtype", self.dtype, ("fp32", "bf16"))
         if self.predictions is not None and not str(self.predictions).strip():
             raise ConfigError("predictions", "must be a path or null, got an empty string")
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-from sam_bench.config import _check_choice, _check_min, _check_unit
+from sam_bench.config import check_choice, check_min, check_unit
 from sam_bench.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class AMGPostFilterConfig:
     ``null``: keep all."""
 
     def __post_init__(self) -> None:
-        _check_unit("amg.postfilter.max_area_fraction", self.max_area_fraction)
+        check_unit("amg.postfilter.max_area_fraction", self.max_area_fraction)
 
 
 @dataclass
@@ -112,11 +112,11 @@ class AMGConfig:
 
     def __post_init__(self) -> None:
         p = "amg."
-        _check_min(p + "points_per_side", self.points_per_side, 1)
-        _check_min(p + "points_per_batch", self.points_per_batch, 1)
-        _check_min(p + "crop_n_points_downscale_factor", self.crop_n_points_downscale_factor, 1)
-        _check_min(p + "crop_n_layers", self.crop_n_layers, 0)
-        _check_min(p + "min_mask_region_area", self.min_mask_region_area, 0)
+        check_min(p + "points_per_side", self.points_per_side, 1)
+        check_min(p + "points_per_batch", self.points_per_batch, 1)
+        check_min(p + "crop_n_points_downscale_factor", self.crop_n_points_downscale_factor, 1)
+        check_min(p + "crop_n_layers", self.crop_n_layers, 0)
+        check_min(p + "min_mask_region_area", self.min_mask_region_area, 0)
         for key in (
             "pred_iou_thresh",
             "stability_score_thresh",
@@ -124,11 +124,11 @@ class AMGConfig:
             "crop_nms_thresh",
             "crop_overlap_ratio",
         ):
-            _check_unit(p + key, getattr(self, key))
-        _check_min(p + "stability_score_offset", self.stability_score_offset, 0.0, strict=True)
+            check_unit(p + key, getattr(self, key))
+        check_min(p + "stability_score_offset", self.stability_score_offset, 0.0, strict=True)
         if math.isnan(self.mask_threshold):
             raise ConfigError(p + "mask_threshold", "must be a number, got nan")
-        _check_choice(
+        check_choice(
             p + "output_mode", self.output_mode, ("binary_mask", "uncompressed_rle", "coco_rle")
         )
         if (self.points_per_side is None) == (self.point_grids is None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sam_bench.config import Config, _check_choice, _check_min, _check_unit
+from sam_bench.config import Config, check_choice, check_min, check_unit
 from sam_bench.errors import ConfigError
 
 #: The protocols ``task=prompted`` takes (``prompt.mode``).
@@ -64,17 +64,17 @@ class PromptConfig:
 
     def __post_init__(self) -> None:
         if self.mode is not None:
-            _check_choice("prompt.mode", self.mode, PROMPT_MODES)
-        _check_min("prompt.max_clicks", self.max_clicks, 1)
-        _check_min("prompt.box_jitter", self.box_jitter, 0.0)
+            check_choice("prompt.mode", self.mode, PROMPT_MODES)
+        check_min("prompt.max_clicks", self.max_clicks, 1)
+        check_min("prompt.box_jitter", self.box_jitter, 0.0)
         if math.isnan(self.box_jitter):
             raise ConfigError("prompt.box_jitter", "must be a number, got nan")
         if self.boxes is not None and not str(self.boxes).strip():
             raise ConfigError("prompt.boxes", "must be a file path or null, got an empty string")
-        _check_unit("prompt.box_match_iou", self.box_match_iou)
+        check_unit("prompt.box_match_iou", self.box_match_iou)
         if math.isnan(self.box_min_score):
             raise ConfigError("prompt.box_min_score", "must be a number, got nan")
-        _check_min("prompt.batch_size", self.batch_size, 1)
+        check_min("prompt.batch_size", self.batch_size, 1)
 
     def describe(self) -> str:
         """The job's prompt protocol in a few words (the dry-run line of ``task=prompted``)."""

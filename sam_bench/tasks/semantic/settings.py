@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from sam_bench.config import _check_choice, _check_min, _check_unit
+from sam_bench.config import check_choice, check_min, check_unit
 from sam_bench.errors import ConfigError
 
 
@@ -75,15 +75,15 @@ class SemanticConfig:
 
     def __post_init__(self) -> None:
         p = "semantic."
-        _check_choice(p + "backend", self.backend, ("open_clip", "transformers"))
-        _check_choice(p + "clip_weights", self.clip_weights, ("pretrained", "random"))
-        _check_choice(p + "synonyms", self.synonyms, ("mean", "max"))
-        _check_choice(p + "crop", self.crop, ("box", "blank", "blur"))
-        _check_choice(p + "overlap", self.overlap, ("iou", "area"))
-        _check_unit(p + "min_confidence", self.min_confidence)
-        _check_min(p + "padding", self.padding, 0.0)
-        _check_min(p + "blur_sigma", self.blur_sigma, 0.0, strict=True)
-        _check_min(p + "batch_size", self.batch_size, 1)
+        check_choice(p + "backend", self.backend, ("open_clip", "transformers"))
+        check_choice(p + "clip_weights", self.clip_weights, ("pretrained", "random"))
+        check_choice(p + "synonyms", self.synonyms, ("mean", "max"))
+        check_choice(p + "crop", self.crop, ("box", "blank", "blur"))
+        check_choice(p + "overlap", self.overlap, ("iou", "area"))
+        check_unit(p + "min_confidence", self.min_confidence)
+        check_min(p + "padding", self.padding, 0.0)
+        check_min(p + "blur_sigma", self.blur_sigma, 0.0, strict=True)
+        check_min(p + "batch_size", self.batch_size, 1)
         if self.clip_model != MISSING and not str(self.clip_model).strip():
             raise ConfigError(p + "clip_model", "must name a model, got an empty string")
         if self.templates != MISSING:

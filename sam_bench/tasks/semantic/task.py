@@ -66,14 +66,14 @@ from pycocotools import mask as mask_utils
 from sam_bench.clip import ClipBackend, build_clip, check_clip, clip_key
 from sam_bench.clip.crops import make_crop
 from sam_bench.clip.prompts import ClassText, class_scores, encode_classes, label_and_confidence
-from sam_bench.config import Config, amg_fields
+from sam_bench.config import Config
 from sam_bench.data.base import Dataset, Sample
 from sam_bench.data.semantic_folder import ClassList
 from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
 from sam_bench.identity import content_digest, section_settings
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.cost import Clock, StageTimes
-from sam_bench.tasks.amg.settings import prompts_per_image
+from sam_bench.tasks.amg.settings import amg_fields, prompts_per_image
 from sam_bench.tasks.amg.task import open_encoder_cache
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
 from sam_bench.tasks.semantic.evaluators import SavedMapsEvaluator, live_evaluator

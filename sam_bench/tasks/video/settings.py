@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sam_bench.config import _check_min
+from sam_bench.config import check_min
 from sam_bench.errors import ConfigError
 
 #: ``prompt.mode`` values the video task takes (see :mod:`sam_bench.tasks.video.task`).
@@ -63,8 +63,8 @@ class VideoConfig:
     predicted masks over the frames, for a person to watch."""
 
     def __post_init__(self) -> None:
-        _check_min("video.fill_hole_area", self.fill_hole_area, 0)
-        _check_min("video.warmup_frames", self.warmup_frames, 2)
+        check_min("video.fill_hole_area", self.fill_hole_area, 0)
+        check_min("video.warmup_frames", self.warmup_frames, 2)
         if math.isnan(self.score_thresh):
             raise ConfigError("video.score_thresh", "must be a number, got nan")
 
