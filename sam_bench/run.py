@@ -27,7 +27,7 @@ from sam_bench import registry
 from sam_bench.config import Config, to_typed
 from sam_bench.errors import ConfigError, SamBenchError
 from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
-from sam_bench.layout import RESULT_FILE, RUNNER_OUTPUTS, JobLayout, Output
+from sam_bench.layout import RESULT_FILE, RUNNER_OUTPUTS, TRACEBACK_FILE, JobLayout, Output
 from sam_bench.metrics.catalogue import Metric
 from sam_bench.record import new_record, write_json, write_rows_csv
 
@@ -220,7 +220,7 @@ def _fail(record: dict[str, Any], e: BaseException, job_dir: Path) -> None:
         return
     record["status"], record["error"] = "failed", f"{type(e).__name__}: {e}"
     job_dir.mkdir(parents=True, exist_ok=True)  # unexpected: keep the traceback
-    (job_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+    (job_dir / TRACEBACK_FILE).write_text(traceback.format_exc(), encoding="utf-8")
     log.exception("job failed")
 
 

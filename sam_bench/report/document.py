@@ -39,8 +39,7 @@ from sam_bench.report.view import MetricView
 
 __all__ = ["best_configuration", "build_report", "write_report"]
 
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
+from sam_bench.layout import REPORT_HTML, REPORT_MD
 
 ENV_KEYS = (
     "device", "device_name", "cpu_model", "cpu_count", "torch_threads", "dtype",

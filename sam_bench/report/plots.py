@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from sam_bench.layout import PLOTS_DIR, SKIPPED_FILE
 from sam_bench.report.analysis import (
     SkipPlot,
     SweepFacts,
@@ -41,8 +42,6 @@ from sam_bench.report.analysis import (
 from sam_bench.report.overlay import draw_overlays
 from sam_bench.report.view import MetricView
 
-PLOTS_DIR = "plots"
-SKIPPED_FILE = "skipped.json"
 MAX_HEATMAPS = 15
 MAX_JOB_BARS = 24
 MAX_CURVES = 12

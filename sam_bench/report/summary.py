@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sam_bench.layout import RESULT_FILE
+from sam_bench.layout import (
+    RESULT_FILE,
+    SUMMARY_FILE,
+)
 from sam_bench.record import write_rows_csv
 from sam_bench.report.view import MetricView
-
-SUMMARY_FILE = "summary.csv"
 
 
 def find_records(sweep_dir: Path) -> list[Path]:
