@@ -23,6 +23,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> float:
     """One job. Returns its finite objective (``objective.*`` settings) for sweepers."""
+    from sam_bench.remote import concurrent_jobs
     from sam_bench.report.console import print_job
     from sam_bench.run import run_job
     from sam_bench.tracking import required
@@ -51,55 +52,27 @@ def app(cfg: DictConfig) -> float:
     return float(record["metrics"]["objective"])
 
 
-def concurrent_jobs(hc: Any) -> int:
-    """How many jobs the launcher runs at once on one machine (jobs sharing a machine disturb
-    each other's timings): joblib's ``n_jobs``; Hydra's Ray launcher: how many jobs'
-    ``ray.remote`` resources fit on a node; Hydra's submitit launcher on SLURM: 1 (each job has
-    its own allocation); 1 for the basic launcher."""
-    import os
-
-    launcher = hc.get("launcher")
-    target = str(launcher.get("_target_") or "") if launcher is not None else ""
-    if target.endswith("RayLauncher"):
-        return _ray_jobs_per_node(launcher)
-    if target.endswith("SlurmLauncher"):
-        return 1
-    n = launcher.get("n_jobs", 1) if launcher is not None else 1
-    try:
-        n = int(n)
-    except (TypeError, ValueError):
-        return 1
-    return (os.cpu_count() or 1) + 1 + n if n < 0 else max(n, 1)  # joblib: -1 = all cores
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where the command is (as Ctrl-C raises KeyboardInterrupt)."""
 
 
-def _ray_jobs_per_node(launcher: Any) -> int:
-    """Jobs of Hydra's Ray launcher that fit on one node at once: the nodes of the Ray instance
-    this job runs in (else the launcher's ``ray.init`` numbers, else this machine's CPUs) and
-    one job's ``ray.remote`` resources (Ray's default: 1 CPU)."""
-    import os
-
-    from sam_bench.remote import units_per_node
-
-    settings = launcher.get("ray") or {}
-    remote, init = settings.get("remote") or {}, settings.get("init") or {}
-    nodes: list[dict[str, float]] = []
-    try:
-        import ray
-
-        if ray.is_initialized():
-            nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
-    except Exception:  # no Ray here, or the instance cannot be asked
-        nodes = []
-    if not nodes:
-        cpus = init.get("num_cpus") or os.cpu_count() or 1
-        nodes = [{"CPU": float(cpus), "GPU": float(init.get("num_gpus") or 0)}]
-    cpu, gpu = float(remote.get("num_cpus") or 1), float(remote.get("num_gpus") or 0)
-    return units_per_node(nodes, cpu, gpu, n_units=sys.maxsize)
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted()
 
 
 def main() -> None:
-    """Console-script entry point (``sam-bench``)."""
-    app()
+    """Console-script entry point (``sam-bench``). Ctrl-C or SIGTERM stop it cleanly: the item
+    in flight is abandoned (finished items stay in the job's journal), the sweep's tracking
+    ends as killed, one line says how to resume, and the exit status is 130."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app()
+    except KeyboardInterrupt as e:
+        from sam_bench.sweep_end import interrupted
+
+        sys.exit(interrupted("SIGTERM" if isinstance(e, Interrupted) else "SIGINT"))
 
 
 if __name__ == "__main__":

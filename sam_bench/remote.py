@@ -635,3 +635,47 @@ class LauncherChecks(Callback):  # type: ignore[misc,valid-type]
         text = tracking_store_warning(config)
         if text:
             log.warning("%s", text)
+
+
+def concurrent_jobs(hc: Any) -> int:
+    """How many jobs the launcher runs at once on one machine (jobs sharing a machine disturb
+    each other's timings): joblib's ``n_jobs``; Hydra's Ray launcher: how many jobs'
+    ``ray.remote`` resources fit on a node; Hydra's submitit launcher on SLURM: 1 (each job has
+    its own allocation); 1 for the basic launcher."""
+    import os
+
+    launcher = hc.get("launcher")
+    target = str(launcher.get("_target_") or "") if launcher is not None else ""
+    if target.endswith("RayLauncher"):
+        return _ray_jobs_per_node(launcher)
+    if target.endswith("SlurmLauncher"):
+        return 1
+    n = launcher.get("n_jobs", 1) if launcher is not None else 1
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        return 1
+    return (os.cpu_count() or 1) + 1 + n if n < 0 else max(n, 1)  # joblib: -1 = all cores
+
+
+def _ray_jobs_per_node(launcher: Any) -> int:
+    """Jobs of Hydra's Ray launcher that fit on one node at once: the nodes of the Ray instance
+    this job runs in (else the launcher's ``ray.init`` numbers, else this machine's CPUs) and
+    one job's ``ray.remote`` resources (Ray's default: 1 CPU)."""
+    import os
+
+    settings = launcher.get("ray") or {}
+    remote, init = settings.get("remote") or {}, settings.get("init") or {}
+    nodes: list[dict[str, float]] = []
+    try:
+        import ray
+
+        if ray.is_initialized():
+            nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # no Ray here, or the instance cannot be asked
+        nodes = []
+    if not nodes:
+        cpus = init.get("num_cpus") or os.cpu_count() or 1
+        nodes = [{"CPU": float(cpus), "GPU": float(init.get("num_gpus") or 0)}]
+    cpu, gpu = float(remote.get("num_cpus") or 1), float(remote.get("num_gpus") or 0)
+    return units_per_node(nodes, cpu, gpu, n_units=sys.maxsize)

@@ -12,6 +12,7 @@ which itself only reads records.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -98,7 +99,7 @@ def check_sweep_folder(config: DictConfig) -> None:
 def warn_gpu_workers(config: DictConfig) -> None:
     """Once per multirun: several launcher workers on one CUDA device each load a model there
     and disturb each other's timings (``hydra/launcher=joblib`` runs one per core)."""
-    from sam_bench.__main__ import concurrent_jobs
+    from sam_bench.remote import concurrent_jobs
 
     n = concurrent_jobs(config.hydra)
     if n <= 1:
@@ -148,6 +149,42 @@ def tracking_failures(config: DictConfig, sweep_dir: Path) -> bool:
     return must
 
 
+#: The multirun of this process while it runs (``sweep_dir``, ``config``), for
+#: :func:`interrupted`.
+RUNNING: dict[str, Any] = {}
+
+
+def interrupted(signal_name: str) -> int:
+    """After Ctrl-C or SIGTERM stopped the command: end the sweep's tracking as killed and say
+    in one line what finished and how to resume; returns the exit status (130). The job in
+    flight keeps its journal (its finished items); finished jobs' records are intact."""
+    from sam_bench.resume import FINISHED, job_records, planned_overrides, without_resume
+
+    if not RUNNING:
+        print(f"interrupted ({signal_name}): the run did not finish; run it again", file=sys.stderr)
+        return 130
+    sweep_dir: Path = RUNNING["sweep_dir"]
+    config = RUNNING["config"]
+    tracker = build_tracker(config.get("tracking"))
+    safely("ending the interrupted sweep", tracker.sweep_interrupted, sweep_dir)
+    done = 0
+    for path in job_records(sweep_dir):
+        try:
+            done += json.loads(path.read_text(encoding="utf-8")).get("status") in FINISHED
+        except (OSError, ValueError):
+            continue
+    overrides = without_resume([str(o) for o in config.hydra.overrides.task])
+    planned = planned_overrides(overrides)
+    total = f" of {len(planned)}" if planned is not None else ""
+    command = " ".join(["python -m sam_bench -m", *overrides, "resume=true"])
+    print(
+        f"interrupted ({signal_name}): {done}{total} jobs finished in {sweep_dir}; resume with: "
+        f"{command} hydra.sweep.dir={sweep_dir}",
+        file=sys.stderr,
+    )
+    return 130
+
+
 class SweepSummaryCallback(Callback):
     """Writes and prints the sweep summary; exits non-zero if anything failed."""
 
@@ -159,11 +196,13 @@ class SweepSummaryCallback(Callback):
             warn_gpu_workers(config)
         tracker = build_tracker(config.get("tracking"))
         sweep_dir = Path(config.hydra.sweep.dir)
+        RUNNING.update(sweep_dir=sweep_dir, config=config)
         error = safely("starting the sweep", tracker.sweep_start, sweep_dir, config)
         if error is not None and sweep_dir.is_dir():
             note_failure(sweep_dir, f"the sweep's parent run: {error}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        RUNNING.clear()
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = collect(sweep_dir) if sweep_dir.is_dir() else []
         if not rows:

@@ -36,6 +36,11 @@ class Tracker(Protocol):
         """After the summary (and plots / report files) were written."""
         ...
 
+    def sweep_interrupted(self, sweep_dir: Path) -> None:
+        """The sweep was stopped (Ctrl-C, SIGTERM) before its end: close what is open as
+        killed (``resume=true`` continues it)."""
+        ...
+
 
 class NullTracker:
     """``tracking=none``: nothing beyond the result records."""
@@ -47,6 +52,9 @@ class NullTracker:
         return None
 
     def sweep_end(self, sweep_dir: Path, rows: list[dict[str, Any]], files: list[Path]) -> None:
+        return None
+
+    def sweep_interrupted(self, sweep_dir: Path) -> None:
         return None
 
 

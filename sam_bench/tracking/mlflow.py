@@ -623,6 +623,14 @@ class MlflowTracker:
             raise
         self._retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
 
+    def sweep_interrupted(self, sweep_dir: Path) -> None:
+        """End the parent run as KILLED (``resume=true`` sets it running again)."""
+        state = read_state(Path(sweep_dir))
+        if state is None or state.get("error") or not state.get("parent_run_id"):
+            return
+        client = self._client(state["uri"])
+        self._retry(client.set_terminated, state["parent_run_id"], "KILLED")
+
 
 def artifact_paths(record: dict[str, Any], *, log_masks: bool) -> list[tuple[Path, str | None]]:
     """What a child run logs: every output the record declares (its kind says what it is:

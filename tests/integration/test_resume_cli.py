@@ -190,3 +190,58 @@ def test_six_job_sweep_killed_after_two_jobs_resumes_with_one_parent(tmp_path: P
         r["config_id"] for r in rows
     )
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_sweep_stops_cleanly_and_resumes(tmp_path: Path, sig: int) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM during the second of two jobs: one line saying how to
+    resume, exit 130, no traceback, the first job's record intact, the MLflow parent KILLED;
+    the printed command resumes it to the end (parent FINISHED, one child run per job)."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    sweep, db = tmp_path / "sweep", tmp_path / "m.db"
+    args = ["-m", "model.weights=random", "amg.points_per_side=4", "amg.crop_n_layers=0,1",
+            "dataset.limit=3", "tracking=mlflow", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    env = {**os.environ, "SAM_BENCH_CACHE": str(tmp_path / "ckpt"), "PYTHONPATH": str(REPO)}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sam_bench", *args, "progress=false"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = sweep / "0" / "result.json"
+    deadline = time.monotonic() + 600
+    while not first.is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, "never reached job 1"
+        time.sleep(0.2)
+    kept = first.read_bytes()
+    time.sleep(2)  # into the second job
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=300)
+    name = "SIGINT" if sig == signal.SIGINT else "SIGTERM"
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    (line,) = [ln for ln in stderr.splitlines() if ln.startswith(f"interrupted ({name})")]
+    assert "1 of 2 jobs finished" in line and "resume=true" in line
+    assert first.read_bytes() == kept and json.loads(kept)["status"] == "ok"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (exp,) = [e for e in client.search_experiments() if e.name == "sam_bench"]
+    (parent,) = [r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags.get("sam_bench.role") == "sweep"]  # fmt: skip
+    assert parent.info.status == "KILLED"
+    # the printed command, as printed, resumes the sweep
+    command = line.split("resume with: ", 1)[1].split()
+    assert command[:3] == ["python", "-m", "sam_bench"]
+    again = subprocess.run(
+        [sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=900, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert first.read_bytes() == kept
+    runs = client.search_runs([exp.experiment_id])
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["job_num"] for r in children) == ["0", "1"]
+    assert all(r.info.status == "FINISHED" for r in children)

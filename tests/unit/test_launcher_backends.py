@@ -210,7 +210,7 @@ def test_concurrent_jobs_per_launcher(launcher, expected, monkeypatch) -> None: 
 
     from omegaconf import OmegaConf
 
-    from sam_bench.__main__ import concurrent_jobs
+    from sam_bench.remote import concurrent_jobs
 
     monkeypatch.setitem(sys.modules, "ray", None)  # no Ray instance to ask: the config's numbers
     assert concurrent_jobs(OmegaConf.create({"launcher": launcher})) == expected
