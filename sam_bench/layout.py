@@ -129,6 +129,12 @@ def item_stem(item_id: str) -> str:
     return f"{stem.lstrip('.') or 'item'}-{digest}"
 
 
+def renamed_items(item_ids: Iterable[str]) -> dict[str, str]:
+    """``{item id: file stem}`` for the ids whose files are not named by the id as it is
+    (``result.json`` ``item_files``: where to find an item's files)."""
+    return {i: s for i in dict.fromkeys(item_ids) if (s := item_stem(i)) != i}
+
+
 @dataclass(frozen=True)
 class JobLayout:
     """The files of one job folder."""

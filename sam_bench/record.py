@@ -34,6 +34,8 @@
     outputs         [{name, kind, path, description, when}]: the files the job wrote, each
                     with its kind (sam_bench.layout); task_spec.outputs lists every file the
                     task may write
+    item_files      {item id: file stem} for the items whose per-item files are not named by
+                    the id as it is (sam_bench.layout.item_stem)
 
 Version 1 records (``image_errors``, no catalogue snapshot) and version 2 records (no
 ``outputs``: :func:`sam_bench.layout.declared_outputs` knows what they wrote) are still read.
@@ -118,6 +120,7 @@ def new_record() -> dict[str, Any]:
         "figures": [],
         "item_errors": [],
         "outputs": [],
+        "item_files": {},
     }
 
 

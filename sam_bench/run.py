@@ -27,7 +27,14 @@ from sam_bench import registry
 from sam_bench.config import Config, to_typed
 from sam_bench.errors import ConfigError, SamBenchError
 from sam_bench.layout import PER_ITEM_FILE as PER_IMAGE_FILE
-from sam_bench.layout import RESULT_FILE, RUNNER_OUTPUTS, TRACEBACK_FILE, JobLayout, Output
+from sam_bench.layout import (
+    RESULT_FILE,
+    RUNNER_OUTPUTS,
+    TRACEBACK_FILE,
+    JobLayout,
+    Output,
+    renamed_items,
+)
 from sam_bench.metrics.catalogue import Metric
 from sam_bench.record import new_record, write_json, write_rows_csv
 
@@ -563,6 +570,7 @@ def _fill(
     record["figures"] = list(result.figures)
     record["item_errors"] = result.item_errors
     record["outputs"] = job_outputs(Path(record["job"]["dir"]), task_cls.spec.outputs)
+    record["item_files"] = renamed_items(str(r.get("image_id")) for r in result.rows)
     identity = _identity(
         record, task_cls, record["dataset"].get("fingerprint"), record["weights"].get("hash")
     )
