@@ -47,31 +47,22 @@ class SideOutputs:
 def declared_predictions(record: Mapping[str, Any]) -> tuple[list[Output], bool, list[str]]:
     """The prediction outputs ``record`` declares, whether they come from the legacy table
     (then they are what the job *may* have written), and the declared kinds this version
-    does not know.
-
-    A record that lists ``outputs`` (schema 3) is read as it is, unless its task declared no
-    outputs at all (``task_spec.outputs`` empty: a task written before outputs were declared)
-    and the list holds no prediction kind: such records, like those of schema 1 and 2, go
-    through :func:`sam_bench.layout.declared_outputs`' legacy table."""
+    does not know. A record that lists ``outputs`` (schema 3) is read as it is; records of
+    schema 1 and 2 go through :func:`sam_bench.layout.declared_outputs`' legacy table."""
     listed = record.get("outputs")
-    spec = record.get("task_spec")
-    spec_outputs = spec.get("outputs") if isinstance(spec, Mapping) else None
+    if not isinstance(listed, list):
+        legacy = declared_outputs(record)
+        return [o for o in legacy if o.kind in PREDICTION_KINDS], True, []
     entries: list[Output] = []
     unknown: list[str] = []
-    if isinstance(listed, list):
-        for d in listed:
-            if not isinstance(d, Mapping):
-                continue
-            if str(d.get("kind")) not in KINDS:
-                unknown.append(f"{d.get('kind')} ({d.get('name')}: {d.get('path')})")
-                continue
-            entries.append(Output.from_dict(d))
-    if isinstance(listed, list) and (
-        spec_outputs or unknown or any(o.kind in PREDICTION_KINDS for o in entries)
-    ):
-        return [o for o in entries if o.kind in PREDICTION_KINDS], False, unknown
-    legacy = declared_outputs({k: v for k, v in record.items() if k != "outputs"})
-    return [o for o in legacy if o.kind in PREDICTION_KINDS], True, unknown
+    for d in listed:
+        if not isinstance(d, Mapping):
+            continue
+        if str(d.get("kind")) not in KINDS:
+            unknown.append(f"{d.get('kind')} ({d.get('name')}: {d.get('path')})")
+            continue
+        entries.append(Output.from_dict(d))
+    return [o for o in entries if o.kind in PREDICTION_KINDS], False, unknown
 
 
 def side_outputs(job: Job) -> SideOutputs:
