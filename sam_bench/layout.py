@@ -208,6 +208,7 @@ _LEGACY_OUTPUTS: dict[str, tuple[Output, ...]] = {
         Output("per_instance", "table_csv", "per_instance.csv"),
     ),
     "semantic": (
+        Output("predictions", "instance_rle", "predictions.json", when="save_predictions"),
         Output("label_maps", "label_png", "predictions/", when="save_predictions"),
         Output("examples", "instance_examples", "masks/", when="task.save_masks"),
         Output("per_class", "table_csv", "per_class.csv"),

@@ -135,11 +135,26 @@ def recorded_overrides(job_dir: Path) -> list[str] | None:
     return [str(o) for o in found] if isinstance(found, list) else None
 
 
+#: Settings that say how a job runs, never what it measures (none enters ``config_id``): a
+#: sweep may be resumed with other values of them (``limits.max_rss_gb=null`` after a budget
+#: stop, ``progress=false``...).
+RUN_ONLY = ("resume", "progress", "limits", "tracking", "cache", "objective", "dry_run", "plugins")
+
+
+def _measured(overrides: list[str]) -> set[str]:
+    """The overrides that may change what a job measures (not :data:`RUN_ONLY`)."""
+    return {
+        o for o in overrides
+        if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in RUN_ONLY
+    }  # fmt: skip
+
+
 def mismatched_jobs(sweep_dir: Path, task_overrides: list[str]) -> list[str]:
     """``resume=true`` in a folder whose jobs were other configurations: one line per job
     folder (``<sweep>/<num>``) whose recorded overrides differ from those the sweep now gives
-    job ``num``, naming the settings that differ. Empty when every job matches (or the jobs
-    cannot be known before the sweep: each job then checks its own folder, :func:`conflict`)."""
+    job ``num``, naming the settings that differ (settings of :data:`RUN_ONLY` may differ).
+    Empty when every job matches (or the jobs cannot be known before the sweep: each job then
+    checks its own folder, :func:`conflict`)."""
     planned = planned_overrides(without_resume(task_overrides))
     if planned is None:
         return []
@@ -148,7 +163,7 @@ def mismatched_jobs(sweep_dir: Path, task_overrides: list[str]) -> list[str]:
         earlier = recorded_overrides(Path(sweep_dir) / str(num))
         if earlier is None:
             continue
-        old, new = set(without_resume(earlier)), set(without_resume(overrides))
+        old, new = _measured(earlier), _measured(overrides)
         if old != new:
             gone = " ".join(sorted(old - new)) or "-"
             came = " ".join(sorted(new - old)) or "-"

@@ -159,7 +159,10 @@ def test_missing_clip_weights_offline_is_one_message(tmp_path: Path) -> None:
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "Traceback" not in text
-    assert text.count("CLIP weights (tag 'openai') for open_clip 'ViT-B-32' not available") == 1
+    message = "CLIP weights (tag 'openai') for open_clip 'ViT-B-32' not available"
+    logged, _, closing = text.partition("job failed: ")
+    assert logged.count(message) == 1  # logged once, not once per retry
+    assert message in " ".join(closing.split())  # and the closing line gives the reason
     assert "semantic.clip_weights=random" in text
     rec = json.loads((tmp_path / "run" / "result.json").read_text())
     assert rec["status"] == "failed" and "not available" in rec["error"]
