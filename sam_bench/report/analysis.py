@@ -16,7 +16,7 @@ from typing import Any
 from sam_bench.layout import RESULT_FILE
 from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.report.console import varying_keys
-from sam_bench.report.summary import override_dict
+from sam_bench.report.summary import override_dict, split_overrides
 from sam_bench.report.view import MetricView
 
 UNTRAINED_NOTE = "UNTRAINED (random weights): accuracy is meaningless"
@@ -103,7 +103,7 @@ def value_key(value: str) -> tuple[int, float, str]:
 
 def override_value(row: dict[str, Any], key: str) -> str:
     """A row's value of the override ``key`` (``""`` when the job did not set it)."""
-    return override_dict(str(row.get("overrides") or "").split()).get(key, "")
+    return override_dict(split_overrides(str(row.get("overrides") or ""))).get(key, "")
 
 
 def values_of(rows: list[dict[str, Any]], key: str) -> list[str]:
@@ -113,7 +113,7 @@ def values_of(rows: list[dict[str, Any]], key: str) -> list[str]:
 
 def job_label(row: dict[str, Any], keys: list[str]) -> str:
     """``"#3 amg.points_per_side=8 ..."``: a job and its values of the swept ``keys``."""
-    ov = override_dict(str(row.get("overrides") or "").split())
+    ov = override_dict(split_overrides(str(row.get("overrides") or "")))
     parts = [f"{k}={ov[k]}" for k in keys if k in ov]
     return " ".join([f"#{row.get('job')}", *parts])
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sam_bench.metrics.catalogue import format_value as _fmt
-from sam_bench.report.summary import override_dict
+from sam_bench.report.summary import override_dict, split_overrides
 from sam_bench.report.view import MetricView
 
 #: Wide enough for a sweep table when stdout is not a terminal (rich would assume 80 columns).
@@ -35,7 +35,7 @@ def _weights(label: Any) -> str:
 
 def varying_keys(rows: list[dict[str, Any]]) -> tuple[list[str], dict[str, str]]:
     """Override keys whose value differs between jobs, and the overrides all jobs share."""
-    dicts = [override_dict(str(r.get("overrides") or "").split()) for r in rows]
+    dicts = [override_dict(split_overrides(str(r.get("overrides") or ""))) for r in rows]
     keys: list[str] = []
     for d in dicts:
         keys.extend(k for k in d if k not in keys)
@@ -60,7 +60,7 @@ def print_summary(rows: list[dict[str, Any]], title: str, view: MetricView) -> N
     table.add_column("weights")
     table.add_column("status")
     for r in rows:
-        ov = override_dict(str(r.get("overrides") or "").split())
+        ov = override_dict(split_overrides(str(r.get("overrides") or "")))
         status = str(r.get("status"))
         table.add_row(
             str(r.get("job")),

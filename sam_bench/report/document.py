@@ -34,7 +34,7 @@ from sam_bench.report.analysis import (
 )
 from sam_bench.report.plots import PLOTS_DIR, SKIPPED_FILE, caption, make_plots
 from sam_bench.report.render import Bullets, Figure, Section, Table, Text, to_html, to_markdown
-from sam_bench.report.summary import collect, override_dict, write_summary
+from sam_bench.report.summary import collect, override_dict, split_overrides, write_summary
 from sam_bench.report.view import MetricView
 
 __all__ = ["best_configuration", "build_report", "write_report"]
@@ -194,7 +194,7 @@ def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[An
                     "note",
                 )
             )
-        overrides = str(best.get("overrides") or "").split()
+        overrides = split_overrides(str(best.get("overrides") or ""))
         command = " ".join(["python -m sam_bench hydra.mode=RUN", *map(shlex.quote, overrides)])
         blocks.append(Text(f"Run it alone: {command}"))
     if t.optuna and "best_value" in t.optuna:
@@ -253,7 +253,7 @@ def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
     first_metric = 2 + len(facts.varying)
     table = Table(headers, [], set(range(first_metric, first_metric + len(columns))))
     for r in rows:
-        ov = override_dict(str(r.get("overrides") or "").split())
+        ov = override_dict(split_overrides(str(r.get("overrides") or "")))
         weights = str(r.get("weights") or "-")
         table.rows.append(
             [

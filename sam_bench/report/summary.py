@@ -31,6 +31,27 @@ def find_records(sweep_dir: Path) -> list[Path]:
     return sorted(dirs, key=key)
 
 
+def split_overrides(text: str) -> list[str]:
+    """The overrides of a ``summary.csv`` row (joined by spaces) as a list again, a quoted
+    value with spaces kept whole (``sweep_name='café ü'`` is one override)."""
+    out: list[str] = []
+    token, quote = "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch.isspace():
+            if token:
+                out.append(token)
+            token = ""
+            continue
+        token += ch
+    if quote:  # an unbalanced quote: spaces alone
+        return text.split()
+    return [*out, token] if token else out
+
+
 def override_dict(overrides: list[str]) -> dict[str, str]:
     """``["a.b=1", "+c=2"]`` -> ``{"a.b": "1", "c": "2"}``."""
     out = {}

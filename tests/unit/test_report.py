@@ -419,3 +419,20 @@ def test_report_code_imports_no_model_code() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
+
+
+def test_quoted_overrides_with_spaces_and_non_ascii_stay_whole() -> None:
+    """summary.csv joins a job's overrides with spaces: a quoted value (non-ASCII, with a
+    space) comes back as one override, in the console's "all jobs" line too."""
+    from sam_bench.report.console import varying_keys
+    from sam_bench.report.summary import split_overrides
+
+    text = "task=toy dataset.limit=1 sweep_name='café ü' note=\"a b\""
+    assert split_overrides(text) == [
+        "task=toy", "dataset.limit=1", "sweep_name='café ü'", 'note="a b"',
+    ]  # fmt: skip
+    assert split_overrides("x='unbalanced y") == ["x='unbalanced", "y"]
+    rows = [{"overrides": text}, {"overrides": text.replace("limit=1", "limit=2")}]
+    varying, fixed = varying_keys(rows)
+    assert varying == ["dataset.limit"]
+    assert fixed == {"task": "toy", "sweep_name": "'café ü'", "note": '"a b"'}
