@@ -117,9 +117,15 @@ def _read_pil(path: Path, max_pixels: int | None) -> RawImage:
     notes: list[str] = []
     try:
         with warnings.catch_warnings():
-            if max_pixels is not None:  # sam_bench's own limit applies (below)
+            if max_pixels is not None:  # sam_bench's own limit applies (below), from the
+                # header; Pillow's own bomb check would refuse a huge header first, saying less
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im_ctx = Image.open(path)
+                pillow_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im_ctx = Image.open(path)
+            finally:
+                if max_pixels is not None:
+                    Image.MAX_IMAGE_PIXELS = pillow_limit
         with im_ctx as im:
             check_size(path, im.width, im.height, max_pixels)  # header only so far
             im.load()  # decode now: truncated data raises here
@@ -131,8 +137,12 @@ def _read_pil(path: Path, max_pixels: int | None) -> RawImage:
         raise
     except UnidentifiedImageError:
         raise SampleError(path, "not an image file Pillow can identify") from None
-    except Image.DecompressionBombError as e:
-        raise SampleError(path, f"image too large for Pillow, not decoded: {e}") from None
+    except Image.DecompressionBombError as e:  # only with limits.max_image_pixels=null
+        raise SampleError(
+            path,
+            f"image too large for Pillow's decompression-bomb check, not decoded ({e}); set "
+            "limits.max_image_pixels to decide the limit yourself",
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise SampleError(path, f"cannot decode image: {e}") from None
     if n_frames > 1:

@@ -571,6 +571,21 @@ def test_very_large_image_is_refused_from_its_header(tmp_path: Path) -> None:
         read_image(p, max_pixels=None)
 
 
+def test_a_header_past_pillows_bomb_limit_gets_the_same_clear_reason(tmp_path: Path) -> None:
+    """20000x20000 is past twice Pillow's MAX_IMAGE_PIXELS, where Pillow refuses to open the
+    file at all: sam_bench's own limit still reads the header and names size and setting."""
+    p = _png_header_only(tmp_path / "bomb.png", 20000, 20000)  # 400 MP
+    assert 2 * (Image.MAX_IMAGE_PIXELS or 0) < 20000 * 20000
+    with pytest.raises(SampleError) as e:
+        read_image(p)
+    assert e.value.reason.startswith(
+        "image is 20000x20000 = 400 megapixels, over limits.max_image_pixels=64000000"
+    )
+    assert Image.MAX_IMAGE_PIXELS is not None  # Pillow's own limit is back in place
+    with pytest.raises(SampleError, match=r"decompression-bomb check.*limits\.max_image_pixels"):
+        read_image(p, max_pixels=None)  # no limit of ours: Pillow's, and how to set ours
+
+
 @pytest.mark.parametrize(
     "name, write",
     [
