@@ -149,3 +149,50 @@ def test_the_regression_check_compares_the_toy_outputs(toy, tmp_path: Path) -> N
     missing = _compare(first, current, tmp_path / "missing")
     assert missing.returncode == 3, missing.stdout[-3000:] + missing.stderr[-3000:]
     assert png.stem in missing.stdout + missing.stderr
+
+
+EP_MODULE = '''
+from dataclasses import dataclass, replace
+
+from sam_bench.registry import register_task
+from toy_task.task import ToyTask
+
+
+@dataclass
+class EpSettings:
+    """The settings section of a task registered through an entry point."""
+
+    level: int = 1
+
+    def describe(self) -> str:
+        return f"level={self.level}"
+
+
+class EpToy(ToyTask):
+    spec = replace(ToyTask.spec, name="eptoy", sections=("eptoy",))
+
+
+register_task("eptoy", "ep_toy:EpToy", settings={"eptoy": "ep_toy:EpSettings"},
+              metrics=["toy_task.metrics"])
+'''
+
+
+def test_a_task_from_an_entry_point_brings_its_settings_section(tmp_path: Path) -> None:
+    """An installed package registers a task through the ``sam_bench.tasks`` entry point: its
+    settings section is in the config schema before Hydra composes (``eptoy.level=3`` is a
+    typed key, a misspelt one is refused), with no plugins= and no edit of sam_bench."""
+    site = tmp_path / "site"
+    (site / "ep_toy-1.0.dist-info").mkdir(parents=True)
+    (site / "ep_toy.py").write_text(EP_MODULE)
+    (site / "ep_toy-1.0.dist-info" / "METADATA").write_text("Name: ep-toy\nVersion: 1.0\n")
+    (site / "ep_toy-1.0.dist-info" / "entry_points.txt").write_text(
+        "[sam_bench.tasks]\neptoy = ep_toy\n"
+    )
+    path = os.pathsep.join((str(site), str(PLUGINS)))
+    common = ["task=toy", "task.name=eptoy", f"hydra.searchpath=[file://{PLUGINS / 'conf'}]",
+              "tracking=none", "dry_run=true"]  # fmt: skip
+    ok = run_cli([*common, "eptoy.level=3"], tmp_path, env={"PYTHONPATH": path}, timeout=300)
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr[-2000:]
+    assert "task=eptoy" in ok.stdout and "level=3" in ok.stdout
+    bad = run_cli([*common, "eptoy.levle=3"], tmp_path, env={"PYTHONPATH": path}, timeout=300)
+    assert bad.returncode != 0 and "levle" in bad.stdout + bad.stderr
