@@ -7,10 +7,12 @@ evaluations follow):
 
 * **distance to the boundary** of a region: for each pixel of the region, the Euclidean
   distance to the nearest pixel outside it, where everything beyond the image border counts
-  as outside (the region is padded with one ring of background pixels). It is computed
-  exactly, as an **integer squared distance** ``dy**2 + dx**2`` to the nearest outside pixel
-  (scipy's exact Euclidean feature transform gives that pixel), so two pixels exactly as far
-  from the boundary always compare equal: no choice depends on float rounding.
+  as outside (the region is padded with one ring of background pixels). Every choice is
+  made on the **integer squared distance** ``dy**2 + dx**2`` to the nearest outside pixel,
+  so two pixels exactly as far from the boundary always compare equal and no choice depends
+  on float rounding: OpenCV's exact Euclidean transform (``DIST_L2``, precise mask) gives
+  the distance in float32, squared and rounded to that integer (exact below
+  :data:`EXACT_FLOAT_DISTANCE` pixels; farther, scipy's exact feature transform).
 * **farthest point** of a region: the pixel with the largest distance to the boundary; ties
   go to the smallest row, then the smallest column (the first in raster order). Pixels
   already clicked are never chosen again (RITM's "not clicked" map).
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -83,11 +86,20 @@ def boundary_distance(region: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Below this distance (pixels) OpenCV's float32 distance, squared and rounded, is the exact
+#: integer squared distance (float32 keeps ``d**2`` within 0.5 of it); a region whose pixels
+#: lie farther from its boundary takes scipy's exact (slower) feature transform.
+EXACT_FLOAT_DISTANCE = 2048.0
+
+
 def _crop_squared_distance(region: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The squared distance (int64) of every pixel of ``region`` inside ``box`` to its nearest
     outside pixel (see the module docstring)."""
     y0, y1, x0, x1 = box
     padded = np.pad(region[y0 : y1 + 1, x0 : x1 + 1], 1)
+    dist = cv2.distanceTransform(padded.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    if float(dist.max()) < EXACT_FLOAT_DISTANCE:
+        return np.rint(np.square(dist[1:-1, 1:-1], dtype=np.float64)).astype(np.int64)
     nearest = ndimage.distance_transform_edt(padded, return_distances=False, return_indices=True)
     rows, cols = np.indices(padded.shape)
     dy = rows - np.asarray(nearest[0], dtype=np.int64)

@@ -280,3 +280,23 @@ def test_a_tie_between_missed_and_extra_regions_gives_the_negative_click() -> No
     assert click == Click(x=18, y=5, positive=False)
     # moving the extra square one row down keeps the tie and the rule
     assert next_click(gt, rect(20, 30, 3, 10, 15, 22)) == Click(x=18, y=6, positive=False)
+
+
+def test_the_exact_fallback_gives_the_same_squared_distances(monkeypatch) -> None:
+    """Regions whose pixels lie farther than EXACT_FLOAT_DISTANCE from their boundary take
+    scipy's exact feature transform: forced here, both give the brute-force integers."""
+    from sam_bench.prompts import clicks
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        h, w = rng.integers(6, 24, size=2)
+        m = ndimage.binary_opening(rng.random((h, w)) < 0.7)
+        if not m.any():
+            continue
+        box = (0, h - 1, 0, w - 1)
+        fast = clicks._crop_squared_distance(np.pad(m, 0), box)
+        monkeypatch.setattr(clicks, "EXACT_FLOAT_DISTANCE", 0.0)
+        exact = clicks._crop_squared_distance(m, box)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(fast, _brute_squared_distance(m))
+        np.testing.assert_array_equal(exact, _brute_squared_distance(m))
