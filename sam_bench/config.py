@@ -342,9 +342,10 @@ class ObjectiveConfig:
 
 @dataclass
 class CacheConfig:
-    """On-disk cache of image-encoder outputs, shared across commands (``engine=fast`` only;
-    see :mod:`sam_bench.engines.encoder_cache`). Off unless ``cache.dir`` is set. It never
-    changes results or ``latency_ms_*``, only the wall time a job takes."""
+    """On-disk cache of image-encoder outputs (``engine=fast`` only; see
+    :mod:`sam_bench.engines.encoder_cache`). Across commands: off unless ``cache.dir`` is set.
+    Within a sweep: on by default (``cache.in_sweep``). It never changes results or
+    ``latency_ms_*``, only the wall time a job takes."""
 
     dir: str | None = None
     """Cache folder (created if missing; relative paths are taken from the directory the
@@ -352,6 +353,12 @@ class CacheConfig:
     max_gb: float = 10.0
     """Size cap of the folder's entries in GB (10**9 bytes); least-recently-used entries are
     removed after a write until they fit."""
+    in_sweep: bool = True
+    """With ``cache.dir=null``, jobs of a sweep that run as separate groups (other grid sizes,
+    crop layers, prompt modes...) but encode the same images with the same model,
+    preprocessing, dtype and device share one encoder pass per image through a cache in the
+    sweep folder (``.encoder_cache``), removed when the sweep ends (kept for ``resume=true``
+    after an interrupt). Local launcher only. ``false``: every group encodes again."""
 
     def __post_init__(self) -> None:
         if self.dir is not None and not str(self.dir).strip():

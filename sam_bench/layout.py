@@ -189,6 +189,8 @@ REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 PLOTS_DIR = "plots"
 SKIPPED_FILE = "skipped.json"
+#: The encoder cache jobs of one sweep share (``cache.in_sweep``), removed at the sweep's end.
+SWEEP_ENCODER_CACHE = ".encoder_cache"
 REGRESSION_STEM = "regression"
 
 

@@ -185,6 +185,18 @@ def interrupted(signal_name: str) -> int:
     return 130
 
 
+def drop_encoder_cache(sweep_dir: Path) -> None:
+    """Remove the sweep's own encoder cache (``cache.in_sweep``) once every job ran; an
+    interrupted sweep keeps it for ``resume=true``."""
+    import shutil
+
+    from sam_bench.layout import SWEEP_ENCODER_CACHE
+
+    folder = sweep_dir / SWEEP_ENCODER_CACHE
+    if folder.is_dir():
+        shutil.rmtree(folder, onerror=lambda *a: log.warning("could not remove %s", a[1]))
+
+
 class SweepSummaryCallback(Callback):
     """Writes and prints the sweep summary; exits non-zero if anything failed."""
 
@@ -204,6 +216,7 @@ class SweepSummaryCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         RUNNING.clear()
         sweep_dir = Path(config.hydra.sweep.dir)
+        drop_encoder_cache(sweep_dir)
         rows = collect(sweep_dir) if sweep_dir.is_dir() else []
         if not rows:
             tracker = build_tracker(config.get("tracking"))

@@ -94,6 +94,59 @@ def job_spec(sweep_config: DictConfig, concurrent_jobs: int = 1) -> JobSpec:
     )
 
 
+def _encoder_key(cfg: DictConfig) -> str | None:
+    """What decides a job's encoder outputs (model, preprocessing, dataset, dtype, device), or
+    ``None`` when the job cannot use the in-sweep encoder cache."""
+    from sam_bench import registry
+    from sam_bench.tasks import get_task
+
+    try:
+        c: Any = OmegaConf.to_container(cfg, resolve=True)
+        registry.import_plugins(c.get("plugins"))
+        spec = get_task(str((c.get("task") or {}).get("name"))).spec
+    except Exception:  # the job reports it itself
+        return None
+    cache = c.get("cache") or {}
+    if c.get("dry_run") or c.get("predictions") or not spec.encoder_cache:
+        return None
+    if cache.get("dir") is not None or not cache.get("in_sweep", True):
+        return None
+    if spec.uses_engine and c.get("engine") != "fast":
+        return None
+    keys = ("model", "preprocess", "dataset", "dtype", "device", "seed", "plugins")
+    return json.dumps({k: c.get(k) for k in keys}, sort_keys=True, default=str)
+
+
+def share_encoder(sweep_configs: list[DictConfig], sweep_dir: Path) -> list[int]:
+    """``cache.in_sweep``: units of work (groups, lone jobs) that encode the same images with
+    the same model get ``cache.dir`` = the sweep's :data:`~sam_bench.layout.SWEEP_ENCODER_CACHE`,
+    so the sweep pays one encoder pass per image instead of one per unit (results and
+    ``latency_ms_*`` unchanged: see :mod:`sam_bench.engines.encoder_cache`). Returns the jobs
+    given the cache."""
+    from sam_bench.layout import SWEEP_ENCODER_CACHE
+
+    by_key: dict[str, list[list[int]]] = defaultdict(list)
+    for unit in plan(sweep_configs):
+        key = _encoder_key(task_config(sweep_configs[unit[0]]))
+        if key is not None:
+            by_key[key].append(unit)
+    shared = sorted(i for units in by_key.values() if len(units) > 1 for u in units for i in u)
+    folder = str(sweep_dir.absolute() / SWEEP_ENCODER_CACHE)
+    for i in shared:
+        with open_dict(sweep_configs[i]):
+            sweep_configs[i].cache.dir = folder
+    if shared:
+        log.info(
+            "jobs %s encode the same images: one encoder pass per image through %s "
+            "(removed at the sweep's end; cache.in_sweep=false to turn off)",
+            ", ".join(
+                f"#{OmegaConf.select(sweep_configs[i], 'hydra.job.num', default=i)}" for i in shared
+            ),
+            folder,
+        )
+    return shared
+
+
 def precompute_shared(sweep_configs: list[DictConfig], base_dir: Path) -> None:
     """Compute every group of two or more jobs ahead of Hydra running them."""
     for unit in plan(sweep_configs):

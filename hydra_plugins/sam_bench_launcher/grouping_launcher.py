@@ -159,8 +159,12 @@ class GroupingLauncher(Launcher):
         if settings["backend"] != "local":
             return self._launch_remote(jobs, settings)
 
-        from sam_bench.sweep_groups import precompute_shared
+        from sam_bench.sweep_groups import precompute_shared, share_encoder
 
+        try:
+            share_encoder([cfg for _, _, cfg in jobs], Path(str(self.config.hydra.sweep.dir)))
+        except Exception as e:  # an optimisation: never lose a sweep to it
+            log.warning("no in-sweep encoder cache (%s: %s)", type(e).__name__, e)
         try:
             precompute_shared([cfg for _, _, cfg in jobs], Path(os.getcwd()))
         except Exception as e:  # never lose a sweep to the optimisation: jobs run alone

@@ -68,6 +68,10 @@ class TaskSpec:
     configuration (``config_id``) together with model, preprocessing and dtype."""
     uses_engine: bool = False
     """Whether the ``engine`` setting applies (and so enters ``config_id``)."""
+    encoder_cache: bool = False
+    """Whether the task restores image-encoder outputs from ``cache.dir`` (with
+    :attr:`uses_engine`: for ``engine=fast`` only); a sweep then shares one encoder pass per
+    image across its groups (``cache.in_sweep``)."""
     per_s: str = "images_per_s"
     """Name of the throughput metric (items per second)."""
     model: bool = True

@@ -103,6 +103,12 @@ def test_every_result_json_is_self_describing(sweep) -> None:
         assert (job / "masks").is_dir()
     # same seed, same model -> same weights; different models differ
     assert len({h for _, h in hashes}) == 2 and len(hashes) == 2
+    # cache.in_sweep: per model, the two grid sizes (two groups) encode each image once
+    for model in ("sam2.1_hiera_tiny", "sam2.1_hiera_small"):
+        caches = [r["task_info"]["encoder_cache"] for r in records
+                  if r["config"]["model"]["name"] == model]  # fmt: skip
+        assert sorted((c["hits"], c["misses"]) for c in caches) == [(0, 2), (2, 0)]
+    assert not (out / ".encoder_cache").exists()  # removed at the sweep's end
 
 
 def _independent_scores(job_dir: Path) -> dict[str, float]:

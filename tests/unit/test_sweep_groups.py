@@ -107,3 +107,60 @@ def test_the_fast_engine_shares_exactly_the_candidate_fields() -> None:
             continue
         same = candidate_key(changed) == candidate_key(base)
         assert same == (name not in amg_fields("candidate")), name
+
+
+def share(tmp_path, *jobs: list[str]) -> list[int]:  # type: ignore[no-untyped-def]
+    """:func:`share_encoder` on the composed jobs; returns the jobs given the sweep's cache
+    (and checks they name the sweep's folder, the others keep ``cache.dir=null``)."""
+    from sam_bench.layout import SWEEP_ENCODER_CACHE
+    from sam_bench.sweep_groups import share_encoder
+
+    cfgs = [compose("config", overrides=o, return_hydra_config=True) for o in jobs]
+    shared = share_encoder(cfgs, tmp_path)
+    for i, cfg in enumerate(cfgs):
+        assert cfg.cache.dir == (str(tmp_path / SWEEP_ENCODER_CACHE) if i in shared else None)
+    return shared
+
+
+def test_groups_that_encode_the_same_images_share_the_sweeps_encoder_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pps = [f"amg.points_per_side={n}" for n in (4, 8)]
+    assert share(tmp_path, [pps[0]], [pps[1]]) == [0, 1]
+    # one group (post-processing settings only): one encoder pass already, no cache
+    assert share(tmp_path, ["amg.pred_iou_thresh=0.1"], ["amg.pred_iou_thresh=0.5"]) == []
+    # AMG and prompted on the same model and data: one encoder pass for both tasks
+    assert share(tmp_path, [], ["task=prompted"]) == [0, 1]
+    # with a third group of another model: only the two that encode alike
+    assert share(tmp_path, [pps[0]], [pps[1]], ["model=sam2.1_hiera_small"]) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "model=sam2.1_hiera_small", "preprocess=clahe", "dtype=bf16", "dataset.limit=3",
+        "model.weights=random",
+    ],
+)  # fmt: skip
+def test_groups_that_encode_differently_share_nothing(tmp_path, setting: str) -> None:  # type: ignore[no-untyped-def]
+    assert share(tmp_path, ["amg.points_per_side=4"], ["amg.points_per_side=8", setting]) == []
+
+
+@pytest.mark.parametrize(
+    "setting", ["engine=official", "cache.in_sweep=false", "dry_run=true", "task=video"]
+)
+def test_no_in_sweep_cache_where_it_cannot_or_must_not_be_used(tmp_path, setting: str) -> None:  # type: ignore[no-untyped-def]
+    assert (
+        share(tmp_path, ["amg.points_per_side=4", setting], ["amg.points_per_side=8", setting])
+        == []
+    )
+
+
+def test_a_cache_the_user_set_is_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sam_bench.sweep_groups import share_encoder
+
+    cfgs = [
+        compose("config", overrides=[f"amg.points_per_side={n}", "cache.dir=/tmp/mine"],
+                return_hydra_config=True)
+        for n in (4, 8)
+    ]  # fmt: skip
+    assert share_encoder(cfgs, tmp_path) == []
+    assert [c.cache.dir for c in cfgs] == ["/tmp/mine", "/tmp/mine"]

@@ -54,6 +54,7 @@ class AMGTask(Task):
         needs="instances",
         sections=("amg",),
         uses_engine=True,
+        encoder_cache=True,
         outputs=OUTPUTS,
     )  # fmt: skip
     writer = AMGWriter

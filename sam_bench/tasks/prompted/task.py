@@ -95,6 +95,7 @@ class PromptedTask(Task):
         own_stages=("decoder", "postprocess"),
         needs="instances",
         sections=("prompt",),
+        encoder_cache=True,
         outputs=OUTPUTS,
     )  # fmt: skip
     writer = PromptedWriter

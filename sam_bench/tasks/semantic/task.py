@@ -134,6 +134,7 @@ class SemanticTask(Task):
         sections=("amg", "semantic"),
         described=("semantic",),
         uses_engine=True,
+        encoder_cache=True,
         outputs=OUTPUTS,
     )  # fmt: skip
     writer = SemanticWriter
