@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sam_bench-installed
 SCALE_STAMP := $(VENV)/.sam_bench-scale-installed
 
-.PHONY: help install install-scale quickstart test test-full test-gpu lint format typecheck wheel clean
+.PHONY: help install install-scale quickstart test test-full test-gpu bench lint format typecheck wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ test-full: install install-scale  ## every test, slow ones included (with the `s
 # prints the reason (no CUDA build, no driver, driver too old for torch's CUDA, ...).
 test-gpu: install  ## the CUDA tests (marked gpu), or why they skip
 	$(BIN)/python -m pytest -m gpu -rs -q
+
+bench: install  ## every benchmark, then one table of ratios (~1 h; BENCH_ARGS=--quick: ~10 min)
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 lint: install  ## ruff lint + format check + mypy + the import layers (lint-imports)
 	$(BIN)/ruff check .

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import Ratio
+
 COMMON = ["model.weights=random", "tracking=none", "progress=false", "warmup=false"]
 THRESH = ["amg.pred_iou_thresh=0.0,0.5,0.8", "amg.stability_score_thresh=0.0,0.5,0.9"]
 KEEP_ALL = ["amg.pred_iou_thresh=0", "amg.stability_score_thresh=0", "amg.box_nms_thresh=1.0"]
@@ -36,6 +38,12 @@ KEEP_ALL = ["amg.pred_iou_thresh=0", "amg.stability_score_thresh=0", "amg.box_nm
 def timed(args: list[str], images: int, label: str) -> tuple[float, float]:
     """Wall time of one whole command (start-up, model build, every job and the report
     included), and the mean of its jobs' ``latency_ms_mean`` (the engine's time per image)."""
+    seconds, latency, _ = command(args, images, label)
+    return seconds, latency
+
+
+def command(args: list[str], images: int, label: str) -> tuple[float, float, float]:
+    """:func:`timed`, and the largest ``peak_rss_mb`` of the command's jobs."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "sam_bench", "-m", *COMMON, f"dataset.limit={images}",
                *args, f"hydra.sweep.dir={out}"]  # fmt: skip
@@ -46,11 +54,12 @@ def timed(args: list[str], images: int, label: str) -> tuple[float, float]:
             sys.exit(f"{label} failed:\n{proc.stderr[-3000:]}")
         records = [json.loads(p.read_text()) for p in Path(out).glob("*/result.json")]
         latency = sum(r["metrics"]["latency_ms_mean"] for r in records) / len(records) / 1000
+        rss = max(r["metrics"].get("peak_rss_mb") or float("nan") for r in records)
     print(f"  {label:<44} {len(records)} jobs  {seconds:8.1f} s", flush=True)
-    return seconds, latency
+    return seconds, latency, rss
 
 
-def threshold(images: int) -> None:
+def threshold(images: int) -> list[Ratio]:
     print("threshold sweep (16x16 grid, 3 x 3 thresholds)")
     grid = ["amg.points_per_side=16"]
     fast9, _ = timed(["engine=fast", *grid, *THRESH], images, "fast, 9 configurations")
@@ -59,9 +68,16 @@ def threshold(images: int) -> None:
     print(f"  fast 9 / fast 1       = {fast9 / fast1:5.2f}x   (target <= 1.5x)")
     print(f"  reference 9 / fast 1  = {ref9 / fast1:5.2f}x")
     print(f"  reference 9 / fast 9  = {ref9 / fast9:5.2f}x faster\n")
+    name = f"bench_engines threshold: 16x16, {images} image(s)"
+    return [
+        Ratio(name, "fast, 9 configurations", "fast, 1 configuration", fast9, fast1, "s", "",
+              ">= 0.83x (9 cost <= 1.2x one)"),
+        Ratio(name, "fast, 9 configurations", "official generator, 9 configurations",
+              fast9, ref9, "s"),
+    ]  # fmt: skip
 
 
-def keep_all(images: int) -> None:
+def keep_all(images: int) -> list[Ratio]:
     print(f"one configuration keeping every candidate (16x16, thresholds 0, NMS 1.0), {images} img")
     args = ["amg.points_per_side=16", *KEEP_ALL]
     fast, fast_img = timed(["engine=fast", *args], images, "fast")
@@ -69,14 +85,24 @@ def keep_all(images: int) -> None:
     print(f"  reference / fast      = {ref / fast:5.2f}x faster   (target >= 2x)")
     print(f"  per image, engine only (latency_ms_mean): {fast_img:.1f} s vs {ref_img:.1f} s "
           f"= {ref_img / fast_img:4.2f}x\n")  # fmt: skip
+    name = f"bench_engines keep_all: 16x16, {images} image(s)"
+    return [
+        Ratio(name, "fast, whole command", "official generator, whole command", fast, ref, "s",
+              "masks identical (tests)", ">= 3x"),
+        Ratio(name, "fast, engine per image", "official generator, engine per image", fast_img,
+              ref_img, "s", "masks identical (tests)", ">= 3.5x"),
+    ]  # fmt: skip
 
 
-def mixed(images: int) -> None:
+def mixed(images: int) -> list[Ratio]:
     print("mixed sweep (points_per_side=8,16 x 3 IoU thresholds)")
     args = ["amg.points_per_side=8,16", "amg.pred_iou_thresh=0.0,0.5,0.8"]
     fast, _ = timed(["engine=fast", *args], images, "fast, 6 configurations")
     ref, _ = timed(["engine=reference", *args], images, "reference, 6 configurations")
     print(f"  reference / fast      = {ref / fast:5.2f}x faster\n")
+    name = f"bench_engines mixed: 8,16 x 3 thresholds, {images} image(s)"
+    return [Ratio(name, "fast, 6 configurations", "official generator, 6 configurations", fast,
+                  ref, "s")]  # fmt: skip
 
 
 BENCHMARKS = {"threshold": threshold, "keep_all": keep_all, "mixed": mixed}

@@ -24,14 +24,12 @@ and in a batch differ by ~4e-7).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import Ratio, interleaved
 from pycocotools import mask as mask_utils
 
 from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
@@ -43,31 +41,13 @@ from sam_bench.prompts.clicks import first_click
 from sam_bench.tasks.prompted.decoder import PromptDecoder
 from sam_bench.tasks.prompted.metrics import mask_iou
 
-
-def interleaved(
-    variants: dict[str, Callable[[], Any]], repeats: int
-) -> dict[str, tuple[float, Any]]:
-    """Median seconds of each variant over ``repeats`` rounds, the variants taking turns
-    within each round (so a busy machine slows them alike), and each one's last result."""
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    last: dict[str, Any] = {}
-    for _ in range(repeats):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            last[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: (statistics.median(v), last[k]) for k, v in times.items()}
+#: The baseline: what a user of the official predictor writes for many instances.
+BASELINE = "official, one by one"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--instances", type=int, default=32, help="instances prompted")
-    parser.add_argument("--batch-size", type=int, default=16, help="sam_bench's prompt.batch_size")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def run(instances: int = 32, batch_size: int = 16, repeats: int = 3) -> list[Ratio]:
+    """Prints the comparison and returns sam_bench's batched path against the one-by-one
+    loop, for clicks and boxes."""
 
     cfg = ModelConfig(
         name="sam2.1_hiera_tiny", sam2_config="configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -81,7 +61,7 @@ def main() -> None:
     assert sample.raw is not None and sample.gt is not None
     image = to_model_input(sample.raw, PreprocessConfig())[0]
     masks = [np.asarray(mask_utils.decode(r), dtype=bool) for r in sample.gt.rles]
-    masks = masks[: args.instances]
+    masks = masks[:instances]
     n = len(masks)
     clicks = [first_click(m) for m in masks]
     coords = np.array([[[c.x, c.y]] for c in clicks], dtype=np.float64)  # type: ignore[union-attr]
@@ -91,11 +71,12 @@ def main() -> None:
     decoder = PromptDecoder(model, torch.device("cpu"))
     decoder.set_image(image, [])
     predictor = decoder.predictor  # the official predictor, same embedding
-    bs = args.batch_size
+    bs = batch_size
     print(
         f"{n} instances of {sample.ref.path.name}, sam2.1 tiny (random weights), CPU, "
-        f"{torch.get_num_threads()} threads, median of {args.repeats} runs"
+        f"{torch.get_num_threads()} threads, median of {repeats} runs"
     )
+    rows: list[Ratio] = []
     print(f"{'prompts':<8} {'variant':<26} {'seconds':>8} {'prompts/s':>10} {'vs one by one':>14}")
     for name, prompts, multimask in (
         ("click", {"point_coords": coords, "point_labels": labels}, True),
@@ -126,17 +107,17 @@ def main() -> None:
             ours()
             results = interleaved(
                 {
-                    "official, one by one": one_by_one,
+                    BASELINE: one_by_one,
                     mine: ours,
                     "official, one batch": one_batch,
                     "sam_bench, one batch": lambda: ours(size=n),
                 },
-                args.repeats,
+                repeats,
             )
-        base = results["official, one by one"][0]
+        base = results[BASELINE][0]
         for label, (secs, _) in results.items():
             print(f"{name:<8} {label:<26} {secs:8.2f} {n / secs:10.2f} {base / secs:13.2f}x")
-        singles = results["official, one by one"][1]
+        singles = results[BASELINE][1]
         batched = results[mine][1]
         worst = min(
             mask_iou(batched[i][c], singles[i][c] > 0)
@@ -144,6 +125,26 @@ def main() -> None:
             for c in range(batched[i].shape[0])
         )
         print(f"{name:<8} smallest mask IoU, sam_bench vs one by one: {worst:.6f}")
+        rows.append(
+            Ratio(
+                f"bench_prompted: {name}, {n} instances", mine,
+                "official predict(), one prompt at a time", results[mine][0], base, "s",
+                f"min mask IoU {worst:.6f}", ">= 2x",
+            )
+        )  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=32, help="instances prompted")
+    parser.add_argument("--batch-size", type=int, default=16, help="sam_bench's prompt.batch_size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run(args.instances, args.batch_size, args.repeats)
 
 
 if __name__ == "__main__":
