@@ -8,8 +8,13 @@ same prompts against that embedding -- first clicks (3 masks each) and tight box
 * ``official, one by one``: ``SAM2ImagePredictor.predict`` once per instance (a plain loop);
 * ``sam_bench, batches of B``: :class:`sam_bench.tasks.prompted.decoder.PromptDecoder` in batches of
   ``--batch-size`` (``prompt.batch_size``), as the prompted task runs it;
-* ``official, one batch`` and ``sam_bench, one batch``: every instance in one call (what the
-  batch alone gives, and what the CPU's sliced decoder adds to it).
+* ``sam_bench exact``: the same batches through the bit-identical sliced decoder
+  (``prompt.decoder=exact``); ``sam_bench factored``: the default ``prompt.decoder=factored``;
+* ``official, one batch``: every instance in one ``predict`` call.
+
+Cases: first clicks (3 masks each), tight boxes (1 mask), and a second NoC round (the first
+click plus a negative click, the first round's best low-res logits fed back as ``mask_input``,
+1 mask).
 
 Each variant's time is the median over ``--repeats`` rounds of the whole set of calls (prompt
 preparation, prompt encoder, mask decoder, upsampling and thresholding: what ``predict``
@@ -77,10 +82,20 @@ def run(instances: int = 32, batch_size: int = 16, repeats: int = 3) -> list[Rat
         f"{torch.get_num_threads()} threads, median of {repeats} runs"
     )
     rows: list[Ratio] = []
-    print(f"{'prompts':<8} {'variant':<26} {'seconds':>8} {'prompts/s':>10} {'vs one by one':>14}")
+    print(f"{'prompts':<8} {'variant':<36} {'seconds':>8} {'prompts/s':>10} {'vs one by one':>14}")
+    # A second NoC round: the first click plus a negative click (the box's top-left corner,
+    # outside most masks), with the first round's best low-res logits fed back as mask_input.
+    with torch.inference_mode():
+        first = [predictor.predict(coords[i], labels[i], multimask_output=True) for i in range(n)]
+    logits = np.stack([lr[int(np.argmax(iou))][None] for _, iou, lr in first])  # n x 1 x 256 x 256
+    corner = boxes[:, None, :2].astype(np.float64)
+    coords2 = np.concatenate([coords, corner], axis=1)
+    labels2 = np.concatenate([labels, np.zeros((n, 1), dtype=np.int64)], axis=1)
+    round2 = {"point_coords": coords2, "point_labels": labels2, "mask_input": logits}
     for name, prompts, multimask in (
         ("click", {"point_coords": coords, "point_labels": labels}, True),
         ("box", {"box": boxes}, False),
+        ("NoC round 2", round2, False),
     ):
 
         def one_by_one(p: dict[str, np.ndarray] = prompts, mm: bool = multimask) -> list[Any]:
@@ -93,45 +108,51 @@ def run(instances: int = 32, batch_size: int = 16, repeats: int = 3) -> list[Rat
             return predictor.predict(multimask_output=mm, **p)[0]
 
         def ours(
-            p: dict[str, np.ndarray] = prompts, mm: bool = multimask, size: int = bs
+            p: dict[str, np.ndarray] = prompts,
+            mm: bool = multimask,
+            size: int = bs,
+            factored: bool = False,
         ) -> list[np.ndarray]:
             out: list[np.ndarray] = []
             for s in range(0, n, size):
                 batch = {k: v[s : s + size] for k, v in p.items()}
-                out.extend(decoder.decode(multimask_output=mm, **batch).masks)
+                out.extend(decoder.decode(multimask_output=mm, factored=factored, **batch).masks)
             return out
 
-        mine = f"sam_bench, batches of {bs}"
+        mine = f"sam_bench factored, batches of {bs}"
+        exact = f"sam_bench exact, batches of {bs}"
         with torch.inference_mode():
             one_by_one()  # warm-up of every shape
             ours()
+            ours(factored=True)
             results = interleaved(
                 {
                     BASELINE: one_by_one,
-                    mine: ours,
+                    mine: lambda: ours(factored=True),
+                    exact: ours,
                     "official, one batch": one_batch,
-                    "sam_bench, one batch": lambda: ours(size=n),
                 },
                 repeats,
             )
         base = results[BASELINE][0]
         for label, (secs, _) in results.items():
-            print(f"{name:<8} {label:<26} {secs:8.2f} {n / secs:10.2f} {base / secs:13.2f}x")
+            print(f"{name:<8} {label:<36} {secs:8.2f} {n / secs:10.2f} {base / secs:13.2f}x")
         singles = results[BASELINE][1]
-        batched = results[mine][1]
-        worst = min(
-            mask_iou(batched[i][c], singles[i][c] > 0)
-            for i in range(n)
-            for c in range(batched[i].shape[0])
-        )
-        print(f"{name:<8} smallest mask IoU, sam_bench vs one by one: {worst:.6f}")
-        rows.append(
-            Ratio(
-                f"bench_prompted: {name}, {n} instances", mine,
-                "official predict(), one prompt at a time", results[mine][0], base, "s",
-                f"min mask IoU {worst:.6f}", ">= 2x",
+        for variant in (mine, exact):
+            batched = results[variant][1]
+            worst = min(
+                mask_iou(batched[i][c], singles[i][c] > 0)
+                for i in range(n)
+                for c in range(batched[i].shape[0])
             )
-        )  # fmt: skip
+            print(f"{name:<8} smallest mask IoU, {variant} vs one by one: {worst:.6f}")
+            rows.append(
+                Ratio(
+                    f"bench_prompted: {name}, {n} instances", variant,
+                    "official predict(), one prompt at a time", results[variant][0], base, "s",
+                    f"min mask IoU {worst:.6f}", ">= 2x",
+                )
+            )  # fmt: skip
     return rows
 
 

@@ -130,14 +130,7 @@ class SlicedMaskDecoder:
             raise ValueError("SlicedMaskDecoder decodes prompts on one image")
         slices = self._slices(n)
         _, c, h, w = image_embeddings.shape
-        # Per slice: the repeated image embedding plus the prompts' dense embeddings,
-        # flattened to tokens as TwoWayTransformer.forward does (same strides, so the same
-        # kernels: a contiguous copy here would change bf16 rounding in the projections).
-        srcs = []
-        for sl in slices:
-            k = sl.stop - sl.start
-            src = torch.repeat_interleave(image_embeddings, k, dim=0) + dense[sl]
-            srcs.append(src.flatten(2).permute(0, 2, 1))
+        srcs = self._sources(image_embeddings, dense, slices)
         # The positional encoding is the same for every prompt: one contiguous 1 x HW x C copy
         # broadcast in the additions (element-wise, so the sums are the same bits as
         # upstream's repeated copy, and cheaper to read).
@@ -165,6 +158,19 @@ class SlicedMaskDecoder:
             masks.append((hyper_in[sl] @ up.view(k, uc, uh * uw)).view(k, -1, uh, uw))
         iou_pred = d.iou_prediction_head(iou_token_out)
         return torch.cat(masks, dim=0), iou_pred
+
+    def _sources(
+        self, image_embeddings: torch.Tensor, dense: torch.Tensor, slices: list[slice]
+    ) -> list[torch.Tensor]:
+        """Per slice: the repeated image embedding plus the prompts' dense embeddings,
+        flattened to tokens as TwoWayTransformer.forward does (same strides, so the same
+        kernels: a contiguous copy here would change bf16 rounding in the projections)."""
+        srcs = []
+        for sl in slices:
+            k = sl.stop - sl.start
+            src = torch.repeat_interleave(image_embeddings, k, dim=0) + dense[sl]
+            srcs.append(src.flatten(2).permute(0, 2, 1))
+        return srcs
 
     # ------------------------------------------------------------------ TwoWayTransformer
 

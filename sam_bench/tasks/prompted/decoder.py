@@ -12,7 +12,10 @@ computes for the same batch (``point_coords`` B x N x 2, ``point_labels`` B x N,
 * prompt encoder and mask decoder as in ``SAM2ImagePredictor._predict``; on the CPU a batch of
   two or more prompts goes through the fast engine's
   :class:`~sam_bench.engines.decoder.SlicedMaskDecoder`, which is bit-identical to sam2's
-  decoder for the same batch (``tests/integration/test_sliced_decoder.py``) and faster;
+  decoder for the same batch (``tests/integration/test_sliced_decoder.py``) and faster, or,
+  with ``factored=True`` in fp32, through
+  :class:`~sam_bench.engines.factored_decoder.FactoredMaskDecoder` (the same function with
+  fewer operations, sums in another order: logits within ~1e-5);
 * the low-res logits are upsampled to the image by the predictor's transforms and
   thresholded at the predictor's ``mask_threshold`` (0); the low-res logits returned for
   feeding back are clamped to +-32, as ``predict`` returns them.
@@ -37,6 +40,7 @@ import torch
 from sam_bench.engines.base import autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
+from sam_bench.engines.factored_decoder import FactoredMaskDecoder
 from sam_bench.metrics.cost import Clock, StageTimes
 
 
@@ -81,6 +85,13 @@ class PromptDecoder:
             return None
         return SlicedMaskDecoder(self.predictor.model.sam_mask_decoder, size)
 
+    @functools.cached_property
+    def _factored_decoder(self) -> FactoredMaskDecoder | None:
+        size = slice_size_for(self.device) if self.sliced and self.dtype == "fp32" else None
+        if size is None:
+            return None
+        return FactoredMaskDecoder(self.predictor.model.sam_mask_decoder, size)
+
     # ------------------------------------------------------------------ image
 
     def set_image(self, image: np.ndarray, times: list[StageTimes]) -> None:
@@ -116,6 +127,7 @@ class PromptDecoder:
         """Drop the predictor (features and model reference); idempotent."""
         self.predictor = None
         self.__dict__.pop("_sliced_decoder", None)
+        self.__dict__.pop("_factored_decoder", None)
         release_cuda_memory(self.device)
 
     # ------------------------------------------------------------------ prompts
@@ -127,10 +139,13 @@ class PromptDecoder:
         box: np.ndarray | None = None,
         mask_input: torch.Tensor | np.ndarray | None = None,
         multimask_output: bool = True,
+        factored: bool = False,
     ) -> Decoded:
         """One batch of prompts, exactly as ``SAM2ImagePredictor.predict`` with the same
         batch computes it (``point_coords`` B x N x 2 pixel (x, y), ``point_labels`` B x N,
-        ``box`` B x 4 xyxy pixels, ``mask_input`` B x 1 x 256 x 256 logits)."""
+        ``box`` B x 4 xyxy pixels, ``mask_input`` B x 1 x 256 x 256 logits); ``factored``:
+        the same function with the image-side products factored where it applies (CPU,
+        fp32; module doc)."""
         p = self.predictor
         if p is None or not p._is_image_set:
             raise RuntimeError("set an image before decoding prompts")
@@ -140,7 +155,8 @@ class PromptDecoder:
             mask_in, coords, labels, boxes = p._prep_prompts(
                 point_coords, point_labels, box, mask_input, True
             )
-            low_res, iou = self._decode(coords, labels, boxes, mask_in, multimask_output)
+            low_res, iou = self._decode(coords, labels, boxes, mask_in, multimask_output,
+                                        factored)  # fmt: skip
             t1 = clock.now()
             masks = p._transforms.postprocess_masks(low_res, p._orig_hw[-1])
             binary = (masks > p.mask_threshold).cpu().numpy()
@@ -157,6 +173,7 @@ class PromptDecoder:
         boxes: torch.Tensor | None,
         mask_input: torch.Tensor | None,
         multimask_output: bool,
+        factored: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``SAM2ImagePredictor._predict`` up to the unclamped low-res logits and the
         predicted IoU."""
@@ -177,4 +194,5 @@ class PromptDecoder:
                 points = (box_coords, box_labels)
         if points is None:
             raise ValueError("a prompt batch needs points or boxes")
-        return decode_prompts(p, points, mask_input, multimask_output, self._sliced_decoder)
+        decoder = (self._factored_decoder if factored else None) or self._sliced_decoder
+        return decode_prompts(p, points, mask_input, multimask_output, decoder)

@@ -47,6 +47,8 @@ def prompt_identity(prompt: dict[str, Any]) -> dict[str, Any]:
     by their file's sha256."""
     mode = prompt.get("mode") or DEFAULT_MODE
     out: dict[str, Any] = {"mode": mode, "batch_size": prompt.get("batch_size")}
+    if prompt.get("decoder", "exact") != "exact":  # jobs before the setting existed: exact
+        out["decoder"] = prompt.get("decoder")
     if mode == "box" and prompt.get("boxes"):
         out.update(
             boxes_sha256=content_digest(resolve_path(str(prompt["boxes"]))),

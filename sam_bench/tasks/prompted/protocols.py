@@ -116,8 +116,10 @@ class ProtocolRunner:
         self.decoder = decoder
         self.clock = clock
 
-    def _decode(self, times: StageTimes, out: ImagePrompted, n: int, **prompts: Any) -> Decoded:
-        dec = self.decoder.decode(**prompts)
+    def _decode(
+        self, p: PromptConfig, times: StageTimes, out: ImagePrompted, n: int, **prompts: Any
+    ) -> Decoded:
+        dec = self.decoder.decode(factored=p.decoder == "factored", **prompts)
         times.add("decoder", dec.decoder_s)
         times.add("postprocess", dec.postprocess_s)
         out.decoder_s += dec.decoder_s
@@ -130,7 +132,7 @@ class ProtocolRunner:
         for batch in _batches(len(truth.masks), p.batch_size):
             coords = np.array([[[clicks[i].x, clicks[i].y]] for i in batch], dtype=np.float64)  # type: ignore[union-attr]
             labels = np.ones((len(batch), 1), dtype=np.int64)
-            dec = self._decode(times, out, len(batch), point_coords=coords, point_labels=labels,
+            dec = self._decode(p, times, out, len(batch), point_coords=coords, point_labels=labels,
                                multimask_output=True)  # fmt: skip
             with times.measure("metrics", self.clock):
                 for b, i in enumerate(batch):
@@ -163,7 +165,7 @@ class ProtocolRunner:
         boxes = self.gt_boxes(p, seed, truth)
         for batch in _batches(len(boxes), p.batch_size):
             arr = np.stack([boxes[i] for i in batch])
-            dec = self._decode(times, out, len(batch), box=arr, multimask_output=False)
+            dec = self._decode(p, times, out, len(batch), box=arr, multimask_output=False)
             with times.measure("metrics", self.clock):
                 for b, i in enumerate(batch):
                     o = truth.outcome(i)
@@ -186,7 +188,7 @@ class ProtocolRunner:
         masks: list[np.ndarray] = []
         pred_iou: list[float] = []
         for batch in _batches(len(found), p.batch_size):
-            dec = self._decode(times, out, len(batch), box=det_boxes[batch.start : batch.stop],
+            dec = self._decode(p, times, out, len(batch), box=det_boxes[batch.start : batch.stop],
                                multimask_output=False)  # fmt: skip
             masks.extend(dec.masks[:, 0])
             pred_iou.extend(float(v) for v in dec.iou_predictions[:, 0])
@@ -240,8 +242,9 @@ class ProtocolRunner:
                 mask_input = None
                 if k > 1 and p.feed_logits:
                     mask_input = torch.stack([logits[i] for i in idx])  # type: ignore[misc]
-                dec = self._decode(times, out, len(idx), point_coords=coords, point_labels=labels,
-                                   mask_input=mask_input, multimask_output=multimask)  # fmt: skip
+                dec = self._decode(p, times, out, len(idx), point_coords=coords,
+                                   point_labels=labels, mask_input=mask_input,
+                                   multimask_output=multimask)  # fmt: skip
                 with times.measure("metrics", self.clock):
                     for b, i in enumerate(idx):
                         kept = int(np.argmax(dec.iou_predictions[b])) if multimask else 0

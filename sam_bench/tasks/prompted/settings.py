@@ -19,6 +19,10 @@ MODES = ("click", "box", "clicks")
 #: ``prompt.mode: null`` for ``task=prompted``.
 DEFAULT_MODE = "click"
 
+#: ``prompt.decoder`` values: sam2's mask decoder computed as sam2 orders its sums, or with the
+#: image-side products factored (:mod:`sam_bench.engines.factored_decoder`).
+DECODERS = ("factored", "exact")
+
 #: Every ``prompt.mode`` some task takes (each task checks its own: ``prompted`` takes
 #: ``click`` / ``box`` / ``clicks``, ``video`` takes ``mask`` / ``click`` / ``box``).
 PROMPT_MODES = ("click", "box", "clicks", "mask")
@@ -61,6 +65,12 @@ class PromptConfig:
     batch_size: int = 16
     """Prompts (instances) per mask-decoder call; speed and memory only (a prompt alone and
     in a batch differ by ~1e-7 in the logits)."""
+    decoder: str = "factored"
+    """``task=prompted``, batches of 2 or more prompts on the CPU in fp32: ``factored`` (the
+    first layer's image projections once per batch, the other image-side products
+    re-associated: fewer operations, logits within ~1e-5 of sam2's, masks IoU >= 0.999) or
+    ``exact`` (bit-identical to ``SAM2ImagePredictor.predict`` on the same batch). On CUDA
+    and in bf16 both run sam2's order of operations."""
 
     def __post_init__(self) -> None:
         if self.mode is not None:
@@ -75,6 +85,7 @@ class PromptConfig:
         if math.isnan(self.box_min_score):
             raise ConfigError("prompt.box_min_score", "must be a number, got nan")
         check_min("prompt.batch_size", self.batch_size, 1)
+        check_choice("prompt.decoder", self.decoder, DECODERS)
 
     def describe(self) -> str:
         """The job's prompt protocol in a few words (the dry-run line of ``task=prompted``)."""
@@ -85,6 +96,16 @@ class PromptConfig:
             src = f"detector boxes {self.boxes}" if self.boxes else f"jitter {self.box_jitter}"
             return f"prompt.mode=box ({src})"
         return "prompt.mode=click"
+
+
+def decoder_used(device_type: str, dtype: str, decoder: str) -> str:
+    """What decodes a batch of several prompts (``task_info.decoder`` of the record), as
+    :class:`~sam_bench.tasks.prompted.decoder.PromptDecoder` chooses it."""
+    if device_type != "cpu":
+        return "sam2"
+    if decoder == "factored" and dtype == "fp32":
+        return "factored (CPU, fp32: logits within ~1e-5 of sam2's)"
+    return "sliced (CPU, bit-identical to sam2's)"
 
 
 def prompt_of(cfg: Config) -> PromptConfig:

@@ -33,7 +33,7 @@ from sam_bench.tasks.base import JobContext, Writer
 from sam_bench.tasks.prompted.identity import protocol
 from sam_bench.tasks.prompted.metrics import ImagePrompted, InstanceOutcome
 from sam_bench.tasks.prompted.protocols import counts_str
-from sam_bench.tasks.prompted.settings import mode_of, prompt_of
+from sam_bench.tasks.prompted.settings import decoder_used, mode_of, prompt_of
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,7 @@ class PromptedWriter(Writer):
             },
             "skipped": dict(reasons),
             "stopped_early": self.stopped if mode_of(ctx.cfg) == "clicks" else None,
-            "decoder": "sliced (CPU, bit-identical to sam2's)"
-            if ctx.device.type == "cpu"
-            else "sam2",
+            "decoder": decoder_used(ctx.device.type, ctx.cfg.dtype, prompt_of(ctx.cfg).decoder),
             "encoder_cache": cache.info() if cache is not None else None,
             "per_instance_file": PER_INSTANCE_FILE,
         }
