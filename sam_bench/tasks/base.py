@@ -102,8 +102,8 @@ class TaskSpec:
         runner = [
             "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", self.per_s,
             *(f"{s}_ms_mean" for s in (*self.stages, "metrics")), "marginal_ms_mean",
-            "peak_gpu_mem_mb", "peak_rss_mb", "model_build_s", "n_items_ok", "n_item_errors",
-            "objective",
+            "peak_gpu_mem_mb", "peak_gpu_reserved_mb", "peak_rss_mb", "model_build_s",
+            "n_items_ok", "n_item_errors", "objective",
         ]  # fmt: skip
         names = [*self.metrics, *self.headline, *self.pareto, self.objective, *runner]
         return list(dict.fromkeys(names))
