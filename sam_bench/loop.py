@@ -117,7 +117,7 @@ def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
         try:
             sample = _load(task, ref)
             inputs, _ = task.prepare(sample)
-            task.warmup(sample, inputs)
+            said = task.warmup(sample, inputs)
         except MemoryBudgetExceeded:
             raise  # the job stops (run_items)
         except Exception as e:
@@ -125,7 +125,7 @@ def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
             log.warning("warm-up on %s failed (%s); trying the next item", ref.image_id, reason)
             failed.append({"image_id": ref.image_id, "error": reason})
             continue
-        return {"item": ref.image_id, "failed": failed}
+        return {**(said or {}), "item": ref.image_id, "failed": failed}
     if failed:
         log.warning("no warm-up pass succeeded: the first timed item includes warm-up costs")
     return {"item": None, "failed": failed}

@@ -292,9 +292,11 @@ class Task:
         (shared stages in full)."""
         raise NotImplementedError
 
-    def warmup(self, sample: Sample, inputs: Any) -> None:
-        """The untimed warm-up pass (default: one prediction, discarded)."""
+    def warmup(self, sample: Sample, inputs: Any) -> dict[str, Any] | None:
+        """The untimed warm-up pass (default: one prediction, discarded). What it returns
+        (e.g. compilation it did) goes to ``task_info.warmup``."""
         self.predict(sample, inputs, [StageTimes.of(self.spec.stages) for _ in self.jobs])
+        return None
 
     # ===================================================================== shared, not hooks
 
