@@ -272,7 +272,12 @@ class GpuPeak:
 
     @property
     def _key(self) -> tuple[int, str]:
-        return (id(self.memory), str(self.device))
+        """The allocator and device index (``cuda`` and ``cuda:0`` are one device)."""
+        index = self.device.index
+        if index is None:
+            current = getattr(self.memory, "current_device", None)
+            index = int(current()) if callable(current) else 0
+        return (id(self.memory), f"{self.device.type}:{index}")
 
     def reset(self) -> None:
         """Start a new peak window (the reserved peak so far is kept for

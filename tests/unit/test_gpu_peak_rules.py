@@ -179,3 +179,15 @@ def test_a_prompted_group_gives_each_job_its_own_peak(tmp_path: Path, hit: bool)
 def test_measured_is_nan_on_the_cpu_and_returns_the_result() -> None:
     out, peak = measured(GpuPeak(torch.device("cpu"), RecordedAllocator()), lambda: 41 + 1)
     assert out == 42 and math.isnan(peak)
+
+
+def test_cuda_and_cuda0_fold_into_one_reserved_peak() -> None:
+    """The loop and an engine may name the device ``cuda`` and ``cuda:0``: one allocator."""
+    mem = RecordedAllocator()
+    loop, engine = GpuPeak(torch.device("cuda"), mem), GpuPeak(torch.device("cuda:0"), mem)
+    loop.start_item()
+    mem.run(300)
+    engine.reset()
+    mem.reserved = 0
+    mem.reset_peak_memory_stats()
+    assert loop.reserved_mb() == 300
