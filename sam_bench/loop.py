@@ -2,11 +2,13 @@
 
 For a group of jobs computed together (one :class:`~sam_bench.tasks.base.Task` object), per
 item: load it (not timed), convert it (``preprocess``), reset the GPU peak, ask the task for one
-prediction per job (the task fills its stages), then per job score it (``metrics``), save what
-the task saves and compute the time the job added to the sweep (``marginal_ms``). A bad item is
-recorded with its path and reason and the loop goes on. Before timing, one untimed warm-up pass
-runs on the first item that works; a warm-up that raises moves on to the next item (up to
-:data:`WARMUP_TRIES`) and is recorded in ``task_info.warmup``.
+prediction per job (the task fills its stages; a task computing several jobs together sets
+each job's own GPU peak, :func:`~sam_bench.metrics.cost.combine_peaks`, else the group's
+applies; the allocator's reserved peak is the group's), then per job score it (``metrics``),
+save what the task saves and compute the time the job added to the sweep (``marginal_ms``). A
+bad item is recorded with its path and reason and the loop goes on. Before timing, one untimed
+warm-up pass runs on the first item that works; a warm-up that raises moves on to the next item
+(up to :data:`WARMUP_TRIES`) and is recorded in ``task_info.warmup``.
 
 Memory (:mod:`sam_bench.limits`): the job's ``limits`` are current while the loop runs, so
 prompt batches that run out of memory are retried smaller (recorded per item as
@@ -115,7 +117,7 @@ def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
         try:
             sample = _load(task, ref)
             inputs, _ = task.prepare(sample)
-            task.warmup(sample, inputs)
+            said = task.warmup(sample, inputs)
         except MemoryBudgetExceeded:
             raise  # the job stops (run_items)
         except Exception as e:
@@ -123,7 +125,7 @@ def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
             log.warning("warm-up on %s failed (%s); trying the next item", ref.image_id, reason)
             failed.append({"image_id": ref.image_id, "error": reason})
             continue
-        return {"item": ref.image_id, "failed": failed}
+        return {**(said or {}), "item": ref.image_id, "failed": failed}
     if failed:
         log.warning("no warm-up pass succeeded: the first timed item includes warm-up costs")
     return {"item": None, "failed": failed}
@@ -175,10 +177,11 @@ def run_items(
                 notes = list(sample.raw.notes) if sample.raw is not None else []
                 base["conversion"] = "; ".join([*notes, *steps])
                 _note_input_warnings(input_warnings, ref, [*notes, *steps])
-                gpu.reset()
+                gpu.start_item()
                 predictions = task.predict(sample, inputs, times)
                 if task.measures_cost:
                     base["gpu_peak_mb"] = gpu.peak_mb()
+                    base["gpu_reserved_mb"] = gpu.reserved_mb()
                 limits.check(f"after the prediction of item {ref.image_id}")  # before scoring
                 base.update(limits.end_item())
             except Exception as e:  # one item never sinks the job (the RSS budget stops it)

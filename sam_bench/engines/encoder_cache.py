@@ -362,8 +362,8 @@ class EncoderCache:
         Returns the encoder seconds to count: measured now on a miss (the encoder alone, not
         hashing or writing), the stored seconds on a hit. With ``gpu``, the encoder's CUDA
         peak is measured on a miss, stored with the entry and restored on a hit
-        (:attr:`last_peak_mb`). While :meth:`suspended`, the encoder simply runs (nothing read,
-        written or counted).
+        (:attr:`last_peak_mb`); an entry stored without a peak (NaN) is then a miss. While
+        :meth:`suspended`, the encoder simply runs (nothing read, written or counted).
         """
         self.last_peak_mb = math.nan
         if not self.active:
@@ -372,6 +372,14 @@ class EncoderCache:
             return clock.now() - t0
         key = self.key(image)
         entry = self.get(key)
+        if entry is not None and gpu is not None and math.isnan(entry.encoder_peak_mb):
+            # an entry without the encoder's CUDA peak (written on the CPU or by an older
+            # version): a hit would lower the job's peak, so the encoder runs and the entry is
+            # written again with it
+            log.info("encoder cache: entry %s has no CUDA peak; encoding again", key[:12])
+            self.stats.hits -= 1
+            self.stats.misses += 1
+            entry = None
         if entry is not None:
             entry.restore(predictor)
             self.last_peak_mb = entry.encoder_peak_mb

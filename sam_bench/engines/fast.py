@@ -57,7 +57,7 @@ from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.limits import HalvingBatches
-from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
+from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, combine_peaks
 from sam_bench.models import connected_components
 
 if TYPE_CHECKING:
@@ -409,7 +409,7 @@ class FastAMG:
                 out.append(self._records(j, per_crop[j], len(crop_boxes), orig_size))
             peaks.own[j] = self._peak(peaks.own[j])
             if self.gpu.cuda:
-                t.peak_mb = max(v for v in (peaks.shared, peaks.own[j]) if not math.isnan(v))
+                t.peak_mb = combine_peaks(peaks.shared, peaks.own[j])
         return out
 
     def _process_batch(

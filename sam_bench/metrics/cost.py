@@ -17,11 +17,11 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import numpy as np
 import psutil
@@ -30,6 +30,8 @@ from sam_bench.metrics.catalogue import ALL_TASKS, CATALOGUE, Metric, declare, d
 
 if TYPE_CHECKING:  # torch is imported only where CUDA is used: reports read this module
     import torch
+
+T = TypeVar("T")
 
 #: Stages of the AMG timing split, in order (the default of :class:`StageTimes`).
 STAGES = ("preprocess", "encoder", "decoder", "postprocess", "metrics")
@@ -128,8 +130,8 @@ def cost_summary(
     rows: list[dict[str, Any]], stages: tuple[str, ...], per_s: str = "images_per_s"
 ) -> dict[str, float]:
     """The cost metrics of a job from its ok per-item rows: latency statistics, the mean of
-    every stage (``<stage>_ms_mean``), ``marginal_ms_mean`` and ``peak_gpu_mem_mb`` (the
-    maximum over items; NaN on CPU)."""
+    every stage (``<stage>_ms_mean``), ``marginal_ms_mean``, ``peak_gpu_mem_mb`` and
+    ``peak_gpu_reserved_mb`` (the maxima over items; NaN on CPU)."""
     out = latency_summary([r["latency_ms"] for r in rows], per_s)
     names = (*stages, *(s for s in NON_LATENCY_STAGES if s not in stages))
     for stage in names:
@@ -138,6 +140,9 @@ def cost_summary(
     gpu = [r.get("gpu_peak_mb", math.nan) for r in rows]
     gpu = [g for g in gpu if isinstance(g, int | float) and np.isfinite(g)]
     out["peak_gpu_mem_mb"] = max(gpu) if gpu else float("nan")
+    res = [r.get("gpu_reserved_mb", math.nan) for r in rows]
+    res = [g for g in res if isinstance(g, int | float) and np.isfinite(g)]
+    out["peak_gpu_reserved_mb"] = max(res) if res else float("nan")
     return out
 
 
@@ -207,27 +212,108 @@ class PeakRSS:
         return peak
 
 
-class GpuPeak:
-    """Per-image CUDA peak allocation (``max_memory_allocated`` after a reset). NaN on CPU."""
+class CudaMemory(Protocol):
+    """What :class:`GpuPeak` reads of the CUDA caching allocator (``torch.cuda`` has these;
+    a recorded allocator trace can stand in for it in CPU tests)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def synchronize(self, device: Any = None) -> None: ...
+    def reset_peak_memory_stats(self, device: Any = None) -> None: ...
+    def max_memory_allocated(self, device: Any = None) -> int: ...
+    def max_memory_reserved(self, device: Any = None) -> int: ...
+
+
+def combine_peaks(*peaks_mb: float) -> float:
+    """The peak of work that ran in parts (the maximum of the parts' peaks), NaN parts left out
+    (NaN when every part is NaN: nothing was measured, e.g. on the CPU).
+
+    The per-configuration rule (README, "GPU memory"): a job's ``gpu_peak_mb`` combines the
+    peak of the stages its group shares (the encoder -- the peak stored with the encoder-cache
+    entry when the encoder did not run -- and a shared decoder pass) with the peak of its own
+    stages (its decoding, post-processing, CLIP), each measured after a reset, so it is what
+    the configuration costs alone, not the group's maximum."""
+    vals = [float(p) for p in peaks_mb if not math.isnan(float(p))]
+    return max(vals) if vals else math.nan
+
+
+def measured(gpu: GpuPeak, run: Callable[[], T]) -> tuple[T, float]:
+    """``run()`` and its own CUDA peak in MiB: measured after a reset, so what stays allocated
+    (weights, the image's features) counts and an earlier part's peak does not. NaN on the
+    CPU."""
+    gpu.reset()
+    out = run()
+    return out, gpu.peak_mb()
+
+
+#: Reserved-memory peaks folded in at each reset, per allocator and device: a reset by any
+#: :class:`GpuPeak` (an engine resets between its stages) must not lose what the caching
+#: allocator reserved earlier in the item.
+_RESERVED_FOLD: dict[tuple[int, str], float] = {}
+
+
+class GpuPeak:
+    """Per-image CUDA peak allocation (``max_memory_allocated`` after a reset) and the
+    caching allocator's reserved peak (``max_memory_reserved``). NaN on CPU.
+
+    ``memory``: the allocator to read (``torch.cuda`` by default; a recorded trace in tests).
+    """
+
+    def __init__(self, device: torch.device, memory: CudaMemory | None = None) -> None:
         self.cuda = device.type == "cuda"
         self.device = device
+        self._memory = memory
 
-    def reset(self) -> None:
-        if self.cuda:
+    @property
+    def memory(self) -> CudaMemory:
+        if self._memory is None:
             import torch
 
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
+            self._memory = cast("CudaMemory", torch.cuda)
+        return self._memory
+
+    @property
+    def _key(self) -> tuple[int, str]:
+        """The allocator and device index (``cuda`` and ``cuda:0`` are one device)."""
+        index = self.device.index
+        if index is None:
+            current = getattr(self.memory, "current_device", None)
+            index = int(current()) if callable(current) else 0
+        return (id(self.memory), f"{self.device.type}:{index}")
+
+    def reset(self) -> None:
+        """Start a new peak window (the reserved peak so far is kept for
+        :meth:`reserved_mb`)."""
+        if self.cuda:
+            m = self.memory
+            m.synchronize(self.device)
+            key = self._key
+            seen = m.max_memory_reserved(self.device) / 2**20
+            _RESERVED_FOLD[key] = max(_RESERVED_FOLD.get(key, 0.0), seen)
+            m.reset_peak_memory_stats(self.device)
+
+    def start_item(self) -> None:
+        """Start an item: a new peak window, and the reserved peak measured from here."""
+        if self.cuda:
+            self.reset()
+            _RESERVED_FOLD[self._key] = 0.0
 
     def peak_mb(self) -> float:
+        """Allocated peak since the last reset, in MiB."""
         if not self.cuda:
             return float("nan")
-        import torch
+        m = self.memory
+        m.synchronize(self.device)
+        return m.max_memory_allocated(self.device) / 2**20
 
-        torch.cuda.synchronize(self.device)
-        return torch.cuda.max_memory_allocated(self.device) / 2**20
+    def reserved_mb(self) -> float:
+        """Reserved peak (memory the caching allocator held) since :meth:`start_item`, across
+        every reset in between, in MiB. It belongs to the process, not to a configuration: the
+        allocator keeps blocks an earlier job of the group freed, so a group's jobs share it."""
+        if not self.cuda:
+            return float("nan")
+        m = self.memory
+        m.synchronize(self.device)
+        now = m.max_memory_reserved(self.device) / 2**20
+        return max(_RESERVED_FOLD.get(self._key, 0.0), now)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,8 +335,16 @@ declare(
            "which count for the group's first job only (an encoder-cache hit counts its load)",
            unit="ms", kind="cost", fmt="{:.0f}"),
     Metric("peak_gpu_mem_mb", "lower", "GPU MB",
-           "CUDA max_memory_allocated per item after a reset, maximum over items (NaN on CPU)",
+           "CUDA max_memory_allocated per item after a reset, maximum over items (NaN on CPU): "
+           "what the configuration costs alone -- the shared stages' peak (the encoder's, "
+           "stored with an encoder-cache entry when it did not run) combined with the job's "
+           "own stages' (decoding, post-processing, CLIP), never its group's maximum",
            reference="shared metrics.md: Cost", unit="MB", kind="cost", fmt="{:.0f}"),
+    Metric("peak_gpu_reserved_mb", "lower", "GPU reserved MB",
+           "CUDA max_memory_reserved per item (memory the caching allocator held, allocated "
+           "or cached), maximum over items (NaN on CPU); the process's, shared by the jobs "
+           "computed together",
+           unit="MB", kind="cost", fmt="{:.0f}"),
 )  # fmt: skip
 
 _STAGE_TEXT = {

@@ -102,8 +102,8 @@ class TaskSpec:
         runner = [
             "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", self.per_s,
             *(f"{s}_ms_mean" for s in (*self.stages, "metrics")), "marginal_ms_mean",
-            "peak_gpu_mem_mb", "peak_rss_mb", "model_build_s", "n_items_ok", "n_item_errors",
-            "objective",
+            "peak_gpu_mem_mb", "peak_gpu_reserved_mb", "peak_rss_mb", "model_build_s",
+            "n_items_ok", "n_item_errors", "objective",
         ]  # fmt: skip
         names = [*self.metrics, *self.headline, *self.pareto, self.objective, *runner]
         return list(dict.fromkeys(names))
@@ -292,9 +292,11 @@ class Task:
         (shared stages in full)."""
         raise NotImplementedError
 
-    def warmup(self, sample: Sample, inputs: Any) -> None:
-        """The untimed warm-up pass (default: one prediction, discarded)."""
+    def warmup(self, sample: Sample, inputs: Any) -> dict[str, Any] | None:
+        """The untimed warm-up pass (default: one prediction, discarded). What it returns
+        (e.g. compilation it did) goes to ``task_info.warmup``."""
         self.predict(sample, inputs, [StageTimes.of(self.spec.stages) for _ in self.jobs])
+        return None
 
     # ===================================================================== shared, not hooks
 

@@ -1,10 +1,20 @@
 """peak_gpu_mem_mb is what each configuration would use alone (issue 14, point 2): not the
-peak of the jobs it was grouped with, and not lowered by an encoder-cache hit. CUDA only."""
+peak of the jobs it was grouped with, and not lowered by an encoder-cache hit. CUDA only.
+
+The image must make the configurations' peaks differ, or reverting the fix passes (issue 21,
+item 6): on the dataset's 640x480 image the encoder's peak hides the keep-all configuration's
+own post-processing. Here the image is upscaled to SIDE x SIDE and prompts go 4 at a time
+(``points_per_batch=4``, so the shared decoder stays small): the keep-all configuration
+upsamples 12 masks of SIDE x SIDE per batch (about 0.8 GB in float32 at 4096), the strict one
+none (its IoU filter drops every candidate before upsampling). Each test first asserts that the
+peaks do differ by a clear margin, so an image too small to move them fails instead of
+passing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,9 +30,13 @@ from sam_bench.tasks.amg.settings import AMGConfig
 
 pytestmark = pytest.mark.gpu
 
-KEEP_ALL = AMGConfig(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0,
-                     box_nms_thresh=1.0)  # fmt: skip
-STRICT = AMGConfig(points_per_side=16, pred_iou_thresh=0.99, stability_score_thresh=0.99)
+SIDE = 4096
+KEEP_ALL = AMGConfig(points_per_side=8, points_per_batch=4, pred_iou_thresh=0.0,
+                     stability_score_thresh=0.0, box_nms_thresh=1.0)  # fmt: skip
+STRICT = AMGConfig(points_per_side=8, points_per_batch=4, pred_iou_thresh=0.99,
+                   stability_score_thresh=0.99)  # fmt: skip
+#: How much more the keep-all configuration must need alone for the tests to mean anything.
+MARGIN = 1.2
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +50,10 @@ def cuda_model() -> tuple[torch.nn.Module, np.ndarray]:
     ds = build_dataset(DatasetConfig(limit=1), Path("."))
     raw = ds.load(ds.refs()[0]).raw
     assert raw is not None
-    return model, to_model_input(raw, PreprocessConfig())[0]
+    image = to_model_input(raw, PreprocessConfig())[0]
+    big = cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
+    assert big.shape == (SIDE, SIDE, 3) and big.dtype == np.uint8
+    return model, big
 
 
 def _peaks(model: torch.nn.Module, image: np.ndarray, cfgs: list[AMGConfig], **kw) -> list[float]:
@@ -52,7 +69,10 @@ def test_a_job_reports_its_own_peak_not_its_groups(cuda_model) -> None:
     (alone_strict,) = _peaks(model, image, [STRICT])
     (alone_keep,) = _peaks(model, image, [KEEP_ALL])
     grouped_strict, grouped_keep = _peaks(model, image, [STRICT, KEEP_ALL])
-    assert alone_keep > alone_strict > 0
+    print(f"alone: strict {alone_strict:.0f} MB, keep-all {alone_keep:.0f} MB; grouped: "
+          f"{grouped_strict:.0f} / {grouped_keep:.0f} MB")  # fmt: skip
+    assert alone_strict > 0
+    assert alone_keep > MARGIN * alone_strict, "the image does not move the peak"
     assert grouped_strict == pytest.approx(alone_strict, rel=0.05)
     assert grouped_keep == pytest.approx(alone_keep, rel=0.05)
 

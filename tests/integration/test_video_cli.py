@@ -100,6 +100,9 @@ def test_short_run_scores_the_good_sequence_and_reports_the_broken_ones(short_ru
     assert rows[SEQ]["error"] == "" and rows["broken"]["error"] == errors["broken"]
     info = rec["task_info"]
     assert info["prompt_mode"] == "mask" and info["warmup"]["item"] == SEQ
+    # the warm-up says what it ran; nothing was compiled (no vos_optimized), nothing recorded
+    assert info["warmup"]["frames"] == 2 and "compile_s" not in info["warmup"]
+    assert "timed_compile_s" not in m
     assert info["predictor"] == "SAM2VideoPredictor"
     assert info["predictor_settings"]["non_overlap_masks"] is True
     assert rec["config"]["prompt"]["mode"] is None  # null: the video task's default

@@ -119,6 +119,9 @@ def test_a_bad_item_costs_only_itself_and_times_are_per_job(tmp_path: Path, monk
             assert math.isnan(result.metrics["peak_gpu_mem_mb"])
         else:  # the job's own peak, as the engine reported it
             assert result.metrics["peak_gpu_mem_mb"] == 123.0
+        # the allocator's reserved peak is the group's, NaN on the CPU, in every ok row
+        assert math.isnan(result.metrics["peak_gpu_reserved_mb"])
+        assert all(math.isnan(r["gpu_reserved_mb"]) for r in result.rows if not r["error"])
     # the group's first job carries the shared stages; the others only what they add
     assert first.rows[0]["marginal_ms"] == pytest.approx(first.rows[0]["latency_ms"])
     assert second.rows[0]["marginal_ms"] == pytest.approx(20.0)

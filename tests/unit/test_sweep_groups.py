@@ -164,3 +164,23 @@ def test_a_cache_the_user_set_is_kept(tmp_path) -> None:  # type: ignore[no-unty
     ]  # fmt: skip
     assert share_encoder(cfgs, tmp_path) == []
     assert [c.cache.dir for c in cfgs] == ["/tmp/mine", "/tmp/mine"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["semantic.crop=mask", "semantic.padding=0.5", "semantic.min_confidence=0.3",
+     "semantic.batch_size=8", "semantic.overlap=area"],
+)  # fmt: skip
+def test_semantic_jobs_of_one_clip_share_a_group(override: str) -> None:
+    assert key("task=semantic") is not None
+    assert key("task=semantic", override) == key("task=semantic")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["semantic.clip_model=ViT-S-32", "semantic.backend=transformers",
+     "semantic.clip_weights=random", "semantic.clip_pretrained=laion2b_s34b_b79k"],
+)  # fmt: skip
+def test_semantic_jobs_of_another_clip_form_another_group(override: str) -> None:
+    """One CLIP model per group (issue 21): a group never holds several on the GPU."""
+    assert key("task=semantic", override) != key("task=semantic")

@@ -24,6 +24,10 @@ computes for the same batch (``point_coords`` B x N x 2, ``point_labels`` B x N,
 ``SAM2ImagePredictor.predict`` called with the same batch, and (IoU >= 0.999, scores within
 1e-4) of instance-by-instance calls.
 
+GPU memory: :meth:`PromptDecoder.set_image` returns the encoder's CUDA peak (the one stored
+with the encoder-cache entry on a hit); the task measures each job's decoding apart and
+combines the two (:func:`sam_bench.metrics.cost.combine_peaks`).
+
 Timing: prompt preparation, prompt encoder and mask decoder count as ``decoder``; upsampling
 and thresholding as ``postprocess`` (the stages a SAM 2 user pays); the encoder as ``encoder``.
 """
@@ -31,6 +35,7 @@ and thresholding as ``postprocess`` (the stages a SAM 2 user pays); the encoder 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +46,7 @@ from sam_bench.engines.base import autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.engines.factored_decoder import FactoredMaskDecoder
-from sam_bench.metrics.cost import Clock, StageTimes
+from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
 
 
 @dataclass
@@ -75,6 +80,7 @@ class PromptDecoder:
         self.device = device
         self.dtype = dtype
         self.clock = Clock(device)
+        self.gpu = GpuPeak(device)
         self.encoder_cache = encoder_cache
         self.sliced = sliced
 
@@ -94,23 +100,31 @@ class PromptDecoder:
 
     # ------------------------------------------------------------------ image
 
-    def set_image(self, image: np.ndarray, times: list[StageTimes]) -> None:
+    def set_image(self, image: np.ndarray, times: list[StageTimes]) -> float:
         """Encode ``image`` (HxWx3 uint8 RGB) or restore it from the encoder cache; every
         ``times`` gets the encoder seconds (on a cache hit the stored seconds, the difference
-        to the time spent going to ``wall_offset``, as in the AMG fast engine)."""
+        to the time spent going to ``wall_offset``, as in the AMG fast engine). Returns the
+        encoder's CUDA peak in MiB, measured after a reset (on a cache hit: the peak stored
+        with the entry, so a hit does not lower a job's peak); NaN on the CPU."""
         if self.predictor is None:
             raise RuntimeError("PromptDecoder is closed")
+        gpu = self.gpu if self.gpu.cuda else None
         t0 = self.clock.now()
         with torch.inference_mode(), autocast(self.device, self.dtype):
             if self.encoder_cache is None:
+                self.gpu.reset()
+                t0 = self.clock.now()
                 self.predictor.set_image(image)
                 enc = wall = self.clock.now() - t0
+                peak = self.gpu.peak_mb()
             else:
-                enc = self.encoder_cache.set_image(self.predictor, image, self.clock)
+                enc = self.encoder_cache.set_image(self.predictor, image, self.clock, gpu)
                 wall = self.clock.now() - t0
+                peak = self.encoder_cache.last_peak_mb if gpu is not None else math.nan
         for t in times:
             t.add("encoder", enc)
             t.wall_offset += wall - enc
+        return peak
 
     @property
     def image_hw(self) -> tuple[int, int]:

@@ -23,6 +23,10 @@ decoder call (:class:`~sam_bench.tasks.prompted.decoder.PromptDecoder`). Jobs th
 ``prompt.*`` settings are computed together (:meth:`PromptedTask.group_key`): one encoder pass
 per image for all of them, each job decoding its own prompts.
 
+GPU memory (``peak_gpu_mem_mb``): each job's own, as alone -- the encoder's peak (the one stored
+with the encoder-cache entry when the encoder did not run) combined with the peak of the job's
+own decoding, measured after a reset (:func:`sam_bench.metrics.cost.combine_peaks`).
+
 Stages: ``preprocess``, ``encoder`` (shared), ``decoder`` and ``postprocess`` (upsampling and
 thresholding; each job's own). What the simulated user does -- decoding the ground truth,
 placing clicks, measuring IoUs -- counts as ``metrics``, not latency. An image without an
@@ -39,6 +43,7 @@ mIoU after k clicks by object size), and with ``save_predictions=true`` ``predic
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections import Counter
 from typing import Any, ClassVar
@@ -49,7 +54,7 @@ from sam_bench.config import Config
 from sam_bench.data.base import Dataset, Sample
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.errors import ConfigError, SampleError
-from sam_bench.metrics.cost import Clock, StageTimes
+from sam_bench.metrics.cost import Clock, StageTimes, combine_peaks, measured
 from sam_bench.prompts.boxes import Detections, read_detections
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
 from sam_bench.tasks.prompted.decoder import PromptDecoder
@@ -209,9 +214,19 @@ class PromptedTask(Task):
     ) -> list[ImagePrompted]:
         if not truth.masks:
             return self._nothing_to_prompt(truth, times)
-        self.decoder.set_image(inputs, times)
+        encoder_peak = self.decoder.set_image(inputs, times)
+        gpu = self.decoder.gpu
         try:
-            return [self._run(j, truth, times[j], max_clicks) for j in range(len(self.jobs))]
+            out = []
+            for j in range(len(self.jobs)):
+                # this job's decoding alone (the features stay allocated), with the encoder's
+                # peak: what this configuration costs alone, not the group's peak
+                run = functools.partial(self._run, j, truth, times[j], max_clicks)
+                pred, own = measured(gpu, run)
+                out.append(pred)
+                if gpu.cuda:
+                    times[j].peak_mb = combine_peaks(encoder_peak, own)
+            return out
         finally:
             self.decoder.reset()
 

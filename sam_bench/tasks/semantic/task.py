@@ -31,10 +31,18 @@ the instance metrics of the same masks where the data has instances
 ``dataset.annotations``), else mask counts / coverage / overlap.
 
 Sharing (``engine=fast``): jobs that differ only in AMG post-processing and in ``semantic.*``
-settings are computed together: one encoder + decoder pass per image; each job
-post-processes, labels and paints its own masks with its own CLIP (jobs naming the same CLIP
-model share one instance of it). Stage times stay per configuration (the shared encoder /
-decoder counted in full); ``marginal_ms`` is what each job added.
+settings other than the CLIP model (:data:`CLIP_FIELDS`) are computed together: one encoder +
+decoder pass per image and one CLIP, built once and used by every job of the group; each job
+post-processes, labels and paints its own masks. Jobs naming another CLIP model form another
+group (the in-sweep encoder cache still shares their encoder pass), so one CLIP model at a time
+is on the GPU.
+
+GPU memory (``peak_gpu_mem_mb``): everything the job ran on the GPU -- the AMG engine's peak
+for this job (shared stages and its own post-processing) combined with its CLIP stage's peak,
+measured after a reset (:func:`sam_bench.metrics.cost.combine_peaks`).
+
+Stage times stay per configuration (the shared encoder / decoder counted in full);
+``marginal_ms`` is what each job added.
 
 Outputs per job: :mod:`sam_bench.tasks.semantic.writer` (declared in :data:`~sam_bench.tasks.
 semantic.writer.OUTPUTS`).
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,7 +81,7 @@ from sam_bench.data.semantic_folder import ClassList
 from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
 from sam_bench.identity import content_digest, section_settings
 from sam_bench.metrics.base import Evaluator
-from sam_bench.metrics.cost import Clock, StageTimes
+from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, combine_peaks
 from sam_bench.tasks.amg.settings import amg_fields, prompts_per_image
 from sam_bench.tasks.amg.task import open_encoder_cache
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
@@ -83,6 +92,9 @@ from sam_bench.tasks.semantic.settings import SemanticConfig
 from sam_bench.tasks.semantic.writer import OUTPUTS, LiveJob, SemanticWriter, attach, detach
 
 log = logging.getLogger(__name__)
+
+#: ``semantic.*`` settings that choose the CLIP model: jobs differing in them are not grouped.
+CLIP_FIELDS = ("backend", "clip_model", "clip_pretrained", "clip_weights")
 
 
 def semantic_settings(cfg: Config) -> SemanticConfig:
@@ -147,6 +159,7 @@ class SemanticTask(Task):
         self.classes: ClassList = classes_of(lead.dataset)
         self.class_ids = [c.index for c in self.classes.labelled]
         self.clock = Clock(lead.device)
+        self.gpu = GpuPeak(lead.device)
         self.cache = open_encoder_cache(jobs)
         self.engine: GroupEngine = build_group_engine(
             lead.model, [c.cfg for c in jobs], lead.device, self.cache
@@ -240,13 +253,18 @@ class SemanticTask(Task):
     @classmethod
     def group_key(cls, config: dict[str, Any]) -> dict[str, Any] | None:
         """``engine=fast`` jobs that differ only in AMG post-processing and ``semantic.*``
-        settings share the encoder + decoder pass."""
+        settings other than the CLIP model (:data:`CLIP_FIELDS`) share the encoder + decoder
+        pass and their one CLIP."""
         if config.get("engine") != "fast":
             return None
         amg = config.get("amg") or {}
         for key in (*amg_fields("postprocess"), *amg_fields("label")):
             amg.pop(key, None)
-        config.pop("semantic", None)
+        semantic = config.pop("semantic", None) or {}
+        # one CLIP per group: jobs naming another CLIP model form their own group (their
+        # encoder pass is still shared through the in-sweep encoder cache), so a group never
+        # holds several CLIP models on the GPU and each job's peak is its own CLIP's
+        config["clip"] = {k: semantic.get(k) for k in CLIP_FIELDS}
         return config
 
     @classmethod
@@ -295,6 +313,10 @@ class SemanticTask(Task):
         s = semantic_settings(self.jobs[job].cfg)
         clip = self.clips[self.job_clip[job]]
         text = self.texts[self.job_text[job]][0]
+        gpu = self.gpu
+        if gpu.cuda and math.isnan(t.peak_mb):  # an engine that measures no job's own peak:
+            t.peak_mb = gpu.peak_mb()  # the group is this one job, its peak so far
+        gpu.reset()
         t0 = self.clock.now()
         parts: list[torch.Tensor] = []
         batch: list[np.ndarray] = []
@@ -316,6 +338,8 @@ class SemanticTask(Task):
         labels = [c if keep else UNLABELLED for c, keep in zip(best_ids, ok, strict=True)]
         clip_s = self.clock.now() - t0
         t.add("clip", clip_s)
+        if gpu.cuda:  # the peak covers everything the job ran on the GPU: SAM 2 and its CLIP
+            t.peak_mb = combine_peaks(t.peak_mb, gpu.peak_mb())
         h, w = image.shape[:2]
         with t.measure("postprocess", self.clock):
             label_map = paint_label_map(

@@ -177,6 +177,11 @@ class VideoPrediction:
     propagated); ``None`` altogether when nothing was timed (saved predictions)."""
     untrained: bool | None = None
     """Whether the masks came from random weights (``None``: unknown)."""
+    compile_s: float | None = None
+    """``video.vos_optimized``: seconds ``torch.compile`` spent during this sequence, taken
+    out of its stages and frame times (``None``: not compiled)."""
+    n_compiles: int = 0
+    """Compilations during this sequence (their frames are not timed)."""
     notes: list[str] = field(default_factory=list)
     """How the prediction was made or read (recorded per sequence)."""
 
@@ -376,6 +381,7 @@ class PropagationCost:
 
     def reset(self) -> None:
         self.frame_ms: list[float] = []
+        self.compile_s: float | None = None
 
     def process(self, sample: Sample, prediction: VideoPrediction) -> dict[str, Any]:
         if prediction.frame_ms is None:
@@ -383,7 +389,13 @@ class PropagationCost:
         times = [t for t in prediction.frame_ms if t is not None]
         self.frame_ms.extend(times)
         total = sum(times)
+        compiled: dict[str, Any] = {}
+        if prediction.compile_s is not None:
+            self.compile_s = (self.compile_s or 0.0) + prediction.compile_s
+            compiled = {"compile_ms": prediction.compile_s * 1000.0,
+                        "n_compiles": prediction.n_compiles}  # fmt: skip
         return {
+            **compiled,
             "n_frames_propagated": len(times),
             "fps": len(times) * 1000.0 / total if total > 0 else float("nan"),
             "frame_latency_ms_p50": float(np.percentile(times, 50)) if times else float("nan"),
@@ -394,7 +406,9 @@ class PropagationCost:
             return {}
         a = np.asarray(self.frame_ms, dtype=float)
         total = float(a.sum())
+        compiled = {} if self.compile_s is None else {"timed_compile_s": self.compile_s}
         return {
+            **compiled,
             "fps": a.size * 1000.0 / total if total > 0 else float("nan"),
             "frame_latency_ms_mean": float(a.mean()),
             "frame_latency_ms_p50": float(np.percentile(a, 50)),
@@ -456,6 +470,11 @@ declare(
     Metric("n_frames_propagated", "neither", "frames propagated",
            "frames timed for fps (frames after a prompt)", tasks=TASKS, kind="info",
            fmt="{:.0f}"),
+    Metric("timed_compile_s", "lower", "compile s (timed)",
+           "video.vos_optimized: seconds torch.compile spent inside timed sequences after the "
+           "warm-up (kept out of every stage and frame time; frames it fell in are not timed); "
+           "0 when the warm-up compiled every shape", unit="s", tasks=TASKS, kind="cost",
+           fmt="{:.1f}"),
     Metric("sequences_per_s", "higher", "seq/s",
            "sequences per second: 1000 / latency_ms_mean (a sequence's latency is every stage: "
            "frame folder, init_state, prompts, propagation)", unit="seq/s", tasks=TASKS,

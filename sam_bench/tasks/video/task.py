@@ -27,7 +27,10 @@ truth), ``init`` (``init_state``: frames read, resized and normalised, image fea
 (``propagate_in_video``, masks to the CPU). ``fps`` and ``frame_latency_ms_*`` time each
 propagated frame (:class:`~sam_bench.tasks.video.metrics.PropagationCost`). The untimed warm-up is a
 short propagation: ``video.warmup_frames`` frames from the first prompt frame of the first
-sequence that works.
+sequence that works; with ``video.vos_optimized`` at least enough frames to fill the memory
+bank and the object-pointer window, so ``torch.compile`` runs there, not in the timed frames
+(compilation that still happens in a timed sequence is recorded apart and kept out of the
+times: :mod:`sam_bench.tasks.video.compile`).
 
 Hole filling (``video.fill_hole_area``): sam2 fills holes only through its CUDA extension and
 skips the step silently without it; sam_bench routes sam2's connected-components call to an
@@ -57,6 +60,7 @@ from sam_bench.metrics.base import Evaluator, Evaluators
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.models.build import WeightsInfo
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
+from sam_bench.tasks.video.compile import CompileWatch, warmup_frames
 from sam_bench.tasks.video.inputs import Prompt, VideoInput, derive_prompts, make_input
 from sam_bench.tasks.video.metrics import PropagationCost, VideoEvaluator
 from sam_bench.tasks.video.outputs import OUTPUTS
@@ -165,13 +169,19 @@ class VideoTask(Task):
         notes = list(getattr(video, "notes", []))
         return inputs, [*notes, *inputs.steps]
 
-    def warmup(self, sample: Sample, inputs: Any) -> None:
-        """A short propagation: ``video.warmup_frames`` frames from the first prompt frame."""
+    def warmup(self, sample: Sample, inputs: Any) -> dict[str, Any]:
+        """A short propagation from the first prompt frame: ``video.warmup_frames`` frames, or
+        with ``video.vos_optimized`` enough to compile every shape
+        (:func:`~sam_bench.tasks.video.compile.warmup_frames`); returns the frames and the
+        compilation it did (``task_info.warmup``)."""
         assert isinstance(inputs, VideoInput)
+        v = video_settings(self.lead.cfg)
+        watch = CompileWatch() if v.vos_optimized else None
         try:
             video = _video(sample)
             start = min(p.frame for p in inputs.prompts)
-            stop = min(start + video_settings(self.lead.cfg).warmup_frames, len(inputs.frames))
+            wanted = warmup_frames(v.warmup_frames, v.vos_optimized, self.predictor)
+            stop = min(start + wanted, len(inputs.frames))
             prompts = [
                 Prompt(p.obj, p.frame - start, p.mode, p.mask, p.point, p.box)
                 for p in inputs.prompts
@@ -179,11 +189,16 @@ class VideoTask(Task):
             ]
             short = make_input(video, inputs.frames[start:stop], prompts)
             try:
-                track(self.predictor, short, self.lead.cfg, self.lead.device, StageTimes())
+                track(self.predictor, short, self.lead.cfg, self.lead.device, StageTimes(),
+                      watch=watch)  # fmt: skip
             finally:
                 short.cleanup()
         finally:
             inputs.cleanup()
+        info: dict[str, Any] = {"frames": stop - start}
+        if watch is not None:
+            info.update(compile_s=watch.seconds, n_compiles=watch.count)
+        return info
 
     def predict(self, sample: Sample, inputs: Any, times: list[StageTimes]) -> list[Any]:
         assert isinstance(inputs, VideoInput)
@@ -191,8 +206,9 @@ class VideoTask(Task):
         ctx = self.lead
         try:
             prediction = track(
-                self.predictor, inputs, ctx.cfg, ctx.device, t, progress=ctx.cfg.progress
-            )
+                self.predictor, inputs, ctx.cfg, ctx.device, t, progress=ctx.cfg.progress,
+                watch=CompileWatch() if video_settings(ctx.cfg).vos_optimized else None,
+            )  # fmt: skip
         finally:
             inputs.cleanup()
         prediction.untrained = ctx.weights.untrained if ctx.weights is not None else None

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from sam_bench.config import Config
 from sam_bench.metrics.cost import Clock, StageTimes
+from sam_bench.tasks.video.compile import CompileWatch
 from sam_bench.tasks.video.inputs import Prompt, VideoInput
 from sam_bench.tasks.video.metrics import VideoPrediction
 from sam_bench.tasks.video.settings import video_settings
@@ -54,8 +55,14 @@ def track(
     times: StageTimes,
     *,
     progress: bool = False,
+    watch: CompileWatch | None = None,
 ) -> VideoPrediction:
-    """Prompt and propagate one sequence (see the module docstring), filling ``times``."""
+    """Prompt and propagate one sequence (see the module docstring), filling ``times``.
+
+    ``watch`` (``video.vos_optimized``): compilation during the sequence is taken out of the
+    stage it fell in, a frame during which it happened is not timed (``frame_ms`` None), and
+    the prediction records it (``compile_s``, ``n_compiles``;
+    :mod:`sam_bench.tasks.video.compile`)."""
     from sam_bench.engines.base import autocast
 
     v = video_settings(cfg)
@@ -67,6 +74,11 @@ def track(
     prompted_at: dict[int, set[int]] = {}
     for p in inputs.prompts:
         prompted_at.setdefault(p.frame, set()).add(p.obj)
+    count0, seconds0 = (watch.count, watch.seconds) if watch is not None else (0, 0.0)
+
+    def spent(elapsed: float) -> tuple[float, bool]:
+        return watch.split(elapsed) if watch is not None else (elapsed, False)
+
     bar = tqdm(total=n - starts[0], desc="frames", unit="frame", disable=not progress, leave=False)
     with torch.inference_mode(), autocast(device, cfg.dtype), sam2_progress(False):
         t0 = clock.now()
@@ -75,14 +87,14 @@ def track(
             offload_video_to_cpu=v.offload_video_to_cpu,
             offload_state_to_cpu=v.offload_state_to_cpu,
         )
-        times.add("init", clock.now() - t0)
+        times.add("init", spent(clock.now() - t0)[0])
         try:
             for k, start in enumerate(starts):
                 t0 = clock.now()
                 for p in inputs.prompts:
                     if p.frame == start:
                         _add_prompt(predictor, state, p)
-                times.add("prompt", clock.now() - t0)
+                times.add("prompt", spent(clock.now() - t0)[0])
                 end = starts[k + 1] - 1 if k + 1 < len(starts) else n - 1
                 gen = predictor.propagate_in_video(
                     state, start_frame_idx=start, max_frame_num_to_track=end - start
@@ -91,16 +103,21 @@ def track(
                 for frame_idx, obj_ids, logits in gen:
                     labels[frame_idx] = paint(logits, list(obj_ids), v.score_thresh)
                     now = clock.now()
-                    times.add("propagation", now - last)
-                    if set(obj_ids) - prompted_at.get(frame_idx, set()):
-                        frame_ms[frame_idx] = (now - last) * 1000.0
+                    elapsed, compiled = spent(now - last)
+                    times.add("propagation", elapsed)
+                    if set(obj_ids) - prompted_at.get(frame_idx, set()) and not compiled:
+                        frame_ms[frame_idx] = elapsed * 1000.0
                     last = now
                     bar.update(1)
         finally:
             predictor.reset_state(state)
             del state
             bar.close()
-    return VideoPrediction(labels=labels, frame_ms=frame_ms)
+    out = VideoPrediction(labels=labels, frame_ms=frame_ms)
+    if watch is not None:
+        out.n_compiles = watch.count - count0
+        out.compile_s = watch.seconds - seconds0
+    return out
 
 
 def _add_prompt(predictor: Any, state: Any, p: Prompt) -> None:
