@@ -39,8 +39,9 @@ test-full: install install-scale  ## every test, slow ones included (with the `s
 
 # Tests marked gpu run only where torch can use CUDA; elsewhere each is skipped, and -rs
 # prints the reason (no CUDA build, no driver, driver too old for torch's CUDA, ...).
-test-gpu: install  ## the CUDA tests (marked gpu), or why they skip
-	$(BIN)/python -m pytest -m gpu -rs -q
+# `make test-gpu REQUIRE_GPU=1` (a machine that should have CUDA) fails when no gpu test ran.
+test-gpu: install  ## the CUDA tests (marked gpu), or why they skip; REQUIRE_GPU=1: fail if none ran
+	REQUIRE_GPU="$(REQUIRE_GPU)" $(BIN)/python -m pytest -m gpu -rs -q
 
 lint: install  ## ruff lint + format check + mypy + the import layers (lint-imports)
 	$(BIN)/ruff check .
