@@ -325,6 +325,15 @@ def cuda_extension_status() -> tuple[bool, str | None]:
     return True, None
 
 
+def cuda_extension_built() -> bool:
+    """Whether sam2 was installed with its CUDA extension (a ``sam2._C`` file is there; it may
+    still fail to load: :func:`cuda_extension_status`)."""
+    try:
+        return importlib.util.find_spec("sam2._C") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def cuda_extension_present() -> bool:
     """Whether sam2's CUDA extension is built and loads (see :func:`cuda_extension_status`)."""
     return cuda_extension_status()[0]
@@ -404,7 +413,9 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
     """The environment block of ``result.json``.
 
     Besides versions and hardware: whether CUDA is usable and why not (``cuda_*``), whether
-    sam2's CUDA extension loads (``cuda_extension``, ``cuda_extension_error``), and the
+    sam2's CUDA extension loads (``cuda_extension``: it was imported; ``cuda_extension_built``:
+    sam2 was installed with it, ``make install`` with ``SAM2_BUILD_CUDA=1``;
+    ``cuda_extension_error``: why a built one does not load), and the
     float32 numerics settings (:func:`numerics`)."""
     cuda = cuda_status()
     ext_loads, ext_error = cuda_extension_status()
@@ -428,6 +439,7 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "dtype": dtype,
         "cuda_extension": ext_loads,
+        "cuda_extension_built": cuda_extension_built(),
         "cuda_extension_error": ext_error,
         "cuda_torch": cuda.torch_cuda,
         "cuda_driver": cuda.driver,
