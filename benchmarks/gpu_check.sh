@@ -150,13 +150,24 @@ with (out / "summary.csv").open(newline="") as f:
 if not rows:
     sys.exit("gpu_check: reason: summary.csv has no job")
 keys = ["status", "device", "latency_ms_p50", "peak_gpu_mem_mb", "encoder_ms_mean", "fps"]
+
+
+def cell(value: str) -> str:
+    """Figures to 0.01 (ms, MB, frames/s); words as written."""
+    try:
+        return f"{float(value):.2f}"
+    except ValueError:
+        return value
+
+
 for r in rows:
-    print("  ".join(f"{k}={r[k]}" for k in keys if r.get(k) not in (None, "")))
+    print("  ".join(f"{k}={cell(r[k])}" for k in keys if r.get(k) not in (None, "")))
 first = next(out.glob("*/result.json"), None)
 if first is not None:
     env = json.loads(first.read_text()).get("environment", {})
     facts = ["device_name", "torch", "cuda_torch", "cuda_driver", "cudnn_version",
-             "cuda_matmul_allow_tf32", "cuda_extension", "cuda_extension_error"]
+             "cuda_matmul_allow_tf32", "cuda_extension_built", "cuda_extension",
+             "cuda_extension_error"]
     print("environment:", {k: env.get(k) for k in facts})
 bad = [r for r in rows if r.get("status") != "ok"]
 if bad:
