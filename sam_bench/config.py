@@ -456,8 +456,27 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+#: The resolver the launcher presets use to reserve GPUs from the job's device:
+#: ``${sam_bench.gpus:${device},PER_JOB,AUTO,NONE}`` (:func:`sam_bench.environment.gpus_resolver`).
+GPUS_RESOLVER = "sam_bench.gpus"
+
+
+def _gpus(device: str, per_job: float = 1, auto: str = "this_machine", none: Any = 0) -> Any:
+    from sam_bench.environment import gpus_resolver
+
+    return gpus_resolver(device, per_job, auto, none)
+
+
+def register_resolvers() -> None:
+    """Register sam_bench's OmegaConf resolvers (idempotent)."""
+    if not OmegaConf.has_resolver(GPUS_RESOLVER):
+        OmegaConf.register_new_resolver(GPUS_RESOLVER, _gpus)
+
+
 def register_configs() -> None:
-    """Register the schemas so the YAML files under ``conf/`` extend them."""
+    """Register the schemas so the YAML files under ``conf/`` extend them, and sam_bench's
+    resolvers."""
+    register_resolvers()
     registry.load_entry_points()
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=root_schema())

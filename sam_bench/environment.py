@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,11 +152,89 @@ def cuda_status() -> CudaStatus:
         )
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
-        reasons.append(f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU")
+        reasons.append(
+            f"CUDA_VISIBLE_DEVICES={visible!r} hides every GPU"
+            + hidden_gpu_hint(os.environ, in_ray_task())
+        )
     if not reasons:
         reasons.append("torch sees no CUDA device")
     reason = "; ".join(dict.fromkeys(r for r in reasons if r))
     return CudaStatus(torch_cuda, torch_hip, driver, driver_cuda, False, 0, reason)
+
+
+def in_ray_task() -> bool:
+    """Whether this process is a Ray worker running a task (Ray sets its
+    ``CUDA_VISIBLE_DEVICES`` to the GPUs the task reserved: none for ``num_gpus=0``)."""
+    import sys
+
+    ray: Any = sys.modules.get("ray")
+    if ray is None:
+        return False
+    try:
+        return bool(ray.is_initialized()) and (
+            ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+        )
+    except Exception:  # an old or partial Ray: no answer
+        return False
+
+
+def hidden_gpu_hint(env: Mapping[str, str], ray_task: bool) -> str:
+    """Who hid the GPUs from this job, as a clause for the reason of :func:`cuda_status`
+    (empty when unknown): a Ray task that reserved no GPU, or a SLURM / submitit job whose
+    allocation has none."""
+    if ray_task:
+        return (
+            " (Ray hides the GPUs from a task that reserved none: the launcher's num_gpus; "
+            "sam_bench's presets reserve them from the job's device, see the README's "
+            "Scale-out section)"
+        )
+    if "SUBMITIT_LOCAL_JOB_ID" in env or "SLURM_JOB_ID" in env:
+        return " (the job's allocation has no GPU: the launcher's gpus_per_node)"
+    return ""
+
+
+#: What ``device=auto`` counts as when a launcher reserves GPUs for a job (the launching
+#: machine cannot see the workers): ``this_machine`` (a GPU when CUDA is usable here: Ray or
+#: submitit on this machine), ``cuda`` (a cluster of GPU nodes), ``cpu``.
+AUTO_DEVICE_MEANINGS = ("this_machine", "cuda", "cpu")
+
+
+def gpus_for_device(device: str, per_job: float = 1, auto_uses_gpu: bool = False) -> float:
+    """GPUs a launcher (Ray, SLURM) reserves for a job, or a group of jobs, that runs on
+    ``device``: none for ``cpu``; ``per_job`` for ``cuda`` / ``cuda:N`` (``1``: a GPU of its
+    own; ``0.5``: two jobs share one; Ray only); for ``auto``, ``per_job`` when
+    ``auto_uses_gpu`` (the workers have GPUs) else none. A whole number is returned as an
+    ``int`` (SLURM's ``gpus_per_node`` is one). Raises :class:`ConfigError` for an unknown
+    device or a ``per_job`` that is not a positive number."""
+    if isinstance(per_job, bool) or not isinstance(per_job, int | float) or not per_job > 0:
+        raise ConfigError("gpus per job", f"must be a number > 0, got {per_job!r}")
+    if device == "cpu":
+        return 0
+    if device == "auto":
+        wanted = auto_uses_gpu
+    elif _CUDA_DEVICE.fullmatch(device):
+        wanted = True
+    else:
+        raise ConfigError("device", f"unknown device {device!r} (auto, cpu, cuda or cuda:N)")
+    if not wanted:
+        return 0
+    return int(per_job) if float(per_job).is_integer() else float(per_job)
+
+
+def gpus_resolver(
+    device: str, per_job: float = 1, auto: str = "this_machine", none: Any = 0
+) -> float | None:
+    """The ``${sam_bench.gpus:DEVICE,PER_JOB,AUTO,NONE}`` resolver of the launcher presets
+    (``conf/hydra/launcher/``): :func:`gpus_for_device`, with ``AUTO`` one of
+    :data:`AUTO_DEVICE_MEANINGS`, and ``NONE`` what to write for no GPU (SLURM presets: ``null``,
+    so no ``--gpus-per-node`` line is written)."""
+    if auto not in AUTO_DEVICE_MEANINGS:
+        raise ConfigError(
+            "sam_bench.gpus", f"auto must be one of {', '.join(AUTO_DEVICE_MEANINGS)}, got {auto!r}"
+        )
+    uses_gpu = auto == "cuda" or (auto == "this_machine" and cuda_status().available)
+    gpus = gpus_for_device(str(device), per_job, uses_gpu)
+    return gpus if gpus else none
 
 
 def resolve_device(name: str) -> torch.device:
@@ -246,6 +325,15 @@ def cuda_extension_status() -> tuple[bool, str | None]:
     return True, None
 
 
+def cuda_extension_built() -> bool:
+    """Whether sam2 was installed with its CUDA extension (a ``sam2._C`` file is there; it may
+    still fail to load: :func:`cuda_extension_status`)."""
+    try:
+        return importlib.util.find_spec("sam2._C") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def cuda_extension_present() -> bool:
     """Whether sam2's CUDA extension is built and loads (see :func:`cuda_extension_status`)."""
     return cuda_extension_status()[0]
@@ -325,7 +413,9 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
     """The environment block of ``result.json``.
 
     Besides versions and hardware: whether CUDA is usable and why not (``cuda_*``), whether
-    sam2's CUDA extension loads (``cuda_extension``, ``cuda_extension_error``), and the
+    sam2's CUDA extension loads (``cuda_extension``: it was imported; ``cuda_extension_built``:
+    sam2 was installed with it, ``make install`` with ``SAM2_BUILD_CUDA=1``;
+    ``cuda_extension_error``: why a built one does not load), and the
     float32 numerics settings (:func:`numerics`)."""
     cuda = cuda_status()
     ext_loads, ext_error = cuda_extension_status()
@@ -349,6 +439,7 @@ def describe(device: torch.device, dtype: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "dtype": dtype,
         "cuda_extension": ext_loads,
+        "cuda_extension_built": cuda_extension_built(),
         "cuda_extension_error": ext_error,
         "cuda_torch": cuda.torch_cuda,
         "cuda_driver": cuda.driver,

@@ -79,6 +79,15 @@ def _mapping(key: str, value: Any) -> dict[str, Any]:
     return {str(k): v for k, v in value.items()}
 
 
+def _gpus_setting(key: str, value: Any, *, optional: bool = False) -> Any:
+    """``auto`` (GPUs follow the device of a unit's jobs) or a number >= 0."""
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise ConfigError(key, f"must be auto or a number, got {value!r}")
+    return _number(key, value, 0, optional=optional)
+
+
 def launcher_settings(launcher_cfg: Any) -> dict[str, Any]:
     """``hydra.launcher`` of sam_bench's launcher as plain, checked settings:
     ``{"backend", "ray": {...}, "submitit": {...}}``. Raises :class:`ConfigError` naming the
@@ -101,7 +110,10 @@ def launcher_settings(launcher_cfg: Any) -> dict[str, Any]:
         "address": ray_cfg.get("address"),
         "init": _mapping("hydra.launcher.ray.init", ray_cfg.get("init")),
         "num_cpus": _number("hydra.launcher.ray.num_cpus", ray_cfg.get("num_cpus", 1), 0),
-        "num_gpus": _number("hydra.launcher.ray.num_gpus", ray_cfg.get("num_gpus", 0), 0),
+        "num_gpus": _gpus_setting("hydra.launcher.ray.num_gpus", ray_cfg.get("num_gpus", "auto")),
+        "gpus_per_job": _number(
+            "hydra.launcher.ray.gpus_per_job", ray_cfg.get("gpus_per_job", 1), 0, strict=True
+        ),
         "remote": _mapping("hydra.launcher.ray.remote", ray_cfg.get("remote")),
     }
     if "address" in ray["init"]:
@@ -119,8 +131,8 @@ def launcher_settings(launcher_cfg: Any) -> dict[str, Any]:
         "account": sub_cfg.get("account"),
         "qos": sub_cfg.get("qos"),
         "constraint": sub_cfg.get("constraint"),
-        "gpus_per_node": _number(f"{key}.gpus_per_node", sub_cfg.get("gpus_per_node"), 0,
-                                 optional=True),
+        "gpus_per_node": _gpus_setting(f"{key}.gpus_per_node",
+                                       sub_cfg.get("gpus_per_node", "auto"), optional=True),
         "cpus_per_task": _number(f"{key}.cpus_per_task", sub_cfg.get("cpus_per_task"), 1,
                                  optional=True),
         "mem_gb": _number(f"{key}.mem_gb", sub_cfg.get("mem_gb"), 0, strict=True, optional=True),
@@ -337,7 +349,7 @@ def _first_lines(error: BaseException, n: int = 6) -> str:
 class Backend(Protocol):
     """Runs units of work somewhere and reports them as they finish."""
 
-    def start(self) -> None: ...
+    def start(self, devices: Sequence[Sequence[str]] = ()) -> None: ...
     def describe(self) -> str: ...
     def concurrency(self, n_units: int) -> int: ...
     def submit(self, units: list[Unit]) -> None: ...
@@ -352,6 +364,23 @@ def make_backend(settings: Mapping[str, Any]) -> Backend:
     if settings["backend"] == "submitit":
         return SubmititBackend(settings["submitit"])
     raise ValueError(f"no remote backend for {settings['backend']!r}")
+
+
+def unit_devices(configs: Iterator[Any] | Sequence[Any]) -> list[str]:
+    """The ``device`` settings of a unit's job configs (distinct, in order)."""
+    found = [str(OmegaConf.select(cfg, "device", default="auto") or "auto") for cfg in configs]
+    return list(dict.fromkeys(found))
+
+
+def unit_gpus(setting: Any, devices: Sequence[str], per_job: float, auto_uses_gpu: bool) -> float:
+    """GPUs one unit reserves: a number ``setting`` as it is; ``auto``: what its jobs' devices
+    need (:func:`sam_bench.environment.gpus_for_device`, the most of them; ``auto`` for a unit
+    with no jobs listed)."""
+    from sam_bench.environment import gpus_for_device
+
+    if setting != "auto":
+        return 0 if setting is None else setting
+    return max(gpus_for_device(d, per_job, auto_uses_gpu) for d in (devices or ["auto"]))
 
 
 def fits(resources: Mapping[str, float], num_cpus: float, num_gpus: float) -> bool:
@@ -387,8 +416,12 @@ class RayBackend:
         self.settings = dict(settings)
         self._refs: dict[Any, int] = {}
         self._pending: list[Any] = []
+        self._gpus: list[float] = []
+        self._tasks: dict[float, Any] = {}
 
-    def start(self) -> None:
+    def start(self, devices: Sequence[Sequence[str]] = ()) -> None:
+        """Start (or join) Ray, and decide each unit's GPUs from ``devices`` (the devices of
+        each unit's jobs, in submission order)."""
         import ray
 
         if not ray.is_initialized():
@@ -398,43 +431,56 @@ class RayBackend:
                 init.setdefault("object_store_memory", RAY_OBJECT_STORE_BYTES)
             log.info("starting Ray (address=%s, %s)", address, init or "defaults")
             ray.init(address=address, **init)
-        options = {
-            "num_cpus": self.settings["num_cpus"],
-            "num_gpus": self.settings["num_gpus"],
-            **self.settings["remote"],
-        }
-        self._task = ray.remote(run_group).options(**options)
-        self._check_fits([n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")])
+        nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
+        has_gpu = any(float(res.get("GPU", 0)) > 0 for res in nodes)
+        self._gpus = [
+            unit_gpus(self.settings["num_gpus"], d, self.settings["gpus_per_job"], has_gpu)
+            for d in (devices or [["auto"]])
+        ]
+        for gpus, unit_devs in dict(zip(self._gpus, devices or [["auto"]], strict=True)).items():
+            self._check_fits(nodes, gpus, unit_devs)
+            options = {"num_cpus": self.settings["num_cpus"], "num_gpus": gpus,
+                       **self.settings["remote"]}  # fmt: skip
+            self._tasks[gpus] = ray.remote(run_group).options(**options)
 
-    def _check_fits(self, nodes: list[Mapping[str, float]]) -> None:
+    def _check_fits(
+        self, nodes: list[Mapping[str, float]], gpus: float, devices: Sequence[str]
+    ) -> None:
         """A unit that fits on no node would wait forever: an error on a Ray instance started
         here (it cannot grow), a warning on a cluster (an autoscaler may add a node)."""
-        cpus, gpus = self.settings["num_cpus"], self.settings["num_gpus"]
+        cpus = self.settings["num_cpus"]
         if any(fits(res, cpus, gpus) for res in nodes):
             return
         have = "; ".join(f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU" for res in nodes)
         key = "num_gpus" if gpus > 0 and all(fits(r, cpus, 0) for r in nodes) else "num_cpus"
+        why = ""
+        if key == "num_gpus" and self.settings["num_gpus"] == "auto":
+            why = f" (device={', '.join(devices)}: a GPU per unit, gpus_per_job={gpus:g})"
         text = (
-            f"one unit needs {cpus:g} CPU and {gpus:g} GPU, and no node of the Ray cluster has "
-            f"that (nodes: {have or 'none'})"
+            f"one unit needs {cpus:g} CPU and {gpus:g} GPU{why}, and no node of the Ray cluster "
+            f"has that (nodes: {have or 'none'})"
         )
         if self.settings["address"] in (None, "local"):
             raise ConfigError(f"hydra.launcher.ray.{key}", text)
         log.warning("ray: %s; units wait until the cluster has such a node", text)
 
     def describe(self) -> str:
-        s = self.settings
-        return f"one Ray task ({s['num_cpus']:g} CPU, {s['num_gpus']:g} GPU)"
+        gpus = "/".join(f"{g:g}" for g in sorted(set(self._gpus)))
+        return f"one Ray task ({self.settings['num_cpus']:g} CPU, {gpus} GPU)"
+
+    def unit_gpus(self, index: int) -> float:
+        """GPUs reserved for the unit at ``index`` (decided in :meth:`start`)."""
+        return self._gpus[index] if index < len(self._gpus) else self._gpus[-1]
 
     def concurrency(self, n_units: int) -> int:
         import ray
 
         nodes = [n.get("Resources") or {} for n in ray.nodes() if n.get("Alive")]
-        return units_per_node(nodes, self.settings["num_cpus"], self.settings["num_gpus"], n_units)
+        return units_per_node(nodes, self.settings["num_cpus"], max(self._gpus), n_units)
 
     def submit(self, units: list[Unit]) -> None:
         for i, unit in enumerate(units):
-            ref = self._task.remote(unit)
+            ref = self._tasks[self.unit_gpus(i)].remote(unit)
             self._refs[ref] = i
             self._pending.append(ref)
 
@@ -465,14 +511,16 @@ class SubmititBackend:
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = dict(settings)
         self._jobs: list[Any] = []
+        self._gpus: list[int] = []
 
-    def parameters(self) -> dict[str, Any]:
-        """``AutoExecutor.update_parameters`` arguments (``None``: not set)."""
+    def parameters(self, gpus_per_node: int | None = None) -> dict[str, Any]:
+        """``AutoExecutor.update_parameters`` arguments (``None``: not set) for units with
+        ``gpus_per_node`` GPUs (0 or ``None``: none requested)."""
         s = self.settings
         params: dict[str, Any] = {
             "name": "sam_bench",
             "timeout_min": int(s["timeout_min"]),
-            "gpus_per_node": s["gpus_per_node"],
+            "gpus_per_node": gpus_per_node or None,
             "cpus_per_task": s["cpus_per_task"],
             "mem_gb": s["mem_gb"],
             "slurm_partition": s["partition"],
@@ -486,12 +534,20 @@ class SubmititBackend:
         }
         return {k: v for k, v in params.items() if v is not None}
 
-    def start(self) -> None:
+    def start(self, devices: Sequence[Sequence[str]] = ()) -> None:
+        """Create the executor, and decide each unit's GPUs from ``devices`` (the devices of
+        each unit's jobs, in submission order): ``device=auto`` asks for a GPU on SLURM and,
+        on this machine (``cluster=local``), when CUDA is usable here."""
         import submitit
+
+        from sam_bench.environment import cuda_status
 
         cluster = None if self.settings["cluster"] == "auto" else self.settings["cluster"]
         self._executor = submitit.AutoExecutor(folder=self.settings["folder"], cluster=cluster)
-        self._executor.update_parameters(**self.parameters())
+        auto_gpu = self._executor.cluster != "local" or cuda_status().available
+        setting = self.settings["gpus_per_node"]
+        self._gpus = [int(unit_gpus(setting, d, 1, auto_gpu)) for d in (devices or [["auto"]])]
+        self._executor.update_parameters(**self.parameters(self._gpus[0]))
 
     def describe(self) -> str:
         return f"one submitit job ({self._executor.cluster})"
@@ -501,8 +557,21 @@ class SubmititBackend:
         # own allocation (jobs on one node do not share its reserved CPUs / GPUs)
         return n_units if self._executor.cluster == "local" else 1
 
+    def unit_gpus(self, index: int) -> int:
+        """GPUs requested for the unit at ``index`` (decided in :meth:`start`)."""
+        return self._gpus[index] if index < len(self._gpus) else self._gpus[-1]
+
     def submit(self, units: list[Unit]) -> None:
-        self._jobs = list(self._executor.map_array(run_group, units))
+        """One job array per GPU count (SLURM's options hold for a whole array)."""
+        jobs: list[Any] = [None] * len(units)
+        for gpus in dict.fromkeys(self.unit_gpus(i) for i in range(len(units))):
+            picked = [i for i in range(len(units)) if self.unit_gpus(i) == gpus]
+            self._executor.update_parameters(**self.parameters(gpus))
+            for i, job in zip(
+                picked, self._executor.map_array(run_group, [units[i] for i in picked]), strict=True
+            ):
+                jobs[i] = job
+        self._jobs = jobs
         log.info(
             "submitit: %d job(s) submitted; their logs: %s (%%j: the job id)",
             len(self._jobs),

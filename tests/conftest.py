@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,82 @@ def hydra_conf() -> Iterator[None]:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         yield
     GlobalHydra.instance().clear()
+
+
+# ------------------------------------------------------------------ the GPU tier (make test-gpu)
+# On a machine that should have CUDA (`--require-gpu` or REQUIRE_GPU=1: `make test-gpu
+# REQUIRE_GPU=1`, benchmarks/gpu_check.sh) a run in which no test marked gpu ran fails: every
+# gpu test skipped (CUDA unusable) must not look like a pass. Elsewhere each gpu test is skipped
+# with the reason, and the run passes.
+
+REQUIRE_GPU_ENV = "REQUIRE_GPU"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-gpu",
+        action="store_true",
+        default=False,
+        help="fail the run when no test marked gpu ran (CUDA expected here); also "
+        f"{REQUIRE_GPU_ENV}=1",
+    )
+
+
+def gpu_required(option: bool, env: Mapping[str, str]) -> bool:
+    """Whether this run must run gpu tests: ``--require-gpu``, or ``REQUIRE_GPU`` set to 1 /
+    true / yes / on."""
+    return option or env.get(REQUIRE_GPU_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def gpu_requirement_failure(required: bool, ran: list[str], skipped: list[str]) -> str | None:
+    """The message that fails a run which required the GPU tier and ran none of its tests
+    (``ran``: gpu tests that ran, passed or failed; ``skipped``: the skip reasons of the
+    others); ``None`` when there is nothing to fail."""
+    if not required or ran:
+        return None
+    why = "; ".join(sorted(set(skipped))) if skipped else "no test marked gpu was selected"
+    return (
+        f"GPU tests were required (--require-gpu / {REQUIRE_GPU_ENV}=1) but none ran "
+        f"({len(skipped)} skipped): {why}"
+    )
+
+
+class GpuTier:
+    """Counts the gpu tests that ran (passed or failed) and why the others skipped; fails
+    the run at its end when the GPU tier was required and none ran."""
+
+    def __init__(self, required: bool) -> None:
+        self.required = required
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.failure: str | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if "gpu" not in report.keywords:
+            return
+        if report.skipped:
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            self.skipped.append(reason.removeprefix("Skipped: "))
+        elif report.when == "call":
+            self.ran.append(report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        self.failure = gpu_requirement_failure(self.required, self.ran, self.skipped)
+        if self.failure and session.exitstatus in (
+            pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED,
+        ):  # fmt: skip
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.failure:
+            terminalreporter.section("GPU tier", sep="=", red=True, bold=True)
+            terminalreporter.line(f"FAILED: {self.failure}", red=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    required = gpu_required(config.getoption("--require-gpu"), os.environ)
+    config.pluginmanager.register(GpuTier(required), "sam_bench_gpu_tier")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -54,9 +54,14 @@ class RayBackendConf:
     num_cpus: float = 1
     """CPUs reserved per unit (Ray also sets the unit's thread count, ``OMP_NUM_THREADS``, to
     it, which changes CPU latency figures)."""
-    num_gpus: float = 0
-    """GPUs reserved per unit (``1``: each unit on a GPU of its own; ``0.5``: two units share
-    one). Ray sets ``CUDA_VISIBLE_DEVICES`` accordingly."""
+    num_gpus: Any = "auto"
+    """GPUs reserved per unit. ``auto``: from the device of the unit's jobs -- ``device=cpu``
+    none, ``cuda`` / ``cuda:N`` ``gpus_per_job``, ``auto`` ``gpus_per_job`` when the Ray
+    instance has a GPU, else none; a number: that many for every unit. Ray sets the unit's
+    ``CUDA_VISIBLE_DEVICES`` to the GPUs it reserved (none: every GPU hidden)."""
+    gpus_per_job: float = 1
+    """GPUs of a unit on CUDA when ``num_gpus=auto``: ``1`` a GPU of its own, ``0.5`` two
+    units share one, ``0.25`` four (their timings then depend on each other)."""
     remote: dict[str, Any] = field(default_factory=dict)
     """Other ``ray.remote`` options per unit, e.g. ``+hydra.launcher.ray.remote.memory=8e9``,
     ``max_retries`` (Ray's default 3 reruns a unit whose worker died), ``resources``."""
@@ -80,8 +85,11 @@ class SubmititBackendConf:
     """SLURM quality of service (``--qos``)."""
     constraint: str | None = None
     """SLURM node constraint (``--constraint``, e.g. ``a100``)."""
-    gpus_per_node: int | None = None
-    """GPUs per unit (``--gpus-per-node``); ``null``: none requested."""
+    gpus_per_node: Any = "auto"
+    """GPUs per unit (``--gpus-per-node``). ``auto``: from the device of the unit's jobs --
+    ``cpu`` none, ``cuda`` / ``cuda:N`` 1, ``auto`` 1 on SLURM and, with ``cluster=local``, 1
+    when this machine can use CUDA; a number: that many for every unit; ``null``: none
+    requested (submitit hides every GPU from a local job without one)."""
     cpus_per_task: int | None = None
     """CPUs per unit (``--cpus-per-task``); ``null``: the cluster's default."""
     mem_gb: int | None = None
@@ -208,7 +216,7 @@ class GroupingLauncher(Launcher):
             return [returns[i] for i in range(len(jobs))]
         backend = remote.make_backend(settings)
         try:
-            backend.start()
+            backend.start([remote.unit_devices(configs[i] for i in unit) for unit in units])
             concurrent = backend.concurrency(len(units))
         except Exception as e:  # every job gets a failed record with the reason
             log.error("%s could not start: %s: %s", settings["backend"], type(e).__name__, e)

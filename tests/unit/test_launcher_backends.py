@@ -49,7 +49,10 @@ def settings(**launcher: Any) -> dict[str, Any]:
 def test_defaults_are_local_and_complete() -> None:
     s = settings()
     assert s["backend"] == "local"
-    assert s["ray"] == {"address": None, "init": {}, "num_cpus": 1, "num_gpus": 0, "remote": {}}
+    assert s["ray"] == {
+        "address": None, "init": {}, "num_cpus": 1, "num_gpus": "auto", "gpus_per_job": 1,
+        "remote": {},
+    }  # fmt: skip
     assert s["submitit"]["cluster"] == "slurm" and s["submitit"]["timeout_min"] == 60
 
 
