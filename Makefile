@@ -13,11 +13,15 @@ help:  ## list the targets
 install: $(STAMP)  ## create ./.venv and install sam_bench with its dependencies
 
 # sam2's optional CUDA extension (sam2._C: connected components for min_mask_region_area and
-# video hole filling) is built when a CUDA toolkit is found: nvcc on PATH or $(CUDA_HOME)/bin/nvcc.
+# video hole filling) is built when a CUDA toolkit is found (nvcc on PATH or
+# $(CUDA_HOME)/bin/nvcc)
 # `make install SAM2_BUILD_CUDA=0|1` overrides; without it sam_bench runs the same step on the CPU.
 SAM2 := sam2==1.1.0
 NVCC := $(or $(shell command -v nvcc 2>/dev/null),$(if $(CUDA_HOME),$(wildcard $(CUDA_HOME)/bin/nvcc)))
-SAM2_BUILD_CUDA ?= $(if $(NVCC),1,0)
+# ...and a GPU is visible (nvidia-smi lists one): a CPU machine with a toolkit gains nothing
+# from the kernel and would spend minutes compiling it.
+GPU_SEEN := $(shell nvidia-smi -L 2>/dev/null | head -n 1)
+SAM2_BUILD_CUDA ?= $(if $(and $(NVCC),$(GPU_SEEN)),1,0)
 # after a build: whether the extension loads (what result.json records as cuda_extension)
 SAM2_EXT_CHECK = $(BIN)/python -c "from sam_bench.environment import cuda_extension_status as s; \
 	ok, err = s(); print('sam2 CUDA extension (sam2._C):', 'loads' if ok else f'not used ({err or \"not built\"})')"
