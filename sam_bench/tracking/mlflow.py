@@ -357,13 +357,18 @@ def swept_settings(
 
 
 def parent_run_name(sweep_name: str | None, swept: Mapping[str, str], started: datetime) -> str:
-    """``quickstart: amg.points_per_side=8,16 amg.pred_iou_thresh=0.0,0.5 (2026-12-06 18:40:01)``:
-    the preset (or ``sweep``), what it varies, and when it started (local time)."""
+    """``quickstart 2026-12-06 18:40:01: amg.points_per_side=8,16 amg.pred_iou_thresh=0.0,0.5``:
+    the preset (or ``sweep``), when it started (local time), and what it varies."""
     what = " ".join(f"{k}={v}" for k, v in swept.items()) or "nothing swept"
-    stamp = started.strftime("%Y-%m-%d %H:%M:%S")
-    head = f"{sweep_name or 'sweep'}: "
-    tail = f" ({stamp})"
-    return head + truncate(what, MAX_RUN_NAME_LENGTH - len(head) - len(tail)) + tail
+    head = f"{sweep_name or 'sweep'} {started.strftime('%Y-%m-%d %H:%M:%S')}: "
+    return truncate(head + what, MAX_RUN_NAME_LENGTH)
+
+
+def runs_page(experiment_id: str) -> str:
+    """The experiment's runs page, relative to the MLflow server's root. MLflow 3.17's UI has
+    a GenAI / model-training switch (default GenAI, kept in the browser) that decides the view
+    over the experiment's kind tag: ``workflowType=machine_learning`` selects the runs."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def best_metrics(outcome: SweepOutcome) -> dict[str, float]:
@@ -763,7 +768,7 @@ class MlflowTracker:
         if state is None or state.get("error") or not state.get("parent_run_id"):
             return []
         uri, exp_id, run_id = state["uri"], state["experiment_id"], state["parent_run_id"]
-        page = f"#/experiments/{exp_id}/runs/{run_id}"
+        page = runs_page(exp_id)
         head = f"MLflow: experiment {state.get('experiment')!r}, parent run {run_id}"
         if state.get("parent_run_name"):
             head += f" {state['parent_run_name']!r}"
