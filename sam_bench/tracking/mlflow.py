@@ -4,9 +4,10 @@ Layout in the store:
 
 * one **experiment** per sweep preset: ``tracking.experiment``, else the preset's name
   (``sweep_name``), else ``sam_bench``; tagged ``mlflow.experimentKind=custom_model_development``
-  (MLflow 3's UI then opens it on its runs, not on the GenAI traces view) and with the sweep's
-  objective as primary metric (``mlflow.experiment.primaryMetric.name`` /
-  ``.greaterIsBetter``).
+  (MLflow 3 UIs that read it open it on its runs, not on the GenAI view; 3.17's UI decides by
+  its own GenAI / model-training switch, which :func:`runs_page` sets in the address printed at
+  the sweep's end) and with the sweep's objective as primary metric
+  (``mlflow.experiment.primaryMetric.name`` / ``.greaterIsBetter``).
 * one **parent run** per multirun, created by :meth:`MlflowTracker.sweep_start` in the
   launching process before the first job, named after what the sweep varies and when it
   started (:func:`parent_run_name`), the swept settings as params (``amg.points_per_side`` =
