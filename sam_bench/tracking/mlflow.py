@@ -91,6 +91,9 @@ EXAMPLE_KINDS = ("instance_examples",)
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY", re.IGNORECASE
 )
+_DUPLICATE = re.compile(
+    r"UNIQUE constraint|IntegrityError|Duplicate entry|duplicate key", re.IGNORECASE
+)
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
 
@@ -541,18 +544,31 @@ class MlflowTracker:
 
     # -- Tracker protocol
 
-    def _tag_experiment(self, client: Any, exp_id: str, objective: Objective | None) -> None:
+    def _tag_experiment(
+        self, client: Any, uri: str, exp_id: str, objective: Objective | None
+    ) -> None:
         """MLflow 3's UI opens the experiment on its runs; the sweep's objective is its
-        primary metric (MLflow's own tag values: ``True`` / ``False``)."""
-        self._retry(client.set_experiment_tag, exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        primary metric (MLflow's own tag values: ``True`` / ``False``). Only tags that differ
+        are written, under the store's lock for SQLite: MLflow writes an experiment tag by
+        reading then inserting it, so two sweeps starting at once would collide; a collision
+        on another store is read again and retried."""
+        wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
         if objective is not None:
-            self._retry(client.set_experiment_tag, exp_id, PRIMARY_METRIC_TAG, objective.metric)
-            self._retry(
-                client.set_experiment_tag,
-                exp_id,
-                GREATER_IS_BETTER_TAG,
-                str(bool(objective.greater_is_better)),
-            )
+            wanted[PRIMARY_METRIC_TAG] = objective.metric
+            wanted[GREATER_IS_BETTER_TAG] = str(bool(objective.greater_is_better))
+        db = sqlite_db_path(uri)
+        with store_lock(db) if db is not None else contextlib.nullcontext():
+            for attempt in range(3):
+                tags = self._retry(client.get_experiment, exp_id).tags or {}
+                try:
+                    for key, value in wanted.items():
+                        if tags.get(key) != value:
+                            self._retry(client.set_experiment_tag, exp_id, key, value)
+                    return
+                except Exception as e:
+                    if attempt == 2 or not _DUPLICATE.search(str(e)):
+                        raise
+                    log.debug("tracking: experiment tag written concurrently (%s), again", e)
 
     def sweep_start(self, sweep_dir: Path, config: Any, objective: Objective | None = None) -> None:
         """Create the parent run and write ``SWEEP/.sam_bench_tracking.json``."""
@@ -572,7 +588,7 @@ class MlflowTracker:
         try:
             client = self._client(uri)
             exp_id = self._experiment_id(client, uri, name)
-            self._tag_experiment(client, exp_id, objective)
+            self._tag_experiment(client, uri, exp_id, objective)
             sweep_name = OmegaConf.select(config, "sweep_name", default=None)
             tags = {
                 **self._base_tags(),
@@ -627,7 +643,7 @@ class MlflowTracker:
             log.warning("tracking: the sweep's parent run %s is gone (%s); a new one", parent, e)
             return False
         self._retry(client.update_run, parent, status="RUNNING")
-        self._tag_experiment(client, state["experiment_id"], objective)
+        self._tag_experiment(client, state["uri"], state["experiment_id"], objective)
         query = f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'"
         stale = self._retry(client.search_runs, [state["experiment_id"]], query)
         for run in stale:
@@ -754,7 +770,9 @@ class MlflowTracker:
         try:
             self._log_batch(client, run_id, metrics=metrics, tags=tags)
             if outcome is not None and outcome.objective is not None:
-                self._tag_experiment(client, state["experiment_id"], outcome.objective)
+                self._tag_experiment(
+                    client, state["uri"], state["experiment_id"], outcome.objective
+                )
             for path in [*files, sweep_dir / "multirun.yaml"]:
                 self._log_path(client, run_id, Path(path), _folder_in(sweep_dir, Path(path)))
         except BaseException as e:

@@ -617,3 +617,67 @@ def test_parent_run_carries_what_was_swept_the_best_jobs_and_experiment_tags(
         f"  open: mlflow ui --backend-store-uri {uri}  then  "
         f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
     )
+
+
+STARTER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from omegaconf import OmegaConf
+    from sam_bench.tracking import Objective
+    from sam_bench.tracking.mlflow import MlflowTracker
+    import mlflow.tracking  # pay the import before the start line
+
+    root, worker, uri = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    config = OmegaConf.create({
+        "sweep_name": "same", "dry_run": False,
+        "hydra": {"runtime": {"cwd": str(root)}, "overrides": {"task": [f"seed={worker},9"]}},
+    })
+    tracker = MlflowTracker({"uri": uri, "experiment": None})
+    (root / f"ready_{worker}").touch()
+    while not (root / "go").exists():
+        time.sleep(0.01)
+    tracker.sweep_start(root / f"sweep_{worker}", config, Objective("miou", True))
+    """
+)
+
+
+def test_sweeps_starting_at_once_tag_one_experiment_without_colliding(
+    tmp_path: Path, mlflow_client: Any
+) -> None:
+    """Four sweeps of one preset start at once on a fresh SQLite store: every one gets its
+    parent run, and the experiment its kind and primary-metric tags (MLflow writes a tag by
+    reading then inserting it: unguarded, two writers collide on the unique key)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = tmp_path / "starter.py"
+    script.write_text(STARTER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    n_procs = 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), str(w), uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for w in range(n_procs)
+    ]
+    deadline = time.monotonic() + 180
+    while len(list(tmp_path.glob("ready_*"))) < n_procs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n_procs, "\n".join(outputs)[-4000:]
+    client = mlflow_client(uri)
+    exp = client.get_experiment_by_name("same")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.experiment.primaryMetric.name"] == "miou"
+    parents = client.search_runs([exp.experiment_id])
+    names = sorted(r.data.params["seed"] for r in parents)
+    assert names == [f"{w},9" for w in range(n_procs)]
+    for w in range(n_procs):
+        assert mt.read_state(tmp_path / f"sweep_{w}")["parent_run_id"] in {
+            r.info.run_id for r in parents
+        }
