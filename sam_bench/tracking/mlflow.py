@@ -549,9 +549,9 @@ class MlflowTracker:
     ) -> None:
         """MLflow 3's UI opens the experiment on its runs; the sweep's objective is its
         primary metric (MLflow's own tag values: ``True`` / ``False``). Only tags that differ
-        are written, under the store's lock for SQLite: MLflow writes an experiment tag by
-        reading then inserting it, so two sweeps starting at once would collide; a collision
-        on another store is read again and retried."""
+        are written, under the store's lock for SQLite. MLflow writes an experiment tag by
+        reading then inserting it: two sweeps starting at once on a server's database could
+        both insert; such a unique-key collision is read again and retried."""
         wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
         if objective is not None:
             wanted[PRIMARY_METRIC_TAG] = objective.metric

@@ -646,8 +646,8 @@ def test_sweeps_starting_at_once_tag_one_experiment_without_colliding(
     tmp_path: Path, mlflow_client: Any
 ) -> None:
     """Four sweeps of one preset start at once on a fresh SQLite store: every one gets its
-    parent run, and the experiment its kind and primary-metric tags (MLflow writes a tag by
-    reading then inserting it: unguarded, two writers collide on the unique key)."""
+    parent run, and the experiment its kind and primary-metric tags (the experiment-tag
+    writes the sweep's start now makes keep the concurrent-sweeps guarantee)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     script = tmp_path / "starter.py"
     script.write_text(STARTER)
