@@ -1,5 +1,6 @@
 """Hydra callback: at the end of a multirun, write ``summary.csv``, print it, draw the plots
-and write ``report.md`` / ``report.html``, report failures.
+and write ``report.md`` / ``report.html``, report failures, and end with where everything is
+(elapsed time, time per job, summary, report, sweep folder and its size, the MLflow run).
 
 Registered in ``conf/config.yaml`` under ``hydra.callbacks``. It runs in the launching process
 after all jobs, whatever launcher ran them, and reads only the jobs' ``result.json`` files.
@@ -14,17 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from sam_bench.report.analysis import sweep_facts
+from sam_bench.report.analysis import SweepFacts, best_configuration, job_label, num, sweep_facts
 from sam_bench.report.console import print_summary
 from sam_bench.report.summary import collect, write_summary
-from sam_bench.tracking import build_tracker, note_failure, safely
+from sam_bench.tracking import Best, Objective, SweepOutcome, build_tracker, note_failure, safely
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +201,123 @@ def drop_encoder_cache(sweep_dir: Path) -> None:
         shutil.rmtree(folder, onerror=lambda *a: log.warning("could not remove %s", a[1]))
 
 
+def start_objective(config: DictConfig) -> Objective | None:
+    """The sweep's objective as its config states it (``objective.metric``, else the task's
+    default) and its catalogue direction; ``None`` when tracking is off or it cannot be told
+    before the jobs run (the records say it at the end)."""
+    tracking = config.get("tracking")
+    if tracking is None or tracking.get("name", "none") == "none":
+        return None
+    try:
+        from sam_bench import registry
+        from sam_bench.metrics.catalogue import CATALOGUE
+        from sam_bench.tasks import get_task
+
+        registry.import_plugins(config.get("plugins") or [])
+        metric = (config.get("objective") or {}).get("metric")
+        metric = metric or get_task(str(config.task.name)).spec.objective
+        entry = CATALOGUE.get(str(metric))
+    except Exception as e:
+        log.debug("objective not known before the jobs: %s", e)
+        return None
+    if entry is None or entry.higher_is_better is None:
+        return None
+    return Objective(entry.name, entry.higher_is_better)
+
+
+def sweep_outcome(rows: list[dict[str, Any]], facts: SweepFacts) -> SweepOutcome:
+    """The best ``ok`` job of each headline metric (and of the objective) with a direction,
+    the objective of the records (``objective.metric``, else the task's default) and whether
+    the weights were random: what the tracker logs on the sweep's parent run."""
+    view = facts.view
+    configs = [rec.get("config") or {} for rec in facts.records.values()]
+    metric = next(
+        (str(c["objective"]["metric"]) for c in configs
+         if isinstance(c.get("objective"), dict) and c["objective"].get("metric")),
+        view.default_objective(),
+    )  # fmt: skip
+    objective = None
+    if metric and view.direction(metric) is not None:
+        objective = Objective(metric, bool(view.direction(metric)))
+    best = []
+    for name in dict.fromkeys([*view.headline(), *([metric] if metric else [])]):
+        higher = view.direction(name)
+        if higher is None:
+            continue
+        row = best_configuration(rows, name, maximize=higher)
+        if row is not None:
+            label = job_label(row, facts.varying)
+            best.append(Best(name, num(row.get(name)), str(row.get("job")), label, higher))
+    return SweepOutcome(best=best, objective=objective, untrained=facts.untrained)
+
+
+def duration_text(seconds: float) -> str:
+    """``"45.2 s"``, ``"3 min 05 s"``, ``"2 h 03 min"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def size_text(n_bytes: int) -> str:
+    """``"512 B"``, ``"3.4 MB"`` (powers of 1,000)."""
+    size = float(n_bytes)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (links not followed, unreadable files skipped)."""
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += (Path(root) / name).lstat().st_size
+            except OSError:
+                continue
+    return total
+
+
+def closing_lines(
+    sweep_dir: Path,
+    rows: list[dict[str, Any]],
+    facts: SweepFacts,
+    elapsed_s: float | None,
+    files: list[Path],
+    tracked: list[str],
+) -> list[str]:
+    """The sweep's last lines: elapsed time and time per job (jobs reused by ``resume=true``
+    not counted), then where the results are: summary, report, the sweep folder with its size,
+    and the tracker's own lines (``tracked``: the MLflow run and how to open it)."""
+    reused = sum(
+        bool((rec.get("job") or {}).get("reused")) for rec in facts.records.values()
+    )  # fmt: skip
+    ran = len(rows) - reused
+    ok = sum(r.get("status") == "ok" for r in rows)
+    head = f"sweep done: {len(rows)} job(s), {ok} ok"
+    if elapsed_s is not None and math.isfinite(elapsed_s):
+        head += f", in {duration_text(elapsed_s)}"
+        if ran > 0:
+            head += f" ({duration_text(elapsed_s / ran)} per job"
+            head += f"; {reused} reused from an earlier run)" if reused else ")"
+    lines = [head]
+    names = {p.name: p for p in files}
+    for label, name in (("summary", "summary.csv"), ("report", "report.html")):
+        if name in names:
+            lines.append(f"{label}: {names[name]}")
+    n_dirs = len(facts.records)
+    lines.append(
+        f"results: {sweep_dir} ({n_dirs} job folder(s), {size_text(folder_size(sweep_dir))})"
+    )
+    return [*lines, *tracked]
+
+
 class SweepSummaryCallback(Callback):
     """Writes and prints the sweep summary; exits non-zero if anything failed."""
 
@@ -206,10 +327,12 @@ class SweepSummaryCallback(Callback):
         if not config.get("dry_run"):
             check_sweep_folder(config)
             warn_gpu_workers(config)
+        self.started = time.monotonic()
         tracker = build_tracker(config.get("tracking"))
         sweep_dir = Path(config.hydra.sweep.dir)
         RUNNING.update(sweep_dir=sweep_dir, config=config)
-        error = safely("starting the sweep", tracker.sweep_start, sweep_dir, config)
+        objective = None if config.get("dry_run") else start_objective(config)
+        error = safely("starting the sweep", tracker.sweep_start, sweep_dir, config, objective)
         if error is not None and sweep_dir.is_dir():
             note_failure(sweep_dir, f"the sweep's parent run: {error}")
 
@@ -240,14 +363,14 @@ class SweepSummaryCallback(Callback):
 
             plots = make_plots(sweep_dir, rows)
             files += [*plots, *write_report(sweep_dir, rows, plots)]
-            print(f"report: {sweep_dir / 'report.html'}")
         except Exception as e:
             log.warning("could not build the report: %s: %s", type(e).__name__, e)
         optuna = sweep_dir / "optimization_results.yaml"  # written by the Optuna sweeper
         if optuna.is_file():
             files.append(optuna)
         tracker = build_tracker(config.get("tracking"))
-        error = safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, files)
+        outcome = sweep_outcome(rows, facts)
+        error = safely("ending the sweep", tracker.sweep_end, sweep_dir, rows, files, outcome)
         if error is not None:
             note_failure(sweep_dir, f"the sweep's end: {error}")
         untracked = tracking_failures(config, sweep_dir)
@@ -258,5 +381,15 @@ class SweepSummaryCallback(Callback):
                 record = facts.records.get(str(r.get("job"))) or {}
                 why = r["error"] or failed_items_text(record)
                 print(f"  job {r['job']} [{r['status']}] {r['overrides']}: {why}", file=sys.stderr)
+        started = getattr(self, "started", None)
+        elapsed = None if started is None else time.monotonic() - started
+        tracked: list[str] = []
+        try:
+            tracked = tracker.where(sweep_dir)
+        except Exception as e:  # saying where is no reason to fail the sweep
+            log.warning("tracking: could not say where the sweep is tracked: %s", e)
+        sys.stderr.flush()
+        print("\n" + "\n".join(closing_lines(sweep_dir, rows, facts, elapsed, files, tracked)))
+        sys.stdout.flush()
         if bad or untracked:
             sys.exit(1)

@@ -14,17 +14,52 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Objective:
+    """The metric a sweep optimises (``objective.metric``, else its task's default)."""
+
+    metric: str
+    greater_is_better: bool
+
+
+@dataclass(frozen=True)
+class Best:
+    """The best value of one metric over a sweep's ``ok`` jobs, and the job that has it."""
+
+    metric: str
+    value: float
+    job: str
+    """The job's folder name (its number)."""
+    label: str
+    """``#3 amg.points_per_side=8 ...``: the job and its swept values (its child run's name)."""
+    greater_is_better: bool
+
+
+@dataclass
+class SweepOutcome:
+    """What the sweep's end hands the tracker besides the summary rows (computed by the
+    launcher from the records: trackers import no report code)."""
+
+    best: list[Best] = field(default_factory=list)
+    """The best job of each headline metric (and of the objective), in display order."""
+    objective: Objective | None = None
+    untrained: bool = False
+    """Whether a job ran with random weights (its accuracy figures are meaningless)."""
+
+
 class Tracker(Protocol):
     """Receives a sweep's lifecycle events."""
 
-    def sweep_start(self, sweep_dir: Path, config: Any) -> None:
-        """Before the first job of a multirun (``config``: the sweep's composed config)."""
+    def sweep_start(self, sweep_dir: Path, config: Any, objective: Objective | None = None) -> None:
+        """Before the first job of a multirun (``config``: the sweep's composed config;
+        ``objective``: what it optimises, when the launcher could tell)."""
         ...
 
     def job_end(self, record: dict[str, Any], job_dir: Path, sweep_dir: Path | None) -> None:
@@ -32,8 +67,18 @@ class Tracker(Protocol):
         for a single run."""
         ...
 
-    def sweep_end(self, sweep_dir: Path, rows: list[dict[str, Any]], files: list[Path]) -> None:
+    def sweep_end(
+        self,
+        sweep_dir: Path,
+        rows: list[dict[str, Any]],
+        files: list[Path],
+        outcome: SweepOutcome | None = None,
+    ) -> None:
         """After the summary (and plots / report files) were written."""
+        ...
+
+    def where(self, sweep_dir: Path) -> list[str]:
+        """Lines saying where the sweep is tracked and how to open it (none: nothing)."""
         ...
 
     def sweep_interrupted(self, sweep_dir: Path) -> None:
@@ -45,14 +90,23 @@ class Tracker(Protocol):
 class NullTracker:
     """``tracking=none``: nothing beyond the result records."""
 
-    def sweep_start(self, sweep_dir: Path, config: Any) -> None:
+    def sweep_start(self, sweep_dir: Path, config: Any, objective: Objective | None = None) -> None:
         return None
 
     def job_end(self, record: dict[str, Any], job_dir: Path, sweep_dir: Path | None) -> None:
         return None
 
-    def sweep_end(self, sweep_dir: Path, rows: list[dict[str, Any]], files: list[Path]) -> None:
+    def sweep_end(
+        self,
+        sweep_dir: Path,
+        rows: list[dict[str, Any]],
+        files: list[Path],
+        outcome: SweepOutcome | None = None,
+    ) -> None:
         return None
+
+    def where(self, sweep_dir: Path) -> list[str]:
+        return []
 
     def sweep_interrupted(self, sweep_dir: Path) -> None:
         return None

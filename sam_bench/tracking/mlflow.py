@@ -2,12 +2,21 @@
 
 Layout in the store:
 
+* one **experiment** per sweep preset: ``tracking.experiment``, else the preset's name
+  (``sweep_name``), else ``sam_bench``; tagged ``mlflow.experimentKind=custom_model_development``
+  (MLflow 3 UIs that read it open it on its runs, not on the GenAI view; 3.17's UI decides by
+  its own GenAI / model-training switch, which :func:`runs_page` sets in the address printed at
+  the sweep's end) and with the sweep's objective as primary metric
+  (``mlflow.experiment.primaryMetric.name`` / ``.greaterIsBetter``).
 * one **parent run** per multirun, created by :meth:`MlflowTracker.sweep_start` in the
-  launching process before the first job. Its id, the resolved tracking URI and the
-  experiment id are written to ``SWEEP/.sam_bench_tracking.json`` (:data:`STATE_FILE`), so
-  every job, in whatever process the launcher runs it (joblib workers included), logs into the
-  same store and links to the same parent. :meth:`~MlflowTracker.sweep_end` logs the summary
-  files to it and ends it.
+  launching process before the first job, named after what the sweep varies and when it
+  started (:func:`parent_run_name`), the swept settings as params (``amg.points_per_side`` =
+  ``8,16``). Its id, the resolved tracking URI and the experiment id are written to
+  ``SWEEP/.sam_bench_tracking.json`` (:data:`STATE_FILE`), so every job, in whatever process
+  the launcher runs it (joblib workers included), logs into the same store and links to the
+  same parent. :meth:`~MlflowTracker.sweep_end` logs the best value of each headline metric
+  (``best/<metric>``, and the job that has it: ``best/<metric>/job``), a description, the
+  summary, plots and report to it and ends it.
 * one **child run** per job, created by :meth:`~MlflowTracker.job_end` with the tag
   ``mlflow.parentRunId``; it carries the flattened resolved config as params (dotted keys),
   the job's aggregate metrics, environment tags and the job's files as artifacts (its saved
@@ -38,7 +47,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sam_bench.tracking import Objective, SweepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +71,17 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_KEY_LENGTH = 250
 MAX_RUN_NAME_LENGTH = 250
 
+#: MLflow 3's UI opens an experiment of this kind on its runs (not the GenAI traces view).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: The experiment's primary metric (mlflow.utils.mlflow_tags), set to the sweep's objective.
+PRIMARY_METRIC_TAG = "mlflow.experiment.primaryMetric.name"
+GREATER_IS_BETTER_TAG = "mlflow.experiment.primaryMetric.greaterIsBetter"
+#: A run's description in MLflow's UI.
+NOTE_TAG = "mlflow.note.content"
+#: Parent metrics: ``best/<metric>`` and ``best/<metric>/job`` (the job's number).
+BEST_PREFIX = "best/"
+
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")
 #: Kinds of declared outputs (:mod:`sam_bench.layout`) not logged as artifacts: the journal
 #: is gone once a job finishes; example masks follow ``tracking.log_masks``.
@@ -67,6 +90,9 @@ EXAMPLE_KINDS = ("instance_examples",)
 
 _TRANSIENT = re.compile(
     r"database is locked|database table is locked|database is busy|SQLITE_BUSY", re.IGNORECASE
+)
+_DUPLICATE = re.compile(
+    r"UNIQUE constraint|IntegrityError|Duplicate entry|duplicate key", re.IGNORECASE
 )
 _KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-. /:]")
 
@@ -314,6 +340,81 @@ def swept_keys(task_overrides: list[str]) -> list[str]:
         return [o.split("=", 1)[0] for o in task_overrides if "," in o.partition("=")[2]]
 
 
+def swept_settings(
+    task_overrides: list[str], sweeper_params: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """What a sweep varies, key -> the values as written (``{"amg.points_per_side": "8,16"}``):
+    the sweeper's ``params`` (a preset's, Optuna's ``choice(...)`` / ``interval(...)``), then
+    the command line's sweep overrides, which replace them; a plain command-line value of a
+    preset's key fixes it (no longer swept)."""
+    out = {str(k): str(v) for k, v in (sweeper_params or {}).items()}
+    swept = set(swept_keys(task_overrides))
+    for item in task_overrides:
+        key, _, value = item.partition("=")
+        bare = key.lstrip("+~")
+        if key in swept or bare in swept:
+            out.pop(bare, None)
+            out[bare] = value
+        else:
+            out.pop(bare, None)
+    return out
+
+
+def parent_run_name(sweep_name: str | None, swept: Mapping[str, str], started: datetime) -> str:
+    """``quickstart 2026-12-06 18:40:01: amg.points_per_side=8,16 amg.pred_iou_thresh=0.0,0.5``:
+    the preset (or ``sweep``), when it started (local time), and what it varies."""
+    what = " ".join(f"{k}={v}" for k, v in swept.items()) or "nothing swept"
+    head = f"{sweep_name or 'sweep'} {started.strftime('%Y-%m-%d %H:%M:%S')}: "
+    return truncate(head + what, MAX_RUN_NAME_LENGTH)
+
+
+def runs_page(experiment_id: str) -> str:
+    """The experiment's runs page, relative to the MLflow server's root. MLflow 3.17's UI has
+    a GenAI / model-training switch (default GenAI, kept in the browser) that decides the view
+    over the experiment's kind tag: ``workflowType=machine_learning`` selects the runs."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def best_metrics(outcome: SweepOutcome) -> dict[str, float]:
+    """Parent metrics: ``best/<metric>`` (its best value) and ``best/<metric>/job`` (the job's
+    number, when the job folder is one)."""
+    out: dict[str, float] = {}
+    for b in outcome.best:
+        if not math.isfinite(b.value):
+            continue
+        out[clean_key(f"{BEST_PREFIX}{b.metric}")] = float(b.value)
+        if b.job.isdigit():
+            out[clean_key(f"{BEST_PREFIX}{b.metric}/job")] = float(b.job)
+    return out
+
+
+def parent_note(
+    swept: Mapping[str, str], rows: list[dict[str, Any]], outcome: SweepOutcome | None
+) -> str:
+    """The parent run's description (Markdown): what was swept, how the jobs ended, the
+    random-weights warning, and the best job of each headline metric."""
+    n_ok = sum(str(r.get("status")) == "ok" for r in rows)
+    what = ", ".join(f"`{k}={v}`" for k, v in swept.items()) or "one configuration"
+    counts = f"{len(rows)} job(s), {n_ok} ok" + (
+        f", {len(rows) - n_ok} not ok" if len(rows) > n_ok else ""
+    )
+    lines = [f"sam_bench sweep of {what}: " + (counts if rows else "running") + "."]
+    if outcome is not None and outcome.untrained:
+        lines.append("")
+        lines.append("**UNTRAINED MODEL (random weights): accuracy figures are meaningless.**")
+    if outcome is not None and outcome.best:
+        lines.append("")
+        lines.append("Best job per metric:")
+        lines.append("")
+        for b in outcome.best:
+            goal = "higher" if b.greater_is_better else "lower"
+            lines.append(f"- `{b.metric}` ({goal} is better): {b.value:.6g}, job {b.label}")
+    if outcome is not None and outcome.objective is not None:
+        lines.append("")
+        lines.append(f"Objective: `{outcome.objective.metric}`.")
+    return truncate("\n".join(lines), MAX_TAG_VAL_LENGTH)
+
+
 def child_run_name(record: Mapping[str, Any], keys: list[str] | None) -> str:
     """``#<num> key=value ...`` with the swept overrides of a sweep's job (``keys``: the swept
     keys); ``run key=value ...`` with all overrides of a single run (``keys`` ``None``)."""
@@ -443,40 +544,72 @@ class MlflowTracker:
 
     # -- Tracker protocol
 
-    def sweep_start(self, sweep_dir: Path, config: Any) -> None:
+    def _tag_experiment(
+        self, client: Any, uri: str, exp_id: str, objective: Objective | None
+    ) -> None:
+        """MLflow 3's UI opens the experiment on its runs; the sweep's objective is its
+        primary metric (MLflow's own tag values: ``True`` / ``False``). Only tags that differ
+        are written, under the store's lock for SQLite. MLflow writes an experiment tag by
+        reading then inserting it: two sweeps starting at once on a server's database could
+        both insert; such a unique-key collision is read again and retried."""
+        wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        if objective is not None:
+            wanted[PRIMARY_METRIC_TAG] = objective.metric
+            wanted[GREATER_IS_BETTER_TAG] = str(bool(objective.greater_is_better))
+        db = sqlite_db_path(uri)
+        with store_lock(db) if db is not None else contextlib.nullcontext():
+            for attempt in range(3):
+                tags = self._retry(client.get_experiment, exp_id).tags or {}
+                try:
+                    for key, value in wanted.items():
+                        if tags.get(key) != value:
+                            self._retry(client.set_experiment_tag, exp_id, key, value)
+                    return
+                except Exception as e:
+                    if attempt == 2 or not _DUPLICATE.search(str(e)):
+                        raise
+                    log.debug("tracking: experiment tag written concurrently (%s), again", e)
+
+    def sweep_start(self, sweep_dir: Path, config: Any, objective: Objective | None = None) -> None:
         """Create the parent run and write ``SWEEP/.sam_bench_tracking.json``."""
         from omegaconf import OmegaConf
 
         if OmegaConf.select(config, "dry_run", default=False):
             return
         sweep_dir = Path(sweep_dir)
-        if OmegaConf.select(config, "resume", default=False) and self._resume_parent(sweep_dir):
+        resume = OmegaConf.select(config, "resume", default=False)
+        if resume and self._resume_parent(sweep_dir, objective):
             return
         base = Path(OmegaConf.select(config, "hydra.runtime.cwd", default=None) or launch_dir())
         uri = resolve_uri(self.uri_cfg, base)
         name = experiment_name(self.experiment_cfg, OmegaConf.select(config, "sweep_name"))
         overrides = list(OmegaConf.select(config, "hydra.overrides.task", default=None) or [])
+        swept = swept_settings(overrides, _sweeper_params(config))
         try:
             client = self._client(uri)
             exp_id = self._experiment_id(client, uri, name)
+            self._tag_experiment(client, uri, exp_id, objective)
             sweep_name = OmegaConf.select(config, "sweep_name", default=None)
-            stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
             tags = {
                 **self._base_tags(),
                 "sam_bench.role": "sweep",
                 "sweep_dir": str(sweep_dir.resolve()),
                 "sweep_name": sweep_name or "",
                 "overrides": " ".join(overrides),
+                "swept": " ".join(swept),
                 "launcher": str(OmegaConf.select(config, "hydra.launcher._target_") or ""),
                 "concurrent_jobs": str(_concurrent_jobs(config)),
+                NOTE_TAG: parent_note(swept, [], None),
             }
             tags = {k: truncate(v, MAX_TAG_VAL_LENGTH) for k, v in tags.items() if v != ""}
             run = self._retry(
                 client.create_run,
                 exp_id,
-                run_name=truncate(f"{sweep_name or 'sweep'} {stamp}", MAX_RUN_NAME_LENGTH),
+                run_name=parent_run_name(sweep_name, swept, datetime.now()),
                 tags=tags,
             )
+            params = {clean_key(k): truncate(v, MAX_PARAM_VAL_LENGTH) for k, v in swept.items()}
+            self._log_batch(client, run.info.run_id, params=params)
         except Exception as e:
             # Jobs read this and skip MLflow quickly instead of each failing slowly.
             write_state(sweep_dir, {"uri": uri, "error": f"{type(e).__name__}: {e}"})
@@ -488,13 +621,15 @@ class MlflowTracker:
                 "experiment": name,
                 "experiment_id": exp_id,
                 "parent_run_id": run.info.run_id,
-                "swept_keys": swept_keys(overrides) + _sweeper_params(config),
+                "parent_run_name": run.info.run_name,
+                "swept_keys": list(swept),
+                "swept": swept,
             },
         )
         hint = f"; view: mlflow ui --backend-store-uri {uri}" if sqlite_db_path(uri) else ""
         log.info("tracking: MLflow parent run %s in %s (%s)%s", run.info.run_id, name, uri, hint)
 
-    def _resume_parent(self, sweep_dir: Path) -> bool:
+    def _resume_parent(self, sweep_dir: Path, objective: Objective | None = None) -> bool:
         """``resume=true``: keep the sweep's parent run (running again), and mark the child
         runs a kill left RUNNING as KILLED. ``False`` when there is no parent to resume."""
         state = read_state(sweep_dir)
@@ -508,6 +643,7 @@ class MlflowTracker:
             log.warning("tracking: the sweep's parent run %s is gone (%s); a new one", parent, e)
             return False
         self._retry(client.update_run, parent, status="RUNNING")
+        self._tag_experiment(client, state["uri"], state["experiment_id"], objective)
         query = f"tags.mlflow.parentRunId = '{parent}' and attributes.status = 'RUNNING'"
         stale = self._retry(client.search_runs, [state["experiment_id"]], query)
         for run in stale:
@@ -598,30 +734,69 @@ class MlflowTracker:
         except Exception as e:
             log.warning("tracking: could not mark run %s failed: %s", run_id, e)
 
-    def sweep_end(self, sweep_dir: Path, rows: list[dict[str, Any]], files: list[Path]) -> None:
-        """Log the summary files (and ``multirun.yaml``) to the parent run and end it."""
+    def sweep_end(
+        self,
+        sweep_dir: Path,
+        rows: list[dict[str, Any]],
+        files: list[Path],
+        outcome: SweepOutcome | None = None,
+    ) -> None:
+        """Log the best value of each headline metric (``best/<metric>``, ``best/<metric>/job``),
+        counts, a description, the summary files (and ``multirun.yaml``) to the parent run and
+        end it; the objective of the records becomes the experiment's primary metric."""
         from mlflow.entities import RunStatus
 
-        state = read_state(Path(sweep_dir))
+        sweep_dir = Path(sweep_dir)
+        state = read_state(sweep_dir)
         if state is None or state.get("error") or not state.get("parent_run_id"):
             return
         client = self._client(state["uri"])
         run_id = state["parent_run_id"]
         statuses = [str(r.get("status")) for r in rows]
+        swept = state.get("swept") or {k: "" for k in state.get("swept_keys") or []}
         tags = {
             "n_jobs": str(len(rows)),
             "n_ok": str(statuses.count("ok")),
             "n_failed": str(statuses.count("failed")),
             "n_partial": str(statuses.count("partial")),
+            NOTE_TAG: parent_note(swept, rows, outcome),
         }
+        metrics: dict[str, float] = {}
+        if outcome is not None:
+            tags["untrained"] = str(outcome.untrained)
+            metrics = best_metrics(outcome)
+            for b in outcome.best:
+                tags[clean_key(f"{BEST_PREFIX}{b.metric}")] = truncate(b.label, MAX_TAG_VAL_LENGTH)
         try:
-            self._log_batch(client, run_id, tags=tags)
-            for path in [*files, Path(sweep_dir) / "multirun.yaml"]:
-                self._log_path(client, run_id, Path(path), None)
+            self._log_batch(client, run_id, metrics=metrics, tags=tags)
+            if outcome is not None and outcome.objective is not None:
+                self._tag_experiment(
+                    client, state["uri"], state["experiment_id"], outcome.objective
+                )
+            for path in [*files, sweep_dir / "multirun.yaml"]:
+                self._log_path(client, run_id, Path(path), _folder_in(sweep_dir, Path(path)))
         except BaseException as e:
             self._fail(client, run_id, f"tracking: {type(e).__name__}: {e}")
             raise
         self._retry(client.set_terminated, run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+    def where(self, sweep_dir: Path) -> list[str]:
+        """Where the sweep's parent run is and how to open it (``mlflow ui`` for a local
+        store, the run's page for a server)."""
+        state = read_state(Path(sweep_dir))
+        if state is None or state.get("error") or not state.get("parent_run_id"):
+            return []
+        uri, exp_id, run_id = state["uri"], state["experiment_id"], state["parent_run_id"]
+        page = runs_page(exp_id)
+        head = f"MLflow: experiment {state.get('experiment')!r}, parent run {run_id}"
+        if state.get("parent_run_name"):
+            head += f" {state['parent_run_name']!r}"
+        if uri.startswith(("http://", "https://")):
+            return [head, f"  open: {uri.rstrip('/')}/{page}"]
+        return [
+            f"{head} in {uri}",
+            f"  open: mlflow ui --backend-store-uri {uri}  then  http://127.0.0.1:5000/{page}",
+        ]
 
     def sweep_interrupted(self, sweep_dir: Path) -> None:
         """End the parent run as KILLED (``resume=true`` sets it running again)."""
@@ -665,12 +840,22 @@ def figure_paths(record: dict[str, Any]) -> list[Path]:
     return out
 
 
-def _sweeper_params(config: Any) -> list[str]:
-    """Keys a sweep preset varies through ``hydra.sweeper.params``."""
+def _sweeper_params(config: Any) -> dict[str, str]:
+    """What a sweep preset varies through ``hydra.sweeper.params`` (key -> values as written)."""
     from omegaconf import OmegaConf
 
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
-    return [str(k) for k in params] if params else []
+    return {str(k): str(v) for k, v in params.items()} if params else {}
+
+
+def _folder_in(sweep_dir: Path, path: Path) -> str | None:
+    """The artifact folder of a sweep-level file: its folder inside the sweep directory
+    (``plots``), ``None`` for the run's root."""
+    try:
+        parent = path.resolve().parent.relative_to(sweep_dir.resolve()).as_posix()
+    except ValueError:
+        return None
+    return None if parent == "." else parent
 
 
 def _concurrent_jobs(config: Any) -> int:

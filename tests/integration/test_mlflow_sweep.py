@@ -4,6 +4,7 @@ started on 127.0.0.1 by the test."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +89,12 @@ def check_finished_child(client: MlflowClient, run: Any) -> None:
     assert any(p.endswith(".png") for p in masks), masks
 
 
-def test_sqlite_sweep_from_env_uri(tmp_path: Path) -> None:
-    """The issue's done-when check, tiny: MLFLOW_TRACKING_URI=sqlite:///OUT/mlflow.db."""
+@pytest.fixture(scope="module")
+def sqlite_sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Any]:
+    """One real sweep into ``MLFLOW_TRACKING_URI=sqlite:///OUT/mlflow.db`` (the issue's
+    done-when check, tiny), shared by the store checks and the browser check: (launch
+    folder, store URI, finished process)."""
+    tmp_path = tmp_path_factory.mktemp("sqlite_sweep")
     out = tmp_path / "OUT"
     uri = f"sqlite:///{out / 'mlflow.db'}"
     proc = sam_bench(
@@ -97,6 +103,14 @@ def test_sqlite_sweep_from_env_uri(tmp_path: Path) -> None:
         env={"MLFLOW_TRACKING_URI": uri},
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp_path, uri, proc
+
+
+def test_sqlite_sweep_from_env_uri(sqlite_sweep: tuple[Path, str, Any]) -> None:
+    """Jobs, parent and experiment in the store the environment names; the sweep's last
+    lines say how long it took and where everything is."""
+    tmp_path, uri, proc = sqlite_sweep
+    out = tmp_path / "OUT"
     assert (out / "mlflow.db").is_file() and not (tmp_path / "mlflow.db").exists()
     assert not list(out.glob("*/mlflow.db")), "one store per sweep, never per job"
 
@@ -108,7 +122,77 @@ def test_sqlite_sweep_from_env_uri(tmp_path: Path) -> None:
         assert run.data.tags["concurrent_jobs"] == "1"
     assert {r.data.params["amg.pred_iou_thresh"] for r in children} == {"0.0", "0.5"}
     assert parent.info.status == "FINISHED" and parent.data.tags["n_ok"] == "2"
-    assert "summary.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"summary.csv", "report.html"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
+    # the parent says what was swept and when, and which job is best on the objective (miou)
+    assert parent.info.run_name.startswith("sweep 20")
+    assert parent.info.run_name.endswith(": amg.pred_iou_thresh=0.0,0.5")
+    assert parent.data.params == {"amg.pred_iou_thresh": "0.0,0.5"}
+    best = max(children, key=lambda r: (r.data.metrics["miou"], -int(r.data.tags["job_num"])))
+    assert parent.data.metrics["best/miou"] == best.data.metrics["miou"]
+    assert parent.data.metrics["best/miou/job"] == float(best.data.tags["job_num"])
+    assert parent.data.tags["best/miou"] == best.info.run_name
+    fastest = min(children, key=lambda r: r.data.metrics["latency_ms_p50"])
+    assert parent.data.metrics["best/latency_ms_p50"] == fastest.data.metrics["latency_ms_p50"]
+    assert "UNTRAINED MODEL (random weights)" in parent.data.tags["mlflow.note.content"]
+    exp = client.get_experiment_by_name("sam_bench")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.experiment.primaryMetric.name"] == "miou"
+    assert exp.tags["mlflow.experiment.primaryMetric.greaterIsBetter"] == "True"
+
+    last = proc.stdout.strip().splitlines()[-6:]
+    assert last[0].startswith("sweep done: 2 job(s), 2 ok, in ") and " per job)" in last[0]
+    assert last[1:3] == [f"summary: {out / 'summary.csv'}", f"report: {out / 'report.html'}"]
+    assert last[3].startswith(f"results: {out} (2 job folder(s), ") and last[3].endswith("B)")
+    assert last[4] == (
+        f"MLflow: experiment 'sam_bench', parent run {parent.info.run_id} "
+        f"{parent.info.run_name!r} in {uri}"
+    )
+    assert last[5] == (
+        f"  open: mlflow ui --backend-store-uri {uri}  then  http://127.0.0.1:5000/"
+        f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    )
+
+
+@pytest.mark.slow
+def test_mlflow_ui_opens_the_experiment_on_its_runs(
+    sqlite_sweep: tuple[Path, str, Any], tmp_path: Path
+) -> None:
+    """``mlflow ui`` on the sweep's store, opened at the address the sweep printed: headless
+    Chromium lands on the experiment's runs page (not MLflow 3's GenAI overview) and shows
+    the parent run's name. ~1-2 min on 2 shared cores (server start, page scripts)."""
+    from browser import ARGS, chromium
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    _, uri, proc = sqlite_sweep
+    parent, _ = runs_by_role(MlflowClient(uri))
+    address = proc.stdout.strip().splitlines()[-1].split("  then  ")[1]
+    assert address.startswith("http://127.0.0.1:5000/#/experiments/"), address
+    port = _free_port()
+    with _serve(["ui", "--backend-store-uri", uri], port, tmp_path) as url:
+        page_url = address.replace("http://127.0.0.1:5000", url)
+        shot = Path(os.environ.get("SAM_BENCH_SCREENSHOT_DIR") or tmp_path) / "mlflow_runs.png"
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(page_url, wait_until="load", timeout=120_000)
+                name = page.get_by_text(parent.info.run_name, exact=True).first
+                name.wait_for(state="visible", timeout=120_000)
+                landed = page.url
+                heading = page.get_by_role("heading", name="Runs", exact=True)
+                runs_heading = heading.count() > 0
+                page.screenshot(path=str(shot))
+            finally:
+                browser.close()
+    assert "/runs" in landed and "workflowType=machine_learning" in landed, landed
+    assert runs_heading, "the page has no 'Runs' heading"
+    with Image.open(shot) as img:
+        assert img.size == (1400, 900)
+        assert len(img.convert("RGB").getcolors(1 << 20) or []) > 50, "a blank screenshot"
 
 
 def test_joblib_sweep_into_default_store_in_launch_dir(tmp_path: Path) -> None:
@@ -149,32 +233,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts); its URL."""
-    port = _free_port()
-    srv = tmp_path / "server"
-    srv.mkdir()
-    log = (srv / "server.log").open("w")
+@contextlib.contextmanager
+def _serve(args: list[str], port: int, folder: Path) -> Iterator[str]:
+    """``mlflow <args>`` (``server`` or ``ui``) on 127.0.0.1:``port``, its own process group,
+    started in ``folder``; its URL once ``/health`` answers (killed after)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / f"mlflow-{port}.log"
+    log = log_path.open("w")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [sys.executable, "-m", "mlflow", *args, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{srv / 'server.db'}",
-            "--artifacts-destination",
-            str(srv / "artifacts"),
-        ],
-        cwd=srv,
+        [*cmd, "--workers", "1"],
+        cwd=folder,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -191,7 +261,7 @@ def mlflow_server(tmp_path: Path):
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(srv / 'server.log').read_text()}")
+                pytest.fail(f"mlflow {args[0]} did not start:\n{log_path.read_text()}")
             time.sleep(0.5)
         yield url
     finally:
@@ -202,6 +272,21 @@ def mlflow_server(tmp_path: Path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path) -> Iterator[str]:
+    """A real ``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts); its URL."""
+    srv = tmp_path / "server"
+    args = [
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{srv / 'server.db'}",
+        "--artifacts-destination",
+        str(srv / "artifacts"),
+    ]
+    with _serve(args, _free_port(), srv) as url:
+        yield url
 
 
 def test_sweep_logs_to_mlflow_server_over_http(tmp_path: Path, mlflow_server: str) -> None:

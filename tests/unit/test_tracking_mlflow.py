@@ -522,3 +522,162 @@ def test_resumed_sweep_keeps_its_parent_and_kills_interrupted_children(tmp_path:
     finished = sorted(r.data.tags["job_dir"] for r in children if r.info.status == "FINISHED")
     assert finished == [str(sweep / "0"), str(sweep / "1")]
     assert len([r for r in runs if "mlflow.parentRunId" not in r.data.tags]) == 1
+
+
+def test_swept_settings_and_parent_run_name() -> None:
+    from datetime import datetime
+
+    preset = {"amg.points_per_side": "8,16", "amg.pred_iou_thresh": "0.0,0.5,0.8"}
+    # the command line sweeps another key, re-sweeps one of the preset's and fixes the other
+    overrides = ["model.weights=random", "+seed=range(0,2)", "amg.points_per_side=4,8",
+                 "amg.pred_iou_thresh=0.5"]  # fmt: skip
+    swept = mt.swept_settings(overrides, preset)
+    assert swept == {"seed": "range(0,2)", "amg.points_per_side": "4,8"}
+    assert mt.swept_settings([], preset) == preset
+    when = datetime(2026, 12, 6, 18, 40, 1)
+    assert mt.parent_run_name("quickstart", preset, when) == (
+        "quickstart 2026-12-06 18:40:01: amg.points_per_side=8,16 amg.pred_iou_thresh=0.0,0.5,0.8"
+    )
+    assert mt.parent_run_name(None, {}, when) == "sweep 2026-12-06 18:40:01: nothing swept"
+    long = mt.parent_run_name(None, {"k": "1," * 400}, when)
+    assert len(long) == mt.MAX_RUN_NAME_LENGTH and long.startswith(
+        "sweep 2026-12-06 18:40:01: k=1,"
+    )
+
+
+def test_parent_run_carries_what_was_swept_the_best_jobs_and_experiment_tags(
+    tmp_path: Path, mlflow_client: Any
+) -> None:
+    """Through the tracker into a real SQLite store: the experiment named after the preset
+    and tagged for MLflow 3's runs view with the objective as primary metric; the parent named
+    after what it swept, the swept settings as params, the best value and job of each metric
+    handed over as metrics (and tags naming the job), a description, the sweep's files."""
+    from sam_bench.tracking import Best, Objective, SweepOutcome
+
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    preset = {"sweeper": {"params": {"amg.pred_iou_thresh": "0.0,0.5"}}}
+    config = OmegaConf.merge(
+        _sweep_config(tmp_path, uri=uri), {"sweep_name": "quickstart", "hydra": preset}
+    )
+    sweep = tmp_path / "sweep"
+    tracker = build_tracker(config.tracking)
+    tracker.sweep_start(sweep, config, Objective("miou", True))
+    for num in (0, 1):
+        tracker.job_end(_job(sweep / str(num), num), sweep / str(num), sweep)
+    (sweep / "plots").mkdir()
+    files = [sweep / "summary.csv", sweep / "plots" / "pareto.png", sweep / "report.html"]
+    for f in files:
+        f.write_text("x")
+    outcome = SweepOutcome(
+        best=[
+            Best("miou", 0.25, "1", "#1 amg.points_per_side=4", True),
+            Best("latency_ms_p50", 812.5, "0", "#0 amg.points_per_side=2", False),
+        ],
+        objective=Objective("latency_ms_p50", False),
+        untrained=True,
+    )
+    tracker.sweep_end(sweep, [{"status": "ok"}, {"status": "ok"}], files, outcome)
+
+    client = mlflow_client(uri)
+    exp = client.get_experiment_by_name("quickstart")
+    assert exp is not None
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the objective of the records (handed over at the end) replaced the one known at start
+    assert exp.tags["mlflow.experiment.primaryMetric.name"] == "latency_ms_p50"
+    assert exp.tags["mlflow.experiment.primaryMetric.greaterIsBetter"] == "False"
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    name = parent.info.run_name
+    assert name.startswith("quickstart 20") and name.endswith(
+        ": amg.pred_iou_thresh=0.0,0.5 amg.points_per_side=2,4"
+    )
+    assert parent.data.params == {"amg.pred_iou_thresh": "0.0,0.5", "amg.points_per_side": "2,4"}
+    assert parent.data.metrics == {
+        "best/miou": 0.25,
+        "best/miou/job": 1.0,
+        "best/latency_ms_p50": 812.5,
+        "best/latency_ms_p50/job": 0.0,
+    }
+    tags = parent.data.tags
+    assert tags["best/miou"] == "#1 amg.points_per_side=4" and tags["untrained"] == "True"
+    note = tags["mlflow.note.content"]
+    assert "UNTRAINED MODEL (random weights)" in note and "2 job(s), 2 ok" in note
+    assert "`latency_ms_p50` (lower is better): 812.5, job #0 amg.points_per_side=2" in note
+    top = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert top == {"summary.csv", "report.html", "plots"}
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "plots")] == [
+        "plots/pareto.png"
+    ]
+    # where it is and how to open it: the experiment's runs page of `mlflow ui`
+    lines = tracker.where(sweep)
+    assert lines[0].startswith(
+        f"MLflow: experiment 'quickstart', parent run {parent.info.run_id} {name!r} in {uri}"
+    )
+    assert lines[1] == (
+        f"  open: mlflow ui --backend-store-uri {uri}  then  "
+        f"http://127.0.0.1:5000/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+    )
+
+
+STARTER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from omegaconf import OmegaConf
+    from sam_bench.tracking import Objective
+    from sam_bench.tracking.mlflow import MlflowTracker
+    import mlflow.tracking  # pay the import before the start line
+
+    root, worker, uri = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    config = OmegaConf.create({
+        "sweep_name": "same", "dry_run": False,
+        "hydra": {"runtime": {"cwd": str(root)}, "overrides": {"task": [f"seed={worker},9"]}},
+    })
+    tracker = MlflowTracker({"uri": uri, "experiment": None})
+    (root / f"ready_{worker}").touch()
+    while not (root / "go").exists():
+        time.sleep(0.01)
+    tracker.sweep_start(root / f"sweep_{worker}", config, Objective("miou", True))
+    """
+)
+
+
+def test_sweeps_starting_at_once_tag_one_experiment_without_colliding(
+    tmp_path: Path, mlflow_client: Any
+) -> None:
+    """Four sweeps of one preset start at once on a fresh SQLite store: every one gets its
+    parent run, and the experiment its kind and primary-metric tags (the experiment-tag
+    writes the sweep's start now makes keep the concurrent-sweeps guarantee)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    script = tmp_path / "starter.py"
+    script.write_text(STARTER)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    n_procs = 4
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path), str(w), uri],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        for w in range(n_procs)
+    ]
+    deadline = time.monotonic() + 180
+    while len(list(tmp_path.glob("ready_*"))) < n_procs and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * n_procs, "\n".join(outputs)[-4000:]
+    client = mlflow_client(uri)
+    exp = client.get_experiment_by_name("same")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.tags["mlflow.experiment.primaryMetric.name"] == "miou"
+    parents = client.search_runs([exp.experiment_id])
+    names = sorted(r.data.params["seed"] for r in parents)
+    assert names == [f"{w},9" for w in range(n_procs)]
+    for w in range(n_procs):
+        assert mt.read_state(tmp_path / f"sweep_{w}")["parent_run_id"] in {
+            r.info.run_id for r in parents
+        }
