@@ -159,19 +159,35 @@ class GroupingLauncher(Launcher):
         if settings["backend"] != "local":
             return self._launch_remote(jobs, settings)
 
-        from sam_bench.sweep_groups import precompute_shared, share_encoder
+        from sam_bench import progress
+        from sam_bench.sweep_groups import job_spec, precompute_shared, share_encoder
 
+        configs = [cfg for _, _, cfg in jobs]
+        dirs = [job_spec(cfg).job_dir for cfg in configs]
+        shown = bool(configs) and all(
+            bool(cfg.get("progress", True)) and not cfg.get("dry_run") for cfg in configs
+        )
+        sweep_bar = progress.start_sweep(dirs, enabled=shown)
         try:
-            share_encoder([cfg for _, _, cfg in jobs], Path(str(self.config.hydra.sweep.dir)))
-        except Exception as e:  # an optimisation: never lose a sweep to it
-            log.warning("no in-sweep encoder cache (%s: %s)", type(e).__name__, e)
-        try:
-            precompute_shared([cfg for _, _, cfg in jobs], Path(os.getcwd()))
-        except Exception as e:  # never lose a sweep to the optimisation: jobs run alone
-            log.warning(
-                "sharing work between jobs failed (%s: %s); jobs run alone", type(e).__name__, e
-            )
-        return [self._run(job) for job in jobs]
+            try:
+                share_encoder(configs, Path(str(self.config.hydra.sweep.dir)))
+            except Exception as e:  # an optimisation: never lose a sweep to it
+                log.warning("no in-sweep encoder cache (%s: %s)", type(e).__name__, e)
+            try:
+                precompute_shared(configs, Path(os.getcwd()))
+            except Exception as e:  # never lose a sweep to the optimisation: jobs run alone
+                log.warning(
+                    "sharing work between jobs failed (%s: %s); jobs run alone",
+                    type(e).__name__,
+                    e,
+                )
+            returns = []
+            for job, job_dir in zip(jobs, dirs, strict=True):
+                returns.append(self._run(job))
+                sweep_bar.finish(job_dir)
+            return returns
+        finally:
+            progress.end_sweep()
 
     def _run(self, job: tuple[int, Sequence[str], DictConfig]) -> JobReturn:
         """Hydra's per-job part: directory, ``.hydra/``, logging, the task function (which
