@@ -51,18 +51,36 @@ def job_key(job_dir: Path | str) -> str:
 class SweepBar:
     """The sweep's overall bar: the fraction of each job done, summed (see module doc)."""
 
-    def __init__(self, jobs: Iterable[Path | str], *, enabled: bool = True) -> None:
+    def __init__(
+        self, jobs: Iterable[Path | str], *, enabled: bool = True, total: int | None = None
+    ) -> None:
         self.done: dict[str, float] = {job_key(j): 0.0 for j in jobs}
+        self.total = max(total or 0, len(self.done))
         self.bar: Any = tqdm(
-            total=len(self.done),
+            total=self.total,
             desc="sweep",
             unit="job",
-            disable=not enabled or not self.done,
+            disable=not enabled or not self.total,
             bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.0f} jobs "
             "[{elapsed}<{remaining}]",
             file=sys.stderr,
             dynamic_ncols=True,
         )
+
+    def add(self, jobs: Iterable[Path | str]) -> None:
+        """More jobs of the same sweep (a sweeper that launches in batches, e.g. Optuna's
+        trials); the total grows if they pass it."""
+        for j in jobs:
+            self.done.setdefault(job_key(j), 0.0)
+        if len(self.done) > self.total:
+            self.total = len(self.done)
+            self.bar.total = self.total
+            self.bar.refresh()
+
+    @property
+    def complete(self) -> bool:
+        """Every job the bar expects ended."""
+        return len(self.done) >= self.total and self.jobs_done >= self.total
 
     @property
     def jobs_done(self) -> float:
@@ -88,12 +106,15 @@ class SweepBar:
         self.bar.close()
 
 
-def start_sweep(jobs: Iterable[Path | str], *, enabled: bool = True) -> SweepBar:
-    """Open the sweep bar of this process (a previous one is closed)."""
+def start_sweep(
+    jobs: Iterable[Path | str], *, enabled: bool = True, total: int | None = None
+) -> SweepBar:
+    """Open the sweep bar of this process (a previous one is closed); ``total``: jobs the
+    sweep will have when it launches them in batches (more than ``jobs``)."""
     global _sweep
     if _sweep is not None:
         _sweep.close()
-    _sweep = SweepBar(jobs, enabled=enabled)
+    _sweep = SweepBar(jobs, enabled=enabled, total=total)
     return _sweep
 
 

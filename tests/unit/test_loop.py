@@ -161,3 +161,23 @@ def test_the_sweep_bar_counts_items_of_every_group(tmp_path: Path, monkeypatch) 
     finally:
         progress.end_sweep()
     assert progress.current_sweep() is None
+
+
+def test_a_sweep_launched_in_batches_keeps_one_bar(tmp_path: Path) -> None:
+    """Optuna launches n_jobs trials at a time: one bar over its n_trials jobs."""
+    bar = progress.start_sweep([tmp_path / "0", tmp_path / "1"], enabled=False, total=5)
+    try:
+        assert bar.bar.total == 5 and not bar.complete
+        for j in (0, 1):
+            bar.finish(tmp_path / str(j))
+        assert bar.jobs_done == 2.0 and not bar.complete  # 3 trials to come
+        bar.add([tmp_path / str(j) for j in (2, 3, 4)])
+        progress.report_items([tmp_path / "2"], 1, 4)
+        assert bar.jobs_done == 2.25 and bar.bar.total == 5
+        for j in (2, 3, 4):
+            bar.finish(tmp_path / str(j))
+        assert bar.complete and bar.bar.n == 5
+        bar.add([tmp_path / "5"])  # more jobs than announced: the total follows
+        assert bar.bar.total == 6 and not bar.complete
+    finally:
+        progress.end_sweep()
