@@ -16,8 +16,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sam_bench.config import register_configs
+from sam_bench.quiet import quiet_mlflow
 
 register_configs()
+quiet_mlflow()  # MLflow's INFO lines only with MLFLOW_LOGGING_LEVEL=INFO
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

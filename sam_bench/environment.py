@@ -68,6 +68,33 @@ class CudaStatus:
         text = f"torch {torch.__version__} ({built}), NVIDIA driver {drv}"
         return f"{text}: {self.reason}" if self.reason else text
 
+    def brief(self) -> str:
+        """One sentence for the console: torch's build and the first sentence of each reason,
+        without URLs (the whole reason is recorded in ``environment.cuda_unavailable_reason``)."""
+        if self.torch_cuda:
+            built = f"CUDA {self.torch_cuda}"
+        else:
+            built = f"HIP {self.torch_hip}" if self.torch_hip else "CPU only"
+        parts = [f"torch {torch.__version__} is built for {built}"]
+        for reason in (self.reason or "").split("; "):
+            first = first_sentence(reason)
+            if first[:2].istitle():  # "Found no ..." -> "found no ..." (not "CUDA_...")
+                first = first[0].lower() + first[1:]
+            if first and first not in parts:
+                parts.append(first)
+        return "; ".join(parts)
+
+
+_URL = re.compile(r"\s*\(?\b(?:https?://|www\.)\S+")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text`` with URLs removed, no final full stop."""
+    text = _URL.sub("", " ".join(text.split())).strip()
+    m = re.search(r"(?<=[a-z0-9)\]])[.!?](\s|$)", text)
+    first = text[: m.start()] if m else text
+    return first.strip().rstrip(".:;, ")
+
 
 def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v)[:2])
@@ -258,9 +285,7 @@ def resolve_device(name: str) -> torch.device:
         if (status.torch_cuda or status.torch_hip) and not _fallback_noted:
             _fallback_noted = True
             level = logging.WARNING if status.driver or status.driver_cuda else logging.INFO
-            log.log(
-                level, "device=auto runs on the CPU: CUDA is unavailable (%s)", status.describe()
-            )
+            log.log(level, "device=auto runs on the CPU: CUDA is unavailable (%s).", status.brief())
         return torch.device("cpu")
     m = _CUDA_DEVICE.fullmatch(name)
     if m is None:

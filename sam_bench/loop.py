@@ -27,6 +27,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from sam_bench import progress as bars
 from sam_bench.data.base import ImageRef, Sample
 from sam_bench.errors import SampleError
 from sam_bench.limits import MemoryBudgetExceeded, is_out_of_memory, job_limits
@@ -151,9 +152,12 @@ def run_items(
     reused = computed = 0
     unit = "video" if spec.needs == "video" else "img"
     desc = f"{spec.name} {unit}s" + ("" if len(jobs) == 1 else f" ({len(jobs)} jobs)")
-    bar = tqdm(refs, desc=desc, unit=unit, disable=not progress, leave=False)
+    bars.configure(progress)
+    job_dirs = [ctx.job_dir for ctx in task.jobs]
+    bar = tqdm(refs, desc=desc, unit=unit, total=len(refs), disable=not progress, leave=False)
     with job_limits(getattr(lead.cfg, "limits", None)) as limits:
         for ref in bar:
+            bars.report_items(job_dirs, reused + computed, len(refs))
             if logs is not None and _reuse(task, jobs, logs, ref):
                 reused += 1
                 continue
@@ -225,6 +229,7 @@ def run_items(
                 job.rows.append(row)
                 if logs is not None:
                     logs[j].append(ref.image_id, row, job.writer.encode(predictions[j]), saved)
+    bars.report_items(job_dirs, reused + computed, len(refs))
     extra: dict[str, Any] = {"input_warnings": _warnings_summary(input_warnings)}
     extra["memory"] = limits.info(not_run=len(refs) - reused - computed)
     if limits.stopped is not None:

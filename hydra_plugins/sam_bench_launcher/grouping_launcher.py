@@ -23,6 +23,7 @@ logging, MLflow tracking) for each job as its unit finishes. See :mod:`sam_bench
 # (Annotations inside functions are never evaluated, so `X | None` is fine there.)
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +168,44 @@ class GroupingLauncher(Launcher):
         if settings["backend"] != "local":
             return self._launch_remote(jobs, settings)
 
-        from sam_bench.sweep_groups import precompute_shared, share_encoder
+        from sam_bench import progress
+        from sam_bench.sweep_groups import job_spec, precompute_shared, share_encoder
 
+        configs = [cfg for _, _, cfg in jobs]
+        dirs = [job_spec(cfg).job_dir for cfg in configs]
+        shown = bool(configs) and all(
+            bool(cfg.get("progress", True)) and not cfg.get("dry_run") for cfg in configs
+        )
+        # a sweeper that launches in batches (Optuna: n_jobs trials at a time) keeps one bar
+        # over its n_trials jobs
+        planned = OmegaConf.select(self.config, "hydra.sweeper.n_trials", default=None)
+        sweep_bar = progress.current_sweep()
+        if sweep_bar is None or initial_job_idx == 0:
+            total = planned if isinstance(planned, int) else None
+            sweep_bar = progress.start_sweep(dirs, enabled=shown, total=total)
+        else:
+            sweep_bar.add(dirs)
         try:
-            share_encoder([cfg for _, _, cfg in jobs], Path(str(self.config.hydra.sweep.dir)))
-        except Exception as e:  # an optimisation: never lose a sweep to it
-            log.warning("no in-sweep encoder cache (%s: %s)", type(e).__name__, e)
-        try:
-            precompute_shared([cfg for _, _, cfg in jobs], Path(os.getcwd()))
-        except Exception as e:  # never lose a sweep to the optimisation: jobs run alone
-            log.warning(
-                "sharing work between jobs failed (%s: %s); jobs run alone", type(e).__name__, e
-            )
-        return [self._run(job) for job in jobs]
+            try:
+                share_encoder(configs, Path(str(self.config.hydra.sweep.dir)))
+            except Exception as e:  # an optimisation: never lose a sweep to it
+                log.warning("no in-sweep encoder cache (%s: %s)", type(e).__name__, e)
+            try:
+                precompute_shared(configs, Path(os.getcwd()))
+            except Exception as e:  # never lose a sweep to the optimisation: jobs run alone
+                log.warning(
+                    "sharing work between jobs failed (%s: %s); jobs run alone",
+                    type(e).__name__,
+                    e,
+                )
+            returns = []
+            for job, job_dir in zip(jobs, dirs, strict=True):
+                returns.append(self._run(job))
+                sweep_bar.finish(job_dir)
+            return returns
+        finally:
+            if sweep_bar.complete or sys.exc_info()[0] is not None:
+                progress.end_sweep()
 
     def _run(self, job: tuple[int, Sequence[str], DictConfig]) -> JobReturn:
         """Hydra's per-job part: directory, ``.hydra/``, logging, the task function (which

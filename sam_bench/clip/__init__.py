@@ -152,27 +152,33 @@ def build_clip(
     Raises:
         ClipUnavailable: weights or needed files are missing and cannot be downloaded.
     """
-    if cfg.backend == "open_clip":
-        from sam_bench.clip.open_clip_backend import OpenClipBackend
+    from sam_bench.quiet import hub_retries_once
 
-        return OpenClipBackend(cfg, device, seed, dtype)
-    from sam_bench.clip.hf_backend import HFClipBackend
+    with hub_retries_once(f"CLIP {cfg.backend} {cfg.clip_model!r}"):
+        if cfg.backend == "open_clip":
+            from sam_bench.clip.open_clip_backend import OpenClipBackend
 
-    return HFClipBackend(cfg, device, seed, dtype)
+            return OpenClipBackend(cfg, device, seed, dtype)
+        from sam_bench.clip.hf_backend import HFClipBackend
+
+        return HFClipBackend(cfg, device, seed, dtype)
 
 
 def check_clip(cfg: ClipSettings) -> None:
     """Fail early -- before any model is built -- when the CLIP weights or files ``cfg``
     needs are not available (downloads them where the backend can). Raises
     :class:`ClipUnavailable` or :class:`~sam_bench.errors.ConfigError`."""
-    if cfg.backend == "open_clip":
-        from sam_bench.clip.open_clip_backend import resolve_weights
+    from sam_bench.quiet import hub_retries_once
 
-        resolve_weights(cfg)
-    else:
-        from sam_bench.clip.hf_backend import check_source
+    with hub_retries_once(f"CLIP {cfg.backend} {cfg.clip_model!r}"):
+        if cfg.backend == "open_clip":
+            from sam_bench.clip.open_clip_backend import resolve_weights
 
-        check_source(cfg)
+            resolve_weights(cfg)
+        else:
+            from sam_bench.clip.hf_backend import check_source
+
+            check_source(cfg)
 
 
 def hf_offline() -> bool:

@@ -122,6 +122,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     """Run the comparison; returns the exit status (0, 1, 2 or 3)."""
+    from sam_bench.quiet import quiet_mlflow
+
+    quiet_mlflow()  # an MLflow side: no INFO lines unless MLFLOW_LOGGING_LEVEL asks
     parser = build_parser(prog)
     args = parser.parse_args(_argv(list(sys.argv[1:] if argv is None else argv)))
     progress = sys.stderr.isatty() if args.progress is None else bool(args.progress)

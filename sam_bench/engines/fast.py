@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ from pycocotools import mask as mask_utils
 # imports it first; imported inside FastAMG, that would be the model.
 from torchvision.ops.boxes import batched_nms, box_area
 
+from sam_bench import progress
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
@@ -62,6 +64,8 @@ from sam_bench.models import connected_components
 
 if TYPE_CHECKING:
     from sam_bench.tasks.amg.settings import AMGConfig
+
+T = TypeVar("T")
 
 #: AMG settings that only change post-processing (everything else changes the candidates).
 _RLE_CHUNK = 64
@@ -380,7 +384,12 @@ class FastAMG:
         peaks = _Peaks(math.nan, [math.nan for _ in self.configs])
         # prompt batches of this image: halved after an out-of-memory error (sam_bench.limits)
         batches = HalvingBatches(self.first.points_per_batch, device=self.device)
-        with torch.inference_mode(), autocast(self.device, self.dtype):
+        n_prompts = sum(len(self.point_grids[i]) for i in layer_idxs)
+        with (
+            torch.inference_mode(),
+            autocast(self.device, self.dtype),
+            progress.inner(n_prompts, "prompts", "prompt") as prompt_bar,
+        ):
             for crop_box, layer_idx in zip(crop_boxes, layer_idxs, strict=True):
                 x0, y0, x1, y1 = crop_box
                 crop = image[y0:y1, x0:x1, :]
@@ -389,9 +398,12 @@ class FastAMG:
                 peaks.shared = enc_peak if math.isnan(peaks.shared) else max(peaks.shared, enc_peak)
                 points_all = self.point_grids[layer_idx] * np.array(im_size)[None, ::-1]
                 kept = [_Kept() for _ in self.configs]
-                batch = functools.partial(
-                    self._process_batch, points_all, batches, im_size, crop_box, orig_size,
-                    times, peaks,
+                batch = _counted(
+                    functools.partial(
+                        self._process_batch, points_all, batches, im_size, crop_box,
+                        orig_size, times, peaks,
+                    ),
+                    prompt_bar,
                 )  # fmt: skip
                 for outs in batches.run(batch, len(points_all)):
                     for k, o in zip(kept, outs, strict=True):
@@ -498,6 +510,18 @@ class FastAMG:
                 )
             )
         return records
+
+
+def _counted(fn: Callable[[int, int], T], bar: Any) -> Callable[[int, int], T]:
+    """``fn(start, stop)`` that moves ``bar`` by ``stop - start`` when it returns (a batch
+    retried after running out of memory counts once, when it succeeds)."""
+
+    def counted(start: int, stop: int) -> T:
+        out = fn(start, stop)
+        bar.update(stop - start)
+        return out
+
+    return counted
 
 
 def _encode(

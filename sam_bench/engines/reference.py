@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from sam_bench import progress
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.limits import check_budget, retry_smaller
 from sam_bench.metrics.cost import Clock, StageTimes
@@ -54,11 +55,13 @@ class _StageTimer:
     so engine, generator, predictor and model form no reference cycle (dropping the engine
     frees them at once, without waiting for the garbage collector)."""
 
-    __slots__ = ("clock", "times")
+    __slots__ = ("clock", "prompts", "times")
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self.times = StageTimes()
+        self.prompts: Any = None
+        """The current image's prompt bar (:func:`sam_bench.progress.inner`), if any."""
 
 
 def _timed(predictor: Any, name: str, stage: str, timer: _StageTimer) -> Callable[..., Any]:
@@ -75,15 +78,33 @@ def _timed(predictor: Any, name: str, stage: str, timer: _StageTimer) -> Callabl
     return timed
 
 
-def _checked(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` after a check of the running job's RSS budget (one check per prompt batch)."""
+def _checked(fn: Callable[..., Any], timer: _StageTimer) -> Callable[..., Any]:
+    """``fn`` after a check of the running job's RSS budget (one check per prompt batch);
+    a batch of point prompts moves the image's prompt bar (m2m refinement, which passes
+    ``mask_input``, does not count again)."""
 
     @functools.wraps(fn)
     def checked(*args: Any, **kwargs: Any) -> Any:
         check_budget("prompt batch")
-        return fn(*args, **kwargs)
+        out = fn(*args, **kwargs)
+        points = args[0] if args else kwargs.get("point_coords")
+        if timer.prompts is not None and kwargs.get("mask_input") is None and points is not None:
+            timer.prompts.update(len(points))
+        return out
 
     return checked
+
+
+def n_prompts(generator: Any, image: np.ndarray) -> int:
+    """Point prompts ``generator.generate(image)`` decodes: each crop's grid."""
+    from sam2.utils.amg import generate_crop_boxes
+
+    _, layer_idxs = generate_crop_boxes(
+        (int(image.shape[0]), int(image.shape[1])),
+        generator.crop_n_layers,
+        generator.crop_overlap_ratio,
+    )
+    return sum(len(generator.point_grids[i]) for i in layer_idxs)
 
 
 class ReferenceEngine:
@@ -103,7 +124,9 @@ class ReferenceEngine:
         self._timer = _StageTimer(self.clock)
         predictor = self.generator.predictor
         predictor.set_image = _timed(predictor, "set_image", "encoder", self._timer)
-        predictor._predict = _checked(_timed(predictor, "_predict", "decoder", self._timer))
+        predictor._predict = _checked(
+            _timed(predictor, "_predict", "decoder", self._timer), self._timer
+        )
 
     @property
     def cc_impl(self) -> str:
@@ -128,8 +151,16 @@ class ReferenceEngine:
 
         def generate(size: int) -> list[dict[str, Any]]:
             generator.points_per_batch = size
-            with torch.inference_mode(), autocast(self.device, self.dtype):
-                out: list[dict[str, Any]] = generator.generate(image)
+            with (
+                torch.inference_mode(),
+                autocast(self.device, self.dtype),
+                progress.inner(n_prompts(generator, image), "prompts", "prompt") as bar,
+            ):
+                self._timer.prompts = bar
+                try:
+                    out: list[dict[str, Any]] = generator.generate(image)
+                finally:
+                    self._timer.prompts = None
             return out
 
         try:

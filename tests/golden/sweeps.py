@@ -214,6 +214,26 @@ def run_sweep(task: str, cwd: Path, timeout: int = 900) -> tuple[subprocess.Comp
     return proc, out
 
 
+#: Sweeps already run in this test session, by task: (process, sweep folder, seconds).
+_RUN: dict[str, tuple[subprocess.CompletedProcess, Path, float]] = {}
+
+
+def session_sweep(
+    task: str, tmp_path_factory: Any, timeout: int = 900
+) -> tuple[subprocess.CompletedProcess, Path, float]:
+    """The task's golden sweep, run once per test session (in a folder of
+    ``tmp_path_factory``) and shared by every test that reads it (the golden values, the
+    analysis notebook): the process, the sweep folder and how long it took. Tests must not
+    change the folder."""
+    if task not in _RUN:
+        import time
+
+        start = time.perf_counter()
+        proc, out = run_sweep(task, tmp_path_factory.mktemp(f"golden-{task}"), timeout)
+        _RUN[task] = (proc, out, time.perf_counter() - start)
+    return _RUN[task]
+
+
 def _num(value: Any) -> float | None:
     """A metric value as a float; ``None`` for a missing / NaN / empty value."""
     if value is None or value == "":

@@ -9,14 +9,13 @@ within 1e-6. Jobs are matched by the value of the swept setting, never by folder
 
 A difference fails with one line per value. If the change is meant to change results,
 regenerate the file with ``tests/golden/make_golden.py`` and commit it with the change; this
-test never rewrites it. The four sweeps take about 3 minutes on 2 CPU cores.
+test never rewrites it. The four sweeps take about 3 minutes on 2 CPU cores; each runs once
+per test session and is shared with ``test_notebook.py`` (``golden.sweeps.session_sweep``).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +27,7 @@ from golden.sweeps import (
     TASKS,
     job_names,
     read_sweep,
-    run_sweep,
+    session_sweep,
     versions,
 )
 
@@ -110,11 +109,9 @@ def test_golden_file_describes_these_sweeps(golden) -> None:
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_golden_sweep(task: str, golden, tmp_path: Path) -> None:
+def test_golden_sweep(task: str, golden, tmp_path_factory: pytest.TempPathFactory) -> None:
     entry = golden["tasks"][task]
-    start = time.perf_counter()
-    proc, out = run_sweep(task, tmp_path)
-    seconds = time.perf_counter() - start
+    proc, out, seconds = session_sweep(task, tmp_path_factory)  # shared with test_notebook
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     now = read_sweep(task, out)
     assert len(now) == 2, f"{task}: {len(now)} records in {out}, expected 2"

@@ -1,15 +1,20 @@
-"""``notebooks/analysis.ipynb`` executed with nbclient on a tiny real sweep (CPU, random
-weights): it loads the sweep from ``summary.csv`` (and from MLflow when installed) and draws its
-figures without an error."""
+"""``notebooks/analysis.ipynb`` executed with nbclient on tiny real sweeps (CPU, random
+weights): the golden sweep of every task (amg, prompted, video, semantic; shared with
+``test_golden_tasks.py``), read from ``summary.csv``, shows that task's declared headline
+metrics with values and plots its declared Pareto axes; an AMG sweep tracked in MLflow is read
+from the store."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run_cli
+from golden.sweeps import TASKS, session_sweep
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -81,7 +86,8 @@ def test_notebook_runs_on_summary_csv(sweep, monkeypatch: pytest.MonkeyPatch) ->
     assert "summary.csv: 2 jobs" in text
     assert "UNTRAINED MODEL: 2 of 2 jobs" in text
     assert "swept: amg.pred_iou_thresh" in text
-    assert images >= 3  # accuracy vs latency, mask count by parameter, stage breakdown
+    assert "amg: 2 jobs plotted, miou vs latency_ms_p50" in text
+    assert images >= 3  # accuracy vs latency, headline metrics by parameter, stage breakdown
 
 
 @pytest.mark.skipif(not HAS_MLFLOW, reason="mlflow is not installed")
@@ -96,4 +102,39 @@ def test_notebook_runs_on_mlflow_and_finds_the_newest_sweep(
     assert f"sweep: {out.resolve()}" in text
     assert "2 child runs" in text and "summary.csv:" not in text
     assert "UNTRAINED MODEL: 2 of 2 jobs" in text
+    assert "tasks: amg\n" in text  # the declaration came from a child run's artifact
+    assert "amg: 2 jobs plotted, miou vs latency_ms_p50" in text
     assert images >= 3
+
+
+def _line(text: str, prefix: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(prefix)]
+    return line[len(prefix) :]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_notebook_shows_each_tasks_headline_metrics(
+    task: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Columns and axes come from what the task declares (``task_spec`` of its records), with
+    values: before, a prompted sweep gave None columns and empty axes."""
+    proc, out, _ = session_sweep(task, tmp_path_factory)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    assert len(records) == 2 and {r["task"] for r in records} == {task}
+    spec = records[0]["task_spec"]
+    with (out / "summary.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    valued = [m for m in spec["headline"] if any(r.get(m) not in (None, "") for r in rows)]
+    assert spec["pareto"][1] in valued and spec["pareto"][0] in valued, (valued, spec)
+
+    monkeypatch.setenv("SAM_BENCH_SWEEP", str(out))
+    monkeypatch.delenv("SAM_BENCH_MLFLOW_URI", raising=False)
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    text, images = outputs(execute(out.parent))
+    assert f"tasks: {task}\n" in text
+    assert _line(text, "headline: ").split(", ") == valued
+    x, y = spec["pareto"]
+    assert f"{task}: 2 jobs plotted, {y} vs {x}" in text
+    assert "None" not in _line(text, "headline: ")
+    assert images >= 3  # Pareto axes, headline metrics by swept parameter, stage breakdown

@@ -2,9 +2,10 @@
 system's Chromium: no browser download) renders it with every image and no console error,
 and the page asks for nothing but ``data:`` URIs.
 
-Skipped with the reason when Playwright or a Chromium executable is absent (``.ci/run``
-installs both). ``SAM_BENCH_CHROMIUM`` names the executable; ``SAM_BENCH_SCREENSHOT_DIR``
-keeps the full-page screenshot.
+Skipped with the reason when Playwright or a Chromium executable is absent, except in CI
+(``CI=true``), where it fails instead: ``.ci/run`` installs both, so a missing browser there is
+a broken CI set-up, never a silent skip. ``SAM_BENCH_CHROMIUM`` names the executable;
+``SAM_BENCH_SCREENSHOT_DIR`` keeps the full-page screenshot.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from conftest import run_cli
@@ -34,20 +35,41 @@ ARGS = [
 ]
 
 
-def _chromium() -> str:
-    """The Chromium executable, or skip the test saying why there is none."""
-    pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip)")
-    candidates = [
-        os.environ.get("SAM_BENCH_CHROMIUM", ""),
-        "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "/usr/lib/chromium/chromium",
-    ]
-    for name in candidates:
+def in_ci() -> bool:
+    """Whether this runs in CI (``CI`` set to true, as GitHub Actions, GitLab and ``.ci/run``
+    set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _missing(reason: str) -> NoReturn:
+    """Skip saying why; in CI, fail: the browser test must run there."""
+    if in_ci():
+        pytest.fail(f"CI=true but {reason}: .ci/run installs it", pytrace=False)
+    pytest.skip(reason)
+
+
+#: Where a Chromium is looked for (after ``SAM_BENCH_CHROMIUM``).
+CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome", "/usr/lib/chromium/chromium"]
+
+
+def find_chromium() -> str | None:
+    """``SAM_BENCH_CHROMIUM``, else the first Chromium or Chrome on ``PATH``."""
+    for name in [os.environ.get("SAM_BENCH_CHROMIUM", ""), *CHROMIUM_NAMES]:
         if name and (found := shutil.which(name)):
             return found
-    pytest.skip("no Chromium executable (apt-get install chromium, or set SAM_BENCH_CHROMIUM)")
+    return None
+
+
+def _chromium() -> str:
+    """The Chromium executable, or skip (in CI: fail) saying why there is none."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("Playwright is not installed (pip install playwright)")
+    found = find_chromium()
+    if found is None:
+        _missing("no Chromium executable (apt-get install chromium, or set SAM_BENCH_CHROMIUM)")
+    return found
 
 
 @dataclass
@@ -88,8 +110,8 @@ def render(page_path: Path, screenshot: Path) -> Rendered:
 def _real_sweep(sweep: Path) -> None:
     """A real sweep (random-weight SAM 2 on the embedded data): four jobs over two swept keys
     with saved example masks, two at a time (joblib: the report warns of a shared machine);
-    then one job folder whose record says it failed with markup in
-    its reason (the report must show it as text)."""
+    then a real run that fails into the sweep's folder ``4`` with markup in its reason (a
+    checkpoint path holding an ``<img>`` tag), which the report must show as text."""
     proc = run_cli(
         [
             "-m", "model.weights=random", "tracking=none", "progress=false",
@@ -102,18 +124,18 @@ def _real_sweep(sweep: Path) -> None:
         timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    failed = sweep / "4"
-    failed.mkdir()
-    record = json.loads((sweep / "0" / "result.json").read_text())
-    record.update(
-        status="failed",
-        error="ValueError: <img src=x onerror=alert(1)>",
-        overrides=["amg.points_per_side=32", "amg.pred_iou_thresh=0.0"],
-        metrics={},
-        figures=[],
-        outputs=[],
-    )
-    (failed / "result.json").write_text(json.dumps(record))
+    proc = run_cli(
+        ["model.weights=pretrained", f'model.checkpoint="{MARKUP_CHECKPOINT}"', "tracking=none",
+         "progress=false", f"hydra.run.dir={sweep / '4'}"],
+        sweep.parent, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    record = json.loads((sweep / "4" / "result.json").read_text())
+    assert record["status"] == "failed" and MARKUP_CHECKPOINT in record["error"]
+
+
+#: A checkpoint path that is markup: the failed job's reason names it.
+MARKUP_CHECKPOINT = "/nonexistent/<img src=x onerror=alert(1)>.pt"
 
 
 def _shot_path(tmp_path: Path, name: str) -> Path:
@@ -138,7 +160,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
         assert img["complete"] and img["w"] > 0 and img["h"] > 0, img
         assert img["src"].startswith("data:image/png;base64,"), img
     assert "UNTRAINED MODEL" in seen.text and "SHARED MACHINE" in seen.text
-    assert "ValueError: <img src=x onerror=alert(1)>" in seen.text  # shown as text, not markup
+    assert f"{MARKUP_CHECKPOINT}: no such file" in seen.text  # shown as text, not markup
     with Image.open(_shot_path(tmp_path, "report.png")) as shot:
         assert shot.width == 1280 and shot.height > 3000
 
@@ -157,3 +179,14 @@ def test_the_check_catches_a_broken_page(tmp_path: Path) -> None:
     assert any("undefinedFunction" in e for e in seen.page_errors)
     assert "http://127.0.0.1:9/x.png" in seen.requests
     assert [img["w"] for img in seen.images] == [0, 0]
+
+
+def test_in_ci_a_missing_browser_fails_elsewhere_it_skips(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "CHROMIUM_NAMES", ["/nonexistent/chromium"])
+    monkeypatch.delenv("SAM_BENCH_CHROMIUM", raising=False)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no Chromium executable"):
+        _chromium()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="no Chromium executable"):
+        _chromium()

@@ -78,7 +78,26 @@ def test_device_auto_falls_back_to_cpu_with_one_warning(
         assert environment.resolve_device("auto") == CPU
     (rec,) = caplog.records  # once per process, not once per job
     assert rec.levelno == logging.WARNING  # a driver is installed: a GPU is probably there
-    assert "runs on the CPU" in rec.getMessage() and "too old" in rec.getMessage()
+    msg = rec.getMessage()
+    assert "runs on the CPU" in msg and "too old (found version 12040)" in msg
+    assert "supports CUDA 12.4 at most" in msg  # the version mismatch stays
+    # one sentence, no URL (the whole reason is in the record: cuda_unavailable_reason)
+    assert "http" not in msg and "www." not in msg and "Please" not in msg
+    assert msg.endswith(").") and ". " not in msg
+
+
+def test_first_sentence_drops_urls_and_what_follows() -> None:
+    assert environment.first_sentence(TOO_OLD) == (
+        "The NVIDIA driver on your system is too old (found version 12040)"
+    )
+    no_driver = (
+        "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and "
+        "installed a driver from http://www.nvidia.com/Download/index.aspx"
+    )
+    assert environment.first_sentence(no_driver) == "Found no NVIDIA driver on your system"
+    assert environment.first_sentence("see https://x.org/a.b for torch 2.1.0") == (
+        "see for torch 2.1.0"
+    )
 
 
 def test_the_record_holds_the_cuda_status(driver_too_old: None) -> None:

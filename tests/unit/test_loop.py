@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import pytest
 import torch
 
+from sam_bench import progress
 from sam_bench.config import Config, DatasetConfig
 from sam_bench.data.base import Sample
 from sam_bench.data.registry import build_dataset
@@ -125,3 +126,61 @@ def test_a_bad_item_costs_only_itself_and_times_are_per_job(tmp_path: Path, monk
     # the group's first job carries the shared stages; the others only what they add
     assert first.rows[0]["marginal_ms"] == pytest.approx(first.rows[0]["latency_ms"])
     assert second.rows[0]["marginal_ms"] == pytest.approx(20.0)
+
+
+class SweepWatcher(Scripted):
+    """Scripted, noting the sweep bar's count of jobs done when each item is predicted."""
+
+    seen: ClassVar[list[float]] = []
+
+    def predict(self, sample: Sample, inputs: Any, times: list[StageTimes]) -> list[Any]:
+        sweep = progress.current_sweep()
+        assert sweep is not None
+        self.seen.append(sweep.jobs_done)
+        return super().predict(sample, inputs, times)
+
+
+def test_the_sweep_bar_counts_items_of_every_group(tmp_path: Path, monkeypatch) -> None:
+    """A sweep of 3 jobs: a group of 2 over 4 items moves the overall bar by 2/4 job per item,
+    then a job alone by 1/4; a job that ended without items (failed early) counts whole."""
+    monkeypatch.setattr(SweepWatcher, "seen", [])
+    monkeypatch.setattr(SweepWatcher, "predict_fails", {"3"})  # a failed item counts as done
+    dirs = [tmp_path / str(j) for j in range(4)]
+    bar = progress.start_sweep(dirs, enabled=False)
+    try:
+        group = _task(2, tmp_path)
+        group.__class__ = SweepWatcher
+        run_items(group, warmup=False, progress=False)
+        assert SweepWatcher.seen == [0.0, 0.5, 1.0, 1.5]
+        assert bar.jobs_done == 2.0 and bar.bar.n == 2.0
+        alone = SweepWatcher([JobContext(**{**vars(group.jobs[0]), "job_dir": dirs[2]})])
+        run_items(alone, warmup=False, progress=False)
+        assert SweepWatcher.seen[4:] == [2.0, 2.25, 2.5, 2.75] and bar.jobs_done == 3.0
+        for d in dirs:  # the launcher: each job's end (the last failed before any item)
+            bar.finish(d)
+        assert bar.jobs_done == 4.0 and bar.bar.n == bar.bar.total == 4
+        bar.set_fraction(dirs[:1], 0.5)  # never goes back
+        assert bar.jobs_done == 4.0
+    finally:
+        progress.end_sweep()
+    assert progress.current_sweep() is None
+
+
+def test_a_sweep_launched_in_batches_keeps_one_bar(tmp_path: Path) -> None:
+    """Optuna launches n_jobs trials at a time: one bar over its n_trials jobs."""
+    bar = progress.start_sweep([tmp_path / "0", tmp_path / "1"], enabled=False, total=5)
+    try:
+        assert bar.bar.total == 5 and not bar.complete
+        for j in (0, 1):
+            bar.finish(tmp_path / str(j))
+        assert bar.jobs_done == 2.0 and not bar.complete  # 3 trials to come
+        bar.add([tmp_path / str(j) for j in (2, 3, 4)])
+        progress.report_items([tmp_path / "2"], 1, 4)
+        assert bar.jobs_done == 2.25 and bar.bar.total == 5
+        for j in (2, 3, 4):
+            bar.finish(tmp_path / str(j))
+        assert bar.complete and bar.bar.n == 5
+        bar.add([tmp_path / "5"])  # more jobs than announced: the total follows
+        assert bar.bar.total == 6 and not bar.complete
+    finally:
+        progress.end_sweep()
