@@ -12,64 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
+from browser import ARGS, chromium
 from conftest import run_cli
 from PIL import Image
 
 from sam_bench.report.document import build_report
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-default-apps",
-    "--disable-extensions",
-]
-
-
-def in_ci() -> bool:
-    """Whether this runs in CI (``CI`` set to true, as GitHub Actions, GitLab and ``.ci/run``
-    set it)."""
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
-def _missing(reason: str) -> NoReturn:
-    """Skip saying why; in CI, fail: the browser test must run there."""
-    if in_ci():
-        pytest.fail(f"CI=true but {reason}: .ci/run installs it", pytrace=False)
-    pytest.skip(reason)
-
-
-#: Where a Chromium is looked for (after ``SAM_BENCH_CHROMIUM``).
-CHROMIUM_NAMES = ["chromium", "chromium-browser", "google-chrome", "/usr/lib/chromium/chromium"]
-
-
-def find_chromium() -> str | None:
-    """``SAM_BENCH_CHROMIUM``, else the first Chromium or Chrome on ``PATH``."""
-    for name in [os.environ.get("SAM_BENCH_CHROMIUM", ""), *CHROMIUM_NAMES]:
-        if name and (found := shutil.which(name)):
-            return found
-    return None
-
-
-def _chromium() -> str:
-    """The Chromium executable, or skip (in CI: fail) saying why there is none."""
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _missing("Playwright is not installed (pip install playwright)")
-    found = find_chromium()
-    if found is None:
-        _missing("no Chromium executable (apt-get install chromium, or set SAM_BENCH_CHROMIUM)")
-    return found
 
 
 @dataclass
@@ -89,7 +41,7 @@ def render(page_path: Path, screenshot: Path) -> Rendered:
 
     seen = Rendered()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), args=ARGS)
+        browser = pw.chromium.launch(executable_path=chromium(), args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: m.type == "error" and seen.console_errors.append(m.text))
@@ -144,7 +96,7 @@ def _shot_path(tmp_path: Path, name: str) -> Path:
 
 
 def test_report_renders_in_chromium(tmp_path: Path) -> None:
-    _chromium()
+    chromium()
     sweep = tmp_path / "sweep"
     _real_sweep(sweep)
     files = build_report(sweep)
@@ -167,7 +119,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
 
 def test_the_check_catches_a_broken_page(tmp_path: Path) -> None:
     """The same checks on a page with a script error, a broken image and a remote request."""
-    _chromium()
+    chromium()
     bad = tmp_path / "bad.html"
     bad.write_text(
         "<!DOCTYPE html><html><head><title>x</title></head><body>"
@@ -182,11 +134,10 @@ def test_the_check_catches_a_broken_page(tmp_path: Path) -> None:
 
 
 def test_in_ci_a_missing_browser_fails_elsewhere_it_skips(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(globals(), "CHROMIUM_NAMES", ["/nonexistent/chromium"])
     monkeypatch.delenv("SAM_BENCH_CHROMIUM", raising=False)
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true but no Chromium executable"):
-        _chromium()
+        chromium(["/nonexistent/chromium"])
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception, match="no Chromium executable"):
-        _chromium()
+        chromium(["/nonexistent/chromium"])
