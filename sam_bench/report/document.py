@@ -99,6 +99,10 @@ def _banners(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Text]:
                 f"{len(bad)} of {len(rows)} jobs did not finish cleanly: see 'What failed'.", "warn"
             )
         )
+    for r in rows:
+        why = facts.view.empty_result(r)
+        if why is not None:
+            out.append(Text(f"EMPTY RESULT: job #{r.get('job')} {why}.", "warn"))
     return out
 
 
@@ -262,7 +266,7 @@ def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
                 _s(r.get("model")),
                 *(fmt(r.get(key), spec) for _, key, spec in columns),
                 weights if weights == "random" else weights[:12],
-                str(r.get("status")),
+                str(r.get("status")) + (" (EMPTY)" if view.empty_result(r) else ""),
             ]
         )
     return table
