@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import sam_bench
+from sam_bench.metrics.catalogue import CATALOGUE, METRICS_DOC
 from sam_bench.record import atomic_write_text
 from sam_bench.report.analysis import (
     OPTUNA_RESULTS_FILE,
@@ -129,6 +131,31 @@ def _overview(sweep_dir: Path, rows: list[dict[str, Any]], facts: SweepFacts) ->
     return items
 
 
+def metrics_doc() -> Path | None:
+    """The repository's metric definitions (``docs/metrics.md`` beside the package), or
+    ``None`` when this installation has none (a wheel)."""
+    path = Path(sam_bench.__file__).resolve().parents[1] / METRICS_DOC
+    return path if path.is_file() else None
+
+
+def metric_link(name: str, doc: Path | None) -> str | None:
+    """``file:///.../docs/metrics.md#<anchor>`` of ``name``'s definition, or ``None``."""
+    anchor = CATALOGUE.anchor(name)
+    if doc is None or anchor is None:
+        return None
+    return f"{doc.as_uri()}#{anchor}"
+
+
+def _link_metrics(table: Table, column: int = 0) -> Table:
+    """Link the metric names of ``column`` to their definitions."""
+    doc = metrics_doc()
+    for r, row in enumerate(table.rows):
+        url = metric_link(row[column], doc)
+        if url is not None:
+            table.links[(r, column)] = url
+    return table
+
+
 def _best_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
     view = facts.view
     table = Table(["metric", "goal", "best", "job", "model", "configuration"], [], {2})
@@ -143,7 +170,7 @@ def _best_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
         table.rows.append(
             [metric, goal, value, f"#{row.get('job')}", _s(row.get("model")), _config(row, facts)]
         )
-    return table
+    return _link_metrics(table)
 
 
 #: Trials listed in the tuning section's ranking.
@@ -396,7 +423,11 @@ def _metric_notes(facts: SweepFacts) -> list[Any]:
         goal = {"higher": "higher", "lower": "lower"}.get(m.direction, "-")
         unit = f" [{m.unit}]" if m.unit else ""
         table.rows.append([name, m.label + unit, goal, m.description, m.reference])
-    return [Bullets(GENERAL_NOTES), table]
+    doc = metrics_doc()
+    notes = list(GENERAL_NOTES)
+    if doc is not None:
+        notes.append(f"Each metric name links to its definition in {doc}.")
+    return [Bullets(notes), _link_metrics(table)]
 
 
 def report_sections(

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -357,9 +358,11 @@ def test_report_contents(grid_sweep: Path) -> None:
     parser.close()
     assert parser.doctype and parser.stack == []
     pngs = [p for p in files if p.suffix == ".png"]
-    assert len(parser.urls) == len(pngs) and all(
-        u.startswith("data:image/png;base64,") for u in parser.urls
-    )
+    images = [u for u in parser.urls if u.startswith("data:image/png;base64,")]
+    links = [u for u in parser.urls if u not in images]
+    assert len(images) == len(pngs)
+    doc = (REPO / "docs" / "metrics.md").as_uri()  # every other URL: a metric's definition
+    assert links and all(u.startswith(doc + "#") for u in links)
     assert "<script" not in page.lower() and "http" not in page
 
     # the failed job's error is escaped, and listed in both
@@ -373,7 +376,7 @@ def test_report_contents(grid_sweep: Path) -> None:
     # best miou: job 7 (0.65); lowest latency: job 0 (400 ms, tiny pps=4)
     rows = collect(grid_sweep)
     lines = {
-        line.split("|")[1].strip(): line
+        re.sub(r"^\[(.*)\]\(.*\)$", r"\1", line.split("|")[1].strip()): line
         for line in md.splitlines()
         if line.startswith("| ") and line.count("|") == 7
     }
@@ -436,3 +439,30 @@ def test_quoted_overrides_with_spaces_and_non_ascii_stay_whole() -> None:
     varying, fixed = varying_keys(rows)
     assert varying == ["dataset.limit"]
     assert fixed == {"task": "toy", "sweep_name": "'café ü'", "note": '"a b"'}
+
+
+def test_report_links_every_metric_to_its_definition(grid_sweep: Path) -> None:
+    """Every metric of the "About the metrics" and "best" tables links to an anchor of
+    docs/metrics.md that exists, in both report.html (file: URLs) and report.md (paths
+    relative to the sweep folder)."""
+    from urllib.parse import unquote, urlsplit
+
+    build_report(grid_sweep)
+    doc = REPO / "docs" / "metrics.md"
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', doc.read_text()))
+    page = (grid_sweep / "report.html").read_text()
+    hrefs = re.findall(r'<a href="([^"]+)">([^<]+)</a>', page)
+    about = page.split('id="metrics"')[1].split("</table>")[0]
+    shown = re.findall(r"<tr><td>(?:<a [^>]+>)?([a-z0-9_]+)", about)
+    assert len(shown) >= 10, "the metrics table lists no metric"
+    linked = {text for _, text in hrefs}
+    assert set(shown) <= linked, f"metrics without a link: {sorted(set(shown) - linked)}"
+    for href, text in hrefs:
+        parts = urlsplit(href)
+        assert parts.scheme == "file" and Path(unquote(parts.path)) == doc.resolve(), href
+        assert parts.fragment in anchors, f"{text}: no anchor #{parts.fragment} in {doc}"
+    md = (grid_sweep / "report.md").read_text()
+    md_links = re.findall(r"\[([a-z0-9\\_]+)\]\(([^)#]+)#([^)]+)\)", md)
+    assert len(md_links) == len(hrefs)
+    for _, path, fragment in md_links:
+        assert (grid_sweep / path).resolve() == doc.resolve() and fragment in anchors
