@@ -270,33 +270,42 @@ def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[An
     return blocks
 
 
-def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
+#: Metric columns per part of the "All jobs" table: a page-wide table, never cut off.
+TABLE_METRICS = 9
+
+
+def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Table | Text]:
+    """The "All jobs" table, in parts of at most :data:`TABLE_METRICS` metric columns (each
+    part repeats the job, its swept values and its model), so that it fits the page."""
     view = facts.view
     columns = [(view.label(m), m, view.fmt(m)) for m in view.table_metrics()]
-    headers = [
-        "job",
-        *facts.varying,
-        "model",
-        *(h for h, _, _ in columns),
-        "weights",
-        "status",
-    ]
-    first_metric = 2 + len(facts.varying)
-    table = Table(headers, [], set(range(first_metric, first_metric + len(columns))))
-    for r in rows:
-        ov = override_dict(split_overrides(str(r.get("overrides") or "")))
-        weights = str(r.get("weights") or "-")
-        table.rows.append(
-            [
+    chunks = [columns[i : i + TABLE_METRICS] for i in range(0, len(columns), TABLE_METRICS)]
+    out: list[Table | Text] = []
+    for n, chunk in enumerate(chunks or [[]]):
+        last = n == len(chunks) - 1 or not chunks
+        headers = ["job", *facts.varying, "model", *(h for h, _, _ in chunk)]
+        headers += ["weights", "status"] if last else []
+        first_metric = 2 + len(facts.varying)
+        table = Table(headers, [], set(range(first_metric, first_metric + len(chunk))))
+        for r in rows:
+            ov = override_dict(split_overrides(str(r.get("overrides") or "")))
+            weights = str(r.get("weights") or "-")
+            cells = [
                 str(r.get("job")),
                 *(ov.get(k, "") for k in facts.varying),
                 _s(r.get("model")),
-                *(fmt(r.get(key), spec) for _, key, spec in columns),
-                weights if weights == "random" else weights[:12],
-                str(r.get("status")) + (" (EMPTY)" if view.empty_result(r) else ""),
+                *(fmt(r.get(key), spec) for _, key, spec in chunk),
             ]
-        )
-    return table
+            if last:
+                cells += [
+                    weights if weights == "random" else weights[:12],
+                    str(r.get("status")) + (" (EMPTY)" if view.empty_result(r) else ""),
+                ]
+            table.rows.append(cells)
+        if len(chunks) > 1:
+            out.append(Text(f"Part {n + 1} of {len(chunks)}:", "p"))
+        out.append(table)
+    return out
 
 
 def _failures(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Text | Table]:
@@ -447,7 +456,7 @@ def report_sections(
         Section("Best configuration per metric", [_best_table(rows, facts)], "best"),
         Section("Pareto set (accuracy vs cost)", pareto_blocks, "pareto"),
         Section("Plots", [*_plots(sweep_dir, plots, facts)], "plots"),
-        Section("All jobs", [Text("Every column: summary.csv."), _full_table(rows, facts)], "all"),
+        Section("All jobs", [Text("Every column: summary.csv."), *_full_table(rows, facts)], "all"),
         Section("What failed", [*_failures(rows, facts)], "failed"),
         Section("About the metrics", _metric_notes(facts), "metrics"),
         Section("Environment", [_environment(facts)], "environment"),
