@@ -67,14 +67,20 @@ class VideoWriter(Writer):
         written = self._write(sample, prediction, keep=False)
         if saved >= self.ctx.cfg.task.save_masks:
             return written
+        self._frames_figure(sample, prediction, keep=False)
+        return True
+
+    def _frames_figure(self, sample: Sample, prediction: VideoPrediction, *, keep: bool) -> None:
+        """The sequence's frames figure (first, middle, last frame); ``keep``: one an earlier
+        run drew is kept."""
         seq = sample.ref.image_id
         path = outputs.frames_figure_path(self.ctx.job_dir, seq)
-        untrained = None if self.ctx.weights is None else self.ctx.weights.untrained
-        if untrained is None:
-            untrained = prediction.untrained
-        figures.frames_figure(seq, _video(sample), prediction, path, untrained)
+        if not (keep and path.is_file()):
+            untrained = None if self.ctx.weights is None else self.ctx.weights.untrained
+            if untrained is None:
+                untrained = prediction.untrained
+            figures.frames_figure(seq, _video(sample), prediction, path, untrained)
         self.frame_figures.append((seq, str(path.relative_to(self.ctx.job_dir))))
-        return True
 
     def _write(self, sample: Sample, prediction: VideoPrediction, *, keep: bool) -> bool:
         """A sequence's PNGs (``save_predictions``) and overlay (``video.save_overlay``);
@@ -132,11 +138,8 @@ class VideoWriter(Writer):
         """A reused sequence: its PNGs and overlay, written by the earlier run, count again
         (written again from the decoded masks where they are missing)."""
         self._write(sample, prediction, keep=True)
-        path = outputs.frames_figure_path(self.ctx.job_dir, sample.ref.image_id)
-        if path.is_file():
-            self.frame_figures.append(
-                (sample.ref.image_id, str(path.relative_to(self.ctx.job_dir)))
-            )
+        if len(self.frame_figures) < self.ctx.cfg.task.save_masks:  # as the earlier run did
+            self._frames_figure(sample, prediction, keep=True)
 
     # ------------------------------------------------------------------ per job
 
