@@ -22,7 +22,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import sam_bench.metrics.instance  # noqa: F401  (declares the AMG metrics in the catalogue)
-from sam_bench.report.analysis import best_configuration, pareto_front, sweep_facts
+from sam_bench.report.analysis import SkipPlot, best_configuration, pareto_front, sweep_facts
 from sam_bench.report.document import build_report, write_report
 from sam_bench.report.overlay import decode_segmentation, paint
 from sam_bench.report.plots import make_plots, mean_grid
@@ -466,3 +466,34 @@ def test_report_links_every_metric_to_its_definition(grid_sweep: Path) -> None:
     assert len(md_links) == len(hrefs)
     for _, path, fragment in md_links:
         assert (grid_sweep / path).resolve() == doc.resolve() and fragment in anchors
+
+
+def test_overlays_name_every_tied_job(tmp_path: Path) -> None:
+    """Jobs tied for best (and worst) are all named, not the first alone; examples without
+    instance ground truth are not drawn as 'ground truth (0)'."""
+    from sam_bench.report.overlay import draw_overlays
+
+    sweep = tmp_path / "sweep"
+    for n, (miou, pps) in enumerate([(0.5, 4), (0.5, 8), (0.2, 16), (0.2, 32)]):
+        write_job(sweep, n, {"amg.points_per_side": pps}, _metrics(miou, 100.0), masks_shift=n)
+    rows = collect(sweep)
+    fig, title = draw_overlays(rows, "miou")
+    assert "best (2 jobs tie; masks of #0): #0 amg.points_per_side=4; #1" in title
+    assert "worst (2 jobs tie; masks of #2): #2 amg.points_per_side=16; #3" in title
+    panel_titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("best #0, #1\n") for t in panel_titles), panel_titles
+    assert any(t.startswith("worst #2, #3\n") for t in panel_titles), panel_titles
+
+    for n in range(4):  # every job ties: one column, named "all jobs tie"
+        write_job(tmp_path / "flat", n, {"amg.points_per_side": 4 * (n + 1)},
+                  _metrics(0.4, 100.0), masks_shift=n)  # fmt: skip
+    fig, title = draw_overlays(collect(tmp_path / "flat"), "miou")
+    assert len(fig.axes) == 2 * 3  # 2 images x (image, ground truth, one prediction column)
+    assert any(ax.get_title().startswith("all jobs tie #0, #1, #2, #3") for ax in fig.axes)
+
+    for job in (sweep / str(n) for n in range(4)):  # no instance ground truth saved
+        for path in (job / "masks").glob("*.json"):
+            data = json.loads(path.read_text())
+            path.write_text(json.dumps({**data, "ground_truth": []}))
+    with pytest.raises(SkipPlot, match="no instance ground truth"):
+        draw_overlays(rows, "miou")
