@@ -11,6 +11,7 @@ renderer (``Text.get_window_extent``, ``Legend.get_window_extent``, artists' ext
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from conftest import run_cli
 from golden.sweeps import run_sweep
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from sam_bench.legible import overlaps
 from sam_bench.report.plots import make_plots
@@ -48,22 +50,33 @@ def _models_sweep(cwd: Path) -> Path:
     return out
 
 
+class Sweeps:
+    """The real sweeps, each run the first time a test asks for it (``-k amg`` runs one)."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.done: dict[str, Path] = {}
+
+    def __getitem__(self, name: str) -> Path:
+        if name not in self.done:
+            cwd = self.factory.mktemp(name)
+            if name == "models":
+                self.done[name] = _models_sweep(cwd)
+            else:
+                proc, folder = run_sweep(name, cwd)
+                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+                self.done[name] = folder
+        return self.done[name]
+
+
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = {}
-    for name in SWEEPS:
-        cwd = tmp_path_factory.mktemp(name)
-        if name == "models":
-            out[name] = _models_sweep(cwd)
-            continue
-        proc, folder = run_sweep(name, cwd)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        out[name] = folder
-    return out
+def sweeps(tmp_path_factory: pytest.TempPathFactory) -> Sweeps:
+    return Sweeps(tmp_path_factory)
 
 
 def _axis_facts(fig: Figure) -> list[str]:
-    """Offset labels and scientific multipliers a reader would have to add in their head."""
+    """Offset labels and scientific multipliers a reader would have to add in their head, and
+    all-zero data drawn on an axis that invents negative values (the old ±0.04)."""
     bad = []
     fig.canvas.draw()
     for n, ax in enumerate(fig.axes):
@@ -71,11 +84,16 @@ def _axis_facts(fig: Figure) -> list[str]:
             text = axis.get_offset_text().get_text()
             if axis.get_visible() and ax.axison and text:
                 bad.append(f"axes {n} {which}: offset label {text!r}")
+        ys = [p.get_height() for p in ax.patches if isinstance(p, Rectangle)]
+        ys += [float(y) for line in ax.lines for y in line.get_ydata() if math.isfinite(float(y))]
+        zero = bool(ys) and all(y == 0 for y in ys)
+        if ax.axison and not ax.images and zero and ax.get_ylim()[0] < 0:
+            bad.append(f"axes {n}: all-zero data on the axis {ax.get_ylim()}")
     return bad
 
 
 @pytest.mark.parametrize("name", SWEEPS)
-def test_every_plot_is_legible(name: str, sweeps: dict[str, Path]) -> None:
+def test_every_plot_is_legible(name: str, sweeps: Sweeps) -> None:
     sweep = sweeps[name]
     rows = collect(sweep)
     problems: dict[str, list[str]] = {}
@@ -94,7 +112,7 @@ def test_every_plot_is_legible(name: str, sweeps: dict[str, Path]) -> None:
     assert not bad, f"{name}: {bad}"
 
 
-def test_every_plot_kind_was_checked(sweeps: dict[str, Path]) -> None:
+def test_every_plot_kind_was_checked(sweeps: Sweeps) -> None:
     if set(CHECKED) != set(SWEEPS):
         pytest.fail(f"the per-sweep checks did not all run: {sorted(CHECKED)}")
     drawn = {stem for problems in CHECKED.values() for stem in problems}
