@@ -112,6 +112,16 @@ class _Family:
     pattern: re.Pattern[str]
     make: Callable[[re.Match[str]], Metric]
 
+    @property
+    def anchor(self) -> str:
+        """The family's anchor in ``docs/metrics.md``: its pattern with each named group
+        written as its name (``(?P<stage>...)_ms_mean`` -> ``stage_ms_mean``)."""
+        return re.sub(r"\(\?P<(\w+)>[^)]*\)", r"\1", self.pattern.pattern)
+
+
+#: The repository's metric definitions (one anchor per metric, :meth:`Catalogue.anchor`).
+METRICS_DOC = "docs/metrics.md"
+
 
 @dataclass
 class Catalogue:
@@ -121,6 +131,8 @@ class Catalogue:
     families: list[_Family] = field(default_factory=list)
     loaded: set[str] = field(default_factory=set)
     """The metric modules already imported (:meth:`load_all`)."""
+    declared: set[str] = field(default_factory=set)
+    """Names declared one by one (not made by a family on first use)."""
 
     def load_all(self) -> None:
         """Import the metric declarations of every registered task
@@ -146,6 +158,7 @@ class Catalogue:
             if old is not None and old != m:
                 raise ValueError(f"metric {m.name!r} is already declared differently: {old}")
             self.entries[m.name] = m
+            self.declared.add(m.name)
         return metrics
 
     def declare_family(self, pattern: str, make: Callable[[re.Match[str]], Metric]) -> None:
@@ -165,6 +178,26 @@ class Catalogue:
                 self.entries[name] = metric
                 return metric
         return None
+
+    def anchor(self, name: str) -> str | None:
+        """The anchor of ``name``'s definition in :data:`METRICS_DOC`: the name itself for a
+        metric declared by name, the family's anchor (``class_iou_cls``, ``miou_clicks_k``,
+        ``stage_ms_mean``) for one a family makes; ``None`` for an unknown name."""
+        self.load_all()
+        if name in self.declared:
+            return name
+        for fam in self.families:
+            if fam.pattern.fullmatch(name):
+                return fam.anchor
+        return None
+
+    def anchors(self) -> dict[str, str]:
+        """Every anchor :data:`METRICS_DOC` must hold: declared names and family anchors,
+        each with what it documents."""
+        self.load_all()
+        out = {n: n for n in self.entries if n in self.declared}
+        out.update({f.anchor: f.pattern.pattern for f in self.families})
+        return out
 
     def require(self, name: str, task: str | None = None) -> Metric:
         """The entry of ``name``; ``KeyError`` with a suggestion when unknown or, with

@@ -1,7 +1,7 @@
 """Cost measurement: stage timers, latency statistics and memory peaks, and their catalogue
 entries.
 
-Definitions follow ``shared/docs/metrics.md`` ("Cost"): on CUDA the clock is read only after
+Definitions follow ``docs/metrics.md`` ("Cost"): on CUDA the clock is read only after
 ``torch.cuda.synchronize()``; GPU memory is ``max_memory_allocated`` after resetting the peak
 before each item; the process's peak resident set is measured per job.
 
@@ -323,13 +323,13 @@ declare(
     Metric("latency_ms_mean", "lower", "mean ms",
            "per-item latency (every stage but metrics: what a SAM 2 user pays), mean over the "
            "timed items (a warm-up pass runs first, untimed)",
-           reference="shared metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
+           reference="docs/metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
     Metric("latency_ms_p50", "lower", "p50 ms", "per-item latency, median over the items",
-           reference="shared metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
+           reference="docs/metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
     Metric("latency_ms_p90", "lower", "p90 ms", "per-item latency, 90th percentile",
-           reference="shared metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
+           reference="docs/metrics.md: Cost", unit="ms", kind="cost", fmt="{:.0f}"),
     Metric("images_per_s", "higher", "img/s", "images per second: 1000 / latency_ms_mean",
-           reference="shared metrics.md: Cost", unit="img/s", kind="cost", fmt="{:.3g}"),
+           reference="docs/metrics.md: Cost", unit="img/s", kind="cost", fmt="{:.3g}"),
     Metric("marginal_ms_mean", "lower", "marginal ms",
            "time the job added to its sweep per item: jobs computed together share stages, "
            "which count for the group's first job only (an encoder-cache hit counts its load)",
@@ -339,7 +339,7 @@ declare(
            "what the configuration costs alone -- the shared stages' peak (the encoder's, "
            "stored with an encoder-cache entry when it did not run) combined with the job's "
            "own stages' (decoding, post-processing, CLIP), never its group's maximum",
-           reference="shared metrics.md: Cost", unit="MB", kind="cost", fmt="{:.0f}"),
+           reference="docs/metrics.md: Cost", unit="MB", kind="cost", fmt="{:.0f}"),
     Metric("peak_gpu_reserved_mb", "lower", "GPU reserved MB",
            "CUDA max_memory_reserved per item (memory the caching allocator held, allocated "
            "or cached), maximum over items (NaN on CPU); the process's, shared by the jobs "

@@ -1,6 +1,6 @@
 """Class-agnostic instance metrics for automatic mask generation (AMG).
 
-Definitions follow the shared ``metrics.md``, section "Automatic mask generation". All matching
+Definitions follow ``docs/metrics.md``, section "Automatic mask generation". All matching
 uses mask IoU on compressed RLEs (``pycocotools.mask.iou``), never boxes. Crowd ground truth
 (``iscrowd``) is never an instance to find.
 
@@ -472,7 +472,7 @@ def _coco(images: list[dict[str, Any]], anns: list[dict[str, Any]]) -> COCO:
     return coco
 
 
-_AMG = "shared metrics.md: Automatic mask generation"
+_AMG = "docs/metrics.md: Automatic mask generation"
 _TASKS = ("amg", "semantic")
 _SIZE = "AR@1000 by object size"
 

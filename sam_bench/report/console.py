@@ -59,17 +59,25 @@ def print_summary(rows: list[dict[str, Any]], title: str, view: MetricView) -> N
         table.add_column(header, justify="right")
     table.add_column("weights")
     table.add_column("status")
+    empty: list[tuple[str, str]] = []
     for r in rows:
         ov = override_dict(split_overrides(str(r.get("overrides") or "")))
         status = str(r.get("status"))
+        cell = status if status == "ok" else f"[bold red]{status}[/]"
+        why = view.empty_result(r)
+        if why is not None:
+            empty.append((str(r.get("job")), why))
+            cell += " [bold yellow]EMPTY[/]"
         table.add_row(
             str(r.get("job")),
             *[escape(ov.get(k, "")) for k in swept],
             *[_fmt(r.get(key), fmt) for _, key, fmt in columns],
             _weights(r.get("weights")),
-            status if status == "ok" else f"[bold red]{status}[/]",
+            cell,
         )
     _console.print(table)
+    for job, why in empty:
+        _console.print(f"[bold yellow]WARNING[/] job #{escape(job)} {escape(why)}")
 
 
 def print_job(record: dict[str, Any]) -> None:
@@ -93,6 +101,9 @@ def print_job(record: dict[str, Any]) -> None:
     table.add_row("weights", _weights(record.get("weights", {}).get("label")))
     table.add_row("status", str(record.get("status")))
     _console.print(table)
+    empty = view.empty_result({**m, "status": record.get("status"), "task": record.get("task")})
+    if empty is not None:
+        _console.print(f"[bold yellow]WARNING[/] this job {escape(empty)}")
     for err in record.get("item_errors") or record.get("image_errors") or []:
         _console.print(
             f"[red]item failed[/] {escape(str(err['path']))}: {escape(str(err['error']))}"

@@ -18,6 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import sam_bench
+from sam_bench.metrics.catalogue import CATALOGUE, METRICS_DOC
 from sam_bench.record import atomic_write_text
 from sam_bench.report.analysis import (
     OPTUNA_RESULTS_FILE,
@@ -99,6 +101,10 @@ def _banners(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Text]:
                 f"{len(bad)} of {len(rows)} jobs did not finish cleanly: see 'What failed'.", "warn"
             )
         )
+    for r in rows:
+        why = facts.view.empty_result(r)
+        if why is not None:
+            out.append(Text(f"EMPTY RESULT: job #{r.get('job')} {why}.", "warn"))
     return out
 
 
@@ -125,6 +131,31 @@ def _overview(sweep_dir: Path, rows: list[dict[str, Any]], facts: SweepFacts) ->
     return items
 
 
+def metrics_doc() -> Path | None:
+    """The repository's metric definitions (``docs/metrics.md`` beside the package), or
+    ``None`` when this installation has none (a wheel)."""
+    path = Path(sam_bench.__file__).resolve().parents[1] / METRICS_DOC
+    return path if path.is_file() else None
+
+
+def metric_link(name: str, doc: Path | None) -> str | None:
+    """``file:///.../docs/metrics.md#<anchor>`` of ``name``'s definition, or ``None``."""
+    anchor = CATALOGUE.anchor(name)
+    if doc is None or anchor is None:
+        return None
+    return f"{doc.as_uri()}#{anchor}"
+
+
+def _link_metrics(table: Table, column: int = 0) -> Table:
+    """Link the metric names of ``column`` to their definitions."""
+    doc = metrics_doc()
+    for r, row in enumerate(table.rows):
+        url = metric_link(row[column], doc)
+        if url is not None:
+            table.links[(r, column)] = url
+    return table
+
+
 def _best_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
     view = facts.view
     table = Table(["metric", "goal", "best", "job", "model", "configuration"], [], {2})
@@ -139,7 +170,7 @@ def _best_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
         table.rows.append(
             [metric, goal, value, f"#{row.get('job')}", _s(row.get("model")), _config(row, facts)]
         )
-    return table
+    return _link_metrics(table)
 
 
 #: Trials listed in the tuning section's ranking.
@@ -239,33 +270,42 @@ def _tuning(t: Tuning, rows: list[dict[str, Any]], facts: SweepFacts) -> list[An
     return blocks
 
 
-def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> Table:
+#: Metric columns per part of the "All jobs" table: a page-wide table, never cut off.
+TABLE_METRICS = 9
+
+
+def _full_table(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Table | Text]:
+    """The "All jobs" table, in parts of at most :data:`TABLE_METRICS` metric columns (each
+    part repeats the job, its swept values and its model), so that it fits the page."""
     view = facts.view
     columns = [(view.label(m), m, view.fmt(m)) for m in view.table_metrics()]
-    headers = [
-        "job",
-        *facts.varying,
-        "model",
-        *(h for h, _, _ in columns),
-        "weights",
-        "status",
-    ]
-    first_metric = 2 + len(facts.varying)
-    table = Table(headers, [], set(range(first_metric, first_metric + len(columns))))
-    for r in rows:
-        ov = override_dict(split_overrides(str(r.get("overrides") or "")))
-        weights = str(r.get("weights") or "-")
-        table.rows.append(
-            [
+    chunks = [columns[i : i + TABLE_METRICS] for i in range(0, len(columns), TABLE_METRICS)]
+    out: list[Table | Text] = []
+    for n, chunk in enumerate(chunks or [[]]):
+        last = n == len(chunks) - 1 or not chunks
+        headers = ["job", *facts.varying, "model", *(h for h, _, _ in chunk)]
+        headers += ["weights", "status"] if last else []
+        first_metric = 2 + len(facts.varying)
+        table = Table(headers, [], set(range(first_metric, first_metric + len(chunk))))
+        for r in rows:
+            ov = override_dict(split_overrides(str(r.get("overrides") or "")))
+            weights = str(r.get("weights") or "-")
+            cells = [
                 str(r.get("job")),
                 *(ov.get(k, "") for k in facts.varying),
                 _s(r.get("model")),
-                *(fmt(r.get(key), spec) for _, key, spec in columns),
-                weights if weights == "random" else weights[:12],
-                str(r.get("status")),
+                *(fmt(r.get(key), spec) for _, key, spec in chunk),
             ]
-        )
-    return table
+            if last:
+                cells += [
+                    weights if weights == "random" else weights[:12],
+                    str(r.get("status")) + (" (EMPTY)" if view.empty_result(r) else ""),
+                ]
+            table.rows.append(cells)
+        if len(chunks) > 1:
+            out.append(Text(f"Part {n + 1} of {len(chunks)}:", "p"))
+        out.append(table)
+    return out
 
 
 def _failures(rows: list[dict[str, Any]], facts: SweepFacts) -> list[Text | Table]:
@@ -392,7 +432,11 @@ def _metric_notes(facts: SweepFacts) -> list[Any]:
         goal = {"higher": "higher", "lower": "lower"}.get(m.direction, "-")
         unit = f" [{m.unit}]" if m.unit else ""
         table.rows.append([name, m.label + unit, goal, m.description, m.reference])
-    return [Bullets(GENERAL_NOTES), table]
+    doc = metrics_doc()
+    notes = list(GENERAL_NOTES)
+    if doc is not None:
+        notes.append(f"Each metric name links to its definition in {doc}.")
+    return [Bullets(notes), _link_metrics(table)]
 
 
 def report_sections(
@@ -412,7 +456,7 @@ def report_sections(
         Section("Best configuration per metric", [_best_table(rows, facts)], "best"),
         Section("Pareto set (accuracy vs cost)", pareto_blocks, "pareto"),
         Section("Plots", [*_plots(sweep_dir, plots, facts)], "plots"),
-        Section("All jobs", [Text("Every column: summary.csv."), _full_table(rows, facts)], "all"),
+        Section("All jobs", [Text("Every column: summary.csv."), *_full_table(rows, facts)], "all"),
         Section("What failed", [*_failures(rows, facts)], "failed"),
         Section("About the metrics", _metric_notes(facts), "metrics"),
         Section("Environment", [_environment(facts)], "environment"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +111,18 @@ def draw_overlays(rows: list[dict[str, Any]], metric: str) -> tuple[Figure, str]
         raise SkipPlot(f"no ok job with a value of {metric} saved masks (task.save_masks)")
     best = max(candidates, key=lambda r: num(r.get(metric)))
     worst = min(candidates, key=lambda r: num(r.get(metric)))
-    shown = [best] if best is worst else [best, worst]
+    shown = [best] if num(best.get(metric)) == num(worst.get(metric)) else [best, worst]
+    tied = [tied_with(candidates, r, metric) for r in shown]
     saved = [_saved(r) for r in shown]
-    stems = sorted(set.intersection(*(set(s) for s in saved)), key=_sort_key)[:MAX_IMAGES]
-    if not stems:
+    common = sorted(set.intersection(*(set(s) for s in saved)), key=_sort_key)
+    if not common:
         raise SkipPlot("the best and worst jobs saved masks for no common image")
+    stems = [s for s in common if _has_ground_truth(saved[0][s])][:MAX_IMAGES]
+    if not stems:
+        raise SkipPlot(
+            "the saved examples hold no instance ground truth (e.g. task=semantic without "
+            "dataset.annotations); the task's own figures show its predictions"
+        )
     keys, _ = varying_keys(rows)
     per_image = [_per_image(Path(str(r.get("job_dir"))), metric) for r in shown]
     ncols = 2 + len(shown)
@@ -131,21 +139,38 @@ def draw_overlays(rows: list[dict[str, Any]], metric: str) -> tuple[Figure, str]
             (image, f"image {ref.get('image_id', stem)}"),
             (paint(image, gt_masks, crowd), f"ground truth ({len(gt_masks)})"),
         ]
-        for k, row in enumerate(shown):
+        for k in range(len(shown)):
             data = json.loads(saved[k][stem].read_text(encoding="utf-8"))
             preds = _masks(data.get("masks") or [], h, w)
-            which = "best" if k == 0 else "worst"
+            which = ("all jobs tie" if len(tied[k]) == len(candidates) and len(shown) == 1
+                     else "best" if k == 0 else "worst")  # fmt: skip
             value = per_image[k].get(str(data.get("image_id", stem)), math.nan)
+            names = ", ".join(f"#{r.get('job')}" for r in tied[k])
+            head = textwrap.fill(f"{which} {names}", 40)
             panels.append(
-                (
-                    paint(image, preds),
-                    f"{which} #{row.get('job')}: {len(preds)} masks, {metric} {value:.3f}",
-                )
+                (paint(image, preds), f"{head}\n{len(preds)} masks, {metric} {value:.3f}")
             )
         for ax, (pixels, title) in zip(axes[i], panels, strict=True):
             ax.imshow(np.clip(pixels, 0, 1))
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
-    lines = [f"{w}: {job_label(r, keys)}" for w, r in zip(("best", "worst"), shown, strict=False)]
+    lines = []
+    for which, group in zip(("best", "worst"), tied, strict=False):
+        tie = f" ({len(group)} jobs tie; masks of #{group[0].get('job')})" if len(group) > 1 else ""
+        lines.append(f"{which}{tie}: " + "; ".join(job_label(r, keys) for r in group[:6])
+                     + (f"; +{len(group) - 6} more" if len(group) > 6 else ""))  # fmt: skip
     title = f"Mask overlays (best / worst config by {metric})\n" + "\n".join(lines)
     return fig, title
+
+
+def tied_with(rows: list[dict[str, Any]], row: dict[str, Any], metric: str) -> list[dict[str, Any]]:
+    """``row`` and every other row with exactly its value of ``metric`` (``row`` first)."""
+    value = num(row.get(metric))
+    return [row, *(r for r in rows if r is not row and num(r.get(metric)) == value)]
+
+
+def _has_ground_truth(path: Path) -> bool:
+    try:
+        return bool(json.loads(path.read_text(encoding="utf-8")).get("ground_truth"))
+    except (OSError, ValueError):
+        return False

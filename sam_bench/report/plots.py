@@ -12,6 +12,7 @@ not apply is skipped; the reasons go to ``plots/skipped.json`` for the report.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import json
 import math
@@ -29,6 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from sam_bench.layout import PLOTS_DIR, SKIPPED_FILE
+from sam_bench.legible import avoid_tick_overlap, renderer_of, tidy_axis
 from sam_bench.report.analysis import (
     SkipPlot,
     SweepFacts,
@@ -47,6 +49,30 @@ MAX_JOB_BARS = 24
 MAX_CURVES = 12
 MARKERS = "osD^vPX*<>ph"
 SIZE_ORDER = ("tiny", "small", "base", "large")
+
+#: An axes legend beside the plot, never over its data (the constrained layout makes room).
+LEGEND_OUTSIDE: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0),
+                                  "borderaxespad": 0.0}  # fmt: skip
+
+Inspect = Callable[[Figure, Path], None]
+#: Called with every figure :func:`make_plots` draws, just before it is saved (tests check
+#: the figures' legibility with it); ``None``: nothing is called.
+_INSPECT: contextvars.ContextVar[Inspect | None] = contextvars.ContextVar(
+    "sam_bench_plot_inspect", default=None
+)
+
+
+def integer_metric(view: MetricView, name: str) -> bool:
+    """Whether ``name`` counts whole things (its ticks are whole numbers): clicks, or a
+    metric shown without decimals."""
+    m = view.get(name)
+    return m is not None and (m.unit == "clicks" or m.fmt == "{:.0f}")
+
+
+def tidy(ax: Any, which: str, values: list[float], view: MetricView, metric: str,
+         zero_based: bool = False) -> None:  # fmt: skip
+    """:func:`sam_bench.legible.tidy_axis` for the axis showing ``metric``."""
+    tidy_axis(ax, which, values, integer=integer_metric(view, metric), zero_based=zero_based)
 
 
 def caption(stem: str, view: MetricView) -> str:
@@ -103,6 +129,10 @@ def save_figure(fig: Figure, title: str, path: Path, facts: SweepFacts) -> Path:
     text = "\n".join([title, *facts.caveats()])
     fig.suptitle(text, fontsize=11, color="darkred" if facts.caveats() else "black")
     titles = "\n".join([text, *(ax.get_title() for ax in fig.axes if ax.get_title())])
+    avoid_tick_overlap(fig)
+    inspect = _INSPECT.get()
+    if inspect is not None:
+        inspect(fig, path)
     fig.savefig(path, dpi=100, metadata={"Title": titles, "Software": "sam_bench"})
     return path
 
@@ -142,14 +172,6 @@ def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, x: st
     ring.set_markeredgewidth(2)
     ring.set_label("Pareto set")
     handles.append(ring)
-    for r in pts:
-        ax.annotate(
-            f"#{r.get('job')}",
-            (num(r[x]), num(r[y])),
-            xytext=(5, 5),
-            textcoords="offset points",
-            fontsize=8,
-        )
     lat = _finite(pts, x)
     if min(lat) > 0 and max(lat) / min(lat) > 20:
         ax.set_xscale("log")
@@ -158,9 +180,43 @@ def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, x: st
     ax.set_ylabel(view.axis_label(y))
     ax.grid(alpha=0.3)
     ax.margins(0.08)
-    ax.legend(handles=handles, fontsize=8)
+    tidy(ax, "x", lat, view, x)
+    tidy(ax, "y", _finite(pts, y), view, y)
+    ax.legend(handles=handles, fontsize=8, **LEGEND_OUTSIDE)
+    label_points(fig, ax, [(num(r[x]), num(r[y]), f"#{r.get('job')}") for r in pts])
     title = f"{view.label(y)} vs {view.label(x)} (Pareto front)"
     return save_figure(fig, title, path, facts)
+
+
+def label_points(fig: Figure, ax: Any, points: list[tuple[float, float, str]]) -> None:
+    """Name each point beside it: points at the same place share one label (``#0, #2``), and a
+    label that would cover another moves up until it does not."""
+    merged: dict[tuple[float, float], list[str]] = {}
+    for px, py, text in points:
+        merged.setdefault((px, py), []).append(text)
+    renderer = renderer_of(fig)
+    placed: list[Any] = []
+    for (px, py), names in merged.items():
+        label = ", ".join(names)
+        for step in range(12):
+            dy = 5 + 10 * step if step % 2 == 0 else -(5 + 10 * step)
+            t = ax.annotate(label, (px, py), xytext=(5, dy), textcoords="offset points",
+                            fontsize=8)  # fmt: skip
+            box = t.get_window_extent(renderer)
+            if not any(_collide(box, b) for b in placed):
+                placed.append(box)
+                break
+            t.remove()
+        else:
+            placed.append(
+                ax.annotate(
+                    label, (px, py), xytext=(5, 5), textcoords="offset points", fontsize=8
+                ).get_window_extent(renderer)
+            )
+
+
+def _collide(a: Any, b: Any) -> bool:
+    return min(a.x1, b.x1) - max(a.x0, b.x0) > 0 and min(a.y1, b.y1) - max(a.y0, b.y0) > 0
 
 
 def mean_grid(
@@ -237,6 +293,7 @@ def plot_marginal(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> 
             means.append(float(np.mean(ys)) if ys else np.nan)
         ax.plot(range(len(values)), means, "o-", color=f"C{m}", lw=2)
         ax.set_xticks(range(len(values)), values, fontsize=8)
+        tidy(ax, "y", _finite(good, metric), facts.view, metric)
         ax.set_xlabel(key, fontsize=9)
         shared = metric.startswith("latency") and facts.concurrent_jobs
         label = facts.view.label(metric)
@@ -275,8 +332,9 @@ def plot_models(rows: list[dict[str, Any]], facts: SweepFacts, path: Path) -> Pa
                 va="bottom",
                 fontsize=8,
             )
-        ax.set_xticks(range(len(models)), models, rotation=20, fontsize=8)
+        ax.set_xticks(range(len(models)), models, fontsize=8)
         ax.set_title(facts.view.axis_label(metric), fontsize=10)
+        tidy(ax, "y", [v for s in stats for v in s], facts.view, metric, zero_based=True)
     return save_figure(fig, "Model comparison", path, facts)
 
 
@@ -316,7 +374,9 @@ def plot_series(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, group
     ]
     ax.set_xticks(range(len(groups)), [name for name, _ in groups], fontsize=8)
     ax.set_ylabel(y_label + goal)
-    ax.legend(handles=handles, fontsize=8)
+    values = [v for n in names for v in _finite(good, n)]
+    tidy(ax, "y", values, facts.view, names[0], zero_based=True)
+    ax.legend(handles=handles, fontsize=8, **LEGEND_OUTSIDE)
     return save_figure(fig, group, path, facts)
 
 
@@ -345,7 +405,10 @@ def _curves(
     ax.set_xlabel(_series_axis(group))
     ax.set_ylabel(facts.view.label(members[0].name).split(" @")[0] + goal)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    tidy_axis(ax, "x", xs, integer=all(float(v).is_integer() for v in xs))
+    values = [num(r.get(m.name)) for r in good[:MAX_CURVES] for m in members]
+    tidy(ax, "y", values, facts.view, members[0].name)
+    ax.legend(fontsize=7, **LEGEND_OUTSIDE)
     more = f" (first {MAX_CURVES} of {len(good)} jobs)" if len(good) > MAX_CURVES else ""
     return save_figure(fig, group + more, path, facts)
 
@@ -384,9 +447,20 @@ def _series(rows: list[dict[str, Any]], facts: SweepFacts, group: str, path: Pat
     return plot_series(rows, facts, path, group)
 
 
-def make_plots(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
+def make_plots(
+    sweep_dir: Path, rows: list[dict[str, Any]], inspect: Inspect | None = None
+) -> list[Path]:
     """Draw every plot that applies into ``SWEEP/plots/`` (old PNGs there are removed first);
-    returns the PNGs written. Why any plot was skipped goes to ``plots/skipped.json``."""
+    returns the PNGs written. Why any plot was skipped goes to ``plots/skipped.json``.
+    ``inspect(figure, path)`` is called with every figure before it is saved."""
+    token = _INSPECT.set(inspect)
+    try:
+        return _make_plots(sweep_dir, rows)
+    finally:
+        _INSPECT.reset(token)
+
+
+def _make_plots(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
     out = Path(sweep_dir) / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):

@@ -32,6 +32,8 @@ class Table:
     rows: list[list[str]]
     #: Columns (by index) aligned right (numbers).
     numeric: set[int] = field(default_factory=set)
+    #: Cells that link somewhere: (row, column) -> URL (HTML) / relative path (Markdown).
+    links: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -72,10 +74,31 @@ def _md_block(block: Block, base: Path) -> str:
         rule = "|" + "|".join(
             "---:" if i in block.numeric else "---" for i in range(len(block.headers))
         )
-        body = ["| " + " | ".join(_md(c) for c in row) + " |" for row in block.rows]
+        body = [
+            "| "
+            + " | ".join(
+                f"[{_md(c)}]({_md_url(block.links[(r, i)], base)})" if (r, i) in block.links
+                else _md(c)
+                for i, c in enumerate(row)
+            )
+            + " |"
+            for r, row in enumerate(block.rows)
+        ]  # fmt: skip
         return "\n".join([head, rule + "|", *body])
     rel = Path(os.path.relpath(block.path, base)).as_posix()
     return f"![{_md(block.caption)}]({rel})\n\n*{_md(block.caption)}*"
+
+
+def _md_url(url: str, base: Path) -> str:
+    """A link target for the Markdown report: a ``file:`` URL becomes a path relative to
+    ``base`` (the report moves with its sweep folder only when the target is outside it)."""
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        rel = Path(os.path.relpath(unquote(parts.path), base)).as_posix()
+        url = rel + (f"#{parts.fragment}" if parts.fragment else "")
+    return url.replace(" ", "%20").replace(")", "%29")
 
 
 def to_markdown(title: str, sections: list[Section], base: Path) -> str:
@@ -101,7 +124,7 @@ font-weight:600;border-radius:4px}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
 th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f3f3f3;overflow-wrap:anywhere}td{overflow-wrap:anywhere}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr:nth-child(even) td{background:#fafafa}
 figure{margin:1rem 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9rem;color:#555}
@@ -128,11 +151,17 @@ def _html_block(block: Block) -> str:
         body = "".join(
             "<tr>"
             + "".join(
-                f'<td class="num">{_h(c)}</td>' if i in block.numeric else f"<td>{_h(c)}</td>"
+                ('<td class="num">' if i in block.numeric else "<td>")
+                + (
+                    f'<a href="{_h(block.links[(r, i)])}">{_h(c)}</a>'
+                    if (r, i) in block.links
+                    else _h(c)
+                )
+                + "</td>"
                 for i, c in enumerate(row)
             )
             + "</tr>"
-            for row in block.rows
+            for r, row in enumerate(block.rows)
         )
         table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
         return f'<div class="scroll">{table}</div>'

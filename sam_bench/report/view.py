@@ -31,11 +31,17 @@ class TaskView:
     objective: str | None = None
     pareto: tuple[str, str] | None = None
     metrics: list[str] = field(default_factory=list)
+    empty_when: tuple[str, float] | None = None
+    """``(metric, value)``: a job with that value predicted nothing (``TaskSpec.empty_when``)."""
+    empty_hint: str = ""
 
     @staticmethod
     def from_spec(name: str, spec: dict[str, Any]) -> TaskView:
         pareto = spec.get("pareto")
+        empty = spec.get("empty_when")
         return TaskView(
+            empty_when=(str(empty[0]), float(empty[1])) if empty and len(empty) == 2 else None,
+            empty_hint=str(spec.get("empty_hint") or ""),
             name=name,
             headline=[str(m) for m in spec.get("headline") or []],
             objective=spec.get("objective"),
@@ -212,8 +218,39 @@ class MetricView:
                 return task.pareto[0]
         return "latency_ms_p50" if "latency_ms_p50" in self.metrics else None
 
+    def empty_result(self, row: dict[str, Any]) -> str | None:
+        """Why a job's result is empty (it predicted nothing on any item: its task's declared
+        ``empty_when`` holds), with the likely causes; ``None`` when it is not (or its task
+        declares no such check). ``row``: a summary row (numbers or CSV strings)."""
+        if row.get("status") not in ("ok", "partial"):
+            return None
+        task = self.tasks.get(str(row.get("task") or ""))
+        if task is None and len(self.tasks) == 1:
+            task = next(iter(self.tasks.values()))
+        if task is None or task.empty_when is None:
+            return None
+        metric, value = task.empty_when
+        try:
+            got = float(row.get(metric))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        if got != value:
+            return None
+        items = row.get("n_items_ok")
+        on = f"any of its {int(float(str(items)))} items" if _is_number(items) else "any item"
+        why = f"; likely {task.empty_hint}" if task.empty_hint else ""
+        return f"predicted nothing on {on} ({self.label(metric)} = {value:g}){why}"
+
     def default_objective(self) -> str | None:
         for task in self.tasks.values():
             if task.objective:
                 return task.objective
         return self.main_accuracy()
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return value is not None and value != ""

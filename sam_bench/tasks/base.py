@@ -80,6 +80,13 @@ class TaskSpec:
     """Settings sections whose ``describe()`` makes the task's part of the dry-run line (empty:
     :attr:`sections`); a task leaves out a section it shares with another task, whose words
     are that task's."""
+    empty_when: tuple[str, float] | None = None
+    """``(metric, value)``: the job predicted nothing on any item when ``metric`` equals
+    ``value`` (no mask on every image, every pixel unlabelled...); the console, the summary
+    table and the report then warn, naming :attr:`empty_hint`. ``None``: the task always
+    predicts something."""
+    empty_hint: str = ""
+    """The likely causes of an empty result, for the warning (settings to look at)."""
     outputs: tuple[Output, ...] = ()
     """The files a job of the task may write besides the runner's own
     (:data:`sam_bench.layout.RUNNER_OUTPUTS`), each with its kind; ``result.json`` lists the
@@ -93,7 +100,8 @@ class TaskSpec:
 
     def check_catalogue(self) -> None:
         """Every metric the spec names must be declared (a typo fails at once)."""
-        for name in {*self.metrics, *self.headline, self.objective, *self.pareto}:
+        empty = [self.empty_when[0]] if self.empty_when else []
+        for name in {*self.metrics, *self.headline, self.objective, *self.pareto, *empty}:
             CATALOGUE.require(name)
 
     def catalogue_names(self) -> list[str]:

@@ -33,6 +33,9 @@ class Rendered:
     requests: list[str] = field(default_factory=list)
     images: list[dict[str, Any]] = field(default_factory=list)
     text: str = ""
+    #: Tables wider than the page (cut off, or only visible by scrolling sideways).
+    overflowing: list[str] = field(default_factory=list)
+    tables: int = 0
 
 
 def render(page_path: Path, screenshot: Path) -> Rendered:
@@ -53,6 +56,14 @@ def render(page_path: Path, screenshot: Path) -> Rendered:
                 " w: i.naturalWidth, h: i.naturalHeight, src: i.currentSrc.slice(0, 30)}))"
             )
             seen.text = page.inner_text("body")
+            seen.overflowing = page.evaluate(
+                "Array.from(document.querySelectorAll('table')).filter(t => {"
+                " const box = t.getBoundingClientRect(), body = document.body"
+                ".getBoundingClientRect(); return box.right > body.right + 1 ||"
+                " t.parentElement.scrollWidth > t.parentElement.clientWidth + 1; })"
+                ".map(t => t.closest('section').id + ': ' + t.rows[0].innerText.slice(0, 80))"
+            )
+            seen.tables = page.evaluate("document.querySelectorAll('table').length")
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
@@ -113,6 +124,7 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
         assert img["src"].startswith("data:image/png;base64,"), img
     assert "UNTRAINED MODEL" in seen.text and "SHARED MACHINE" in seen.text
     assert f"{MARKUP_CHECKPOINT}: no such file" in seen.text  # shown as text, not markup
+    assert seen.tables >= 4 and seen.overflowing == [], seen.overflowing
     with Image.open(_shot_path(tmp_path, "report.png")) as shot:
         assert shot.width == 1280 and shot.height > 3000
 

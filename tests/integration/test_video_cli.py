@@ -139,8 +139,9 @@ def test_short_run_writes_davis_pngs_overlay_tables_and_figures(short_run, davis
     rec = json.loads((job / "result.json").read_text())
     assert float(frames[1]["j"]) == pytest.approx(rec["metrics"]["j_mean"])
     assert [f["path"] for f in rec["figures"]] == [
-        "figures/jf_per_sequence.png", "figures/j_over_frames.png",
+        f"figures/frames/{SEQ}.png", "figures/jf_per_sequence.png", "figures/j_over_frames.png",
     ]  # fmt: skip
+    assert "first, middle and last frame" in rec["figures"][0]["caption"]
     assert all("UNTRAINED" in f["caption"] for f in rec["figures"])
     assert all((job / f["path"]).is_file() for f in rec["figures"])
 

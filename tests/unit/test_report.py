@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from html.parser import HTMLParser
@@ -21,7 +22,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 import sam_bench.metrics.instance  # noqa: F401  (declares the AMG metrics in the catalogue)
-from sam_bench.report.analysis import best_configuration, pareto_front, sweep_facts
+from sam_bench.report.analysis import SkipPlot, best_configuration, pareto_front, sweep_facts
 from sam_bench.report.document import build_report, write_report
 from sam_bench.report.overlay import decode_segmentation, paint
 from sam_bench.report.plots import make_plots, mean_grid
@@ -357,9 +358,11 @@ def test_report_contents(grid_sweep: Path) -> None:
     parser.close()
     assert parser.doctype and parser.stack == []
     pngs = [p for p in files if p.suffix == ".png"]
-    assert len(parser.urls) == len(pngs) and all(
-        u.startswith("data:image/png;base64,") for u in parser.urls
-    )
+    images = [u for u in parser.urls if u.startswith("data:image/png;base64,")]
+    links = [u for u in parser.urls if u not in images]
+    assert len(images) == len(pngs)
+    doc = (REPO / "docs" / "metrics.md").as_uri()  # every other URL: a metric's definition
+    assert links and all(u.startswith(doc + "#") for u in links)
     assert "<script" not in page.lower() and "http" not in page
 
     # the failed job's error is escaped, and listed in both
@@ -373,7 +376,7 @@ def test_report_contents(grid_sweep: Path) -> None:
     # best miou: job 7 (0.65); lowest latency: job 0 (400 ms, tiny pps=4)
     rows = collect(grid_sweep)
     lines = {
-        line.split("|")[1].strip(): line
+        re.sub(r"^\[(.*)\]\(.*\)$", r"\1", line.split("|")[1].strip()): line
         for line in md.splitlines()
         if line.startswith("| ") and line.count("|") == 7
     }
@@ -436,3 +439,61 @@ def test_quoted_overrides_with_spaces_and_non_ascii_stay_whole() -> None:
     varying, fixed = varying_keys(rows)
     assert varying == ["dataset.limit"]
     assert fixed == {"task": "toy", "sweep_name": "'café ü'", "note": '"a b"'}
+
+
+def test_report_links_every_metric_to_its_definition(grid_sweep: Path) -> None:
+    """Every metric of the "About the metrics" and "best" tables links to an anchor of
+    docs/metrics.md that exists, in both report.html (file: URLs) and report.md (paths
+    relative to the sweep folder)."""
+    from urllib.parse import unquote, urlsplit
+
+    build_report(grid_sweep)
+    doc = REPO / "docs" / "metrics.md"
+    anchors = set(re.findall(r'<a id="([^"]+)"></a>', doc.read_text()))
+    page = (grid_sweep / "report.html").read_text()
+    hrefs = re.findall(r'<a href="([^"]+)">([^<]+)</a>', page)
+    about = page.split('id="metrics"')[1].split("</table>")[0]
+    shown = re.findall(r"<tr><td>(?:<a [^>]+>)?([a-z0-9_]+)", about)
+    assert len(shown) >= 10, "the metrics table lists no metric"
+    linked = {text for _, text in hrefs}
+    assert set(shown) <= linked, f"metrics without a link: {sorted(set(shown) - linked)}"
+    for href, text in hrefs:
+        parts = urlsplit(href)
+        assert parts.scheme == "file" and Path(unquote(parts.path)) == doc.resolve(), href
+        assert parts.fragment in anchors, f"{text}: no anchor #{parts.fragment} in {doc}"
+    md = (grid_sweep / "report.md").read_text()
+    md_links = re.findall(r"\[([a-z0-9\\_]+)\]\(([^)#]+)#([^)]+)\)", md)
+    assert len(md_links) == len(hrefs)
+    for _, path, fragment in md_links:
+        assert (grid_sweep / path).resolve() == doc.resolve() and fragment in anchors
+
+
+def test_overlays_name_every_tied_job(tmp_path: Path) -> None:
+    """Jobs tied for best (and worst) are all named, not the first alone; examples without
+    instance ground truth are not drawn as 'ground truth (0)'."""
+    from sam_bench.report.overlay import draw_overlays
+
+    sweep = tmp_path / "sweep"
+    for n, (miou, pps) in enumerate([(0.5, 4), (0.5, 8), (0.2, 16), (0.2, 32)]):
+        write_job(sweep, n, {"amg.points_per_side": pps}, _metrics(miou, 100.0), masks_shift=n)
+    rows = collect(sweep)
+    fig, title = draw_overlays(rows, "miou")
+    assert "best (2 jobs tie; masks of #0): #0 amg.points_per_side=4; #1" in title
+    assert "worst (2 jobs tie; masks of #2): #2 amg.points_per_side=16; #3" in title
+    panel_titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith("best #0, #1\n") for t in panel_titles), panel_titles
+    assert any(t.startswith("worst #2, #3\n") for t in panel_titles), panel_titles
+
+    for n in range(4):  # every job ties: one column, named "all jobs tie"
+        write_job(tmp_path / "flat", n, {"amg.points_per_side": 4 * (n + 1)},
+                  _metrics(0.4, 100.0), masks_shift=n)  # fmt: skip
+    fig, title = draw_overlays(collect(tmp_path / "flat"), "miou")
+    assert len(fig.axes) == 2 * 3  # 2 images x (image, ground truth, one prediction column)
+    assert any(ax.get_title().startswith("all jobs tie #0, #1, #2, #3") for ax in fig.axes)
+
+    for job in (sweep / str(n) for n in range(4)):  # no instance ground truth saved
+        for path in (job / "masks").glob("*.json"):
+            data = json.loads(path.read_text())
+            path.write_text(json.dumps({**data, "ground_truth": []}))
+    with pytest.raises(SkipPlot, match="no instance ground truth"):
+        draw_overlays(rows, "miou")

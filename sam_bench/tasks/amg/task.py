@@ -55,6 +55,13 @@ class AMGTask(Task):
         sections=("amg",),
         uses_engine=True,
         encoder_cache=True,
+        empty_when=("mask_count_max", 0.0),
+        empty_hint=(
+            "thresholds too strict for these weights (amg.pred_iou_thresh, "
+            "amg.stability_score_thresh: untrained weights keep almost no mask above 0.5), or "
+            "a wrong input conversion (preprocess.*: images almost black or uniform after "
+            "conversion)"
+        ),
         outputs=OUTPUTS,
     )  # fmt: skip
     writer = AMGWriter

@@ -1,7 +1,7 @@
 """Prompted-segmentation metrics (``task=prompted``): definitions, per-instance outcomes and
 their evaluator.
 
-Definitions (``shared/docs/metrics.md``, "Prompted segmentation"). Every IoU is the mask IoU
+Definitions (``docs/metrics.md``, "Prompted segmentation"). Every IoU is the mask IoU
 of one binary prediction with one non-crowd ground-truth instance, over the whole image.
 
 * ``miou_click`` (``prompt.mode=click``): one positive click at the instance's farthest point
@@ -47,7 +47,7 @@ SIZES = ("small", "medium", "large")
 NOC_THRESHOLDS = (0.85, 0.90)
 MODES = ("click", "box", "clicks")
 
-_REF = "shared metrics.md: Prompted segmentation"
+_REF = "docs/metrics.md: Prompted segmentation"
 _TASKS = ("prompted",)
 _NOC = "NoC: clicks to reach an IoU"
 _SIZE = "mIoU by object size"
@@ -116,7 +116,7 @@ PROMPTED_METRICS = declare(
         _m(f"noc{_pct(t)}", "lower", f"NoC ({_pct(t)})",
            f"prompt.mode=clicks: clicks until the IoU first is >= {t:.2f}, max_clicks when it "
            "never is; mean over instances",
-           reference="RITM / SimpleClick NoC (shared metrics.md: Prompted segmentation)",
+           reference="RITM / SimpleClick NoC (docs/metrics.md: Prompted segmentation)",
            unit="clicks", fmt="{:.2f}", group=_NOC, group_x=f"IoU {t:.2f}")
         for t in NOC_THRESHOLDS
     ),
@@ -144,7 +144,7 @@ PROMPTED_METRICS = declare(
     Metric("decoder_ms_per_prompt", "lower", "ms/prompt",
            "prompt encoder + mask decoder time per prompt (one instance's one query); the "
            "image encoder runs once per image (encoder_ms_mean)",
-           reference="shared metrics.md: Cost", unit="ms", kind="cost", fmt="{:.1f}",
+           reference="docs/metrics.md: Cost", unit="ms", kind="cost", fmt="{:.1f}",
            tasks=_TASKS),
 )  # fmt: skip
 """Catalogue entries of the fixed keys of :meth:`PromptedEvaluator.evaluate`."""

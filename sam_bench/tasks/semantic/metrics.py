@@ -1,6 +1,6 @@
 """Semantic labelling metrics: a dataset-wide confusion matrix and what follows from it.
 
-Definitions follow the shared ``metrics.md`` ("Semantic labelling") and mmsegmentation's
+Definitions follow ``docs/metrics.md`` ("Semantic labelling") and mmsegmentation's
 ``IoUMetric`` (``intersect_and_union`` summed over the dataset, then
 ``total_area_to_metrics``):
 
@@ -291,7 +291,7 @@ class MaskStatsEvaluator:
 # ---------------------------------------------------------------------------------------------
 # catalogue
 
-_REF = "shared metrics.md: Semantic labelling; mmsegmentation IoUMetric"
+_REF = "docs/metrics.md: Semantic labelling; mmsegmentation IoUMetric"
 _TASKS = ("semantic",)
 SERIES = "IoU per class"
 

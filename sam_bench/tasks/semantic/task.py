@@ -147,6 +147,13 @@ class SemanticTask(Task):
         described=("semantic",),
         uses_engine=True,
         encoder_cache=True,
+        empty_when=("unlabelled_frac", 1.0),
+        empty_hint=(
+            "no AMG mask survived the thresholds (amg.pred_iou_thresh, "
+            "amg.stability_score_thresh), or every mask's CLIP confidence is below "
+            "semantic.min_confidence (with N classes an unsure CLIP gives about 1/N), or a "
+            "wrong input conversion (preprocess.*)"
+        ),
         outputs=OUTPUTS,
     )  # fmt: skip
     writer = SemanticWriter

@@ -455,7 +455,7 @@ declare(
     Metric("fps", "higher", "fps",
            "frames propagated per second: propagated frames / their summed per-frame time "
            "(frames after the prompt; prompting, init_state and warm-up excluded)",
-           reference="shared metrics.md: Video", unit="frames/s", tasks=TASKS, kind="cost",
+           reference="docs/metrics.md: Video", unit="frames/s", tasks=TASKS, kind="cost",
            fmt="{:.3g}"),
     Metric("frame_latency_ms_mean", "lower", "frame ms",
            "per-frame propagation time (previous output to this frame's mask on the CPU), mean "

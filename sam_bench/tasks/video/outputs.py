@@ -21,9 +21,6 @@ from typing import Any, overload
 
 import cv2
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from sam_bench.data.base import Dataset, ImageRef
@@ -42,6 +39,7 @@ PER_SEQUENCE_FILE = "per_sequence.csv"
 PER_FRAME_FILE = "per_frame.csv"
 JF_FIGURE = f"{FIGURES_DIR}/jf_per_sequence.png"
 J_FRAMES_FIGURE = f"{FIGURES_DIR}/j_over_frames.png"
+FRAMES_FIGURES_DIR = f"{FIGURES_DIR}/frames"
 UNTRAINED_NOTE = "UNTRAINED (random weights): accuracy is meaningless"
 
 #: Every file a video job may write besides the runner's (``VideoTask.spec.outputs``). A job
@@ -64,6 +62,12 @@ OUTPUTS: tuple[Output, ...] = (
     ),
     Output("per_frame", "table_csv", PER_FRAME_FILE, "J and F per frame and object"),
     Output(
+        "frames", "figure_folder", f"{FRAMES_FIGURES_DIR}/",
+        "<sequence>.png: its first, middle and last frame with the ground-truth and the "
+        "predicted masks (one colour per object), for the first task.save_masks sequences",
+        "task.save_masks",
+    ),
+    Output(
         "jf_per_sequence", "figure", JF_FIGURE, "J, F and J&F per sequence (when one was scored)"
     ),
     Output(
@@ -76,6 +80,11 @@ OUTPUTS: tuple[Output, ...] = (
 def overlay_path(job_dir: Path, sequence: str) -> Path:
     """Where the overlay video of ``sequence`` goes (``overlays/<item_stem>.mp4``)."""
     return job_dir / OVERLAYS_DIR / f"{item_stem(sequence)}.mp4"
+
+
+def frames_figure_path(job_dir: Path, sequence: str) -> Path:
+    """Where the frames figure of ``sequence`` goes (``figures/frames/<item_stem>.png``)."""
+    return job_dir / FRAMES_FIGURES_DIR / f"{item_stem(sequence)}.png"
 
 
 def davis_palette() -> np.ndarray:
@@ -293,91 +302,6 @@ def write_tables(job_dir: Path, ev: VideoEvaluator, untrained: bool | None) -> d
         job_dir / PER_FRAME_FILE, [{**r, **flag} for r in ev.frame_rows] or [{"sequence": None}]
     )
     return {"per_sequence_file": PER_SEQUENCE_FILE, "per_frame_file": PER_FRAME_FILE}
-
-
-def _note(untrained: bool | None) -> str:
-    return UNTRAINED_NOTE if untrained else ""
-
-
-def _finish(fig: Figure, title: str, untrained: bool | None, path: Path) -> None:
-    note = _note(untrained)
-    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10,
-                 color="darkred" if note else "black")  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-
-
-def jf_per_sequence_figure(ev: VideoEvaluator, path: Path, untrained: bool | None) -> bool:
-    """Horizontal bars of J, F and J&F per sequence (sorted by J&F); ``False`` when no sequence
-    was scored."""
-    seqs = [s for s in ev.sequences if not np.isnan(s["jf"])]
-    if not seqs:
-        return False
-    seqs.sort(key=lambda s: s["jf"])
-    n = len(seqs)
-    fig = Figure(figsize=(7, 1.2 + 0.35 * n * 1.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    y = np.arange(n)
-    height = 0.27
-    for k, (key, label) in enumerate((("jf", "J&F"), ("j_mean", "J"), ("f_mean", "F"))):
-        ax.barh(y + (1 - k) * height, [s[key] for s in seqs], height, label=label)
-    ax.set_yticks(y, [s["sequence"] for s in seqs])
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("score (mean over the sequence's objects)")
-    ax.legend(loc="lower right", fontsize=8)
-    _finish(fig, "J&F per sequence", untrained, path)
-    return True
-
-
-MAX_LINES = 12
-"""Lines drawn by the J-over-frames figure (the worst sequences / objects beyond)."""
-
-
-def j_over_frames_figure(ev: VideoEvaluator, path: Path, untrained: bool | None) -> bool:
-    """J on every scored frame, one line per object (per sequence, mean over its objects, when
-    there are more than :data:`MAX_LINES` objects; then the :data:`MAX_LINES` lowest): where
-    tracking is lost. ``False`` when nothing was scored."""
-    series: dict[str, dict[int, list[float]]] = {}
-    per_object = len(ev.objects) <= MAX_LINES
-    for o in ev.objects:
-        key = f"{o.sequence}:{o.object_id}" if per_object else o.sequence
-        line = series.setdefault(key, {})
-        for t, j in zip(o.frames, o.j, strict=True):
-            line.setdefault(t, []).append(j)
-    series = {k: v for k, v in series.items() if v}
-    if not series:
-        return False
-    means = {k: float(np.mean([np.mean(v) for v in line.values()])) for k, line in series.items()}
-    keys = sorted(series, key=lambda k: means[k])[:MAX_LINES]
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for k in keys:
-        ts = sorted(series[k])
-        ax.plot(ts, [float(np.mean(series[k][t])) for t in ts], marker=".", label=k)
-    ax.set_ylim(-0.02, 1.02)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("frame index")
-    ax.set_ylabel("J (IoU with ground truth)")
-    ax.legend(fontsize=7, ncol=2 if len(keys) > 6 else 1)
-    what = "per object" if per_object else "per sequence (mean over objects)"
-    extra = "" if len(series) <= MAX_LINES else f", the {MAX_LINES} lowest of {len(series)}"
-    _finish(fig, f"J over frames, {what}{extra}", untrained, path)
-    return True
-
-
-def draw_figures(job_dir: Path, ev: VideoEvaluator, untrained: bool | None) -> list[dict[str, str]]:
-    """The per-job figures (``[{path, caption}]``, paths relative to ``job_dir``)."""
-    out = []
-    note = f" -- {UNTRAINED_NOTE}" if untrained else ""
-    jf = Path(JF_FIGURE)
-    if jf_per_sequence_figure(ev, job_dir / jf, untrained):
-        out.append({"path": str(jf), "caption": f"J&F per sequence{note}"})
-    jt = Path(J_FRAMES_FIGURE)
-    if j_over_frames_figure(ev, job_dir / jt, untrained):
-        out.append({"path": str(jt), "caption": f"J over frames (where tracking is lost){note}"})
-    return out
 
 
 def write_source(out: Path, source: dict[str, Any]) -> None:

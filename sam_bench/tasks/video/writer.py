@@ -22,7 +22,7 @@ from pycocotools import mask as mask_utils
 from sam_bench.data.base import Dataset, Sample, VideoTruth
 from sam_bench.metrics.base import Evaluator
 from sam_bench.tasks.base import JobContext, Writer
-from sam_bench.tasks.video import outputs
+from sam_bench.tasks.video import figures, outputs
 from sam_bench.tasks.video.metrics import VideoEvaluator, VideoPrediction
 from sam_bench.tasks.video.settings import fill_hole_area, prompt_mode, video_settings
 
@@ -58,11 +58,29 @@ class VideoWriter(Writer):
         super().__init__(ctx, live=live)
         self.overlays: list[str] = []
         self.saved_pngs = 0
+        self.frame_figures: list[tuple[str, str]] = []
+        """(sequence, path relative to the job folder) of the frames figures drawn or kept."""
 
     # ------------------------------------------------------------------ per item
 
     def item(self, sample: Sample, inputs: Any, prediction: Any, saved: int) -> bool:
-        return self._write(sample, prediction, keep=False)
+        written = self._write(sample, prediction, keep=False)
+        if saved >= self.ctx.cfg.task.save_masks:
+            return written
+        self._frames_figure(sample, prediction, keep=False)
+        return True
+
+    def _frames_figure(self, sample: Sample, prediction: VideoPrediction, *, keep: bool) -> None:
+        """The sequence's frames figure (first, middle, last frame); ``keep``: one an earlier
+        run drew is kept."""
+        seq = sample.ref.image_id
+        path = outputs.frames_figure_path(self.ctx.job_dir, seq)
+        if not (keep and path.is_file()):
+            untrained = None if self.ctx.weights is None else self.ctx.weights.untrained
+            if untrained is None:
+                untrained = prediction.untrained
+            figures.frames_figure(seq, _video(sample), prediction, path, untrained)
+        self.frame_figures.append((seq, str(path.relative_to(self.ctx.job_dir))))
 
     def _write(self, sample: Sample, prediction: VideoPrediction, *, keep: bool) -> bool:
         """A sequence's PNGs (``save_predictions``) and overlay (``video.save_overlay``);
@@ -120,6 +138,8 @@ class VideoWriter(Writer):
         """A reused sequence: its PNGs and overlay, written by the earlier run, count again
         (written again from the decoded masks where they are missing)."""
         self._write(sample, prediction, keep=True)
+        if len(self.frame_figures) < self.ctx.cfg.task.save_masks:  # as the earlier run did
+            self._frames_figure(sample, prediction, keep=True)
 
     # ------------------------------------------------------------------ per job
 
@@ -171,7 +191,14 @@ class VideoWriter(Writer):
 
     def figures(self, evaluator: Evaluator) -> list[dict[str, str]]:
         ev = _video_evaluator(evaluator)
-        return outputs.draw_figures(self.ctx.job_dir, ev, _untrained(self.ctx, ev))
+        untrained = _untrained(self.ctx, ev)
+        note = f" -- {outputs.UNTRAINED_NOTE}" if untrained else ""
+        frames = [
+            {"path": path, "caption": f"{seq}: first, middle and last frame, ground truth | "
+                                      f"prediction{note}"}
+            for seq, path in self.frame_figures
+        ]  # fmt: skip
+        return [*frames, *figures.draw_figures(self.ctx.job_dir, ev, untrained)]
 
     @classmethod
     def read(cls, path: Path, dataset: Dataset) -> outputs.PredictionFolder:
