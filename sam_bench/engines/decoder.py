@@ -203,23 +203,12 @@ class SlicedMaskDecoder:
         slices: list[slice],
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``TwoWayAttentionBlock.forward``."""
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            attn_out = layer.self_attn(q=q, k=q, v=queries)
-            queries = queries + attn_out
-        queries = layer.norm1(queries)
+        queries = self._tokens_in(layer, queries, query_pe)
 
         q = queries + query_pe
         ks = [k + key_pe for k in keys]
         attn_out = self._token_to_image(layer.cross_attn_token_to_image, q, ks, keys, slices)
-        queries = queries + attn_out
-        queries = layer.norm2(queries)
-
-        mlp_out = layer.mlp(queries)
-        queries = queries + mlp_out
-        queries = layer.norm3(queries)
+        queries = self._tokens_mlp(layer, queries + attn_out)
 
         q = queries + query_pe
         attn = layer.cross_attn_image_to_token
@@ -233,6 +222,25 @@ class SlicedMaskDecoder:
             key = key + attn.out_proj(_merge(out))
             new_keys.append(layer.norm4(key))
         return queries, new_keys
+
+    @staticmethod
+    def _tokens_in(layer: Any, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
+        """``TwoWayAttentionBlock``: the tokens' self-attention and its norm."""
+        if layer.skip_first_layer_pe:
+            queries = layer.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + query_pe
+            queries = queries + layer.self_attn(q=q, k=q, v=queries)
+        out: torch.Tensor = layer.norm1(queries)
+        return out
+
+    @staticmethod
+    def _tokens_mlp(layer: Any, queries: torch.Tensor) -> torch.Tensor:
+        """``TwoWayAttentionBlock``: after the token-to-image attention was added, its norm,
+        the token MLP and its norm."""
+        queries = layer.norm2(queries)
+        out: torch.Tensor = layer.norm3(queries + layer.mlp(queries))
+        return out
 
     @staticmethod
     def _token_to_image(

@@ -103,25 +103,6 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
         """Whether :meth:`_sources` gave one source for every prompt."""
         return len(srcs) == 1 and srcs[0].shape[0] == 1
 
-    # ------------------------------------------------------------------ prompt side
-
-    @staticmethod
-    def _tokens_in(layer: Any, queries: torch.Tensor, query_pe: torch.Tensor) -> torch.Tensor:
-        """``TwoWayAttentionBlock``: self-attention and its norm."""
-        if layer.skip_first_layer_pe:
-            queries = layer.self_attn(q=queries, k=queries, v=queries)
-        else:
-            q = queries + query_pe
-            queries = queries + layer.self_attn(q=q, k=q, v=queries)
-        out: torch.Tensor = layer.norm1(queries)
-        return out
-
-    @staticmethod
-    def _tokens_mlp(layer: Any, queries: torch.Tensor) -> torch.Tensor:
-        queries = layer.norm2(queries)
-        out: torch.Tensor = layer.norm3(queries + layer.mlp(queries))
-        return out
-
     # ------------------------------------------------------------------ first layer, shared
 
     def _first_block(
