@@ -124,8 +124,19 @@ def test_hydra_ray_launcher_receives_the_gpus_of_device_cuda(monkeypatch) -> Non
         assert remote == {"num_cpus": 1, "num_gpus": expected}, extra
 
 
-@pytest.mark.usefixtures("hydra_conf")
 def test_a_bad_gpu_share_names_the_resolver() -> None:
+    """The resolver the presets use, resolved as a launcher node would be (no `scale` extra
+    needed: CI runs without it, and this rule is ours, not Ray's)."""
+    node = OmegaConf.create(
+        {"device": "cuda", "remote": {"num_gpus": "${sam_bench.gpus:${device},1,somewhere}"}}
+    )
+    with pytest.raises(Exception, match=r"sam_bench\.gpus.*this_machine, cuda, cpu"):
+        OmegaConf.select(node, "remote.num_gpus", throw_on_resolution_failure=True)
+
+
+@pytest.mark.usefixtures("hydra_conf")
+def test_a_bad_gpu_share_in_the_ray_preset_names_the_resolver() -> None:
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason="the `scale` extra is missing")
     cfg = compose(
         "config",
         overrides=[

@@ -1,0 +1,1 @@
+"""Model runtimes (``model.runtime``): :mod:`sam_bench.models.runtimes.base` is the contract."""
