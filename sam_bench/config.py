@@ -84,9 +84,44 @@ class ModelConfig:
     apply_postprocessing: bool = False
     """sam2's ``build_sam2(apply_postprocessing=...)``: dynamic multimask via stability. The
     official AMG examples use ``false``."""
+    runtime: str = "eager"
+    """What runs the image encoder, prompt encoder and mask decoder (a registered runtime,
+    :mod:`sam_bench.models.runtimes`; a sweep axis: ``-m model.runtime=eager,compile,bf16``):
+
+    - ``eager`` (default): sam2's PyTorch modules as built (today's behaviour and config ids);
+    - ``compile``: ``torch.compile`` of the three components (not the whole model); exact;
+    - ``bf16``: the three components under bf16 autocast, outputs cast back to float32;
+      approximate (the documented replacement of the top-level ``dtype=bf16``);
+    - ``onnxruntime``: the components exported to ONNX and run by ONNX Runtime; exact;
+    - ``transformers``: the Hugging Face port (``Sam2Model``) with the same weights; exact.
+
+    ``onnxruntime`` and ``transformers`` need the ``runtimes`` extra
+    (``pip install sam_bench[runtimes]``). Exporting / compiling / converting is timed as
+    ``prepare_s``, apart from the timed stages. Any runtime but ``eager`` changes the
+    ``config_id`` and records ``agreement_*`` metrics against eager."""
+    agreement_items: int = 2
+    """With ``runtime`` other than ``eager``: the first N items are also run on an eager copy
+    of the model (untimed, after the job) and the ``agreement_*`` metrics compare the two
+    (docs/metrics.md). 0: no comparison. Never part of the ``config_id``."""
+    runtime_options: dict[str, Any] = field(default_factory=dict)
+    """The runtime's own settings, e.g. ``compile``: ``mode`` (``torch.compile`` mode,
+    default ``null``), ``dynamic`` (default ``null``), ``backend`` (default ``inductor``);
+    ``onnxruntime``: ``opset``, ``providers``; ``transformers``: ``hf_id``. Unknown keys are
+    refused by the runtime. Part of the ``config_id`` when set."""
+    runtime_cache: str | None = None
+    """Folder where runtimes keep exports / conversions (keyed by the weights' hash).
+    ``null``: ``$XDG_CACHE_HOME/sam_bench/runtimes`` (``~/.cache/sam_bench/runtimes``). Never
+    part of the ``config_id``."""
 
     def __post_init__(self) -> None:
         check_choice("model.weights", self.weights, WEIGHTS_CHOICES)
+        if self.runtime != MISSING:
+            registry.check("runtime", self.runtime)
+        check_min("model.agreement_items", self.agreement_items, 0)
+        if self.runtime_cache is not None and not str(self.runtime_cache).strip():
+            raise ConfigError(
+                "model.runtime_cache", "must be a folder path or null, got an empty string"
+            )
         check_choice("model.family", self.family, ("sam2", "sam2.1"))
         check_choice("model.size", self.size, ("tiny", "small", "base_plus", "large"))
 
@@ -394,7 +429,10 @@ class Config:
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``."""
     dtype: str = "fp32"
-    """``fp32`` or ``bf16`` (torch autocast around the model)."""
+    """``fp32`` or ``bf16`` (torch autocast around the engines' model calls). Kept so earlier
+    sweeps keep their config ids; new sweeps should use ``model.runtime=bf16`` (the three
+    components under autocast, agreement with eager recorded). ``dtype=bf16`` with a
+    ``model.runtime`` other than ``eager`` is refused."""
     seed: int = 0
     """Seeds torch / numpy; also makes ``model.weights=random`` deterministic."""
     warmup: bool = True
@@ -428,6 +466,13 @@ class Config:
                 "device", f"must be auto, cpu, cuda or cuda:N (N a GPU index), got {self.device!r}"
             )
         check_choice("dtype", self.dtype, ("fp32", "bf16"))
+        runtime = getattr(self.model, "runtime", "eager")
+        if self.dtype == "bf16" and runtime not in ("eager", MISSING):
+            raise ConfigError(
+                "dtype",
+                f"dtype=bf16 cannot be combined with model.runtime={runtime}; use "
+                "model.runtime=bf16 alone (dtype=fp32)",
+            )
         if self.predictions is not None and not str(self.predictions).strip():
             raise ConfigError("predictions", "must be a path or null, got an empty string")
 

@@ -7,7 +7,8 @@
   config sections, :attr:`TaskSpec.sections`, e.g. ``amg``; a task leaves out settings that
   cannot change a result -- output options, settings of another prompt mode -- writes a
   default as the value it stands for, and names an input file by its content), ``model``
-  (which architecture and build option, not where its file lies), ``preprocess``, ``dtype``,
+  (which architecture, build option and runtime, not where its file lies; ``model.runtime``
+  only when it is not ``eager``), ``preprocess``, ``dtype``,
   ``device`` (the setting, e.g. ``auto``), ``seed``, ``warmup`` and, for tasks that use one,
   ``engine`` -- each without preset labels (``name``);
 * the data, by its fingerprint (never its path);
@@ -34,6 +35,12 @@ from sam_bench.files import sha256_file
 COMMON_KEYS = ("dtype", "device", "seed", "warmup")
 #: ``model`` keys that say where a file is or how it is obtained, not what it computes.
 MODEL_LOCATION_KEYS = ("name", "checkpoint", "checkpoint_file", "url", "sha256", "weights")
+#: ``model`` keys that change how long a job takes to prepare or what it records beside its
+#: results, never what it computes (``model.agreement_items``, ``model.runtime_cache``).
+MODEL_BOOKKEEPING_KEYS = ("agreement_items", "runtime_cache")
+#: ``model.runtime`` of today's behaviour: at it, ``runtime`` and ``runtime_options`` are left
+#: out, so the identity document of an eager job is the one written before runtimes existed.
+EAGER_RUNTIME = "eager"
 #: Keys dropped from every section (preset labels).
 LABEL_KEYS = ("name",)
 ID_LENGTH = 16
@@ -66,6 +73,20 @@ def content_digest(path: str | Path) -> str | None:
     return digest.hexdigest()
 
 
+def model_identity(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model`` section of an identity: without location and bookkeeping keys; an
+    ``eager`` runtime (the default) leaves ``runtime`` and ``runtime_options`` out (its ids
+    are those of jobs recorded before runtimes existed); another runtime keeps both (its
+    options only when set)."""
+    out = _strip(dict(model), (*MODEL_LOCATION_KEYS, *MODEL_BOOKKEEPING_KEYS))
+    if out.get("runtime", EAGER_RUNTIME) == EAGER_RUNTIME:
+        out.pop("runtime", None)
+        out.pop("runtime_options", None)
+    elif not out.get("runtime_options"):
+        out.pop("runtime_options", None)
+    return out
+
+
 def config_identity(
     config: dict[str, Any],
     *,
@@ -86,7 +107,7 @@ def config_identity(
         data: Dataset fingerprint.
         weights: Weights hash (or predictions sha256); ``None`` when unknown.
     """
-    model = _strip(config.get("model") or {}, MODEL_LOCATION_KEYS)
+    model = model_identity(config.get("model") or {})
     doc: dict[str, Any] = {
         "task": task,
         "model": model,

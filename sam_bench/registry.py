@@ -30,6 +30,13 @@ _TABLES: dict[str, dict[str, str]] = {
         "fast": "sam_bench.engines:fast_engine",
         "reference": "sam_bench.engines:reference_engine",
     },
+    "runtime": {
+        "eager": "sam_bench.models.runtimes.torch_runtimes:EagerRuntime",
+        "compile": "sam_bench.models.runtimes.torch_runtimes:CompileRuntime",
+        "bf16": "sam_bench.models.runtimes.torch_runtimes:Bf16Runtime",
+        "onnxruntime": "sam_bench.models.runtimes.onnx:OnnxRuntime",
+        "transformers": "sam_bench.models.runtimes.transformers:TransformersRuntime",
+    },
     "dataset": {
         "synthetic": "sam_bench.data.registry:build_synthetic",
         "coco": "sam_bench.data.coco:from_config",
@@ -44,6 +51,7 @@ _TABLES: dict[str, dict[str, str]] = {
 #: before the catalogue answers any lookup: the runner's, and each registered task's.
 _METRIC_MODULES: list[str] = [
     "sam_bench.metrics.cost",
+    "sam_bench.metrics.runtime",
     "sam_bench.metrics.instance",
     "sam_bench.tasks.prompted.metrics",
     "sam_bench.tasks.video.metrics",
@@ -65,11 +73,17 @@ ENTRY_POINT_GROUP = "sam_bench.tasks"
 _entry_points_loaded = False
 
 #: The config key that names each kind (for error messages).
-CONFIG_KEYS = {"task": "task.name", "engine": "engine", "dataset": "dataset.format"}
+CONFIG_KEYS = {
+    "task": "task.name",
+    "engine": "engine",
+    "dataset": "dataset.format",
+    "runtime": "model.runtime",
+}
 
 
 def names(kind: str) -> tuple[str, ...]:
-    """Registered names of ``kind`` (``task``, ``engine`` or ``dataset``), in order."""
+    """Registered names of ``kind`` (``task``, ``engine``, ``runtime`` or ``dataset``), in
+    order."""
     if kind == "task":
         load_entry_points()
     return tuple(_TABLES[kind])

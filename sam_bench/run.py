@@ -424,6 +424,7 @@ def _execute(
     rss = PeakRSS().start()
     source = None
     model = weights = None
+    runtime: dict[str, Any] | None = None
     build_s = math.nan
     if lead.predictions:
         path = Path(lead.predictions).expanduser()
@@ -436,6 +437,7 @@ def _execute(
         build_s = clock.now() - t0
         if weights.untrained:
             log.warning("%s", UNTRAINED_BANNER)
+        model, runtime = _on_runtime(model, lead, device, weights)
     ctxs = [
         JobContext(
             cfg=cfg, device=device, model=model, weights=weights, dataset=dataset, refs=refs,
@@ -458,18 +460,92 @@ def _execute(
     ]
     task = ReplayTask(ctxs, task_cls, source) if source is not None else task_cls(ctxs)
     try:
-        results = run_items(task, warmup=lead.warmup, progress=lead.progress, logs=logs)
+        try:
+            results = run_items(task, warmup=lead.warmup, progress=lead.progress, logs=logs)
+        finally:
+            for item_log in logs:
+                item_log.close()
+            task.close()
+            del task, ctxs
+        peak_rss = rss.stop()  # before the agreement pass: it is not part of the job's cost
+        if runtime is not None and model is not None and weights is not None:
+            _agree(runtime, task_cls, lead, device, model, weights, dataset, refs)
     finally:
-        for item_log in logs:
-            item_log.close()
-        task.close()
-        del task, ctxs, model
+        del model
         free_memory(device)
-    peak_rss = rss.stop()
     group = [s.job_num for s in specs] if len(specs) > 1 else None
     for record, result in zip(records, results, strict=True):
+        if runtime is not None:
+            _add_runtime(result, runtime)
         _fill(record, result, task_cls, weights, source, build_s, peak_rss, rss.method, group)
     return [r.rows for r in results]
+
+
+def _on_runtime(
+    model: Any, cfg: Config, device: Any, weights: Any
+) -> tuple[Any, dict[str, Any]]:
+    """``model`` on ``cfg.model.runtime`` (:mod:`sam_bench.models.runtimes`), and what the
+    record says of it (``task_info.runtime``). Eager returns the model unchanged."""
+    from sam_bench.models.runtimes.apply import prepare_runtime, runtime_info
+
+    name = str(getattr(cfg.model, "runtime", "eager"))
+    if name == "eager":
+        return model, runtime_info(name, None)
+    log.info("model.runtime=%s: preparing the model", name)
+    prepared = prepare_runtime(model, cfg.model, device, weights.state_dict_hash)
+    return prepared.model, runtime_info(name, prepared)
+
+
+def _agree(
+    runtime: dict[str, Any],
+    task_cls: type[Task],
+    cfg: Config,
+    device: Any,
+    model: Any,
+    weights: Any,
+    dataset: Any,
+    refs: list[Any],
+) -> None:
+    """On a runtime other than eager: build the eager model again (same config, seed and
+    weights) and compare it with the runtime's on the first ``model.agreement_items`` items
+    (:mod:`sam_bench.models.agreement`); fills ``runtime["agreement"]`` (metrics, items,
+    what was compared, or the error). Building again, rather than keeping a deep copy from
+    before the swap, keeps the copy out of the job's measured peak memory (RSS, GPU)."""
+    from sam_bench.models.agreement import aggregate, compare_case
+
+    n = int(cfg.model.agreement_items)
+    if runtime["name"] == "eager" or n <= 0:
+        return
+    cases, compared, why = [], [], None
+    try:
+        seed_everything(cfg.seed)
+        reference, ref_weights = task_cls.build_model(cfg, device)
+        if ref_weights.state_dict_hash != weights.state_dict_hash:
+            raise SamBenchError("the eager reference was built with other weights")
+        for ref in refs[:n]:
+            case = task_cls.agreement_case(cfg, dataset.load(ref))
+            if case is None:
+                continue
+            cases.append(compare_case(reference, model, case))
+            compared.append({"image_id": str(ref.image_id), "prompts": case.what})
+        del reference
+    except Exception as e:  # recorded; the job's own results stand
+        why = f"{type(e).__name__}: {e}"
+        log.warning("model.runtime=%s: agreement with eager not measured (%s)", runtime["name"], why)
+    metrics = aggregate(cases)
+    runtime["agreement"] = {"items": compared, "metrics": metrics, "error": why}
+
+
+def _add_runtime(result: Any, runtime: dict[str, Any]) -> None:
+    """``task_info.runtime``, and on a runtime other than eager the ``prepare_s`` and
+    ``agreement_*`` metrics (eager jobs record none of them)."""
+    result.info = {**(result.info or {}), "runtime": runtime}
+    if runtime["name"] == "eager":
+        return
+    result.metrics = {**result.metrics, "prepare_s": float(runtime["prepare_s"])}
+    agreement = runtime.get("agreement")
+    if agreement is not None:
+        result.metrics.update(agreement["metrics"])
 
 
 def dataset_warnings(dataset: Any) -> list[dict[str, Any]]:

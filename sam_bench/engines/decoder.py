@@ -20,7 +20,8 @@ operations, but splits the work in two kinds:
 The outputs are bit-identical to ``model.sam_mask_decoder(...)`` (checked against it in
 ``tests/integration/test_sliced_decoder.py``, and end to end against the official generator
 in ``tests/integration/test_fast_engine.py``). Only the CPU uses slicing: on CUDA the fast
-engine calls the upstream decoder as is (see :func:`slice_size_for`).
+engine calls the upstream decoder as is, and so does every engine on a ``model.runtime`` other
+than ``eager`` (see :func:`slice_size_for`).
 """
 
 from __future__ import annotations
@@ -30,12 +31,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sam_bench.models.runtimes.swap import is_eager_decoder
+
 #: Prompts per image-side slice on the CPU (measured by ``benchmarks/bench_decoder.py``).
 CPU_SLICE_SIZE = 4
 
 
-def slice_size_for(device: torch.device) -> int | None:
-    """Image-side slice size for ``device``; ``None``: run the upstream decoder unchanged."""
+def slice_size_for(device: torch.device, model: torch.nn.Module | None = None) -> int | None:
+    """Image-side slice size for ``device``; ``None``: run the upstream decoder unchanged.
+
+    ``model``: the model whose decoder would be sliced. Only sam2's own eager ``MaskDecoder``
+    is (:func:`~sam_bench.models.runtimes.swap.is_eager_decoder`): on a ``model.runtime``
+    other than ``eager`` the decoder is the runtime's module, called as the official
+    predictor calls it, so the runtime is what decodes (never eager weights copied into
+    sam_bench's own implementation)."""
+    if model is not None and not is_eager_decoder(model):
+        return None
     return CPU_SLICE_SIZE if device.type == "cpu" else None
 
 

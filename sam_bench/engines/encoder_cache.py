@@ -91,6 +91,7 @@ def encoder_identity(
     TF32 for matmuls and cuDNN convolutions, the float32 matmul precision, the cuDNN
     version): with TF32 on, a CUDA "fp32" encoder gives other bits.
     ``model.apply_postprocessing`` is left out: it changes the mask decoder only.
+    ``model.runtime`` enters when it is not ``eager`` (:func:`runtime_identity`).
     """
     from sam_bench.environment import cpu_model, numerics
 
@@ -105,7 +106,18 @@ def encoder_identity(
         "sam2": _version("sam2"),
         "torch": torch.__version__,
         **{k: str(v) for k, v in numerics().items()},
+        **runtime_identity(model),
     }
+
+
+def runtime_identity(model: ModelConfig) -> dict[str, str]:
+    """``model.runtime`` and its options when not ``eager`` (a runtime computes other bits);
+    nothing for eager, so eager keys are those written before runtimes existed."""
+    runtime = getattr(model, "runtime", "eager")
+    if runtime == "eager":
+        return {}
+    options = json.dumps(dict(getattr(model, "runtime_options", {}) or {}), sort_keys=True)
+    return {"runtime": str(runtime), "runtime_options": options}
 
 
 def _version(dist: str) -> str:

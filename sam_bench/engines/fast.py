@@ -218,7 +218,7 @@ class FastAMG:
     @functools.cached_property
     def _sliced_decoder(self) -> SlicedMaskDecoder | None:
         """The mask decoder with image-side work in slices (CPU), or ``None``: upstream's."""
-        size = slice_size_for(self.device)
+        size = slice_size_for(self.device, self.predictor.model)
         if size is None:
             return None
         return SlicedMaskDecoder(self.predictor.model.sam_mask_decoder, size)

@@ -39,6 +39,7 @@ from sam_bench.layout import JobLayout, Output
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.metrics.cost import StageTimes
+from sam_bench.models.agreement import AgreementCase
 from sam_bench.models.build import WeightsInfo
 
 
@@ -299,6 +300,20 @@ class Task:
         """One prediction per job of the group; ``times[j]`` receives job j's stage times
         (shared stages in full)."""
         raise NotImplementedError
+
+    @classmethod
+    def agreement_case(cls, cfg: Config, sample: Sample) -> AgreementCase | None:
+        """The image and prompts on which a job on a ``model.runtime`` other than ``eager`` is
+        compared with eager (:mod:`sam_bench.models.agreement`; ``None``: this item is not
+        compared). Default: the converted image with a point grid
+        (:func:`~sam_bench.models.agreement.grid_case`)."""
+        from sam_bench.models.agreement import grid_case
+        from sam_bench.preprocess import to_model_input
+
+        if sample.raw is None:
+            return None
+        image, _ = to_model_input(sample.raw, cfg.preprocess)
+        return grid_case(image)
 
     def warmup(self, sample: Sample, inputs: Any) -> dict[str, Any] | None:
         """The untimed warm-up pass (default: one prediction, discarded). What it returns

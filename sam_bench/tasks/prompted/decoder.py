@@ -86,14 +86,15 @@ class PromptDecoder:
 
     @functools.cached_property
     def _sliced_decoder(self) -> SlicedMaskDecoder | None:
-        size = slice_size_for(self.device) if self.sliced else None
+        size = slice_size_for(self.device, self.predictor.model) if self.sliced else None
         if size is None:
             return None
         return SlicedMaskDecoder(self.predictor.model.sam_mask_decoder, size)
 
     @functools.cached_property
     def _factored_decoder(self) -> FactoredMaskDecoder | None:
-        size = slice_size_for(self.device) if self.sliced and self.dtype == "fp32" else None
+        own = self.sliced and self.dtype == "fp32"
+        size = slice_size_for(self.device, self.predictor.model) if own else None
         if size is None:
             return None
         return FactoredMaskDecoder(self.predictor.model.sam_mask_decoder, size)

@@ -98,9 +98,12 @@ class PromptConfig:
         return "prompt.mode=click"
 
 
-def decoder_used(device_type: str, dtype: str, decoder: str) -> str:
+def decoder_used(device_type: str, dtype: str, decoder: str, runtime: str = "eager") -> str:
     """What decodes a batch of several prompts (``task_info.decoder`` of the record), as
-    :class:`~sam_bench.tasks.prompted.decoder.PromptDecoder` chooses it."""
+    :class:`~sam_bench.tasks.prompted.decoder.PromptDecoder` chooses it: on a
+    ``model.runtime`` other than ``eager``, the runtime's own mask decoder."""
+    if runtime != "eager":
+        return f"model.runtime={runtime} (its mask decoder, called as SAM2ImagePredictor does)"
     if device_type != "cpu":
         return "sam2"
     if decoder == "factored" and dtype == "fp32":

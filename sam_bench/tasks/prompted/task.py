@@ -55,6 +55,7 @@ from sam_bench.data.base import Dataset, Sample
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.errors import ConfigError, SampleError
 from sam_bench.metrics.cost import Clock, StageTimes, combine_peaks, measured
+from sam_bench.models.agreement import AgreementCase, box_case
 from sam_bench.prompts.boxes import Detections, read_detections
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
 from sam_bench.tasks.prompted.decoder import PromptDecoder
@@ -183,6 +184,18 @@ class PromptedTask(Task):
     def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> PromptedEvaluator:
         p = prompt_of(ctx.cfg)
         return PromptedEvaluator(mode_of(ctx.cfg), p.max_clicks, detector=bool(p.boxes))
+
+    @classmethod
+    def agreement_case(cls, cfg: Config, sample: Sample) -> AgreementCase | None:
+        """One box per ground-truth instance (its mask's bounding box), one mask each: the
+        runtime's masks are compared with eager's per instance."""
+        from sam_bench.preprocess import to_model_input
+
+        if sample.raw is None:
+            return None
+        image, _ = to_model_input(sample.raw, cfg.preprocess)
+        truth = read_truth(sample, int(image.shape[0]), int(image.shape[1]))
+        return box_case(image, truth.masks)
 
     # ------------------------------------------------------------------ per item
 

@@ -204,7 +204,9 @@ class PromptedWriter(Writer):
             },
             "skipped": dict(reasons),
             "stopped_early": self.stopped if mode_of(ctx.cfg) == "clicks" else None,
-            "decoder": decoder_used(ctx.device.type, ctx.cfg.dtype, prompt_of(ctx.cfg).decoder),
+            "decoder": decoder_used(
+                ctx.device.type, ctx.cfg.dtype, prompt_of(ctx.cfg).decoder, ctx.cfg.model.runtime
+            ),
             "encoder_cache": cache.info() if cache is not None else None,
             "per_instance_file": PER_INSTANCE_FILE,
         }

@@ -58,6 +58,7 @@ from sam_bench.data.base import Dataset, Sample, VideoTruth
 from sam_bench.errors import ConfigError
 from sam_bench.metrics.base import Evaluator, Evaluators
 from sam_bench.metrics.cost import StageTimes
+from sam_bench.models.agreement import AgreementCase, grid_case
 from sam_bench.models.build import WeightsInfo
 from sam_bench.tasks.base import JobContext, Task, TaskSpec
 from sam_bench.tasks.video.compile import CompileWatch, warmup_frames
@@ -153,12 +154,33 @@ class VideoTask(Task):
                 f"compiles every module with torch.compile (max-autotune) and is allowed on CUDA "
                 f"only; this job runs on {device.type}",
             )
+        if video.vos_optimized and cfg.model.runtime != "eager":
+            raise ConfigError(
+                "video.vos_optimized",
+                f"compiles sam2's own modules and cannot be combined with model.runtime="
+                f"{cfg.model.runtime} (use model.runtime=compile alone)",
+            )
         connected_components.install()
         return build_video_model(cfg.model, video, device, cfg.seed, progress=cfg.progress)
 
     @classmethod
     def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> Evaluator:
         return Evaluators([VideoEvaluator(), PropagationCost()])
+
+    @classmethod
+    def agreement_case(cls, cfg: Config, sample: Sample) -> AgreementCase | None:
+        """The sequence's first frame with the point grid
+        (:func:`~sam_bench.models.agreement.grid_case`): the components a runtime replaces
+        (image encoder, prompt encoder, mask decoder) compared on the first frame."""
+        import numpy as np
+        from PIL import Image
+
+        video = _video(sample)
+        if not video.frames:
+            return None
+        with Image.open(video.frames[0]) as im:
+            image = np.asarray(im.convert("RGB"))
+        return grid_case(image)
 
     # ------------------------------------------------------------------ per item
 
