@@ -22,6 +22,7 @@ import bench_decoder
 import bench_engines
 import bench_memory
 import bench_prompted
+import bench_runtimes
 import torch
 from common import Ratio, table
 
@@ -38,6 +39,10 @@ BENCHMARKS: dict[str, tuple[Callable[[], list[Ratio]], Callable[[], list[Ratio]]
     "keep_all": (lambda: bench_engines.keep_all(3), lambda: bench_engines.keep_all(1)),
     "mixed": (lambda: bench_engines.mixed(1), lambda: []),
     "memory": (bench_memory.run, lambda: bench_memory.run((8,))),
+    "runtimes": (
+        bench_runtimes.run,
+        lambda: bench_runtimes.run(("bf16", "onnxruntime", "transformers"), ("tiny",), 1, 1),
+    ),
 }
 
 

@@ -170,6 +170,12 @@ def check(kind: str, name: Any) -> None:
         raise unknown(kind, name)
 
 
+def target(kind: str, name: str) -> str:
+    """``"module:attribute"`` registered as ``name`` of ``kind`` (not imported)."""
+    check(kind, name)
+    return _TABLES[kind][name]
+
+
 def load(kind: str, name: str) -> Any:
     """The object registered as ``name`` (imported on first use)."""
     check(kind, name)

@@ -481,9 +481,7 @@ def _execute(
     return [r.rows for r in results]
 
 
-def _on_runtime(
-    model: Any, cfg: Config, device: Any, weights: Any
-) -> tuple[Any, dict[str, Any]]:
+def _on_runtime(model: Any, cfg: Config, device: Any, weights: Any) -> tuple[Any, dict[str, Any]]:
     """``model`` on ``cfg.model.runtime`` (:mod:`sam_bench.models.runtimes`), and what the
     record says of it (``task_info.runtime``). Eager returns the model unchanged."""
     from sam_bench.models.runtimes.apply import prepare_runtime, runtime_info
@@ -531,7 +529,9 @@ def _agree(
         del reference
     except Exception as e:  # recorded; the job's own results stand
         why = f"{type(e).__name__}: {e}"
-        log.warning("model.runtime=%s: agreement with eager not measured (%s)", runtime["name"], why)
+        log.warning(
+            "model.runtime=%s: agreement with eager not measured (%s)", runtime["name"], why
+        )
     metrics = aggregate(cases)
     runtime["agreement"] = {"items": compared, "metrics": metrics, "error": why}
 

@@ -36,11 +36,12 @@ def load_runtime(name: str) -> Runtime:
     try:
         factory = registry.load("runtime", name)
     except ModuleNotFoundError as e:
-        target = f"sam_bench.models.runtimes.{name}"
-        if e.name and e.name.startswith("sam_bench"):
+        target = registry.target("runtime", name)
+        module = target.partition(":")[0]
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
             raise SamBenchError(
                 f"model.runtime={name}: its module is not part of this installation "
-                f"({e.name}; registered target {target})"
+                f"({e.name}; registered as {target})"
             ) from None
         raise SamBenchError(
             f"model.runtime={name} needs {e.name or 'a library'}, which is not installed: "
