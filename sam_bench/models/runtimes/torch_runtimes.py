@@ -82,7 +82,11 @@ class CompileRuntime:
             "fullgraph": bool(opts.get("fullgraph", False)),
         }
         t0 = time.perf_counter()
-        swap(model, lambda _, module: torch.compile(module, **kwargs))  # type: ignore[arg-type]
+        def compiled(_: str, module: torch.nn.Module) -> torch.nn.Module:
+            out: torch.nn.Module = torch.compile(module, **kwargs)  # type: ignore[arg-type,assignment]
+            return out
+
+        swap(model, compiled)
         warm_up(model)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
