@@ -10,7 +10,7 @@ SCALE_STAMP := $(VENV)/.sam_bench-scale-installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create ./.venv and install sam_bench with its dependencies
+install: $(STAMP)  ## create ./.venv and install sam_bench with its dependencies (and the runtimes extra)
 
 # sam2's optional CUDA extension (sam2._C: connected components for min_mask_region_area and
 # video hole filling) is built when a CUDA toolkit is found (nvcc on PATH or
@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch torchvision
 	SAM2_BUILD_CUDA=$(SAM2_BUILD_CUDA) $(BIN)/pip install --quiet --no-build-isolation \
 		$(if $(filter 1,$(SAM2_BUILD_CUDA)),--no-cache-dir) "$(SAM2)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,runtimes]"
 	@$(SAM2_EXT_CHECK)
 	@$(if $(filter 1,$(SAM2_BUILD_CUDA)),$(BIN)/python -c "import sam2._C" 2>/dev/null || \
 		echo "  (built with SAM2_BUILD_CUDA=1: make install-cuda-ext shows the compiler's error)")
@@ -49,7 +49,7 @@ install-cuda-ext: install  ## (re)build sam2 with its CUDA extension (needs nvcc
 install-scale: $(SCALE_STAMP)  ## add the `scale` extra: Ray, submitit and their Hydra launchers
 
 $(SCALE_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e ".[dev,scale]"
+	$(BIN)/pip install --quiet -e ".[dev,runtimes,scale]"
 	@touch $@
 
 quickstart: install  ## install, then run the quickstart sweep (~5 min on 2 CPU cores)
