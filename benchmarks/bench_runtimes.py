@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +99,13 @@ def run(
                 print(f"{size:<6} {name:<13} skipped: {e}")
                 continue
             subject = prepared.model
-            timed = interleaved(
-                {"eager": lambda: _work(eager, pictures[0]),
-                 name: lambda m=subject: _work(m, pictures[0])},
-                repeats,
-            )  # fmt: skip
-            agree = aggregate([compare_case(eager, subject, grid_case(p)) for p in pictures[:items]])
+            variants: dict[str, Callable[[], Any]] = {
+                "eager": functools.partial(_work, eager, pictures[0]),
+                name: functools.partial(_work, subject, pictures[0]),
+            }
+            timed = interleaved(variants, repeats)
+            cases = [compare_case(eager, subject, grid_case(p)) for p in pictures[:items]]
+            agree = aggregate(cases)
             text = (
                 f"mask IoU min {agree['agreement_mask_iou_min']:.4f} mean "
                 f"{agree['agreement_mask_iou_mean']:.4f}, embed rel L2 "
@@ -118,7 +121,6 @@ def run(
             print(f"{size:<6} {name:<13} {prepared.prepare_s:>9.1f} {row.baseline_value:>8.2f} "
                   f"{row.subject_value:>9.2f} {row.ratio:>5.2f}x  {text}")  # fmt: skip
             del subject, prepared
-        del eager
     return rows
 
 

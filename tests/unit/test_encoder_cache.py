@@ -6,6 +6,7 @@ encoder through the cache.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -120,6 +121,20 @@ def test_identity_reflects_weights_model_dtype_and_device() -> None:
     assert encoder_identity(model_cfg(), "h1", "fp32", CPU) == encoder_identity(
         ModelConfig(**{**vars(model_cfg()), "apply_postprocessing": True}), "h1", "fp32", CPU
     )
+
+
+def test_identity_reflects_a_runtime_other_than_eager() -> None:
+    """A runtime computes other bits: its name and options enter the key; eager adds
+    nothing, so eager keys are those written before runtimes existed."""
+    base = encoder_identity(model_cfg(), "h1", "fp32", CPU)
+    assert "runtime" not in base
+    eager = ModelConfig(**{**vars(model_cfg()), "runtime": "eager", "agreement_items": 0})
+    assert encoder_identity(eager, "h1", "fp32", CPU) == base
+    bf16 = ModelConfig(**{**vars(model_cfg()), "runtime": "bf16"})
+    compiled = ModelConfig(**{**vars(model_cfg()), "runtime": "compile"})
+    tuned = ModelConfig(**{**vars(compiled), "runtime_options": {"mode": "max-autotune"}})
+    ids = [encoder_identity(m, "h1", "fp32", CPU) for m in (bf16, compiled, tuned)]
+    assert len({json.dumps(i, sort_keys=True) for i in [base, *ids]}) == 4
 
 
 @pytest.mark.usefixtures("fp32_settings")

@@ -51,9 +51,9 @@ def test_unknown_runtime_is_one_error_with_a_suggestion() -> None:
 
 
 def test_bad_values_name_their_key() -> None:
-    with pytest.raises(ConfigError, match="model.agreement_items"):
+    with pytest.raises(ConfigError, match=r"model\.agreement_items"):
         _cfg("model.agreement_items=-1")
-    with pytest.raises(ConfigError, match="model.runtime_cache"):
+    with pytest.raises(ConfigError, match=r"model\.runtime_cache"):
         _cfg("model.runtime_cache=' '")
     with pytest.raises(ConfigError, match="dtype") as e:
         _cfg("dtype=bf16", "model.runtime=bf16")
@@ -127,7 +127,7 @@ def test_runtimes_refuse_unknown_options() -> None:
     from sam_bench.models.runtimes.apply import prepare_runtime
 
     cfg = ModelConfig(name="m", runtime="bf16", runtime_options={"mode": "x"})
-    with pytest.raises(ConfigError, match="model.runtime_options"):
+    with pytest.raises(ConfigError, match=r"model\.runtime_options"):
         prepare_runtime(torch.nn.Module(), cfg, torch.device("cpu"), "w")
 
 
