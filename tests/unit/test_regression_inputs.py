@@ -43,6 +43,8 @@ def test_packaged_defaults() -> None:
     assert s.tolerance("miou", "accuracy") == Tolerance(absolute=0.005)
     assert s.tolerance("peak_rss_mb", "cost") == Tolerance(relative=0.2)
     assert not s.tolerance("model_build_s", "cost").judge
+    assert not s.tolerance("prepare_s", "cost").judge  # export / compile time: noisy
+    assert not s.tolerance("agreement_mask_iou_min", "info").judge  # shown, not judged
     assert not s.tolerance("n_images", "info").judge  # no kind default: not judged
     assert s.timing.min_images == 5 and s.timing.seed == 0 and s.timing.confidence == 0.95
     assert s.masks == Tolerance(absolute=0.02)
