@@ -137,3 +137,12 @@ def test_default_cache_folder_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_p
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cache_dir(ModelConfig(name="m")) == tmp_path / "sam_bench" / "runtimes"
     assert cache_dir(ModelConfig(name="m", runtime_cache=str(tmp_path / "c"))) == tmp_path / "c"
+
+
+def test_runtimes_preset_sweeps_every_runtime_on_two_sizes() -> None:
+    cfg = compose("config", overrides=["sweep=runtimes"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert set(str(params["model.runtime"]).split(",")) == set(registry.names("runtime"))
+    assert str(params["model"]).split(",") == ["sam2.1_hiera_tiny", "sam2.1_hiera_small"]
+    typed = to_typed(compose("config", overrides=["sweep=runtimes", "model.runtime=bf16"]))
+    assert typed.model.weights == "random" and typed.dataset.format == "synthetic"
