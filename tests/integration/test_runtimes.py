@@ -187,8 +187,10 @@ def test_the_engines_call_a_runtimes_components(tiny_model: Any, sample) -> None
 
 @pytest.mark.slow
 def test_compile_gives_eager_masks(tiny_model: Any, sample) -> None:
-    """torch.compile of the three components: identical masks on the embedded data, the
-    first compilation recorded as prepare_s."""
+    """torch.compile of the three components: eager's masks on the embedded data up to float
+    rounding, the first compilation recorded as prepare_s. Inductor's fused kernels sum in
+    another order (logits within ~5e-5 of eager's), so a pixel whose logit lies that close to
+    0 may flip: measured here, 1 of the 48 grid masks differed by such pixels (IoU 0.99998)."""
     compiled = _on(tiny_model, "compile")
     assert compiled.exact and compiled.prepare_s > 0.0
     assert compiled.details["backend"] == "inductor"
@@ -196,5 +198,6 @@ def test_compile_gives_eager_masks(tiny_model: Any, sample) -> None:
     for case in (grid_case(image), box_case(image, masks)):
         assert case is not None
         got = compare_case(tiny_model, compiled.model, case)
-        assert min(got.mask_ious) == 1.0, case.what
-        assert got.logits_max_abs < 1e-3 and got.embed_rel_l2 < 1e-4
+        assert got.logits_max_abs < 1e-4 and got.embed_rel_l2 < 1e-5, case.what
+        assert min(got.mask_ious) >= 0.9999, (case.what, got.mask_ious)
+        assert sum(i < 1.0 for i in got.mask_ious) <= 2, (case.what, got.mask_ious)
