@@ -82,6 +82,7 @@ class CompileRuntime:
             "fullgraph": bool(opts.get("fullgraph", False)),
         }
         t0 = time.perf_counter()
+
         def compiled(_: str, module: torch.nn.Module) -> torch.nn.Module:
             out: torch.nn.Module = torch.compile(module, **kwargs)  # type: ignore[arg-type,assignment]
             return out
