@@ -22,6 +22,8 @@ import torch
 from sam2.modeling.sam.mask_decoder import MaskDecoder
 from torch import nn
 
+from sam_bench.errors import SamBenchError
+
 
 class OrtGraph:
     """One ONNX Runtime session called with torch tensors (returns torch tensors on the
@@ -74,7 +76,7 @@ class OrtImageEncoder(_Adapter):
 
     def forward(self, sample: torch.Tensor) -> dict[str, Any]:
         if tuple(sample.shape[1:]) != self.image_shape[1:]:
-            raise ValueError(
+            raise SamBenchError(
                 f"model.runtime=onnxruntime's image encoder was exported for images of shape "
                 f"{self.image_shape[1:]}, got {tuple(sample.shape[1:])}"
             )
