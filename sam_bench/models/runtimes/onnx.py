@@ -139,7 +139,12 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, exporter: str) -> None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     kwargs: dict[str, Any] = {"dynamo": exporter == "dynamo"}
     if exporter == "dynamo":
-        kwargs.update(external_data=False, verbose=False)
+        # torch.export's form of the dynamic axes: one entry per input, in order
+        dims = [spec.dynamic_axes.get(n, {}) for n in spec.input_names]
+        shapes = tuple({axis: torch.export.Dim.DYNAMIC for axis in d} for d in dims)
+        kwargs.update(external_data=False, verbose=False, dynamic_shapes=shapes)
+    else:
+        kwargs["dynamic_axes"] = spec.dynamic_axes or None
     quiet = io.StringIO()
     try:
         with (
@@ -150,8 +155,7 @@ def export_graph(spec: GraphSpec, path: Path, opset: int, exporter: str) -> None
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 spec.module, spec.example, str(tmp), input_names=spec.input_names,
-                output_names=spec.output_names, dynamic_axes=spec.dynamic_axes or None,
-                opset_version=opset, **kwargs,
+                output_names=spec.output_names, opset_version=opset, **kwargs,
             )  # fmt: skip
         os.replace(tmp, path)
     except Exception as e:

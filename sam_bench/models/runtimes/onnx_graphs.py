@@ -83,30 +83,44 @@ class MasksGraph(nn.Module):
 
 
 class DecoderGraph(nn.Module):
-    """``MaskDecoder.predict_masks`` with ``repeat_image=False``: every mask token's mask and
-    IoU, the mask tokens and the object score (the adapter repeats the image and selects)."""
+    """``MaskDecoder.predict_masks`` with ``repeat_image=False`` and no high-resolution
+    features: every mask token's mask and IoU, the mask tokens and the object score (the
+    adapter repeats the image and selects the outputs)."""
 
     def __init__(self, decoder: nn.Module) -> None:
         super().__init__()
         self.decoder: Any = decoder
 
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        image_pe: torch.Tensor,
-        sparse: torch.Tensor,
-        dense: torch.Tensor,
-        *high_res: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predict(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+        dense: torch.Tensor, high_res: list[torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         out = self.decoder.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             repeat_image=False,
-            high_res_features=list(high_res) if high_res else None,
+            high_res_features=high_res,
         )
         return out[0], out[1], out[2], out[3]
+
+    def forward(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+        dense: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        return self.predict(image_embeddings, image_pe, sparse, dense, None)
+
+
+class HighResDecoderGraph(DecoderGraph):
+    """:class:`DecoderGraph` with the two high-resolution feature levels (after
+    ``conv_s0`` / ``conv_s1``), as SAM 2's decoder uses them (``use_high_res_features``)."""
+
+    def forward(  # type: ignore[override]
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, sparse: torch.Tensor,
+        dense: torch.Tensor, high_res0: torch.Tensor, high_res1: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        return self.predict(image_embeddings, image_pe, sparse, dense, [high_res0, high_res1])
 
 
 def _dims(t: torch.Tensor) -> str:
@@ -170,8 +184,9 @@ def graph_specs(sam: nn.Module) -> list[GraphSpec]:
     axes = {n: {0: "b"} for n in ["image_embeddings", "dense", *hr_names]}
     axes["sparse"] = {0: "b", 1: "n"}
     axes.update({n: {0: "b"} for n in ["masks", "iou_pred", "mask_tokens", "object_score"]})
+    graph = (HighResDecoderGraph if high_res else DecoderGraph)(dec)
     specs.append(
-        GraphSpec("decoder", DecoderGraph(dec), (emb, image_pe, sparse, emb.clone(), *high_res),
+        GraphSpec("decoder", graph, (emb, image_pe, sparse, emb.clone(), *high_res),
                   ["image_embeddings", "image_pe", "sparse", "dense", *hr_names],
                   ["masks", "iou_pred", "mask_tokens", "object_score"], axes,
                   f"bx{c}x{eh}x{ew}-hr{len(high_res)}")

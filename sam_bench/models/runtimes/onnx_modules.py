@@ -34,6 +34,10 @@ class OrtGraph:
         self.session = session
         self.input_names = [i.name for i in session.get_inputs()]
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> OrtGraph:
+        # a session cannot be copied; it is read-only and safe to share between callers
+        return self
+
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         device = inputs[0].device
         feed = {
