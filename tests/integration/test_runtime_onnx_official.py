@@ -186,6 +186,27 @@ def test_another_opset_misses_the_cache(tiny_model: torch.nn.Module, cache: Path
     assert old.isdisjoint(f["file"] for f in other.details["files"].values())
 
 
+@pytest.mark.slow
+def test_dynamo_exporter_masks_identical(
+    tiny_model: torch.nn.Module, predictors: tuple[Any, Any], image: np.ndarray, tmp_path: Path
+) -> None:
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    pytest.importorskip("onnxscript")
+    prepared = _prepare(tiny_model, tmp_path, exporter="dynamo", opset=18)
+    assert all(f["file"].endswith("-dynamo.onnx") for f in prepared.details["files"].values())
+    print(f"dynamo export {prepared.details['export_s']:.1f} s")
+    onnx = SAM2ImagePredictor(prepared.model)
+    with torch.inference_mode():
+        onnx.set_image(image)
+    eager = predictors[0]
+    for name in ("two_clicks_single", "box_and_click", "batched_clicks"):
+        _check_round(eager, onnx, f"dynamo {name}", **PROMPTS[name])
+    low = _check_round(eager, onnx, "dynamo round 1", point_coords=[[200, 150]],
+                       point_labels=[1], multimask_output=False)  # fmt: skip
+    _check_round(eager, onnx, "dynamo mask only", mask_input=low, multimask_output=True)
+
+
 # ------------------------------------------------------------------ video
 
 
