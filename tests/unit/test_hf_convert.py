@@ -78,8 +78,8 @@ def test_converted_vision_encoder_equals_official(tiny_model: Any) -> None:
         ours = tiny_model.image_encoder(x)
         theirs = hf.vision_encoder(x, return_dict=True)
     assert len(theirs.fpn_hidden_states) == len(ours["backbone_fpn"]) == 3
-    for a, b in zip(ours["backbone_fpn"], theirs.fpn_hidden_states):
+    for a, b in zip(ours["backbone_fpn"], theirs.fpn_hidden_states, strict=True):
         assert torch.equal(a, b), (a - b).abs().max().item()
-    for a, b in zip(ours["vision_pos_enc"], theirs.fpn_position_encoding):
+    for a, b in zip(ours["vision_pos_enc"], theirs.fpn_position_encoding, strict=True):
         assert torch.equal(a, b), (a - b).abs().max().item()
     assert torch.equal(hf.no_memory_embedding, tiny_model.no_mem_embed)

@@ -81,9 +81,7 @@ def _rename(key: str) -> str:
     if m:
         head, kind, idx, rest = m.group(1), m.group(2), int(m.group(3)), m.group(4)
         depth = _MLP_DEPTH[kind]
-        layer = (
-            "proj_in" if idx == 0 else "proj_out" if idx == depth - 1 else f"layers.{idx - 1}"
-        )
+        layer = "proj_in" if idx == 0 else "proj_out" if idx == depth - 1 else f"layers.{idx - 1}"
         key = f"{head}.{layer}.{rest}"
     return key
 
@@ -99,7 +97,8 @@ def convert_state_dict(official: dict[str, torch.Tensor]) -> dict[str, torch.Ten
             continue
         if key == _PE:
             out["prompt_encoder.shared_embedding.positional_embedding"] = value
-            out["shared_image_embedding.positional_embedding"] = value
+            # a copy: transformers keeps the two apart (save_pretrained refuses shared tensors)
+            out["shared_image_embedding.positional_embedding"] = value.clone()
             continue
         m = _POINT.match(key)
         if m:
@@ -226,13 +225,14 @@ def hf_config_from_yaml(conf: Any) -> Any:
 
 def hf_config_from_model(model: torch.nn.Module) -> Any:
     """The ``Sam2Config`` of a built sam2 ``SAM2Base`` (read from its modules)."""
-    trunk: Any = model.image_encoder.trunk  # type: ignore[union-attr]
-    neck: Any = model.image_encoder.neck  # type: ignore[union-attr]
+    encoder: Any = model.image_encoder
+    trunk: Any = encoder.trunk
+    neck: Any = encoder.neck
     dec: Any = model.sam_mask_decoder
-    if int(model.image_encoder.scalp) != 1:  # type: ignore[union-attr]
+    if int(encoder.scalp) != 1:
         raise ValueError("transformers' Sam2Model assumes image_encoder.scalp=1")
     ends = list(trunk.stage_ends)
-    stages = [e - s for s, e in zip([-1, *ends[:-1]], ends)]
+    stages = [e - s for s, e in zip([-1, *ends[:-1]], ends, strict=True)]
     blocks = trunk.blocks
     return _build_config(
         embed_dim=int(blocks[0].dim),
@@ -271,6 +271,7 @@ def convert_model(model: torch.nn.Module) -> Any:
     if missing or unexpected:
         raise ValueError(
             f"SAM 2 -> transformers conversion: {len(missing)} missing keys "
-            f"(e.g. {list(missing)[:3]}), {len(unexpected)} unexpected (e.g. {list(unexpected)[:3]})"
+            f"(e.g. {list(missing)[:3]}), {len(unexpected)} unexpected "
+            f"(e.g. {list(unexpected)[:3]})"
         )
     return hf.eval()
