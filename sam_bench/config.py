@@ -54,6 +54,15 @@ def check_unit(key: str, value: float | None) -> None:
 
 WEIGHTS_CHOICES = ("pretrained", "random", "auto")
 
+_SAM2_SIZES = ("tiny", "small", "base_plus", "large")
+#: ``model.family`` -> its ``model.size`` choices.
+MODEL_SIZES: dict[str, tuple[str, ...]] = {
+    "sam2": _SAM2_SIZES,
+    "sam2.1": _SAM2_SIZES,
+    "edgetam": ("repvit_m1",),
+    "sam3_tracker": ("vit_l",),
+}
+
 
 @dataclass
 class ModelConfig:
@@ -62,9 +71,13 @@ class ModelConfig:
     name: str = MISSING
     """Catalog name, e.g. ``sam2.1_hiera_tiny``."""
     family: str = MISSING
-    """``sam2`` (July 2024 release) or ``sam2.1`` (September 2024 release)."""
+    """``sam2`` (July 2024 release) or ``sam2.1`` (September 2024 release); ``edgetam`` or
+    ``sam3_tracker``: a family served through Hugging Face ``transformers``
+    (:mod:`sam_bench.models.families`; ``checkpoint_file`` / ``checkpoint`` then name a hub id
+    or a ``save_pretrained`` folder, ``sam2_config`` the sam2 YAML of the shell it runs in)."""
     size: str = MISSING
-    """Backbone size: ``tiny``, ``small``, ``base_plus`` or ``large``."""
+    """Backbone size: ``tiny``, ``small``, ``base_plus`` or ``large``; ``repvit_m1`` for
+    ``edgetam``, ``vit_l`` for ``sam3_tracker``."""
     sam2_config: str = MISSING
     """sam2's model YAML, relative to the installed ``sam2`` package
     (e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
@@ -122,8 +135,9 @@ class ModelConfig:
             raise ConfigError(
                 "model.runtime_cache", "must be a folder path or null, got an empty string"
             )
-        check_choice("model.family", self.family, ("sam2", "sam2.1"))
-        check_choice("model.size", self.size, ("tiny", "small", "base_plus", "large"))
+        check_choice("model.family", self.family, tuple(MODEL_SIZES))
+        if self.family in MODEL_SIZES:
+            check_choice("model.size", self.size, MODEL_SIZES[self.family])
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,9 +150,10 @@ class FastAMG:
         dtype: str = "fp32",
         encoder_cache: EncoderCache | None = None,
     ) -> None:
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
         from sam2.utils.amg import build_all_layer_point_grids
         from sam2.utils.transforms import SAM2Transforms
+
+        from sam_bench.models.image_predictor import image_predictor
 
         if not configs:
             raise ValueError("FastAMG needs at least one configuration")
@@ -170,7 +171,7 @@ class FastAMG:
         self.first = first
         # The predictor only encodes images and holds features; its own mask post-processing
         # is never used (each configuration has its own transforms below).
-        self.predictor: Any = SAM2ImagePredictor(model)
+        self.predictor: Any = image_predictor(model)
         self.transforms = [
             SAM2Transforms(
                 resolution=model.image_size,  # type: ignore[attr-defined]

@@ -115,12 +115,15 @@ class ReferenceEngine:
     ) -> None:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
+        from sam_bench.models.image_predictor import fit_image_predictor
+
         connected_components.install()
         self.amg = amg
         self.device = device
         self.dtype = dtype
         self.clock = Clock(device)
         self.generator: Any = SAM2AutomaticMaskGenerator(model, **amg.generator_kwargs())
+        fit_image_predictor(self.generator.predictor)
         self._timer = _StageTimer(self.clock)
         predictor = self.generator.predictor
         predictor.set_image = _timed(predictor, "set_image", "encoder", self._timer)

@@ -101,9 +101,9 @@ class CaseAgreement:
 
 
 def _run(model: torch.nn.Module, case: AgreementCase) -> tuple[torch.Tensor, np.ndarray, Any]:
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from sam_bench.models.image_predictor import image_predictor
 
-    predictor = SAM2ImagePredictor(model)
+    predictor = image_predictor(model)
     with torch.inference_mode():
         predictor.set_image(case.image)
         embed = predictor._features["image_embed"].detach().float().cpu()

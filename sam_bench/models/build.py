@@ -30,6 +30,7 @@ from omegaconf import OmegaConf
 from sam_bench.config import ModelConfig
 from sam_bench.errors import CheckpointUnavailable, SamBenchError
 from sam_bench.models.checkpoints import resolve_checkpoint, sha256_file, state_dict_hash
+from sam_bench.models.families import FAMILIES, VIDEO_UNSUPPORTED, build_family_model
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,25 @@ def build_video_model(
     return build_model(cfg, device, seed, progress=progress, conf=video_model_config(cfg, video))
 
 
+def _build_family(
+    cfg: ModelConfig, device: torch.device, seed: int, conf: Any
+) -> tuple[torch.nn.Module, WeightsInfo]:
+    if conf is not None and "VideoPredictor" in str(conf.model.get("_target_", "")):
+        raise SamBenchError(VIDEO_UNSUPPORTED.format(family=cfg.family))
+    built = build_family_model(cfg, model_config(cfg) if conf is None else conf, seed)
+    if built.fallback_reason:
+        log.warning("model.weights=auto: %s; using random weights", built.fallback_reason)
+    info = WeightsInfo(
+        kind="pretrained" if built.pretrained else "random",
+        sha256=None,
+        state_dict_hash=state_dict_hash(built.model.state_dict()),
+        checkpoint_path=built.source,
+        requested=cfg.weights,
+        fallback_reason=built.fallback_reason,
+    )
+    return built.model.to(device).eval(), info
+
+
 def build_model(
     cfg: ModelConfig,
     device: torch.device,
@@ -191,7 +211,11 @@ def build_model(
 
     ``weights=pretrained`` raises :class:`CheckpointUnavailable` without a checkpoint;
     ``weights=auto`` falls back to random weights and logs :data:`UNTRAINED_BANNER`.
+    Families served through transformers (``edgetam``, ``sam3_tracker``) are built by
+    :func:`sam_bench.models.families.build_family_model` (image tasks only).
     """
+    if cfg.family in FAMILIES:
+        return _build_family(cfg, device, seed, conf)
     ckpt: Path | None = None
     fallback: str | None = None
     if cfg.weights in ("pretrained", "auto"):

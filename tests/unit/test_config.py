@@ -25,13 +25,29 @@ def test_every_model_preset_names_an_existing_sam2_config() -> None:
     from sam_bench.models.build import sam2_package_dir
 
     models = _options("model")
-    assert len(models) == 8
+    assert len(models) == 10
     for name in models:
         cfg = to_typed(compose("config", overrides=[f"model={name}"]))
         assert cfg.model.name == name
         assert (sam2_package_dir() / cfg.model.sam2_config).is_file()
         assert cfg.model.url.endswith("/" + cfg.model.checkpoint_file)
-        assert cfg.model.checkpoint_file == f"{name}.pt"
+        if cfg.model.family in ("edgetam", "sam3_tracker"):  # a hub id (transformers families)
+            assert cfg.model.family == name and cfg.model.url.startswith("https://huggingface.co/")
+        else:
+            assert cfg.model.checkpoint_file == f"{name}.pt"
+
+
+def test_model_size_choices_follow_the_family() -> None:
+    from sam_bench.config import ModelConfig
+
+    base = {"name": "m", "sam2_config": "x.yaml", "checkpoint_file": "x", "url": "u"}
+    assert ModelConfig(family="edgetam", size="repvit_m1", **base).size == "repvit_m1"
+    with pytest.raises(ConfigError, match=r"model\.size"):
+        ModelConfig(family="edgetam", size="tiny", **base)
+    with pytest.raises(ConfigError, match=r"model\.size"):
+        ModelConfig(family="sam2.1", size="vit_l", **base)
+    with pytest.raises(ConfigError, match=r"model\.family"):
+        ModelConfig(family="sam4", size="tiny", **base)
 
 
 @pytest.mark.parametrize("group", ["amg", "preprocess", "task", "tracking"])

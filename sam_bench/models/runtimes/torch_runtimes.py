@@ -30,9 +30,9 @@ def warm_up(model: torch.nn.Module) -> None:
     """One image encoded and one click decoded through sam2's ``SAM2ImagePredictor`` (the
     path the image tasks take): a compiling runtime compiles here, so its first compilation
     is part of ``prepare_s``."""
-    from sam2.sam2_image_predictor import SAM2ImagePredictor
+    from sam_bench.models.image_predictor import image_predictor
 
-    predictor = SAM2ImagePredictor(model)
+    predictor = image_predictor(model)
     image = np.zeros((64, 64, 3), dtype=np.uint8)
     with torch.inference_mode():
         predictor.set_image(image)

@@ -74,9 +74,9 @@ class PromptDecoder:
         encoder_cache: EncoderCache | None = None,
         sliced: bool = True,
     ) -> None:
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        from sam_bench.models.image_predictor import image_predictor
 
-        self.predictor: Any = SAM2ImagePredictor(model)
+        self.predictor: Any = image_predictor(model)
         self.device = device
         self.dtype = dtype
         self.clock = Clock(device)

@@ -1,0 +1,43 @@
+"""EdgeTAM (``transformers.EdgeTamModel``): SAM 2's prompt path on a RepViT-M1 backbone.
+
+Offline (``model.weights=random``, or ``auto`` without a hub) the model is
+:func:`edgetam_config` at random initialisation: transformers' ``EdgeTamConfig`` defaults
+(the published EdgeTAM's layout: 4-level RepViT-M1 timm backbone, 256-channel FPN, SAM 2's
+prompt encoder and mask decoder, 1024-pixel input, ImageNet normalisation) with the timm
+architecture set to ``repvit_m1`` (transformers' default config misspells that key, so it
+would otherwise build a ResNet-50). Needs ``timm``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The published checkpoint on the Hugging Face hub (``model.checkpoint`` overrides it).
+HUB_ID = "yonigozlan/EdgeTAM-hf"
+IMAGE_SIZE = 1024
+BACKBONE_STRIDE = 16
+PIXEL_MEAN = (0.485, 0.456, 0.406)
+PIXEL_STD = (0.229, 0.224, 0.225)
+
+
+def edgetam_config() -> Any:
+    """The documented random-init config (see the module docstring)."""
+    from transformers import EdgeTamConfig
+
+    config: Any = EdgeTamConfig()
+    config.vision_config.backbone_config.architecture = "repvit_m1"
+    return config
+
+
+def random_edgetam() -> Any:
+    """``EdgeTamModel(edgetam_config())`` in eval mode (seed torch first for determinism)."""
+    from transformers import EdgeTamModel
+
+    return EdgeTamModel(edgetam_config()).eval()
+
+
+def pretrained_edgetam(source: str) -> Any:
+    """``EdgeTamModel.from_pretrained(source)`` (hub id or ``save_pretrained`` folder)."""
+    from transformers import EdgeTamModel
+
+    return EdgeTamModel.from_pretrained(source).eval()

@@ -1,0 +1,48 @@
+"""SAM 3's tracker (``transformers.Sam3TrackerModel``): SAM 2's prompt path on SAM 3's
+ViT-L backbone (1008-pixel input, patch 14, 72x72 embeddings).
+
+Offline the model is :func:`sam3_tracker_config` at random initialisation: transformers'
+``Sam3TrackerConfig`` defaults (ViT-L/14, 32 layers, 1024 wide, windowed attention with
+global blocks 7/15/23/31, 256-channel FPN) with the FPN limited to the three levels the
+tracker decodes with (``scale_factors=[4, 2, 1]``: 288, 144, 72; SAM 3 drops the 0.5 level,
+as SAM 2's ``scalp=1`` does), and SAM 3's input normalisation (mean 0.5, std 0.5). The
+``sam3`` package itself is not used (it needs CUDA to build). On CPU a random-init image takes
+about a minute to encode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The published checkpoint on the Hugging Face hub (gated; ``model.checkpoint`` overrides it).
+HUB_ID = "facebook/sam3"
+IMAGE_SIZE = 1008
+BACKBONE_STRIDE = 14
+PIXEL_MEAN = (0.5, 0.5, 0.5)
+PIXEL_STD = (0.5, 0.5, 0.5)
+
+
+def sam3_tracker_config(**backbone: Any) -> Any:
+    """The documented random-init config; ``backbone`` overrides ``Sam3ViTConfig`` fields
+    (tests use a shallower ViT to stay fast; the benchmark never does)."""
+    from transformers import Sam3TrackerConfig
+
+    config: Any = Sam3TrackerConfig()
+    config.vision_config.scale_factors = [4.0, 2.0, 1.0]
+    for key, value in backbone.items():
+        setattr(config.vision_config.backbone_config, key, value)
+    return config
+
+
+def random_sam3_tracker(**backbone: Any) -> Any:
+    """``Sam3TrackerModel(sam3_tracker_config(**backbone))`` in eval mode."""
+    from transformers import Sam3TrackerModel
+
+    return Sam3TrackerModel(sam3_tracker_config(**backbone)).eval()
+
+
+def pretrained_sam3_tracker(source: str) -> Any:
+    """``Sam3TrackerModel.from_pretrained(source)`` (hub id or ``save_pretrained`` folder)."""
+    from transformers import Sam3TrackerModel
+
+    return Sam3TrackerModel.from_pretrained(source).eval()
