@@ -306,7 +306,7 @@ class InstanceEvaluator:
     def __init__(self) -> None:
         # scipy is imported here, before any image is scored, so its import never counts in
         # the first image's ``metrics`` stage (the module itself imports it on use)
-        import scipy.ndimage  # noqa: F401
+        import scipy.ndimage
         import scipy.optimize  # noqa: F401
 
         self._records: list[_ImageRecord] = []
