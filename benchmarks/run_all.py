@@ -22,6 +22,8 @@ import bench_decoder
 import bench_engines
 import bench_memory
 import bench_prompted
+import bench_small
+import bench_video
 import torch
 from common import Ratio, table
 
@@ -38,6 +40,8 @@ BENCHMARKS: dict[str, tuple[Callable[[], list[Ratio]], Callable[[], list[Ratio]]
     "keep_all": (lambda: bench_engines.keep_all(3), lambda: bench_engines.keep_all(1)),
     "mixed": (lambda: bench_engines.mixed(1), lambda: []),
     "memory": (bench_memory.run, lambda: bench_memory.run((8,))),
+    "small": (lambda: bench_small.run(3), lambda: bench_small.run(1)),
+    "video": (lambda: bench_video.run(10, 3), lambda: bench_video.run(3, 1)),
 }
 
 
