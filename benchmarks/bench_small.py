@@ -13,7 +13,9 @@ beforehand, untimed, in a temporary folder):
 From the single run's ``result.json``: the model's compute on the timed image (``encoder`` +
 ``decoder`` + ``postprocess`` stages) and the model build (``model_build_s``). "Beyond the
 model" is the single run's wall time less that compute: start-up, imports, the model build,
-the warm-up pass, scoring, records, MLflow and the console output. Goal: <= 3 s.
+the warm-up pass, scoring, records, MLflow and the console output. Goal: <= 3 s. Each
+command's CPU time (user + system, all threads) is printed too: on a machine other processes
+share it moves much less than wall time, so it is the figure to compare checkouts by there.
 
 ``--baseline DIR``: also time the same commands from another checkout of sam_bench (e.g. a
 ``git worktree`` of an older commit), interleaved with this one, and print both.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,17 +45,22 @@ GOAL_S = 3.0
 STAGES = ("encoder", "decoder", "postprocess")
 
 
-def command(checkout: Path, cwd: Path, out: Path, *extra: str) -> float:
-    """Wall seconds of one ``python -m sam_bench`` run of ``checkout`` (its package first on
-    ``PYTHONPATH``), launched from ``cwd``; exits with the command's error when it fails."""
+def command(checkout: Path, cwd: Path, out: Path, *extra: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, every thread) of one ``python -m
+    sam_bench`` run of ``checkout`` (its package first on ``PYTHONPATH``), launched from
+    ``cwd``; exits with the command's error when it fails. CPU seconds move less than wall
+    time when other processes share the machine."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
     cmd = [sys.executable, "-m", "sam_bench", *ARGS, *extra, f"hydra.run.dir={out}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def compute_s(job_dir: Path) -> tuple[float, float]:
@@ -65,7 +73,8 @@ def compute_s(job_dir: Path) -> tuple[float, float]:
 def measure(checkouts: dict[str, Path], repeats: int) -> dict[str, dict[str, float]]:
     """Medians per checkout of: single run wall, dry run wall, compute, model build."""
     samples: dict[str, dict[str, list[float]]] = {
-        name: {"run": [], "dry": [], "compute": [], "build": []} for name in checkouts
+        name: {k: [] for k in ("run", "dry", "compute", "build", "run_cpu", "dry_cpu")}
+        for name in checkouts
     }
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
@@ -79,13 +88,16 @@ def measure(checkouts: dict[str, Path], repeats: int) -> dict[str, dict[str, flo
         for r in range(repeats):
             for name, checkout in checkouts.items():
                 s = samples[name]
-                s["dry"].append(command(checkout, cwd, cwd / f"{name}-dry{r}", "dry_run=true"))
-                s["run"].append(command(checkout, cwd, cwd / f"{name}-run{r}"))
+                for key, extra in (("dry", ("dry_run=true",)), ("run", ())):
+                    wall, cpu = command(checkout, cwd, cwd / f"{name}-{key}{r}", *extra)
+                    s[key].append(wall)
+                    s[f"{key}_cpu"].append(cpu)
                 compute, build = compute_s(cwd / f"{name}-run{r}")
                 s["compute"].append(compute)
                 s["build"].append(build)
                 print(f"  round {r + 1} {name:<9} run {s['run'][-1]:6.1f} s  dry run "
-                      f"{s['dry'][-1]:5.1f} s  model compute {compute:5.1f} s",
+                      f"{s['dry'][-1]:5.1f} s  model compute {compute:5.1f} s  (CPU: run "
+                      f"{s['run_cpu'][-1]:5.1f} s, dry run {s['dry_cpu'][-1]:4.1f} s)",
                       flush=True)  # fmt: skip
     return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
 
@@ -100,7 +112,8 @@ def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
         beyond = m["run"] - m["compute"]
         print(f"  {name:<9} single run {m['run']:6.1f} s = model compute {m['compute']:5.1f} s "
               f"+ beyond the model {beyond:5.1f} s (model build {m['build']:.1f} s; goal "
-              f"<= {GOAL_S:.0f} s); dry run {m['dry']:5.1f} s")  # fmt: skip
+              f"<= {GOAL_S:.0f} s); dry run {m['dry']:5.1f} s; CPU time: run "
+              f"{m['run_cpu']:5.1f} s, dry run {m['dry_cpu']:4.1f} s")  # fmt: skip
         label = "" if name == "this" else " (baseline checkout)"
         rows += [
             Ratio(f"bench_small: 1 image, 4x4{label}", "single run, beyond the model",
@@ -113,7 +126,9 @@ def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
         this, base = med["this"], med["baseline"]
         beyond = (this["run"] - this["compute"]) / (base["run"] - base["compute"])
         print(f"  this / baseline: single run {this['run'] / base['run']:.2f}x, dry run "
-              f"{this['dry'] / base['dry']:.2f}x, beyond the model {beyond:.2f}x")  # fmt: skip
+              f"{this['dry'] / base['dry']:.2f}x, beyond the model {beyond:.2f}x; CPU time: "
+              f"run {this['run_cpu'] / base['run_cpu']:.2f}x, dry run "
+              f"{this['dry_cpu'] / base['dry_cpu']:.2f}x")  # fmt: skip
     print()
     return rows
 
