@@ -97,10 +97,11 @@ class AMGTask(Task):
     def warmup(self, sample: Sample, inputs: Any) -> dict[str, Any]:
         """On CUDA, one whole untimed pass on the image (kernels loaded and tuned for the
         shapes the timed images use). On the CPU a light pass: the image encoder once on a
-        small blank input (:data:`LIGHT_WARMUP_SIZE`). Measured on the CPU, the first timed
-        image's encoder and decoder times matched the later images' alike with the whole
-        pass, the light one or none (within 4 %, sam2.1 tiny): the CPU has no one-off cost a
-        whole pass would absorb, and the light pass costs a fraction of an image."""
+        small blank input (:data:`LIGHT_WARMUP_SIZE`). Measured on the CPU (sam2.1 tiny), the
+        first timed image's encoder and decoder cost what later images' did after the whole
+        pass, the light one or none alike (first / later 0.92-1.08 in each case): the CPU has
+        no one-off cost a whole pass would absorb, and the light pass costs a fraction of an
+        image."""
         if self.lead.device.type == "cpu":
             light_warmup(self.lead.model, self.lead.cfg.dtype)
             return {"kind": "light", "input": f"{LIGHT_WARMUP_SIZE}x{LIGHT_WARMUP_SIZE} blank"}
