@@ -23,6 +23,8 @@ import bench_engines
 import bench_memory
 import bench_prompted
 import bench_runtimes
+import bench_small
+import bench_video
 import torch
 from common import Ratio, table
 
@@ -43,6 +45,8 @@ BENCHMARKS: dict[str, tuple[Callable[[], list[Ratio]], Callable[[], list[Ratio]]
         bench_runtimes.run,
         lambda: bench_runtimes.run(("bf16", "onnxruntime", "transformers"), ("tiny",), 1, 1),
     ),
+    "small": (lambda: bench_small.run(3), lambda: bench_small.run(1)),
+    "video": (lambda: bench_video.run(10, 3), lambda: bench_video.run(3, 1)),
 }
 
 

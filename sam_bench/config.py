@@ -450,7 +450,8 @@ class Config:
     seed: int = 0
     """Seeds torch / numpy; also makes ``model.weights=random`` deterministic."""
     warmup: bool = True
-    """One extra untimed pass on the first image before timing."""
+    """One extra untimed pass on the first image before timing (the ``amg`` task on the CPU:
+    a light one, the image encoder once on a small blank input; see the README's Timing)."""
     dry_run: bool = False
     """Print the job this configuration would run, then stop (no model is built)."""
     progress: bool = True

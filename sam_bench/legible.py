@@ -126,7 +126,10 @@ def _intersect(a: Bbox, b: Bbox) -> bool:
 
 def avoid_tick_overlap(fig: Figure) -> None:
     """Rotate the x tick labels of every axes of ``fig`` whose labels collide (30°, then 90°),
-    then show every second, third... label until none collide."""
+    then show every second, third... label until none collide. A figure without a visible
+    axis (image panels) has no tick labels: it is left alone, not drawn."""
+    if not any(ax.get_visible() and ax.axison for ax in fig.axes):
+        return
     renderer = _draw(fig)
     for ax in fig.axes:
         for angle in (30, 90):

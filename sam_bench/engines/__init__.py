@@ -16,13 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import torch
-
 from sam_bench import registry
 from sam_bench.config import Config
 from sam_bench.engines.base import AMGEngine, GroupEngine, MaskRecord, SingleAsGroup
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch comes with the engine modules (imported when an engine is built)
+    import torch
+
     from sam_bench.engines.encoder_cache import EncoderCache
     from sam_bench.tasks.amg.settings import AMGConfig
 
@@ -53,7 +53,9 @@ def fast_engine(
     return FastEngine(model, _amg(cfg), device, dtype=cfg.dtype, encoder_cache=cache)
 
 
-EngineFactory = Callable[[torch.nn.Module, Config, torch.device, "EncoderCache | None"], AMGEngine]
+EngineFactory = Callable[
+    ["torch.nn.Module", Config, "torch.device", "EncoderCache | None"], AMGEngine
+]
 
 
 def build_engine(

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from sam_bench.metrics.cost import StageTimes
+
+if TYPE_CHECKING:  # torch is imported where a model runs: tasks read MaskRecord without it
+    import torch
 
 
 def release_cuda_memory(device: torch.device) -> None:
     """Return the CUDA caching allocator's unused blocks on ``device`` to the driver (after an
     engine dropped its tensors); nothing on other devices."""
+    import torch
+
     if device.type == "cuda" and torch.cuda.is_initialized():
         with torch.cuda.device(device):
             torch.cuda.empty_cache()
@@ -23,6 +27,8 @@ def release_cuda_memory(device: torch.device) -> None:
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast around the model when ``dtype=bf16``; a no-op for fp32."""
     if dtype == "bf16":
+        import torch
+
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

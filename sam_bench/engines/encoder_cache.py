@@ -40,14 +40,16 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from sam_bench.config import CacheConfig, ModelConfig
 from sam_bench.errors import ConfigError
 from sam_bench.metrics.cost import Clock, GpuPeak
+
+if TYPE_CHECKING:  # imported where used: reading the cache's settings needs no torch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,8 @@ def encoder_identity(
     ``model.apply_postprocessing`` is left out: it changes the mask decoder only.
     ``model.runtime`` enters when it is not ``eager`` (:func:`runtime_identity`).
     """
+    import torch
+
     from sam_bench.environment import cpu_model, numerics
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
@@ -195,6 +199,8 @@ class EncoderEntry:
     @classmethod
     def from_dict(cls, d: Any, key: str) -> EncoderEntry:
         """Parse a stored entry; :class:`ValueError` when it is not one (for ``key``)."""
+        import torch
+
         if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("key") != key:
             raise ValueError("not an encoder-cache entry of this format and key")
         embed, feats, hw = d.get("image_embed"), d.get("high_res_feats"), d.get("orig_hw")
@@ -271,6 +277,8 @@ class EncoderCache:
     def get(self, key: str) -> EncoderEntry | None:
         """The entry ``key`` on :attr:`device` (its file touched), or ``None`` (a miss). An
         unreadable or malformed entry is removed with a warning and is a miss."""
+        import torch
+
         path = self.path(key)
         try:
             raw = torch.load(path, map_location=self.device, weights_only=True)
@@ -293,6 +301,8 @@ class EncoderCache:
     def put(self, key: str, entry: EncoderEntry) -> bool:
         """Store ``entry`` atomically, then enforce the size cap. A failure (disk full, no
         permission) is a warning; returns whether the entry was written."""
+        import torch
+
         path = self.path(key)
         tmp: str | None = None
         try:

@@ -48,8 +48,6 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 
 from sam_bench.data.base import GroundTruth, Sample
 from sam_bench.metrics.catalogue import declare, metric_maker
@@ -61,6 +59,15 @@ CROWD_FP_THRESHOLD = 0.5
 AR_MAX_DETS: tuple[int, int, int] = (10, 100, 1000)
 """COCOeval ``params.maxDets`` used for AR."""
 _AREA_INDEX = {"all": 0, "small": 1, "medium": 2, "large": 3}  # COCOeval params.areaRngLbl order
+
+
+def _assignment(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.optimize.linear_sum_assignment`` (scipy imported on first use: the metric
+    catalogue reads this module without scoring anything, e.g. in a dry run)."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(cost)
+    return rows, cols
 
 
 def _nanmean(values: Sequence[float] | np.ndarray) -> float:
@@ -136,7 +143,7 @@ def segmentation_accuracy(
             n = min(rows.size, cols.size)
             # each valid pair is worth 1, plus at most 0.5 in total of IoU for tie-breaking
             cost = -(sub_valid.astype(np.float64) + sub_iou / (2 * n))
-            r, c = linear_sum_assignment(cost)
+            r, c = _assignment(cost)
             ok = sub_valid[r, c]
             tp = int(ok.sum())
             matched[rows[r[ok]]] = True
@@ -204,6 +211,8 @@ def paint_label_image(pred_rles: Sequence[dict[str, Any]], height: int, width: i
             m = mask_utils.decode(pred_rles[i])[box].astype(bool)
             region = painted[box]
             region[m & (region == 0)] = label
+    from scipy import ndimage  # imported on use: the catalogue reads this module (dry runs)
+
     out = np.zeros_like(painted)
     n = 0
     for label, box in enumerate(ndimage.find_objects(painted), start=1):
@@ -253,7 +262,7 @@ def segmentation_accuracy_elf(
         if n == 0 or not valid.any():
             continue
         cost = -(valid.astype(np.float64) + ious / (2 * n))
-        r, c = linear_sum_assignment(cost)
+        r, c = _assignment(cost)
         ok = valid[r, c]
         tp = int(ok.sum())
         matched = np.zeros(n_pred, dtype=bool)
@@ -295,6 +304,11 @@ class InstanceEvaluator:
     name = "instance"
 
     def __init__(self) -> None:
+        # scipy is imported here, before any image is scored, so its import never counts in
+        # the first image's ``metrics`` stage (the module itself imports it on use)
+        import scipy.ndimage
+        import scipy.optimize  # noqa: F401
+
         self._records: list[_ImageRecord] = []
         self._ids: set[str] = set()
 

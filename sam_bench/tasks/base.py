@@ -27,10 +27,9 @@ import inspect
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
 
 from sam_bench.config import Config
 from sam_bench.data.base import Dataset, ImageRef, Sample
@@ -39,8 +38,12 @@ from sam_bench.layout import JobLayout, Output
 from sam_bench.metrics.base import Evaluator
 from sam_bench.metrics.catalogue import CATALOGUE
 from sam_bench.metrics.cost import StageTimes
-from sam_bench.models.agreement import AgreementCase
-from sam_bench.models.build import WeightsInfo
+
+if TYPE_CHECKING:  # a task's class and spec are read without torch (dry runs, reports)
+    import torch
+
+    from sam_bench.models.agreement import AgreementCase
+    from sam_bench.models.build import WeightsInfo
 
 
 @dataclass(frozen=True)

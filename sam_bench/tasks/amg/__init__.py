@@ -13,6 +13,19 @@ The engines (:mod:`sam_bench.engines`) turn an image into masks; the instance me
 
 from __future__ import annotations
 
-from sam_bench.tasks.amg.task import AMGTask
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sam_bench.tasks.amg.task import AMGTask
 
 __all__ = ["AMGTask"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: reading the settings (the config schema, a dry run) imports
+    # neither torch nor sam2.
+    if name == "AMGTask":
+        from sam_bench.tasks.amg.task import AMGTask
+
+        return AMGTask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

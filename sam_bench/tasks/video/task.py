@@ -107,6 +107,9 @@ class VideoTask(Task):
             raise ValueError("VideoTask needs a model (saved predictions are scored by a replay)")
         self.predictor: Any = self.lead.model
         self.on_close(self._drop_predictor)
+        # the prompt helpers (OpenCV, scipy) are imported now, not in the first sequence's
+        # timed ``preprocess`` stage
+        import sam_bench.prompts  # noqa: F401
 
     def _drop_predictor(self) -> None:
         self.predictor = None

@@ -1,0 +1,148 @@
+"""Small commands: what a 1-image, 4x4-grid single run costs beyond the model's own work.
+
+Whole ``python -m sam_bench`` commands, timed side by side in one run (the commands take
+turns, ``--repeats`` rounds, medians), on the embedded synthetic dataset with random weights on
+CPU (sam2.1 tiny), as a user runs them (default tracking: MLflow, into a SQLite store created
+beforehand, untimed, in a temporary folder):
+
+* ``single run``: ``python -m sam_bench dataset.limit=1 amg.points_per_side=4
+  model.weights=random`` (warm-up on, MLflow on, the console table);
+* ``dry run``: the same with ``dry_run=true`` (configuration composed and checked, nothing
+  built).
+
+From the single run's ``result.json``: the model's compute on the timed image (``encoder`` +
+``decoder`` + ``postprocess`` stages) and the model build (``model_build_s``). "Beyond the
+model" is the single run's wall time less that compute: start-up, imports, the model build,
+the warm-up pass, scoring, records, MLflow and the console output. Goal: <= 3 s. Each
+command's CPU time (user + system, all threads) is printed too: on a machine other processes
+share it moves much less than wall time, so it is the figure to compare checkouts by there.
+
+``--baseline DIR``: also time the same commands from another checkout of sam_bench (e.g. a
+``git worktree`` of an older commit), interleaved with this one, and print both.
+
+    .venv/bin/python benchmarks/bench_small.py                  # 3 rounds
+    .venv/bin/python benchmarks/bench_small.py --repeats 5 --baseline /tmp/old-checkout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import Ratio
+
+REPO = Path(__file__).resolve().parents[1]
+ARGS = ["dataset.limit=1", "amg.points_per_side=4", "model.weights=random", "progress=false"]
+GOAL_S = 3.0
+STAGES = ("encoder", "decoder", "postprocess")
+
+
+def command(checkout: Path, cwd: Path, out: Path, *extra: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, every thread) of one ``python -m
+    sam_bench`` run of ``checkout`` (its package first on ``PYTHONPATH``), launched from
+    ``cwd``; exits with the command's error when it fails. CPU seconds move less than wall
+    time when other processes share the machine."""
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    cmd = [sys.executable, "-m", "sam_bench", *ARGS, *extra, f"hydra.run.dir={out}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
+
+
+def compute_s(job_dir: Path) -> tuple[float, float]:
+    """The timed image's encoder + decoder + postprocess seconds, and the model build's."""
+    metrics = json.loads((job_dir / "result.json").read_text())["metrics"]
+    compute = sum(metrics[f"{s}_ms_mean"] for s in STAGES) / 1000.0
+    return compute, float(metrics.get("model_build_s", float("nan")))
+
+
+def measure(checkouts: dict[str, Path], repeats: int) -> dict[str, dict[str, float]]:
+    """Medians per checkout of: single run wall, dry run wall, compute, model build."""
+    samples: dict[str, dict[str, list[float]]] = {
+        name: {k: [] for k in ("run", "dry", "compute", "build", "run_cpu", "dry_cpu")}
+        for name in checkouts
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        # the MLflow store a user already has (creating it is a one-off, not timed)
+        from mlflow.tracking import MlflowClient
+
+        from sam_bench.quiet import quiet_mlflow
+
+        quiet_mlflow()
+        MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}").search_experiments()
+        for r in range(repeats):
+            for name, checkout in checkouts.items():
+                s = samples[name]
+                for key, extra in (("dry", ("dry_run=true",)), ("run", ())):
+                    wall, cpu = command(checkout, cwd, cwd / f"{name}-{key}{r}", *extra)
+                    s[key].append(wall)
+                    s[f"{key}_cpu"].append(cpu)
+                compute, build = compute_s(cwd / f"{name}-run{r}")
+                s["compute"].append(compute)
+                s["build"].append(build)
+                print(f"  round {r + 1} {name:<9} run {s['run'][-1]:6.1f} s  dry run "
+                      f"{s['dry'][-1]:5.1f} s  model compute {compute:5.1f} s  (CPU: run "
+                      f"{s['run_cpu'][-1]:5.1f} s, dry run {s['dry_cpu'][-1]:4.1f} s)",
+                      flush=True)  # fmt: skip
+    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
+
+
+def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
+    """Prints the figures (and the baseline checkout's, interleaved) and returns them."""
+    checkouts = {"this": REPO, **({"baseline": baseline.resolve()} if baseline else {})}
+    print(f"small command: 1 image, 4x4 grid, single run and dry run, {repeats} round(s)")
+    med = measure(checkouts, repeats)
+    rows = []
+    for name, m in med.items():
+        beyond = m["run"] - m["compute"]
+        print(f"  {name:<9} single run {m['run']:6.1f} s = model compute {m['compute']:5.1f} s "
+              f"+ beyond the model {beyond:5.1f} s (model build {m['build']:.1f} s; goal "
+              f"<= {GOAL_S:.0f} s); dry run {m['dry']:5.1f} s; CPU time: run "
+              f"{m['run_cpu']:5.1f} s, dry run {m['dry_cpu']:4.1f} s")  # fmt: skip
+        label = "" if name == "this" else " (baseline checkout)"
+        rows += [
+            Ratio(f"bench_small: 1 image, 4x4{label}", "single run, beyond the model",
+                  "the model's compute (encoder+decoder+postprocess)", beyond, m["compute"],
+                  "s", "", f"beyond <= {GOAL_S:.0f} s"),
+            Ratio(f"bench_small: 1 image, 4x4{label}", "dry run", "single run", m["dry"],
+                  m["run"], "s"),
+        ]  # fmt: skip
+    if "baseline" in med:
+        this, base = med["this"], med["baseline"]
+        beyond = (this["run"] - this["compute"]) / (base["run"] - base["compute"])
+        print(f"  this / baseline: single run {this['run'] / base['run']:.2f}x, dry run "
+              f"{this['dry'] / base['dry']:.2f}x, beyond the model {beyond:.2f}x; CPU time: "
+              f"run {this['run_cpu'] / base['run_cpu']:.2f}x, dry run "
+              f"{this['dry_cpu'] / base['dry_cpu']:.2f}x")  # fmt: skip
+    print()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument(
+        "--baseline", type=Path, default=None,
+        help="another sam_bench checkout, timed interleaved with this one",
+    )  # fmt: skip
+    args = parser.parse_args()
+    run(args.repeats, args.baseline)
+
+
+if __name__ == "__main__":
+    main()

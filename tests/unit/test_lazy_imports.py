@@ -1,0 +1,93 @@
+"""Small commands stay cheap: what reading the configuration and a dry run import.
+
+Each check runs in a fresh interpreter (``sys.modules`` of the test session already holds
+everything) and fails naming the module that was imported and the chain that pulled it in.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Imported only where they are used: the model (torch, sam2, torchvision), tracking (mlflow),
+#: figures (matplotlib), the CLIP backends.
+HEAVY = ("torch", "torchvision", "sam2", "mlflow", "matplotlib", "open_clip", "transformers")
+
+#: Prints the heavy modules imported by the code run before it (top-level names).
+REPORT = (
+    "\nimport sys\n"
+    f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+    "print('HEAVY=' + ','.join(heavy))\n"
+)
+
+
+def _heavy_after(code: str, tmp_path: Path) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", code + REPORT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]  # a run that reported nothing fails
+    return [m for m in lines[-1][len("HEAVY=") :].split(",") if m]
+
+
+def test_the_runner_and_the_amg_task_import_no_model_code(tmp_path: Path) -> None:
+    code = (
+        "import sam_bench.run, sam_bench.loop, sam_bench.sweep_end, sam_bench.engines\n"
+        "import sam_bench.engines.encoder_cache, sam_bench.tasks.base\n"
+        "from sam_bench.tasks.amg import AMGTask\n"
+        "from sam_bench.config import register_configs\n"
+        "register_configs()\n"
+        "assert AMGTask.spec.name == 'amg'\n"
+    )
+    assert _heavy_after(code, tmp_path) == []
+
+
+def test_the_metric_catalogue_imports_scipy_only_with_an_evaluator(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from sam_bench.metrics.catalogue import CATALOGUE\n"
+        "import sam_bench.metrics.instance as inst\n"
+        "assert 'scipy' not in sys.modules, 'scipy imported by the catalogue'\n"
+        "inst.InstanceEvaluator()  # imports scipy before the first timed scoring\n"
+        "assert {'scipy.ndimage', 'scipy.optimize'} <= set(sys.modules)\n"
+        "import numpy as np\n"
+        "r, c = inst._assignment(np.array([[0.0, -1.0], [-1.0, 0.0]]))\n"
+        "assert r.tolist() == [0, 1] and c.tolist() == [1, 0]\n"
+    )
+    assert _heavy_after(code, tmp_path) == []
+
+
+@pytest.mark.parametrize("task", ["amg"])
+def test_a_dry_run_builds_nothing_heavy(task: str, tmp_path: Path) -> None:
+    """``dry_run=true`` composes and checks the job, lists the dataset and prints one line:
+    none of it needs torch, sam2 or MLflow (the print happens, so the run got that far)."""
+    code = (
+        "import sys, runpy, atexit\n"
+        "sys.argv = ['sam_bench', 'task=" + task + "', 'dry_run=true', 'dataset.limit=1',\n"
+        "            'model.weights=random', 'hydra.run.dir=out']\n"
+        "atexit.register(lambda: print('HEAVY=' + ','.join(sorted({m.split('.')[0] for m in\n"
+        f"    sys.modules}} & set({HEAVY!r})))))\n"
+        "runpy.run_module('sam_bench', run_name='__main__')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"[dry run] task={task}" in proc.stdout, proc.stdout[-2000:]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
+    assert line == "HEAVY=", line
