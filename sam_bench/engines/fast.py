@@ -19,7 +19,9 @@ test_fast_engine.py`` checks it against the reference engine). Three things diff
   are upsampled (upstream upsamples every candidate first); upsampling, hole filling and the
   stability score are per mask, so the kept masks are the same.
 * **Upstream slow spots removed.** No ``MaskData.cat`` deep copy of RLE lists, no per-mask
-  device sync in RLE encoding (masks are encoded by pycocotools in C, in chunks).
+  device sync in RLE encoding (masks are encoded by pycocotools in C, in chunks). On the CPU,
+  stability scores and boxes are counted with numpy instead of torch's boolean reductions
+  (:mod:`sam_bench.engines.postprocess`: the same numbers, bit for bit).
 * **Cache-sized decoder work (CPU).** The mask decoder runs as
   :class:`~sam_bench.engines.decoder.SlicedMaskDecoder`: the same modules and operations, with
   the per-prompt image-side tensors computed a few prompts at a time instead of as one 1 GB
@@ -47,7 +49,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
 # At module level on purpose: torchvision's first import leaves a reference cycle of frames
 # (torch.fx.wrap keeps its own frame), which would keep alive the callers of whatever
@@ -58,6 +59,7 @@ from sam_bench import progress
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
+from sam_bench.engines.postprocess import encode_rles, mask_boxes, stability_and_binary
 from sam_bench.limits import HalvingBatches
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, combine_peaks
 from sam_bench.models import connected_components
@@ -66,9 +68,6 @@ if TYPE_CHECKING:
     from sam_bench.tasks.amg.settings import AMGConfig
 
 T = TypeVar("T")
-
-#: AMG settings that only change post-processing (everything else changes the candidates).
-_RLE_CHUNK = 64
 
 
 def candidate_key(amg: AMGConfig) -> tuple[Any, ...]:
@@ -276,11 +275,7 @@ class FastAMG:
         kept: _Kept,
     ) -> None:
         """Upstream ``_process_batch`` after the decoder, for configuration ``j``."""
-        from sam2.utils.amg import (
-            batched_mask_to_box,
-            calculate_stability_score,
-            is_box_near_crop_edge,
-        )
+        from sam2.utils.amg import is_box_near_crop_edge
 
         cfg = self.configs[j]
         orig_h, orig_w = orig_size
@@ -289,14 +284,17 @@ class FastAMG:
             idx = idx[iou > cfg.pred_iou_thresh]
         if idx.numel() == 0:
             return
-        masks = self.transforms[j].postprocess_masks(low_res[idx], im_size)[:, 0]
-        stability = calculate_stability_score(masks, cfg.mask_threshold, cfg.stability_score_offset)
+        # every candidate kept: the logits as they are (indexing would copy them all)
+        kept_low_res = low_res if idx.numel() == low_res.shape[0] else low_res[idx]
+        masks = self.transforms[j].postprocess_masks(kept_low_res, im_size)[:, 0]
+        stability, binary = stability_and_binary(
+            masks, cfg.mask_threshold, cfg.stability_score_offset
+        )
+        del masks
         if cfg.stability_score_thresh > 0.0:
             keep = stability >= cfg.stability_score_thresh
-            idx, masks, stability = idx[keep], masks[keep], stability[keep]
-        binary = masks > cfg.mask_threshold
-        del masks
-        boxes = batched_mask_to_box(binary)
+            idx, binary, stability = idx[keep], binary[keep], stability[keep]
+        boxes = mask_boxes(binary)
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, orig_w, orig_h])
         if not torch.all(keep):
             idx, binary, stability, boxes = idx[keep], binary[keep], stability[keep], boxes[keep]
@@ -306,7 +304,7 @@ class FastAMG:
         kept.iou_preds.append(iou[idx])
         kept.stability.append(stability)
         kept.points.append(pts[idx])
-        rles, areas = _encode(binary, crop_box, orig_size)
+        rles, areas = encode_rles(binary, crop_box, orig_size)
         kept.rles.extend(rles)
         kept.areas.extend(areas)
 
@@ -523,29 +521,6 @@ def _counted(fn: Callable[[int, int], T], bar: Any) -> Callable[[int, int], T]:
         return out
 
     return counted
-
-
-def _encode(
-    binary: torch.Tensor, crop_box: list[int], orig_size: tuple[int, int]
-) -> tuple[list[dict[str, Any]], list[int]]:
-    """Compressed RLEs (full image size) and areas of crop-sized boolean masks, in chunks."""
-    x0, y0, x1, y1 = crop_box
-    h, w = orig_size
-    full_image = (x0, y0, x1, y1) == (0, 0, w, h)
-    rles: list[dict[str, Any]] = []
-    areas: list[int] = []
-    for s in range(0, binary.shape[0], _RLE_CHUNK):
-        crop = binary[s : s + _RLE_CHUNK].to("cpu").numpy()
-        # counted in place (a torch sum of bools would first copy them as int64: 8 bytes per
-        # pixel and mask, the largest allocation of a batch on a large image)
-        areas.extend(int(a) for a in np.count_nonzero(crop.reshape(len(crop), -1), axis=1))
-        if full_image:
-            arr = crop
-        else:
-            arr = np.zeros((crop.shape[0], h, w), dtype=bool)
-            arr[:, y0:y1, x0:x1] = crop
-        rles.extend(mask_utils.encode(np.asfortranarray(arr.transpose(1, 2, 0), dtype=np.uint8)))
-    return rles, areas
 
 
 class FastEngine:
