@@ -20,6 +20,7 @@ from pycocotools import mask as mask_utils
 
 from sam_bench.config import DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
+from sam_bench.engines.factored_decoder import FactoredMaskDecoder
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
 from sam_bench.prompts.clicks import first_click, next_click
@@ -144,7 +145,11 @@ def _close_to_batch(decoder: PromptDecoder, reassociated: bool = True, **prompts
         for c in range(masks.shape[1]):
             assert mask_iou(ours.masks[b, c], masks[b, c]) >= 0.999, (b, c)
     same = np.array_equal(ours_low, exact.low_res.cpu().numpy())
-    assert same is not reassociated, "re-associated products expected" if reassociated else ""
+    if reassociated:
+        assert not same, "re-associated products expected"
+    # Otherwise the caller checks the rule itself (the products stay sam2's). Bit-identity with
+    # the exact path held on an Intel Xeon, not on an AMD EPYC: a matmul over a subset of rows
+    # is not bit-identical on every BLAS, so it is not asserted.
 
 
 def test_factored_first_clicks_and_boxes_agree_with_predict(scene) -> None:
@@ -183,6 +188,11 @@ def test_factored_with_many_clicks_falls_back_to_sams_products(scene) -> None:
     extra = rng.uniform(0, 1, size=(len(masks), 19, 2)) * [w, h]
     coords20 = np.concatenate([coords, extra], axis=1)
     labels20 = np.concatenate([labels, rng.integers(0, 2, size=(len(masks), 19))], axis=1)
+    d = decoder.predictor.model.sam_mask_decoder
+    n_tokens = 20 + 1 + 1 + d.num_mask_tokens + int(d.pred_obj_scores)  # clicks, pad, IoU, masks
+    for layer in d.transformer.layers[1:]:
+        assert not FactoredMaskDecoder._factor(layer.cross_attn_image_to_token, n_tokens)
+    assert not FactoredMaskDecoder._factor(d.transformer.final_attn_token_to_image, n_tokens)
     _close_to_batch(decoder, reassociated=False, point_coords=coords20, point_labels=labels20,
                     multimask_output=False)  # fmt: skip
 
