@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from sam2.modeling.sam.prompt_encoder import PromptEncoder
 from torch import nn
 
 #: Input normalisation change ``(mean_in, std_in, mean_out, std_out)``, per RGB channel.
@@ -96,14 +97,7 @@ class HFPromptEncoder(nn.Module):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if points is not None:
-            bs = points[0].shape[0]
-        elif boxes is not None:
-            bs = boxes.shape[0]
-        elif masks is not None:
-            bs = masks.shape[0]
-        else:
-            bs = 1
+        bs = PromptEncoder._get_batch_size(self, points, boxes, masks)  # sam2's rule
         weight: torch.Tensor = self.hf.no_mask_embed.weight  # type: ignore[union-attr,assignment]
         parts = [torch.empty((bs, 0, self.embed_dim), device=weight.device)]
         if points is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from sam2.modeling.sam.mask_decoder import MaskDecoder
+from sam2.modeling.sam.prompt_encoder import PromptEncoder
 from torch import nn
 
 from sam_bench.errors import SamBenchError
@@ -136,14 +137,7 @@ class OrtPromptEncoder(_Adapter):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if points is not None:
-            bs = points[0].shape[0]
-        elif boxes is not None:
-            bs = boxes.shape[0]
-        elif masks is not None:
-            bs = masks.shape[0]
-        else:
-            bs = 1
+        bs = PromptEncoder._get_batch_size(self, points, boxes, masks)  # sam2's rule
         device = self.no_mask.device
         sparse = torch.empty((bs, 0, self.embed_dim), device=device)
         if points is not None:
