@@ -91,3 +91,15 @@ def test_a_dry_run_builds_nothing_heavy(task: str, tmp_path: Path) -> None:
     assert f"[dry run] task={task}" in proc.stdout, proc.stdout[-2000:]
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
     assert line == "HEAVY=", line
+
+
+def test_importing_the_model_modules_leaves_hydra_uninitialised(tmp_path: Path) -> None:
+    """``import sam2`` initialises Hydra globally; a user (or a test) that imports sam_bench's
+    model builders and then calls ``initialize_config_dir`` must not fail on it."""
+    code = (
+        "from hydra.core.global_hydra import GlobalHydra\n"
+        "import sam_bench.models.build, sam_bench.models.families\n"
+        "import sam_bench.models.runtimes.apply, sam_bench.models.runtimes.hf_adapters\n"
+        "assert not GlobalHydra.instance().is_initialized(), 'Hydra initialised by an import'\n"
+    )
+    assert "sam2" not in _heavy_after(code, tmp_path)

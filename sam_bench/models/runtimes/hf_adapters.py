@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from sam2.modeling.sam.prompt_encoder import PromptEncoder
 from torch import nn
 
 #: Input normalisation change ``(mean_in, std_in, mean_out, std_out)``, per RGB channel.
@@ -97,6 +96,10 @@ class HFPromptEncoder(nn.Module):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        # imported here: ``import sam2`` initialises Hydra globally, so importing sam_bench's
+        # model modules must not (a user's own ``initialize_config_dir`` would fail)
+        from sam2.modeling.sam.prompt_encoder import PromptEncoder
+
         bs = PromptEncoder._get_batch_size(self, points, boxes, masks)  # sam2's rule
         weight: torch.Tensor = self.hf.no_mask_embed.weight  # type: ignore[union-attr,assignment]
         parts = [torch.empty((bs, 0, self.embed_dim), device=weight.device)]
