@@ -30,7 +30,12 @@ from omegaconf import OmegaConf
 from sam_bench.config import ModelConfig
 from sam_bench.errors import CheckpointUnavailable, SamBenchError
 from sam_bench.models.checkpoints import resolve_checkpoint, sha256_file, state_dict_hash
-from sam_bench.models.families import FAMILIES, VIDEO_UNSUPPORTED, build_family_model
+from sam_bench.models.families import (
+    FAMILIES,
+    VIDEO_UNSUPPORTED,
+    build_family_model,
+    build_family_video_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +180,32 @@ def build_video_model(
 ) -> tuple[torch.nn.Module, WeightsInfo]:
     """Build ``SAM2VideoPredictor`` (or ``SAM2VideoPredictorVOS``) for ``cfg`` with the
     predictor settings of ``video`` (:func:`video_model_config`), weights as
-    :func:`build_model` loads them."""
+    :func:`build_model` loads them. The transformers families get their own video model
+    behind sam2's predictor calls
+    (:func:`sam_bench.models.families.build_family_video_model`), on the eager runtime only."""
+    if cfg.family in FAMILIES:
+        if cfg.runtime != "eager":
+            why = "the runtimes replace sam2's modules; transformers' video model runs as is"
+            raise SamBenchError(
+                VIDEO_UNSUPPORTED.format(
+                    family=cfg.family, setting=f"model.runtime={cfg.runtime}", why=why
+                )
+            )
+        return _family_info(cfg, build_family_video_model(cfg, video, seed), device)
     return build_model(cfg, device, seed, progress=progress, conf=video_model_config(cfg, video))
 
 
 def _build_family(
     cfg: ModelConfig, device: torch.device, seed: int, conf: Any
 ) -> tuple[torch.nn.Module, WeightsInfo]:
-    if conf is not None and "VideoPredictor" in str(conf.model.get("_target_", "")):
-        raise SamBenchError(VIDEO_UNSUPPORTED.format(family=cfg.family))
     built = build_family_model(cfg, model_config(cfg) if conf is None else conf, seed)
+    return _family_info(cfg, built, device)
+
+
+def _family_info(
+    cfg: ModelConfig, built: Any, device: torch.device
+) -> tuple[torch.nn.Module, WeightsInfo]:
+    """A built family model on ``device`` and its weights record (random: untrained)."""
     if built.fallback_reason:
         log.warning("model.weights=auto: %s; using random weights", built.fallback_reason)
     info = WeightsInfo(
@@ -212,7 +233,8 @@ def build_model(
     ``weights=pretrained`` raises :class:`CheckpointUnavailable` without a checkpoint;
     ``weights=auto`` falls back to random weights and logs :data:`UNTRAINED_BANNER`.
     Families served through transformers (``edgetam``, ``sam3_tracker``) are built by
-    :func:`sam_bench.models.families.build_family_model` (image tasks only).
+    :func:`sam_bench.models.families.build_family_model` (image tasks; video:
+    :func:`build_video_model`).
     """
     if cfg.family in FAMILIES:
         return _build_family(cfg, device, seed, conf)

@@ -6,6 +6,14 @@ Offline (``model.weights=random``, or ``auto`` without a hub) the model is
 prompt encoder and mask decoder, 1024-pixel input, ImageNet normalisation) with the timm
 architecture set to ``repvit_m1`` (transformers' default config misspells that key, so it
 would otherwise build a ResNet-50). Needs ``timm``.
+
+Video (``task=video``): ``transformers.EdgeTamVideoModel`` with :func:`edgetam_video_config`,
+i.e. the image model's vision, prompt-encoder and mask-decoder configs above inside
+transformers' ``EdgeTamVideoConfig`` defaults for everything the video model adds (memory
+attention with RoPE, 2-D spatial perceiver, memory encoder, 7 memories, 16 object pointers).
+transformers' own ``EdgeTamVideoConfig()`` would build a Hiera (SAM 2) backbone, not RepViT-M1,
+so the vision config is given explicitly. Frames go through transformers'
+``Sam2VideoProcessor`` (:func:`sam_bench.models.families.video.family_processor`).
 """
 
 from __future__ import annotations
@@ -41,3 +49,29 @@ def pretrained_edgetam(source: str) -> Any:
     from transformers import EdgeTamModel
 
     return EdgeTamModel.from_pretrained(source).eval()
+
+
+def edgetam_video_config() -> Any:
+    """The documented random-init video config (see the module docstring)."""
+    from transformers import EdgeTamVideoConfig
+
+    image = edgetam_config()
+    return EdgeTamVideoConfig(
+        vision_config=image.vision_config.to_dict(),
+        prompt_encoder_config=image.prompt_encoder_config.to_dict(),
+        mask_decoder_config=image.mask_decoder_config.to_dict(),
+    )
+
+
+def random_edgetam_video() -> Any:
+    """``EdgeTamVideoModel(edgetam_video_config())`` in eval mode (seed torch first)."""
+    from transformers import EdgeTamVideoModel
+
+    return EdgeTamVideoModel(edgetam_video_config()).eval()
+
+
+def pretrained_edgetam_video(source: str) -> Any:
+    """``EdgeTamVideoModel.from_pretrained(source)`` (hub id or ``save_pretrained`` folder)."""
+    from transformers import EdgeTamVideoModel
+
+    return EdgeTamVideoModel.from_pretrained(source).eval()

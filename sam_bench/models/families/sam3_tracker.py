@@ -8,6 +8,13 @@ tracker decodes with (``scale_factors=[4, 2, 1]``: 288, 144, 72; SAM 3 drops the
 as SAM 2's ``scalp=1`` does), and SAM 3's input normalisation (mean 0.5, std 0.5). The
 ``sam3`` package itself is not used (it needs CUDA to build). On CPU a random-init image takes
 about a minute to encode.
+
+Video (``task=video``): ``transformers.Sam3TrackerVideoModel`` with
+:func:`sam3_tracker_video_config`: the image model's vision (three-level FPN), prompt-encoder
+and mask-decoder configs above inside transformers' ``Sam3TrackerVideoConfig`` defaults for
+the memory modules (memory attention, memory encoder, 7 memories, 16 object pointers). Frames
+go through transformers' ``Sam3TrackerVideoProcessor`` at 1008 px with SAM 3's normalisation
+(:func:`sam_bench.models.families.video.family_processor`).
 """
 
 from __future__ import annotations
@@ -46,3 +53,31 @@ def pretrained_sam3_tracker(source: str) -> Any:
     from transformers import Sam3TrackerModel
 
     return Sam3TrackerModel.from_pretrained(source).eval()
+
+
+def sam3_tracker_video_config(**backbone: Any) -> Any:
+    """The documented random-init video config; ``backbone`` as for
+    :func:`sam3_tracker_config` (tests only)."""
+    from transformers import Sam3TrackerVideoConfig
+
+    image = sam3_tracker_config(**backbone)
+    return Sam3TrackerVideoConfig(
+        vision_config=image.vision_config.to_dict(),
+        prompt_encoder_config=image.prompt_encoder_config.to_dict(),
+        mask_decoder_config=image.mask_decoder_config.to_dict(),
+    )
+
+
+def random_sam3_tracker_video(**backbone: Any) -> Any:
+    """``Sam3TrackerVideoModel(sam3_tracker_video_config(**backbone))`` in eval mode."""
+    from transformers import Sam3TrackerVideoModel
+
+    return Sam3TrackerVideoModel(sam3_tracker_video_config(**backbone)).eval()
+
+
+def pretrained_sam3_tracker_video(source: str) -> Any:
+    """``Sam3TrackerVideoModel.from_pretrained(source)`` (hub id or ``save_pretrained``
+    folder)."""
+    from transformers import Sam3TrackerVideoModel
+
+    return Sam3TrackerVideoModel.from_pretrained(source).eval()
