@@ -6,7 +6,6 @@ implementation here), random init."""
 from __future__ import annotations
 
 import copy
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,8 +13,7 @@ import pytest
 import torch
 
 from sam_bench.config import ModelConfig
-from sam_bench.errors import SamBenchError
-from sam_bench.models.build import build_model, build_video_model, model_config
+from sam_bench.models.build import build_model, model_config
 from sam_bench.models.families import build_family_model, edgetam, fit_image_predictor, sam3_tracker
 from sam_bench.models.families.shell import build_shell
 from tests.hf_fixtures import embedded_image
@@ -157,17 +155,6 @@ def test_pretrained_from_a_saved_folder(tmp_path: Any) -> None:
     theirs = hf.state_dict()
     for key, value in model.sam_mask_decoder.hf.state_dict().items():
         assert torch.equal(value, theirs["mask_decoder." + key]), key
-
-
-@pytest.mark.parametrize("family", ["edgetam", "sam3_tracker"])
-def test_video_is_refused_in_one_line(family: str) -> None:
-    video = SimpleNamespace(
-        apply_postprocessing=False, non_overlap_masks=False, fill_hole_area=None,
-        vos_optimized=False,
-    )  # fmt: skip
-    with pytest.raises(SamBenchError, match="task=video is not supported") as info:
-        build_video_model(_cfg(family), video, torch.device("cpu"), seed=0, progress=False)
-    assert "\n" not in str(info.value)
 
 
 @pytest.mark.slow  # ~40 s on a busy 2-core CPU (1008-px input through the predictor)
