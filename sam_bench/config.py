@@ -74,7 +74,8 @@ class ModelConfig:
     """``sam2`` (July 2024 release) or ``sam2.1`` (September 2024 release); ``edgetam`` or
     ``sam3_tracker``: a family served through Hugging Face ``transformers``
     (:mod:`sam_bench.models.families`; ``checkpoint_file`` / ``checkpoint`` then name a hub id
-    or a ``save_pretrained`` folder, ``sam2_config`` the sam2 YAML of the shell it runs in)."""
+    or a ``save_pretrained`` folder, ``sam2_config`` the sam2 YAML of the shell it runs in for
+    image tasks; ``task=video`` runs the family's transformers video model instead)."""
     size: str = MISSING
     """Backbone size: ``tiny``, ``small``, ``base_plus`` or ``large``; ``repvit_m1`` for
     ``edgetam``, ``vit_l`` for ``sam3_tracker``."""

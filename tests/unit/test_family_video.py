@@ -193,7 +193,7 @@ def test_edgetam_mask_then_late_click_match_transformers(
 
 
 @pytest.mark.slow  # ~6 EdgeTAM frames, adapter and reference (~60 s on a busy 2-core CPU)
-def test_edgetam_boxes_on_three_start_frames_match_transformers(
+def test_edgetam_two_boxes_then_a_click_on_frame_2_match_transformers(
     edgetam_video: Any, frames: list[Path], tmp_path: Path
 ) -> None:
     """Two boxes on frame 0 (two objects prompted before the first propagation), a click on

@@ -146,7 +146,8 @@ class VideoTask(Task):
     @classmethod
     def build_model(cls, cfg: Config, device: torch.device) -> tuple[torch.nn.Module, WeightsInfo]:
         """``SAM2VideoPredictor`` with the ``video.*`` settings
-        (:func:`sam_bench.models.build.build_video_model`)."""
+        (:func:`sam_bench.models.build.build_video_model`; for ``model=edgetam`` /
+        ``sam3_tracker`` the family's transformers video model behind the same calls)."""
         from sam_bench.models import connected_components
         from sam_bench.models.build import build_video_model
 
