@@ -323,3 +323,17 @@ def test_sam3_tracker_full_config_tracks_untrained(frames: list[Path], tmp_path:
     )
     assert sorted(seen) == [0, 1] and all(torch.isfinite(seen[f][1]).all() for f in seen)
     assert all(lab is not None and lab.shape == (240, 320) for lab in labels)
+
+
+def test_sam3_tracker_video_decodes_on_three_levels() -> None:
+    """transformers' SAM 3 tracker video model drops the FPN's last level itself: the video
+    config keeps four, so the model decodes on 288, 144 and 72 (small ViT, real model)."""
+    torch.manual_seed(0)
+    hf = sam3_tracker.random_sam3_tracker_video(
+        num_hidden_layers=1, global_attn_indexes=[0], hidden_size=64, intermediate_size=128,
+        num_attention_heads=2,
+    )  # fmt: skip
+    with torch.no_grad():
+        feats = hf.get_image_features(torch.zeros(1, 3, 1008, 1008)).fpn_hidden_states
+    assert [tuple(f.shape) for f in feats] == [(288 * 288, 1, 32), (144 * 144, 1, 64),
+                                               (72 * 72, 1, 256)]  # fmt: skip

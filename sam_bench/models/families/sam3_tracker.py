@@ -10,9 +10,11 @@ as SAM 2's ``scalp=1`` does), and SAM 3's input normalisation (mean 0.5, std 0.5
 about a minute to encode.
 
 Video (``task=video``): ``transformers.Sam3TrackerVideoModel`` with
-:func:`sam3_tracker_video_config`: the image model's vision (three-level FPN), prompt-encoder
-and mask-decoder configs above inside transformers' ``Sam3TrackerVideoConfig`` defaults for
-the memory modules (memory attention, memory encoder, 7 memories, 16 object pointers). Frames
+:func:`sam3_tracker_video_config`: the image model's vision, prompt-encoder and mask-decoder
+configs above inside transformers' ``Sam3TrackerVideoConfig`` defaults for the memory modules
+(memory attention, memory encoder, 7 memories, 16 object pointers), except that the FPN keeps
+transformers' four levels (``scale_factors=[4, 2, 1, 0.5]``): the video model computes the 0.5
+level and drops it itself, so it decodes on the same three levels (288, 144, 72). Frames
 go through transformers' ``Sam3TrackerVideoProcessor`` at 1008 px with SAM 3's normalisation
 (:func:`sam_bench.models.families.video.family_processor`).
 """
@@ -61,6 +63,7 @@ def sam3_tracker_video_config(**backbone: Any) -> Any:
     from transformers import Sam3TrackerVideoConfig
 
     image = sam3_tracker_config(**backbone)
+    image.vision_config.scale_factors = [4.0, 2.0, 1.0, 0.5]  # the video model drops the last
     return Sam3TrackerVideoConfig(
         vision_config=image.vision_config.to_dict(),
         prompt_encoder_config=image.prompt_encoder_config.to_dict(),

@@ -14,11 +14,14 @@ transformers documents its video loop:
   ``video_storage_device`` / ``inference_state_device``;
 * ``add_new_points_or_box`` / ``add_new_mask``: ``processor.add_inputs_to_inference_session``
   (pixel coordinates normalised by the video size, a box as sam2's two corner points with
-  labels 2 / 3, a mask resized with sam2's rule). Every object prompted since the last
-  propagation stays "new" (transformers' processor would forget all but the last call's
-  objects); the prompted frame is run by the next ``propagate_in_video``, which starts there,
-  so these calls return nothing (sam2's return the prompted frame's masks; the task ignores
-  them);
+  labels 2 / 3, a mask resized with sam2's rule), then ``model(session, frame_idx)`` on the
+  prompted frame, as transformers' docs do after adding inputs (and as sam2's calls run the
+  prompted frame); returns ``(frame_idx, obj_ids, logits)`` like sam2's. transformers' forward
+  runs every object on that frame, so on a later start frame the objects already tracked are
+  run there too, and again by the propagation that starts there (its iterator recomputes
+  them). Running the prompted frame only in the propagation is not the same: with SAM 3's
+  tracker it changed later frames' logits slightly (~1e-5 seen here; cause not traced), so
+  the documented order is kept;
 * ``propagate_in_video``: ``model.propagate_in_video_iterator(session, start_frame_idx,
   max_frame_num_to_track)``, each frame's low-resolution logits brought to the video's size by
   ``processor.post_process_masks(..., binarize=False)`` (bilinear, as sam2 does), with
@@ -132,10 +135,21 @@ class FamilyVideoPredictor(torch.nn.Module):
             dtype=dtype,
         )
 
-    def _keep_new(self, state: Any, before: list[int]) -> None:
-        """Objects prompted before this call stay new (the processor keeps only its own)."""
-        added = [o for o in state.obj_with_new_inputs if o not in before]
-        state.obj_with_new_inputs = [*before, *added]
+    def _video_res(self, state: Any, pred_masks: torch.Tensor) -> torch.Tensor:
+        """Low-resolution logits (N x 1 x h x w) at the video's size, unbinarised."""
+        size = [[int(state.video_height), int(state.video_width)]]
+        logits: torch.Tensor = self.processor.post_process_masks(
+            [pred_masks],
+            original_sizes=size,
+            binarize=False,
+            apply_non_overlapping_constraints=self.non_overlap_masks,
+        )[0]
+        return logits
+
+    def _run_frame(self, state: Any, frame_idx: int) -> tuple[int, list[int], torch.Tensor]:
+        """The prompted frame through the model (transformers' documented step)."""
+        out = self.hf(inference_session=state, frame_idx=frame_idx)
+        return frame_idx, list(out.object_ids), self._video_res(state, out.pred_masks)
 
     def add_new_points_or_box(
         self,
@@ -147,9 +161,10 @@ class FamilyVideoPredictor(torch.nn.Module):
         clear_old_points: bool = True,
         normalize_coords: bool = True,
         box: np.ndarray | None = None,
-    ) -> None:
+    ) -> tuple[int, list[int], torch.Tensor]:
         """Clicks (``points`` N x 2 pixels, ``labels`` N) and/or a box (``x0, y0, x1, y1``
-        pixels) for ``obj_id`` on ``frame_idx``."""
+        pixels) for ``obj_id`` on ``frame_idx``; that frame's ``(frame_idx, obj_ids,
+        logits)``."""
         if not normalize_coords:
             raise SamBenchError("the transformers video families take pixel coordinates only")
         if (points is None) != (labels is None):
@@ -160,7 +175,6 @@ class FamilyVideoPredictor(torch.nn.Module):
             kwargs["input_labels"] = [[np.asarray(labels, dtype=np.int64).tolist()]]
         if box is not None:
             kwargs["input_boxes"] = [[np.asarray(box, dtype=np.float32).reshape(4).tolist()]]
-        before = list(inference_state.obj_with_new_inputs)
         self.processor.add_inputs_to_inference_session(
             inference_session=inference_state,
             frame_idx=frame_idx,
@@ -168,20 +182,20 @@ class FamilyVideoPredictor(torch.nn.Module):
             clear_old_inputs=clear_old_points,
             **kwargs,
         )
-        self._keep_new(inference_state, before)
+        return self._run_frame(inference_state, frame_idx)
 
     def add_new_mask(
         self, inference_state: Any, frame_idx: int, obj_id: int, mask: np.ndarray
-    ) -> None:
-        """A mask (H x W, the video's size) for ``obj_id`` on ``frame_idx``."""
-        before = list(inference_state.obj_with_new_inputs)
+    ) -> tuple[int, list[int], torch.Tensor]:
+        """A mask (H x W, the video's size) for ``obj_id`` on ``frame_idx``; that frame's
+        ``(frame_idx, obj_ids, logits)``."""
         self.processor.add_inputs_to_inference_session(
             inference_session=inference_state,
             frame_idx=frame_idx,
             obj_ids=obj_id,
             input_masks=[np.asarray(mask, dtype=bool)],
         )
-        self._keep_new(inference_state, before)
+        return self._run_frame(inference_state, frame_idx)
 
     def propagate_in_video(
         self,
@@ -192,20 +206,17 @@ class FamilyVideoPredictor(torch.nn.Module):
     ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
         """``(frame_idx, obj_ids, logits)`` per frame from ``start_frame_idx``, logits
         N x 1 x H x W at the video's size (see the module docstring)."""
-        size = [[int(inference_state.video_height), int(inference_state.video_width)]]
         for out in self.hf.propagate_in_video_iterator(
             inference_state,
             start_frame_idx=start_frame_idx,
             max_frame_num_to_track=max_frame_num_to_track,
             reverse=reverse,
         ):
-            logits = self.processor.post_process_masks(
-                [out.pred_masks],
-                original_sizes=size,
-                binarize=False,
-                apply_non_overlapping_constraints=self.non_overlap_masks,
-            )[0]
-            yield int(out.frame_idx), list(out.object_ids), logits
+            yield (
+                int(out.frame_idx),
+                list(out.object_ids),
+                self._video_res(inference_state, out.pred_masks),
+            )
 
     def reset_state(self, inference_state: Any) -> None:
         """Forget every object, prompt, output and cached feature of the session."""
