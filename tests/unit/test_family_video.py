@@ -337,3 +337,19 @@ def test_sam3_tracker_video_decodes_on_three_levels() -> None:
         feats = hf.get_image_features(torch.zeros(1, 3, 1008, 1008)).fpn_hidden_states
     assert [tuple(f.shape) for f in feats] == [(288 * 288, 1, 32), (144 * 144, 1, 64),
                                                (72 * 72, 1, 256)]  # fmt: skip
+
+
+def test_video_weights_auto_falls_back_to_random_and_pretrained_fails(tmp_path: Path) -> None:
+    from sam_bench.errors import CheckpointUnavailable
+
+    missing = str(tmp_path / "no-such-folder")
+    with pytest.raises(CheckpointUnavailable, match="cannot load transformers weights"):
+        build_video_model(
+            _cfg("edgetam", weights="pretrained", checkpoint=missing), _settings(),
+            torch.device("cpu"), 0, progress=False,
+        )  # fmt: skip
+    _, info = build_video_model(
+        _cfg("edgetam", weights="auto", checkpoint=missing), _settings(), torch.device("cpu"), 0,
+        progress=False,
+    )  # fmt: skip
+    assert info.untrained and info.fallback_reason and missing in info.fallback_reason
