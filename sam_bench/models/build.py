@@ -190,7 +190,7 @@ def _build_family(
     info = WeightsInfo(
         kind="pretrained" if built.pretrained else "random",
         sha256=None,
-        state_dict_hash=state_dict_hash(built.model.state_dict()),
+        state_dict_hash=built.state_dict_hash,  # the family model's weights, not the shell's
         checkpoint_path=built.source,
         requested=cfg.weights,
         fallback_reason=built.fallback_reason,

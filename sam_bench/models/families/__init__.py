@@ -24,6 +24,7 @@ import torch
 
 from sam_bench.config import ModelConfig
 from sam_bench.errors import CheckpointUnavailable, SamBenchError
+from sam_bench.models.checkpoints import state_dict_hash
 from sam_bench.models.families import edgetam, sam3_tracker
 from sam_bench.models.families.shell import build_shell
 from sam_bench.models.image_predictor import fit_image_predictor
@@ -54,6 +55,10 @@ class FamilyModel:
     pretrained: bool
     source: str | None
     """Hub id or folder the weights came from (``None``: random init)."""
+    state_dict_hash: str
+    """:func:`sam_bench.models.checkpoints.state_dict_hash` of the transformers model's state
+    dict: the weights the shell runs (its unused sam2 memory modules are left out, so the hash
+    of loaded weights does not depend on the seed)."""
     fallback_reason: str | None = None
     """Why ``weights=auto`` fell back to random weights."""
 
@@ -113,5 +118,9 @@ def build_family_model(cfg: ModelConfig, conf: Any, seed: int) -> FamilyModel:
         pixel_std=spec.PIXEL_STD,
     )
     return FamilyModel(
-        model=model, pretrained=source is not None, source=source, fallback_reason=fallback
+        model=model,
+        pretrained=source is not None,
+        source=source,
+        state_dict_hash=state_dict_hash(hf.state_dict()),
+        fallback_reason=fallback,
     )
