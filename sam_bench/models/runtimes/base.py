@@ -46,6 +46,21 @@ class RuntimeOptions:
     ``hf_id``."""
 
 
+@dataclass(frozen=True)
+class RuntimeWeights:
+    """Weights a runtime ran in place of the eager model's (``transformers`` with
+    ``runtime_options.hf_id``); recorded as the job's weights (``weights`` block, the eager
+    build's under ``weights.eager``)."""
+
+    source: str
+    """Where they came from, e.g. ``model.runtime_options.hf_id=facebook/sam2.1-hiera-tiny``."""
+    state_dict_hash: str
+    """:func:`sam_bench.models.checkpoints.state_dict_hash` of the runtime's own state dict
+    (e.g. the ``Sam2Model``'s, in transformers' names)."""
+    parts: str
+    """Which parts of the model they replace (the rest runs the eager build's weights)."""
+
+
 @dataclass
 class Prepared:
     """A model made ready on a runtime."""
@@ -61,10 +76,20 @@ class Prepared:
     details: dict[str, Any] = field(default_factory=dict)
     """Runtime facts for the record's ``task_info.runtime`` (providers, opset, cache file,
     cache hit, library versions...)."""
+    weights: RuntimeWeights | None = None
+    """The weights that ran when they are not the eager model's (``None``: the runtime
+    runs the eager model's own weights, exported / compiled / converted)."""
 
 
 class Runtime(Protocol):
-    """One value of ``model.runtime`` (registered under the ``runtime`` registry kind)."""
+    """One value of ``model.runtime`` (registered under the ``runtime`` registry kind).
+
+    A runtime that may run other weights than the eager model's (``Prepared.weights``) also
+    defines ``eager_reference(model, options) -> dict``: it loads those weights into
+    ``model`` (sam2's eager build of the job's config, changed in place) so that the
+    agreement metrics compare two implementations of the same weights, and returns what
+    the reference is (recorded); see :func:`sam_bench.models.runtimes.apply.eager_reference`.
+    """
 
     name: str
     exact: bool
