@@ -79,6 +79,7 @@ def test_prepare_swaps_the_three_components_and_records_the_export(prepared: Any
     assert type(m.sam_mask_decoder).__name__ == "OrtMaskDecoder"
     d = prepared.details
     assert prepared.exact and d["providers"] == ["CPUExecutionProvider"] and d["opset"] == 17
+    assert prepared.exactness == "float" and prepared.logit_tol == TOL  # what these tests assert
     assert d["cache_hit"] is False and d["export_s"] > 0 and prepared.prepare_s >= d["export_s"]
     assert all(Path(f["file"]).is_file() for f in d["files"].values())
     assert d["export_versions"] == export_versions("torchscript")  # the cache key's versions

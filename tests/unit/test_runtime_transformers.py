@@ -82,6 +82,7 @@ def test_prepare_records_details_and_swaps_modules(predictors: Any) -> None:
     assert prepared.details["transformers"] == transformers.__version__
     assert prepared.details["source"] == "converted"
     assert prepared.details["match_eager"] is True
+    assert prepared.exactness == "bitwise" and prepared.logit_tol is None
     assert prepared.details["numerics"] == [
         "prompt_encoder.mask_embed.layer_norm1: sam2 LayerNorm2d",
         "prompt_encoder.mask_embed.layer_norm2: sam2 LayerNorm2d",
@@ -324,6 +325,7 @@ def test_without_match_eager_masks_agree_beyond_float_noise(
     eager, _, _ = predictors
     plain = _prepare(tiny_model, tmp_path, match_eager=False)
     assert plain.details["match_eager"] is False and plain.details["numerics"] == []
+    assert plain.exactness == "float" and plain.logit_tol == LOGIT_TOL
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
     ours = SAM2ImagePredictor(plain.model)

@@ -15,7 +15,7 @@ import torch
 from sam_bench import registry
 from sam_bench.config import ModelConfig
 from sam_bench.errors import SamBenchError
-from sam_bench.models.runtimes.base import EAGER, Prepared, Runtime, RuntimeOptions
+from sam_bench.models.runtimes.base import BITWISE, EAGER, Prepared, Runtime, RuntimeOptions
 
 #: What a runtime whose library is missing asks the user to install.
 INSTALL_HINT = "pip install sam_bench[runtimes]"
@@ -78,18 +78,21 @@ def prepare_runtime(
 
 
 def runtime_info(name: str, prepared: Prepared | None) -> dict[str, Any]:
-    """``task_info.runtime``: name, whether masks are expected identical to eager, seconds
-    spent preparing, the runtime's own details, and ``weights``: ``null`` when the runtime
-    ran the eager build's weights, else what ran (``source``, ``state_dict_hash``,
-    ``parts``: :class:`RuntimeWeights`)."""
+    """``task_info.runtime``: name, whether masks are expected identical to eager (``exact``)
+    and how (``exactness``: ``bitwise``, ``float`` with its ``logit_tol``, ``approximate``:
+    see ``base.py``), seconds spent preparing, the runtime's own details, and ``weights``:
+    ``null`` when the runtime ran the eager build's weights, else what ran (``source``,
+    ``state_dict_hash``, ``parts``: :class:`RuntimeWeights`)."""
     if prepared is None:
         return {
-            "name": name, "exact": name == EAGER, "prepare_s": 0.0, "details": {},
-            "weights": None,
+            "name": name, "exact": name == EAGER, "exactness": BITWISE if name == EAGER else None,
+            "logit_tol": None, "prepare_s": 0.0, "details": {}, "weights": None,
         }  # fmt: skip
     return {
         "name": name,
         "exact": bool(prepared.exact),
+        "exactness": prepared.exactness,
+        "logit_tol": prepared.logit_tol,
         "prepare_s": float(prepared.prepare_s),
         "details": dict(prepared.details),
         "weights": asdict(prepared.weights) if prepared.weights is not None else None,

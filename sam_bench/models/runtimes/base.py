@@ -31,6 +31,17 @@ import torch
 #: The default runtime: sam2's PyTorch modules as built (today's behaviour, same config ids).
 EAGER = "eager"
 
+#: What "exact" means for a runtime (``Prepared.exactness``, recorded as
+#: ``task_info.runtime.exactness``; docs/metrics.md, "Runtimes"):
+#: logits, IoU predictions and masks equal to eager's bit for bit (tested at every value).
+BITWISE = "bitwise"
+#: the same fp32 function rounded in another order: logits within ``Prepared.logit_tol`` of
+#: eager's, so every mask pixel whose eager logit is farther than that from the threshold is
+#: eager's (tested); a pixel within it may flip.
+FLOAT = "float"
+#: another precision (bf16): masks differ (tested: mask IoU >= 0.98 on the embedded data).
+APPROXIMATE = "approximate"
+
 
 @dataclass(frozen=True)
 class RuntimeOptions:
@@ -72,10 +83,16 @@ class Prepared:
     """Seconds spent exporting / compiling / converting (recorded apart from the timed
     stages)."""
     exact: bool
-    """Whether masks are expected identical to ``eager`` (``bf16`` is approximate)."""
+    """Whether masks are expected identical to ``eager`` (``bf16`` is approximate): see
+    ``exactness`` for how identical."""
     details: dict[str, Any] = field(default_factory=dict)
     """Runtime facts for the record's ``task_info.runtime`` (providers, opset, cache file,
     cache hit, library versions...)."""
+    exactness: str = BITWISE
+    """:data:`BITWISE`, :data:`FLOAT` (with ``logit_tol``) or :data:`APPROXIMATE`."""
+    logit_tol: float | None = None
+    """With :data:`FLOAT`: the bound on |runtime - eager| of the mask logits its tests
+    assert (``None`` otherwise)."""
     weights: RuntimeWeights | None = None
     """The weights that ran when they are not the eager model's (``None``: the runtime
     runs the eager model's own weights, exported / compiled / converted)."""

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from sam_bench.errors import ConfigError, SamBenchError
-from sam_bench.models.runtimes.base import Prepared, RuntimeOptions
+from sam_bench.models.runtimes.base import FLOAT, Prepared, RuntimeOptions
 from sam_bench.models.runtimes.onnx_graphs import GraphSpec, graph_specs
 from sam_bench.models.runtimes.onnx_modules import (
     OrtConv,
@@ -59,6 +59,9 @@ OPTION_KEYS = ("opset", "providers", "intra_op_threads", "exporter")
 PROVIDERS = ("auto", "cpu", "cuda")
 EXPORTERS = ("torchscript", "dynamo")
 OPSETS = range(14, 22)
+#: The bound on |ONNX Runtime - eager| of the mask logits (``Prepared.logit_tol``; measured
+#: ~1e-6 on CPU, tests/integration/test_runtime_onnx_official.py asserts it).
+ONNX_LOGIT_TOL = 1e-4
 
 
 def _key(name: str) -> str:
@@ -256,6 +259,8 @@ class OnnxRuntime:
             model=model,
             prepare_s=time.perf_counter() - start,
             exact=self.exact,
+            exactness=FLOAT,
+            logit_tol=ONNX_LOGIT_TOL,
             details={
                 "runtime": self.name,
                 "onnxruntime": ort.__version__,

@@ -34,7 +34,13 @@ import torch
 
 from sam_bench.errors import ConfigError, SamBenchError
 from sam_bench.models.checkpoints import state_dict_hash
-from sam_bench.models.runtimes.base import Prepared, RuntimeOptions, RuntimeWeights
+from sam_bench.models.runtimes.base import (
+    BITWISE,
+    FLOAT,
+    Prepared,
+    RuntimeOptions,
+    RuntimeWeights,
+)
 from sam_bench.models.runtimes.hf_adapters import swap_components
 
 #: The runtime options this runtime reads (anything else is an error).
@@ -42,6 +48,10 @@ OPTIONS = ("hf_id", "match_eager")
 
 #: What ``hf_id``'s weights replace (``RuntimeWeights.parts``).
 HF_ID_PARTS = "image encoder, prompt encoder, mask decoder, no_mem_embed"
+
+#: With ``match_eager=false``: the bound on |transformers - eager| of the mask logits
+#: (``Prepared.logit_tol``; measured ~6e-7).
+PLAIN_LOGIT_TOL = 1e-5
 
 
 def transformers_version() -> str:
@@ -140,6 +150,8 @@ class TransformersRuntime:
             model=model,
             prepare_s=time.perf_counter() - start,
             exact=self.exact,
+            exactness=BITWISE if match_eager else FLOAT,
+            logit_tol=None if match_eager else PLAIN_LOGIT_TOL,
             details={
                 "transformers": version,
                 "source": source,
