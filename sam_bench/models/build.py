@@ -190,7 +190,8 @@ def _build_family(
     info = WeightsInfo(
         kind="pretrained" if built.pretrained else "random",
         sha256=None,
-        state_dict_hash=built.state_dict_hash,  # the family model's weights, not the shell's
+        # the family model's weights, not the shell's unused sam2 memory modules
+        state_dict_hash=built.state_dict_hash or state_dict_hash(built.model.state_dict()),
         checkpoint_path=built.source,
         requested=cfg.weights,
         fallback_reason=built.fallback_reason,

@@ -16,7 +16,6 @@ import torch
 from sam_bench.config import ModelConfig
 from sam_bench.errors import SamBenchError
 from sam_bench.models.build import build_model, build_video_model, model_config
-from sam_bench.models.checkpoints import state_dict_hash
 from sam_bench.models.families import build_family_model, edgetam, fit_image_predictor, sam3_tracker
 from sam_bench.models.families.shell import build_shell
 from tests.hf_fixtures import embedded_image
@@ -154,6 +153,8 @@ def test_random_family_weights_hash_is_the_family_models_and_seeded() -> None:
     import subprocess
     import sys
 
+    from sam_bench.models.checkpoints import state_dict_hash
+
     cfg = _cfg("edgetam")
     seed0 = build_family_model(cfg, model_config(cfg), 0).state_dict_hash
     torch.manual_seed(0)
@@ -187,20 +188,12 @@ def test_pretrained_from_a_saved_folder(tmp_path: Any) -> None:
     assert info.kind == "pretrained" and info.checkpoint_path == str(tmp_path / "edgetam")
     # the recorded hash is the loaded transformers weights' (not the shell's random memory
     # modules, which would make it depend on the seed)
+    from sam_bench.models.checkpoints import state_dict_hash
+
     assert info.state_dict_hash == state_dict_hash(hf.state_dict())
     theirs = hf.state_dict()
     for key, value in model.sam_mask_decoder.hf.state_dict().items():
         assert torch.equal(value, theirs["mask_decoder." + key]), key
-
-
-def test_edgetam_names_the_transformers_it_needs() -> None:
-    """transformers 5.0-5.19 cannot build a random EdgeTAM offline (measured with each
-    release installed apart): one line naming the version that can."""
-    edgetam.check_transformers(edgetam.MIN_TRANSFORMERS)
-    edgetam.check_transformers("5.25.0")
-    with pytest.raises(SamBenchError, match=r"transformers>=5\.20\.0") as info:
-        edgetam.check_transformers("5.19.0")
-    assert "5.19.0" in str(info.value) and "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("family", ["edgetam", "sam3_tracker"])
@@ -273,3 +266,15 @@ def test_sam3_tracker_full_config_runs_untrained() -> None:
             point_coords=np.array([[40, 50]]), point_labels=np.array([1])
         )
     assert masks.shape == (3, *embedded_image().shape[:2]) and np.isfinite(scores).all()
+
+
+def test_edgetam_names_the_transformers_it_needs() -> None:
+    """transformers 5.0-5.19 cannot build a random EdgeTAM offline (measured with each
+    release installed apart): one line naming the version that can."""
+    from sam_bench.errors import SamBenchError
+
+    edgetam.check_transformers(edgetam.MIN_TRANSFORMERS)
+    edgetam.check_transformers("5.25.0")
+    with pytest.raises(SamBenchError, match=r"transformers>=5\.20\.0") as info:
+        edgetam.check_transformers("5.19.0")
+    assert "5.19.0" in str(info.value) and "\n" not in str(info.value)

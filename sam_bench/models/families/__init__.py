@@ -55,12 +55,12 @@ class FamilyModel:
     pretrained: bool
     source: str | None
     """Hub id or folder the weights came from (``None``: random init)."""
-    state_dict_hash: str
-    """:func:`sam_bench.models.checkpoints.state_dict_hash` of the transformers model's state
-    dict: the weights the shell runs (its unused sam2 memory modules are left out, so the hash
-    of loaded weights does not depend on the seed)."""
     fallback_reason: str | None = None
     """Why ``weights=auto`` fell back to random weights."""
+    state_dict_hash: str | None = None
+    """:func:`sam_bench.models.checkpoints.state_dict_hash` of the transformers model's state
+    dict: the weights the shell runs (its unused sam2 memory modules are left out, so the hash
+    of loaded weights does not depend on the seed); ``None``: hash ``model``'s state dict."""
 
 
 _SPECS: dict[str, Any] = {"edgetam": edgetam, "sam3_tracker": sam3_tracker}
