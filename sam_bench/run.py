@@ -507,19 +507,25 @@ def _agree(
     """On a runtime other than eager: build the eager model again (same config, seed and
     weights) and compare it with the runtime's on the first ``model.agreement_items`` items
     (:mod:`sam_bench.models.agreement`); fills ``runtime["agreement"]`` (metrics, items,
-    what was compared, or the error). Building again, rather than keeping a deep copy from
-    before the swap, keeps the copy out of the job's measured peak memory (RSS, GPU)."""
+    what was compared, the eager ``reference`` (holding the weights the runtime ran:
+    :func:`sam_bench.models.runtimes.apply.eager_reference`), or the error). Building
+    again, rather than keeping a deep copy from before the swap, keeps the copy out of the
+    job's measured peak memory (RSS, GPU)."""
     from sam_bench.models.agreement import aggregate, compare_case
+    from sam_bench.models.runtimes.apply import eager_reference
 
     n = int(cfg.model.agreement_items)
     if runtime["name"] == "eager" or n <= 0:
         return
-    cases, compared, why = [], [], None
+    cases, compared, why, described = [], [], None, None
     try:
         seed_everything(cfg.seed)
         reference, ref_weights = task_cls.build_model(cfg, device)
         if ref_weights.state_dict_hash != weights.state_dict_hash:
             raise SamBenchError("the eager reference was built with other weights")
+        described = eager_reference(
+            reference, cfg.model, weights.state_dict_hash, runtime.get("weights")
+        )
         for ref in refs[:n]:
             case = task_cls.agreement_case(cfg, dataset.load(ref))
             if case is None:
@@ -533,7 +539,9 @@ def _agree(
             "model.runtime=%s: agreement with eager not measured (%s)", runtime["name"], why
         )
     metrics = aggregate(cases)
-    runtime["agreement"] = {"items": compared, "metrics": metrics, "error": why}
+    runtime["agreement"] = {
+        "items": compared, "metrics": metrics, "error": why, "reference": described,
+    }  # fmt: skip
 
 
 def _add_runtime(result: Any, runtime: dict[str, Any]) -> None:
@@ -609,8 +617,10 @@ def _fill(
     from sam_bench.identity import config_id
     from sam_bench.metrics.catalogue import CATALOGUE
     from sam_bench.models.build import UNTRAINED_BANNER
+    from sam_bench.models.runtimes.apply import recorded_weights
 
-    record["weights"] = _weights_block(weights, source)
+    runtime = (result.info or {}).get("runtime")
+    record["weights"] = recorded_weights(_weights_block(weights, source), runtime)
     untrained: bool | None
     if source is None and weights is None:
         untrained, banner = None, None

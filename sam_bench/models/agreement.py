@@ -3,8 +3,10 @@
 For each of a job's first ``model.agreement_items`` items, one :class:`AgreementCase` (an RGB
 image and a batch of prompts the task chooses: a point grid for AMG and semantic, one box per
 ground-truth instance for prompted, the first frame's grid for video) is run through sam2's
-official ``SAM2ImagePredictor`` on the eager reference and on the runtime's model
-(:func:`compare_case`), and :func:`aggregate` reduces the cases to the recorded metrics:
+official ``SAM2ImagePredictor`` on the eager reference (sam2's eager modules holding the
+weights the runtime ran: :func:`sam_bench.models.runtimes.apply.eager_reference`) and on the
+runtime's model (:func:`compare_case`), and :func:`aggregate` reduces the cases to the
+recorded metrics:
 
 * ``agreement_embed_max_abs``: max over items of max |runtime - eager| over the image
   embedding (``_features["image_embed"]``, 256 x 64 x 64);

@@ -211,7 +211,8 @@ def _family_info(
     info = WeightsInfo(
         kind="pretrained" if built.pretrained else "random",
         sha256=None,
-        state_dict_hash=state_dict_hash(built.model.state_dict()),
+        # the family model's weights, not the shell's unused sam2 memory modules
+        state_dict_hash=built.state_dict_hash or state_dict_hash(built.model.state_dict()),
         checkpoint_path=built.source,
         requested=cfg.weights,
         fallback_reason=built.fallback_reason,

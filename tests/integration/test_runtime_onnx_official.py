@@ -24,7 +24,7 @@ from sam_bench.data.registry import build_dataset
 from sam_bench.data.synthetic import make_scene
 from sam_bench.models.checkpoints import state_dict_hash
 from sam_bench.models.runtimes.base import RuntimeOptions
-from sam_bench.models.runtimes.onnx import OnnxRuntime
+from sam_bench.models.runtimes.onnx import OnnxRuntime, export_versions, versions_tag
 from sam_bench.preprocess import to_model_input
 
 pytest.importorskip("onnxruntime")
@@ -79,8 +79,12 @@ def test_prepare_swaps_the_three_components_and_records_the_export(prepared: Any
     assert type(m.sam_mask_decoder).__name__ == "OrtMaskDecoder"
     d = prepared.details
     assert prepared.exact and d["providers"] == ["CPUExecutionProvider"] and d["opset"] == 17
+    assert prepared.exactness == "float" and prepared.logit_tol == TOL  # what these tests assert
     assert d["cache_hit"] is False and d["export_s"] > 0 and prepared.prepare_s >= d["export_s"]
     assert all(Path(f["file"]).is_file() for f in d["files"].values())
+    assert d["export_versions"] == export_versions("torchscript")  # the cache key's versions
+    tag = versions_tag(d["export_versions"])
+    assert all(f["file"].endswith(f"-{tag}.onnx") for f in d["files"].values())
     print(f"export {d['export_s']:.1f} s, prepare {prepared.prepare_s:.1f} s")
 
 
@@ -194,7 +198,11 @@ def test_dynamo_exporter_masks_identical(
 
     pytest.importorskip("onnxscript")
     prepared = _prepare(tiny_model, tmp_path, exporter="dynamo", opset=18)
-    assert all(f["file"].endswith("-dynamo.onnx") for f in prepared.details["files"].values())
+    tag = versions_tag(prepared.details["export_versions"])
+    assert "onnxscript" in prepared.details["export_versions"]
+    assert all(
+        f["file"].endswith(f"-dynamo-{tag}.onnx") for f in prepared.details["files"].values()
+    )
     print(f"dynamo export {prepared.details['export_s']:.1f} s")
     onnx = SAM2ImagePredictor(prepared.model)
     with torch.inference_mode():

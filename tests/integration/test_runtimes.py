@@ -19,7 +19,7 @@ from sam_bench.data.registry import build_dataset
 from sam_bench.engines.decoder import CPU_SLICE_SIZE, slice_size_for
 from sam_bench.models.agreement import AgreementCase, box_case, compare_case, grid_case
 from sam_bench.models.runtimes.apply import prepare_runtime
-from sam_bench.models.runtimes.base import Prepared, RuntimeOptions
+from sam_bench.models.runtimes.base import APPROXIMATE, FLOAT, Prepared, RuntimeOptions
 from sam_bench.models.runtimes.swap import COMPONENTS, Delegating, swap
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
@@ -104,7 +104,7 @@ def test_bf16_agrees_with_eager_per_prompted_instance(
     """The prompted case (one box per instance, one mask each) on one embedded image: bf16
     is approximate (not identical) with mask IoU >= 0.98 on average; the metrics equal an
     independent computation of the same quantities."""
-    assert not bf16.exact
+    assert not bf16.exact and bf16.exactness == APPROXIMATE and bf16.logit_tol is None
     image, masks = sample
     case = box_case(image, masks)
     assert case is not None and case.boxes is not None and len(case.boxes) == len(masks) >= 2
@@ -185,19 +185,44 @@ def test_the_engines_call_a_runtimes_components(tiny_model: Any, sample) -> None
     assert counting.calls["image_encoder"] == 2
 
 
+def _full_logits(model: torch.nn.Module, case: AgreementCase) -> np.ndarray:
+    """The full-resolution mask logits of ``case`` through sam2's official predictor."""
+    from sam_bench.models.image_predictor import image_predictor
+
+    predictor = image_predictor(model)
+    with torch.inference_mode():
+        predictor.set_image(case.image)
+        logits, _, _ = predictor.predict(
+            point_coords=case.point_coords, point_labels=case.point_labels, box=case.boxes,
+            multimask_output=case.multimask_output, return_logits=True,
+        )  # fmt: skip
+    return np.asarray(logits, dtype=np.float32)
+
+
 @pytest.mark.slow
-def test_compile_gives_eager_masks(tiny_model: Any, sample) -> None:
-    """torch.compile of the three components: eager's masks on the embedded data up to float
-    rounding, the first compilation recorded as prepare_s. Inductor's fused kernels sum in
-    another order (logits within ~5e-5 of eager's), so a pixel whose logit lies that close to
-    0 may flip: measured here, 1 of the 48 grid masks differed by such pixels (IoU 0.99998)."""
+def test_compile_masks_are_eagers_beyond_its_logit_tolerance(tiny_model: Any, sample) -> None:
+    """torch.compile (inductor, CPU) is not bit-identical to eager: its generated kernels
+    (decomposed layer norms, softmax and GELU, fused and vectorised) round in another order
+    (measured here: the mask decoder alone, on equal inputs, within ~1e-6; through the
+    encoder, logits within ~5e-5). What holds, and is asserted on the grid and box prompts
+    of the embedded scene: every full-resolution logit within ``logit_tol`` (1e-4) of eager's,
+    so every mask pixel whose eager logit is farther than that from 0 is eager's; the pixels
+    that flip (all within it) are counted: at most 1 in 10^4 of the pixels."""
     compiled = _on(tiny_model, "compile")
     assert compiled.exact and compiled.prepare_s > 0.0
+    assert compiled.exactness == FLOAT and compiled.logit_tol == 1e-4
     assert compiled.details["backend"] == "inductor"
     image, masks = sample
+    tol = compiled.logit_tol
     for case in (grid_case(image), box_case(image, masks)):
         assert case is not None
-        got = compare_case(tiny_model, compiled.model, case)
-        assert got.logits_max_abs < 1e-4 and got.embed_rel_l2 < 1e-5, case.what
-        assert min(got.mask_ious) >= 0.9999, (case.what, got.mask_ious)
-        assert sum(i < 1.0 for i in got.mask_ious) <= 2, (case.what, got.mask_ious)
+        eager, ours = _full_logits(tiny_model, case), _full_logits(compiled.model, case)
+        assert (eager > 0).any(), "empty eager masks would compare nothing"
+        diff = float(np.abs(eager - ours).max())
+        flips = (eager > 0) != (ours > 0)
+        near = np.abs(eager) <= tol
+        print(f"compile, {case.what}: logits max diff {diff:.2e}, {int(flips.sum())} of "
+              f"{flips.size} pixels flipped, {int(near.sum())} within {tol} of 0")  # fmt: skip
+        assert diff <= tol, (case.what, diff)
+        assert not (flips & ~near).any(), case.what
+        assert flips.sum() <= flips.size * 1e-4, (case.what, int(flips.sum()))

@@ -18,7 +18,7 @@ from sam_bench.models.families import build_family_model, edgetam, fit_image_pre
 from sam_bench.models.families.shell import build_shell
 from tests.hf_fixtures import embedded_image
 
-pytest.importorskip("transformers", minversion="5.0")
+pytest.importorskip("transformers", minversion="5.0")  # edgetam random init: 5.20
 
 
 def _cfg(family: str, **kw: Any) -> ModelConfig:
@@ -133,6 +133,38 @@ def test_edgetam_build_is_seeded_and_follows_apply_postprocessing() -> None:
     assert post.sam_mask_decoder.hf.dynamic_multimask_via_stability is True
 
 
+_HASH_IN_A_NEW_PROCESS = """
+import sys
+from sam_bench.models.build import model_config
+from sam_bench.models.families import build_family_model
+from tests.unit.test_families import _cfg
+cfg = _cfg("edgetam")
+print(build_family_model(cfg, model_config(cfg), int(sys.argv[1])).state_dict_hash)
+"""
+
+
+@pytest.mark.slow  # three random EdgeTAM builds, one in a new process (~60 s on a busy CPU)
+def test_random_family_weights_hash_is_the_family_models_and_seeded() -> None:
+    """The recorded hash of a random family model is the transformers model's weights (an
+    independent ``random_edgetam()`` from the same seed has it), another seed gives another
+    hash, and the same seed gives the same hash in another process."""
+    import subprocess
+    import sys
+
+    from sam_bench.models.checkpoints import state_dict_hash
+
+    cfg = _cfg("edgetam")
+    seed0 = build_family_model(cfg, model_config(cfg), 0).state_dict_hash
+    torch.manual_seed(0)
+    assert seed0 == state_dict_hash(edgetam.random_edgetam().state_dict())
+    assert build_family_model(cfg, model_config(cfg), 1).state_dict_hash != seed0
+    out = subprocess.run(
+        [sys.executable, "-c", _HASH_IN_A_NEW_PROCESS, "0"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stdout.strip().splitlines()[-1] == seed0
+
+
 def test_pretrained_without_hub_is_an_error_and_auto_falls_back(tmp_path: Any) -> None:
     from sam_bench.errors import CheckpointUnavailable
 
@@ -152,6 +184,11 @@ def test_pretrained_from_a_saved_folder(tmp_path: Any) -> None:
     cfg = _cfg("edgetam", weights="pretrained", checkpoint=str(tmp_path / "edgetam"))
     model, info = build_model(cfg, torch.device("cpu"), seed=0, progress=False)
     assert info.kind == "pretrained" and info.checkpoint_path == str(tmp_path / "edgetam")
+    # the recorded hash is the loaded transformers weights' (not the shell's random memory
+    # modules, which would make it depend on the seed)
+    from sam_bench.models.checkpoints import state_dict_hash
+
+    assert info.state_dict_hash == state_dict_hash(hf.state_dict())
     theirs = hf.state_dict()
     for key, value in model.sam_mask_decoder.hf.state_dict().items():
         assert torch.equal(value, theirs["mask_decoder." + key]), key
@@ -216,3 +253,15 @@ def test_sam3_tracker_full_config_runs_untrained() -> None:
             point_coords=np.array([[40, 50]]), point_labels=np.array([1])
         )
     assert masks.shape == (3, *embedded_image().shape[:2]) and np.isfinite(scores).all()
+
+
+def test_edgetam_names_the_transformers_it_needs() -> None:
+    """transformers 5.0-5.19 cannot build a random EdgeTAM offline (measured with each
+    release installed apart): one line naming the version that can."""
+    from sam_bench.errors import SamBenchError
+
+    edgetam.check_transformers(edgetam.MIN_TRANSFORMERS)
+    edgetam.check_transformers("5.25.0")
+    with pytest.raises(SamBenchError, match=r"transformers>=5\.20\.0") as info:
+        edgetam.check_transformers("5.19.0")
+    assert "5.19.0" in str(info.value) and "\n" not in str(info.value)

@@ -3,6 +3,7 @@ and the converted vision encoder computing the official embeddings (random weigh
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -83,3 +84,24 @@ def test_converted_vision_encoder_equals_official(tiny_model: Any) -> None:
     for a, b in zip(ours["vision_pos_enc"], theirs.fpn_position_encoding, strict=True):
         assert torch.equal(a, b), (a - b).abs().max().item()
     assert torch.equal(hf.no_memory_embedding, tiny_model.no_mem_embed)
+
+
+def test_official_state_dict_inverts_the_conversion() -> None:
+    """Weights of model A converted to transformers' names and put back into model B under
+    sam2's names: B then holds A's image-path tensors and keeps its own video-only ones."""
+    _, a = _official("configs/sam2.1/sam2.1_hiera_t.yaml")
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        for p in b.parameters():
+            p.add_(1.0)
+    hf_sd = hf_convert.convert_state_dict(a.state_dict())
+    back = hf_convert.official_state_dict(b.state_dict(), hf_sd)
+    assert set(back) == set(b.state_dict())
+    for key, value in back.items():
+        source = b if hf_convert.is_video_only(key) else a
+        assert torch.equal(value, source.state_dict()[key]), key
+    hf_sd["shared_image_embedding.positional_embedding"] = (
+        hf_sd["shared_image_embedding.positional_embedding"] + 1.0
+    )
+    with pytest.raises(ValueError, match="positional-encoding"):
+        hf_convert.official_state_dict(b.state_dict(), hf_sd)

@@ -20,6 +20,7 @@ from sam_bench.models.runtimes.onnx import (
     OnnxRuntime,
     cache_path,
     export_graph,
+    export_versions,
     session_providers,
     validate_options,
 )
@@ -114,20 +115,45 @@ def test_cuda_without_onnxruntime_gpu_is_one_line() -> None:
         assert "\n" not in msg
 
 
-def test_cache_names_follow_weights_opset_exporter_and_shape(tiny_model: torch.nn.Module) -> None:
+VERSIONS = {"torch": "2.14.1", "onnx": "1.23.2", "onnxruntime": "1.32.0"}
+
+
+def test_cache_names_follow_weights_opset_exporter_shape_and_versions(
+    tiny_model: torch.nn.Module,
+) -> None:
     specs = {s.component: s for s in graph_specs(tiny_model)}
     d = Path("/c")
     base = validate_options({})
-    enc = cache_path(d, "abc", specs["encoder"], base)
-    assert enc == d / "abc-encoder-opset17-1x3x1024x1024.onnx"
+    enc = cache_path(d, "abc", specs["encoder"], base, VERSIONS)
+    assert enc.parent == d and enc.suffix == ".onnx"
+    assert enc.name.startswith("abc-encoder-opset17-1x3x1024x1024-v")
     others = [
-        cache_path(d, "abd", specs["encoder"], base),
-        cache_path(d, "abc", specs["encoder"], {**base, "opset": 18}),
-        cache_path(d, "abc", specs["encoder"], {**base, "exporter": "dynamo"}),
-        cache_path(d, "abc", specs["decoder"], base),
+        cache_path(d, "abd", specs["encoder"], base, VERSIONS),
+        cache_path(d, "abc", specs["encoder"], {**base, "opset": 18}, VERSIONS),
+        cache_path(d, "abc", specs["encoder"], {**base, "exporter": "dynamo"}, VERSIONS),
+        cache_path(d, "abc", specs["decoder"], base, VERSIONS),
     ]
-    assert len({enc, *others}) == 5
-    assert cache_path(d, "abc", specs["encoder"], {**base, "intra_op_threads": 7}) == enc
+    # an upgrade of any library the export depends on is another file, not a stale reuse
+    upgrades = [
+        cache_path(d, "abc", specs["encoder"], base, {**VERSIONS, name: version})
+        for name, version in [
+            ("torch", "2.15.0"), ("torch", "2.14.1+cu128"), ("onnx", "1.24.0"),
+            ("onnxruntime", "1.33.0"), ("onnxscript", "0.7.2"),
+        ]
+    ]  # fmt: skip
+    assert len({enc, *others, *upgrades}) == 1 + len(others) + len(upgrades)
+    assert cache_path(d, "abc", specs["encoder"], {**base, "intra_op_threads": 7}, VERSIONS) == enc
+    assert cache_path(d, "abc", specs["encoder"], base, dict(reversed(VERSIONS.items()))) == enc
+
+
+def test_export_versions_are_the_installed_ones() -> None:
+    import onnx
+
+    expected = {"torch": torch.__version__, "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__}  # fmt: skip
+    assert export_versions("torchscript") == expected
+    onnxscript = pytest.importorskip("onnxscript")
+    assert export_versions("dynamo") == {**expected, "onnxscript": onnxscript.__version__}
 
 
 class _Broken(torch.nn.Module):
@@ -153,13 +179,14 @@ def graphs(tiny_model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory
     """Sessions of every graph but the (slow to export) image encoder."""
     cache = tmp_path_factory.mktemp("onnx-unit")
     opts = validate_options({"intra_op_threads": 1})
+    versions = export_versions(opts["exporter"])
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     out = {}
     for spec in graph_specs(tiny_model):
         if spec.component == "encoder":
             continue
-        path = cache_path(cache, "unit", spec, opts)
+        path = cache_path(cache, "unit", spec, opts, versions)
         export_graph(spec, path, opts["opset"], opts["exporter"])
         out[spec.component] = OrtGraph(
             ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

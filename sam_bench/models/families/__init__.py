@@ -27,6 +27,7 @@ import torch
 
 from sam_bench.config import ModelConfig
 from sam_bench.errors import CheckpointUnavailable, SamBenchError
+from sam_bench.models.checkpoints import state_dict_hash
 from sam_bench.models.families import edgetam, sam3_tracker
 from sam_bench.models.families.shell import build_shell
 from sam_bench.models.families.video import FamilyVideoPredictor, family_processor
@@ -63,6 +64,10 @@ class FamilyModel:
     """Hub id or folder the weights came from (``None``: random init)."""
     fallback_reason: str | None = None
     """Why ``weights=auto`` fell back to random weights."""
+    state_dict_hash: str | None = None
+    """:func:`sam_bench.models.checkpoints.state_dict_hash` of the transformers model's state
+    dict: the weights the shell runs (its unused sam2 memory modules are left out, so the hash
+    of loaded weights does not depend on the seed); ``None``: hash ``model``'s state dict."""
 
 
 class FamilyVideoSettings(Protocol):
@@ -142,7 +147,11 @@ def build_family_model(cfg: ModelConfig, conf: Any, seed: int) -> FamilyModel:
         pixel_std=spec.PIXEL_STD,
     )
     return FamilyModel(
-        model=model, pretrained=source is not None, source=source, fallback_reason=fallback
+        model=model,
+        pretrained=source is not None,
+        source=source,
+        state_dict_hash=state_dict_hash(hf.state_dict()),
+        fallback_reason=fallback,
     )
 
 

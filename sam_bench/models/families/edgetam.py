@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sam_bench.errors import SamBenchError
+
 #: The published checkpoint on the Hugging Face hub (``model.checkpoint`` overrides it).
 HUB_ID = "yonigozlan/EdgeTAM-hf"
 IMAGE_SIZE = 1024
@@ -27,11 +29,33 @@ BACKBONE_STRIDE = 16
 PIXEL_MEAN = (0.485, 0.456, 0.406)
 PIXEL_STD = (0.229, 0.224, 0.225)
 
+#: The oldest transformers that builds :func:`edgetam_config` offline (5.0-5.19 download the
+#: timm backbone's config from the hub when the model is built; tested 2026-12-07).
+MIN_TRANSFORMERS = "5.20.0"
+
+
+def check_transformers(version: str | None = None) -> None:
+    """Raise :class:`SamBenchError` (one line naming :data:`MIN_TRANSFORMERS`) when
+    ``version`` (default: the installed transformers') is older."""
+    from packaging.version import Version
+
+    if version is None:
+        import transformers
+
+        version = str(transformers.__version__)
+    if Version(version) < Version(MIN_TRANSFORMERS):
+        raise SamBenchError(
+            f"model.family=edgetam with random weights needs transformers>={MIN_TRANSFORMERS} "
+            f"(installed: {version}, which downloads EdgeTAM's timm backbone config from the "
+            f"hub): pip install -U 'transformers>={MIN_TRANSFORMERS}'"
+        )
+
 
 def edgetam_config() -> Any:
     """The documented random-init config (see the module docstring)."""
     from transformers import EdgeTamConfig
 
+    check_transformers()
     config: Any = EdgeTamConfig()
     config.vision_config.backbone_config.architecture = "repvit_m1"
     return config

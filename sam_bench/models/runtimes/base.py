@@ -31,6 +31,17 @@ import torch
 #: The default runtime: sam2's PyTorch modules as built (today's behaviour, same config ids).
 EAGER = "eager"
 
+#: What "exact" means for a runtime (``Prepared.exactness``, recorded as
+#: ``task_info.runtime.exactness``; docs/metrics.md, "Runtimes"):
+#: logits, IoU predictions and masks equal to eager's bit for bit (tested at every value).
+BITWISE = "bitwise"
+#: the same fp32 function rounded in another order: logits within ``Prepared.logit_tol`` of
+#: eager's, so every mask pixel whose eager logit is farther than that from the threshold is
+#: eager's (tested); a pixel within it may flip.
+FLOAT = "float"
+#: another precision (bf16): masks differ (tested: mask IoU >= 0.98 on the embedded data).
+APPROXIMATE = "approximate"
+
 
 @dataclass(frozen=True)
 class RuntimeOptions:
@@ -46,6 +57,21 @@ class RuntimeOptions:
     ``hf_id``."""
 
 
+@dataclass(frozen=True)
+class RuntimeWeights:
+    """Weights a runtime ran in place of the eager model's (``transformers`` with
+    ``runtime_options.hf_id``); recorded as the job's weights (``weights`` block, the eager
+    build's under ``weights.eager``)."""
+
+    source: str
+    """Where they came from, e.g. ``model.runtime_options.hf_id=facebook/sam2.1-hiera-tiny``."""
+    state_dict_hash: str
+    """:func:`sam_bench.models.checkpoints.state_dict_hash` of the runtime's own state dict
+    (e.g. the ``Sam2Model``'s, in transformers' names)."""
+    parts: str
+    """Which parts of the model they replace (the rest runs the eager build's weights)."""
+
+
 @dataclass
 class Prepared:
     """A model made ready on a runtime."""
@@ -57,14 +83,30 @@ class Prepared:
     """Seconds spent exporting / compiling / converting (recorded apart from the timed
     stages)."""
     exact: bool
-    """Whether masks are expected identical to ``eager`` (``bf16`` is approximate)."""
+    """Whether masks are expected identical to ``eager`` (``bf16`` is approximate): see
+    ``exactness`` for how identical."""
     details: dict[str, Any] = field(default_factory=dict)
     """Runtime facts for the record's ``task_info.runtime`` (providers, opset, cache file,
     cache hit, library versions...)."""
+    exactness: str = BITWISE
+    """:data:`BITWISE`, :data:`FLOAT` (with ``logit_tol``) or :data:`APPROXIMATE`."""
+    logit_tol: float | None = None
+    """With :data:`FLOAT`: the bound on |runtime - eager| of the mask logits its tests
+    assert (``None`` otherwise)."""
+    weights: RuntimeWeights | None = None
+    """The weights that ran when they are not the eager model's (``None``: the runtime
+    runs the eager model's own weights, exported / compiled / converted)."""
 
 
 class Runtime(Protocol):
-    """One value of ``model.runtime`` (registered under the ``runtime`` registry kind)."""
+    """One value of ``model.runtime`` (registered under the ``runtime`` registry kind).
+
+    A runtime that may run other weights than the eager model's (``Prepared.weights``) also
+    defines ``eager_reference(model, options) -> dict``: it loads those weights into
+    ``model`` (sam2's eager build of the job's config, changed in place) so that the
+    agreement metrics compare two implementations of the same weights, and returns what
+    the reference is (recorded); see :func:`sam_bench.models.runtimes.apply.eager_reference`.
+    """
 
     name: str
     exact: bool

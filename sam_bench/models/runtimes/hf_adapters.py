@@ -129,6 +129,9 @@ class HFMaskDecoder(nn.Module):
         self.conv_s1 = mask_decoder.conv_s1
         self.num_mask_tokens = int(mask_decoder.num_mask_tokens)  # type: ignore[arg-type]
         self.dynamic_multimask_via_stability = bool(mask_decoder.dynamic_multimask_via_stability)
+        self.sam2_layout = False
+        """Hand the decoder's two-way transformer sam2's ``src`` (same values, sam2's memory
+        layout): set by :func:`sam_bench.models.runtimes.hf_numerics.match_sam2_numerics`."""
 
     def forward(
         self,
@@ -149,6 +152,9 @@ class HFMaskDecoder(nn.Module):
             raise ValueError("transformers' SAM 2 mask decoder needs the high-resolution features")
         # HF adds the dense embeddings before repeating per point batch (size 1 here), and
         # repeats the positional encoding to the image batch: sam2's order of operations.
+        if self.sam2_layout:  # read (and dropped) by hf_numerics' hook on the transformer
+            transformer: Any = self.hf.transformer
+            transformer.sam2_src = image_embeddings + dense_prompt_embeddings
         masks, iou, tokens, obj = self.hf(
             image_embeddings=image_embeddings,
             image_positional_embeddings=image_pe.expand(n, -1, -1, -1),

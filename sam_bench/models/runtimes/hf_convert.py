@@ -115,6 +115,35 @@ def convert_state_dict(official: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+def official_state_dict(
+    official: dict[str, torch.Tensor], hf: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`convert_state_dict`: ``official`` (a ``SAM2Base`` state dict)
+    with every image-path tensor taken from ``hf`` (a ``Sam2Model`` state dict) under its
+    official name; the video-only keys keep ``official``'s values. Raises ``KeyError`` for a
+    tensor ``hf`` lacks and ``ValueError`` when ``hf`` holds weights sam2 cannot (its two
+    copies of the random positional-encoding matrix differ: sam2 has one)."""
+    pe_prompt = hf["prompt_encoder.shared_embedding.positional_embedding"]
+    pe_image = hf["shared_image_embedding.positional_embedding"]
+    if not torch.equal(pe_prompt, pe_image):
+        raise ValueError(
+            "the transformers model's two positional-encoding matrices differ "
+            "(sam2 has one: sam_prompt_encoder.pe_layer)"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in official.items():
+        if is_video_only(key):
+            out[key] = value
+        elif key == _PE:
+            out[key] = pe_prompt
+        elif m := _POINT.match(key):
+            i = int(m.group(1))
+            out[key] = hf["prompt_encoder.point_embed.weight"][i : i + 1]
+        else:
+            out[key] = hf[_rename(key)]
+    return out
+
+
 def _trunk_settings(trunk: dict[str, Any]) -> dict[str, Any]:
     """The ``Hiera`` arguments of a model YAML's trunk node, unset ones at ``Hiera``'s
     defaults (read from its signature, so they follow the installed sam2)."""

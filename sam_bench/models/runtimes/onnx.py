@@ -19,16 +19,20 @@ Options (``model.runtime_options``):
 * ``exporter`` (``torchscript`` | ``dynamo``, default ``torchscript``): which
   ``torch.onnx.export`` path writes the files (``dynamo`` needs ``onnxscript``).
 
-Cache: ``<cache_dir>/<weights_hash>-<component>-opset<N>-<shape>.onnx`` (``-dynamo`` before
-``.onnx`` for that exporter), written atomically (temporary file, then rename) and reused by
-the next prepare. ``Prepared.prepare_s`` is the export + session-creation time;
-``Prepared.details`` says per component whether the file was a cache hit and how long its
-export took.
+Cache: ``<cache_dir>/<weights_hash>-<component>-opset<N>-<shape>[-dynamo]-v<12 hex>.onnx``
+(``-dynamo`` for that exporter; ``v<12 hex>``: a digest of the versions of torch, onnx,
+onnxruntime and, for the dynamo exporter, onnxscript (:func:`export_versions`), so an upgrade
+of any of them exports again instead of reusing a file the old versions wrote), written
+atomically (temporary file, then rename) and reused by the next prepare.
+``Prepared.prepare_s`` is the export + session-creation time; ``Prepared.details`` says per
+component whether the file was a cache hit and how long its export took, and the versions
+(``export_versions``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
 import os
@@ -40,7 +44,7 @@ from typing import Any
 import torch
 
 from sam_bench.errors import ConfigError, SamBenchError
-from sam_bench.models.runtimes.base import Prepared, RuntimeOptions
+from sam_bench.models.runtimes.base import FLOAT, Prepared, RuntimeOptions
 from sam_bench.models.runtimes.onnx_graphs import GraphSpec, graph_specs
 from sam_bench.models.runtimes.onnx_modules import (
     OrtConv,
@@ -55,6 +59,9 @@ OPTION_KEYS = ("opset", "providers", "intra_op_threads", "exporter")
 PROVIDERS = ("auto", "cpu", "cuda")
 EXPORTERS = ("torchscript", "dynamo")
 OPSETS = range(14, 22)
+#: The bound on |ONNX Runtime - eager| of the mask logits (``Prepared.logit_tol``; measured
+#: ~1e-6 on CPU, tests/integration/test_runtime_onnx_official.py asserts it).
+ONNX_LOGIT_TOL = 1e-4
 
 
 def _key(name: str) -> str:
@@ -125,10 +132,37 @@ def session_providers(ort: Any, device: torch.device, choice: str) -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
 
 
-def cache_path(cache_dir: Path, weights_hash: str, spec: GraphSpec, opts: dict[str, Any]) -> Path:
-    """Where ``spec``'s export lives for these weights, opset and exporter."""
+def export_versions(exporter: str) -> dict[str, str]:
+    """The library versions an export depends on: torch (the exporter), onnx (the graph
+    format and its checker), onnxruntime (which reads it) and, for the dynamo exporter,
+    onnxscript (which writes it). Part of the cache key (:func:`cache_path`)."""
+    names = ["onnx", "onnxruntime"] + (["onnxscript"] if exporter == "dynamo" else [])
+    versions = {"torch": str(torch.__version__)}
+    for name in names:
+        versions[name] = str(getattr(importlib.import_module(name), "__version__", "unknown"))
+    return versions
+
+
+def versions_tag(versions: dict[str, str]) -> str:
+    """``v`` and 12 hex digits of the sha256 of ``versions`` (sorted ``name=version`` lines)."""
+    text = "\n".join(f"{k}={versions[k]}" for k in sorted(versions))
+    return "v" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_path(
+    cache_dir: Path,
+    weights_hash: str,
+    spec: GraphSpec,
+    opts: dict[str, Any],
+    versions: dict[str, str],
+) -> Path:
+    """Where ``spec``'s export lives for these weights, opset, exporter and library
+    ``versions`` (:func:`export_versions`)."""
     suffix = "-dynamo" if opts["exporter"] == "dynamo" else ""
-    name = f"{weights_hash}-{spec.component}-opset{opts['opset']}-{spec.shape}{suffix}.onnx"
+    name = (
+        f"{weights_hash}-{spec.component}-opset{opts['opset']}-{spec.shape}{suffix}-"
+        f"{versions_tag(versions)}.onnx"
+    )
     return cache_dir / name
 
 
@@ -196,8 +230,9 @@ class OnnxRuntime:
         files: dict[str, dict[str, Any]] = {}
         was_training = model.training
         model.eval()
+        versions = export_versions(opts["exporter"])
         for spec in graph_specs(model):
-            path = cache_path(Path(options.cache_dir), options.weights_hash, spec, opts)
+            path = cache_path(Path(options.cache_dir), options.weights_hash, spec, opts, versions)
             hit = path.is_file()
             t0 = time.perf_counter()
             if not hit:
@@ -224,12 +259,15 @@ class OnnxRuntime:
             model=model,
             prepare_s=time.perf_counter() - start,
             exact=self.exact,
+            exactness=FLOAT,
+            logit_tol=ONNX_LOGIT_TOL,
             details={
                 "runtime": self.name,
                 "onnxruntime": ort.__version__,
                 "providers": used,
                 "opset": opts["opset"],
                 "exporter": opts["exporter"],
+                "export_versions": versions,
                 "intra_op_threads": opts["intra_op_threads"],
                 "cache_hit": all(f["cache_hit"] for f in files.values()),
                 "export_s": round(sum(f["export_s"] for f in files.values()), 3),
