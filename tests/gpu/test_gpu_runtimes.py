@@ -1,7 +1,8 @@
 """CUDA checks of the PyTorch runtimes (``make test-gpu``; skipped without CUDA): ``compile``
-gives eager's masks on the GPU, ``bf16`` agrees within its tolerance, and the fast engine runs
-on a runtime's decoder there. The random-weight tiny model (session ``tiny_model`` fixture)
-is copied to the GPU. (``onnxruntime`` with the CUDA provider is checked by its own tests.)"""
+gives eager's masks on the GPU beyond its logit tolerance, ``bf16`` agrees within its
+tolerance, and the fast engine runs on a runtime's decoder there. The random-weight tiny
+model (session ``tiny_model`` fixture) is copied to the GPU. (``onnxruntime`` with the CUDA
+provider is checked by its own tests.)"""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sam_bench.data.registry import build_dataset
 from sam_bench.models.agreement import compare_case, grid_case
 from sam_bench.models.runtimes.apply import prepare_runtime
 from sam_bench.preprocess import to_model_input
+from tests.runtime_checks import assert_eagers_masks_beyond
 
 pytestmark = pytest.mark.gpu
 
@@ -42,8 +44,8 @@ def _on(model: Any, runtime: str) -> Any:
 def test_compile_gives_eager_masks_on_cuda(eager: Any, image: np.ndarray) -> None:
     compiled = _on(eager, "compile")
     assert compiled.prepare_s > 0.0
-    got = compare_case(eager, compiled.model, grid_case(image))
-    assert min(got.mask_ious) == 1.0, got.mask_ious
+    # inductor's kernels are not bit-identical to eager (task_info.runtime.exactness=float)
+    assert_eagers_masks_beyond(eager, compiled.model, grid_case(image), compiled.logit_tol)
 
 
 def test_bf16_agrees_with_eager_on_cuda(eager: Any, image: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from sam_bench.models.runtimes.base import APPROXIMATE, FLOAT, Prepared, Runtime
 from sam_bench.models.runtimes.swap import COMPONENTS, Delegating, swap
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
+from tests.runtime_checks import assert_eagers_masks_beyond
 
 CPU = torch.device("cpu")
 
@@ -185,20 +186,6 @@ def test_the_engines_call_a_runtimes_components(tiny_model: Any, sample) -> None
     assert counting.calls["image_encoder"] == 2
 
 
-def _full_logits(model: torch.nn.Module, case: AgreementCase) -> np.ndarray:
-    """The full-resolution mask logits of ``case`` through sam2's official predictor."""
-    from sam_bench.models.image_predictor import image_predictor
-
-    predictor = image_predictor(model)
-    with torch.inference_mode():
-        predictor.set_image(case.image)
-        logits, _, _ = predictor.predict(
-            point_coords=case.point_coords, point_labels=case.point_labels, box=case.boxes,
-            multimask_output=case.multimask_output, return_logits=True,
-        )  # fmt: skip
-    return np.asarray(logits, dtype=np.float32)
-
-
 @pytest.mark.slow
 def test_compile_masks_are_eagers_beyond_its_logit_tolerance(tiny_model: Any, sample) -> None:
     """torch.compile (inductor, CPU) is not bit-identical to eager: its generated kernels
@@ -213,16 +200,6 @@ def test_compile_masks_are_eagers_beyond_its_logit_tolerance(tiny_model: Any, sa
     assert compiled.exactness == FLOAT and compiled.logit_tol == 1e-4
     assert compiled.details["backend"] == "inductor"
     image, masks = sample
-    tol = compiled.logit_tol
     for case in (grid_case(image), box_case(image, masks)):
         assert case is not None
-        eager, ours = _full_logits(tiny_model, case), _full_logits(compiled.model, case)
-        assert (eager > 0).any(), "empty eager masks would compare nothing"
-        diff = float(np.abs(eager - ours).max())
-        flips = (eager > 0) != (ours > 0)
-        near = np.abs(eager) <= tol
-        print(f"compile, {case.what}: logits max diff {diff:.2e}, {int(flips.sum())} of "
-              f"{flips.size} pixels flipped, {int(near.sum())} within {tol} of 0")  # fmt: skip
-        assert diff <= tol, (case.what, diff)
-        assert not (flips & ~near).any(), case.what
-        assert flips.sum() <= flips.size * 1e-4, (case.what, int(flips.sum()))
+        assert_eagers_masks_beyond(tiny_model, compiled.model, case, compiled.logit_tol)
