@@ -24,6 +24,7 @@ from sam_bench.config import ModelConfig
 from sam_bench.errors import SamBenchError
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.models.build import build_video_model
+from sam_bench.models.checkpoints import state_dict_hash
 from sam_bench.models.families import edgetam, sam3_tracker
 from sam_bench.models.families.video import FamilyVideoPredictor, family_processor
 from sam_bench.tasks.video.inputs import Prompt, VideoInput, link_frames
@@ -241,6 +242,8 @@ def test_edgetam_video_from_a_saved_folder(tmp_path: Path) -> None:
     theirs = hf.state_dict()
     for key, value in predictor.hf.state_dict().items():  # type: ignore[operator]
         assert torch.equal(value, theirs[key]), key
+    # the recorded hash is the transformers model's weights (what runs), not the wrapper's
+    assert info.state_dict_hash == state_dict_hash(theirs)
 
 
 @pytest.mark.parametrize(

@@ -193,5 +193,6 @@ def build_family_video_model(
         model=predictor.eval(),
         pretrained=source is not None,
         source=source,
+        state_dict_hash=state_dict_hash(hf.state_dict()),
         fallback_reason=fallback,
     )
