@@ -33,7 +33,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from sam_bench.engines.decoder import SlicedMaskDecoder, _heads, _merge
 from sam_bench.engines.image_side import ImageSide
@@ -108,11 +107,15 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
         k_tok = _heads(attn.k_proj(queries + query_pe), h)
         vo = self._value_out(attn, _heads(attn.v_proj(queries), h))
         q_img, key = side.q_i2t, side.keys  # 1 x H x N x d, 1 x N x C
+        _, _, n, dh = q_img.shape
+        t = k_tok.shape[2]
         new_keys = []
         for sl in slices:
             b = sl.stop - sl.start
-            logits = q_img @ k_tok[sl].transpose(-1, -2) * q_img.shape[-1] ** -0.5
-            a = logits.softmax(-1).transpose(1, 2).reshape(b, key.shape[1], -1)
+            # one product per head for the slice's prompts: N x d times d x (b*T)
+            k_all = k_tok[sl].transpose(0, 1).reshape(1, h, b * t, dh)
+            logits = (q_img @ k_all.transpose(-1, -2) * dh**-0.5).view(h, n, b, t)
+            a = logits.softmax(-1).permute(2, 1, 0, 3).reshape(b, n, h * t)
             new_keys.append(layer.norm4(torch.baddbmm(key, a, vo[sl])))  # b x N x C
         return new_keys
 

@@ -106,8 +106,10 @@ class ImageSideCache:
         """The terms for this image (see the class doc)."""
         row = dense[:1]
         state = _autocast_state(image_embeddings.device)
-        if self._side is not None and self._key is not None and self._matches(
-            image_embeddings, image_pe, row, state
+        if (
+            self._side is not None
+            and self._key is not None
+            and self._matches(image_embeddings, image_pe, row, state)
         ):
             return self._side
         self._side = compute_image_side(self.decoder, image_embeddings, image_pe, row)
