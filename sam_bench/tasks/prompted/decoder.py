@@ -142,9 +142,11 @@ class PromptDecoder:
         return int(h), int(w)
 
     def reset(self) -> None:
-        """Forget the image (its features)."""
+        """Forget the image (its features and the decoder terms computed from them)."""
         if self.predictor is not None:
             self.predictor.reset_predictor()
+        if "_image_side" in self.__dict__:
+            self._image_side.clear()
 
     def close(self) -> None:
         """Drop the predictor (features and model reference); idempotent."""
