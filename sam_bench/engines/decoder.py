@@ -17,6 +17,11 @@ operations, but splits the work in two kinds:
   row-wise operations on >= 4096 rows per prompt, whose results do not depend on how many
   prompts share a call; their tensors now fit in the CPU's caches.
 
+Without mask prompts the first layer's image-side projections are the same for every prompt:
+they are computed once per image (per crop in AMG) by
+:class:`~sam_bench.engines.image_side.ImageSideCache` and reused by every prompt batch, and the
+image embedding is never copied per prompt (it is broadcast).
+
 The outputs are bit-identical to ``model.sam_mask_decoder(...)`` (checked against it in
 ``tests/integration/test_sliced_decoder.py``, and end to end against the official generator
 in ``tests/integration/test_fast_engine.py``). Only the CPU uses slicing: on CUDA the fast
@@ -31,6 +36,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sam_bench.engines.image_side import (
+    ImageSide,
+    ImageSideCache,
+    merge_heads,
+    separate_heads,
+    shared_dense,
+)
 from sam_bench.models.runtimes.swap import is_eager_decoder
 
 #: Prompts per image-side slice on the CPU (measured by ``benchmarks/bench_decoder.py``).
@@ -50,16 +62,8 @@ def slice_size_for(device: torch.device, model: torch.nn.Module | None = None) -
     return CPU_SLICE_SIZE if device.type == "cpu" else None
 
 
-def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
-    """``Attention._separate_heads``."""
-    b, t, c = x.shape
-    return x.reshape(b, t, n, c // n).transpose(1, 2)
-
-
-def _merge(x: torch.Tensor) -> torch.Tensor:
-    """``Attention._recombine_heads``."""
-    b, n, t, c = x.shape
-    return x.transpose(1, 2).reshape(b, t, n * c)
+_heads = separate_heads
+_merge = merge_heads
 
 
 class SlicedMaskDecoder:
@@ -68,13 +72,18 @@ class SlicedMaskDecoder:
     Args:
         decoder: the model's ``sam_mask_decoder`` (weights are used, never changed).
         slice_size: prompts per image-side slice.
+        image_side: where the per-image terms are kept (module doc); a new cache when
+            ``None``. Decoders of one model may share one.
     """
 
-    def __init__(self, decoder: torch.nn.Module, slice_size: int) -> None:
+    def __init__(
+        self, decoder: torch.nn.Module, slice_size: int, image_side: ImageSideCache | None = None
+    ) -> None:
         if slice_size < 2:
             raise ValueError("slice_size must be >= 2 (see _slices)")
         self.d: Any = decoder
         self.slice_size = slice_size
+        self.image_side = image_side if image_side is not None else ImageSideCache(decoder)
 
     def __call__(
         self,
@@ -141,13 +150,18 @@ class SlicedMaskDecoder:
             raise ValueError("SlicedMaskDecoder decodes prompts on one image")
         slices = self._slices(n)
         _, c, h, w = image_embeddings.shape
-        srcs = self._sources(image_embeddings, dense, slices)
-        # The positional encoding is the same for every prompt: one contiguous 1 x HW x C copy
-        # broadcast in the additions (element-wise, so the sums are the same bits as
-        # upstream's repeated copy, and cheaper to read).
-        key_pe = image_pe.flatten(2).permute(0, 2, 1).contiguous()
+        side: ImageSide | None = None
+        if shared_dense(dense):
+            side = self.image_side.get(image_embeddings, image_pe, dense)
+            key_pe, srcs = side.key_pe, [side.keys]
+        else:
+            srcs = self._sources(image_embeddings, dense, slices)
+            # The positional encoding is the same for every prompt: one contiguous 1 x HW x C
+            # copy broadcast in the additions (element-wise, so the sums are the same bits as
+            # upstream's repeated copy, and cheaper to read).
+            key_pe = image_pe.flatten(2).permute(0, 2, 1).contiguous()
 
-        hs, keys = self._transformer(srcs, key_pe, tokens, slices)
+        hs, keys = self._transformer(srcs, key_pe, tokens, slices, side)
         iou_token_out = hs[:, s, :]
         mask_tokens_out = hs[:, s + 1 : (s + 1 + d.num_mask_tokens), :]
         mlps = d.output_hypernetworks_mlps
@@ -191,18 +205,67 @@ class SlicedMaskDecoder:
         key_pe: torch.Tensor,
         point_embedding: torch.Tensor,
         slices: list[slice],
+        side: ImageSide | None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``TwoWayTransformer.forward``: queries on the whole batch, keys per slice."""
+        """``TwoWayTransformer.forward``: queries on the whole batch, keys per slice; the
+        first layer from the per-image terms ``side`` when every prompt shares them."""
         t = self.d.transformer
         queries, keys = point_embedding, srcs
-        for layer in t.layers:
-            queries, keys = self._block(layer, queries, keys, point_embedding, key_pe, slices)
+        for i, layer in enumerate(t.layers):
+            if i == 0 and side is not None:
+                queries, keys = self._first_block(layer, queries, side, point_embedding, slices)
+            else:
+                queries, keys = self._block(layer, queries, keys, point_embedding, key_pe, slices)
         q = queries + point_embedding
         ks = [k + key_pe for k in keys]
         attn_out = self._token_to_image(t.final_attn_token_to_image, q, ks, keys, slices)
         queries = queries + attn_out
         queries = t.norm_final_attn(queries)
         return queries, keys
+
+    def _first_block(
+        self,
+        layer: Any,
+        queries: torch.Tensor,
+        side: ImageSide,
+        query_pe: torch.Tensor,
+        slices: list[slice],
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``TwoWayAttentionBlock.forward`` of the first layer when every prompt sees the same
+        image tokens: the image's projections come from ``side`` (broadcast, never copied).
+        The token-to-image attention runs once for the whole batch, every prompt's tokens as
+        queries against the one image (B*T query rows instead of B attentions of T rows:
+        larger matrix products; each query row's softmax and sums are its own, the same bits
+        as per prompt on the BLAS measured, asserted by the exactness tests)."""
+        queries = self._tokens_in(layer, queries, query_pe)
+        attn = layer.cross_attn_token_to_image
+        q_tok = _heads(attn.q_proj(queries + query_pe), attn.num_heads)  # B x H x T x d
+        b, h, t, dh = q_tok.shape
+        folded = q_tok.transpose(0, 1).reshape(1, h, b * t, dh)
+        out = F.scaled_dot_product_attention(folded, side.k_t2i, side.v_t2i)
+        out = out.view(h, b, t, dh).transpose(0, 1)  # B x H x T x d
+        queries = self._tokens_mlp(layer, queries + attn.out_proj(_merge(out)))
+        return queries, self._first_image_to_token(layer, queries, side, query_pe, slices)
+
+    def _first_image_to_token(
+        self,
+        layer: Any,
+        queries: torch.Tensor,
+        side: ImageSide,
+        query_pe: torch.Tensor,
+        slices: list[slice],
+    ) -> list[torch.Tensor]:
+        """The first layer's image-to-token attention and its norm, per slice, with the
+        image's queries from ``side``."""
+        attn = layer.cross_attn_image_to_token
+        k_tok = _heads(attn.k_proj(queries + query_pe), attn.num_heads)
+        v_tok = _heads(attn.v_proj(queries), attn.num_heads)
+        new_keys = []
+        for sl in slices:
+            q_img = side.q_i2t.expand(sl.stop - sl.start, -1, -1, -1)
+            out = F.scaled_dot_product_attention(q_img, k_tok[sl], v_tok[sl])
+            new_keys.append(layer.norm4(side.keys + attn.out_proj(_merge(out))))
+        return new_keys
 
     def _block(
         self,

@@ -5,9 +5,11 @@ For each prompt, sam2's ``TwoWayTransformer`` projects the 4096 image tokens (25
 decoder's 3.6 GFLOP per prompt (sam2.1 tiny, counted by ``torch.utils.flop_counter``). Most of
 it is not needed:
 
-* **Shared first layer.** Without mask prompts the first layer's image tokens are the same for
-  every prompt (image embedding plus the "no mask" embedding): its key, value and query
-  projections of the image are computed once per batch, not once per prompt.
+* **Shared first layer** (as in :class:`~sam_bench.engines.decoder.SlicedMaskDecoder`).
+  Without mask prompts the first layer's image tokens are the same for every prompt (image
+  embedding plus the "no mask" embedding): its key, value and query projections of the image
+  are computed once per image and reused by every prompt batch
+  (:class:`~sam_bench.engines.image_side.ImageSideCache`).
 * **Re-associated products.** Where the image side meets the T prompt tokens (T = 8 for a
   click or a box), ``softmax(q (X Wk)^T) (X Wv)`` is computed as
   ``softmax((q Wk) X^T) X`` then ``Wv``, and the image-to-token output projection as
@@ -31,9 +33,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from sam_bench.engines.decoder import SlicedMaskDecoder, _heads, _merge
+from sam_bench.engines.image_side import ImageSide
 
 
 def _weights(attn: Any) -> tuple[torch.Tensor, ...]:
@@ -57,15 +59,14 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
         key_pe: torch.Tensor,
         point_embedding: torch.Tensor,
         slices: list[slice],
+        side: ImageSide | None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         t = self.d.transformer
         queries, keys = point_embedding, srcs
         n_tokens = point_embedding.shape[1]
         for i, layer in enumerate(t.layers):
-            first = i == 0 and self._same_image(srcs)
-            if first:
-                queries, keys = self._first_block(layer, queries, srcs, point_embedding, key_pe,
-                                                  slices)  # fmt: skip
+            if i == 0 and side is not None:
+                queries, keys = self._first_block(layer, queries, side, point_embedding, slices)
             elif self._factor(layer.cross_attn_image_to_token, n_tokens):
                 queries, keys = self._block_factored(
                     layer, queries, keys, point_embedding, key_pe, slices
@@ -87,70 +88,36 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
         """Whether the re-associated products are cheaper (H * T < internal_dim)."""
         return bool(attn.num_heads * n_tokens < attn.internal_dim)
 
-    def _sources(
-        self, image_embeddings: torch.Tensor, dense: torch.Tensor, slices: list[slice]
-    ) -> list[torch.Tensor]:
-        """One 1 x N x C source for the whole batch when every prompt's dense embedding is
-        the same (no mask prompts: the prompt encoder expands one embedding; checked on the
-        values), else one per slice as :class:`SlicedMaskDecoder` makes them."""
-        first = dense[:1]
-        if dense.stride(0) == 0 or bool(torch.equal(dense, first.expand_as(dense))):
-            return [(image_embeddings + first).flatten(2).permute(0, 2, 1)]
-        return super()._sources(image_embeddings, dense, slices)
-
-    @staticmethod
-    def _same_image(srcs: list[torch.Tensor]) -> bool:
-        """Whether :meth:`_sources` gave one source for every prompt."""
-        return len(srcs) == 1 and srcs[0].shape[0] == 1
-
     # ------------------------------------------------------------------ first layer, shared
 
-    def _first_block(
+    def _first_image_to_token(
         self,
         layer: Any,
         queries: torch.Tensor,
-        srcs: list[torch.Tensor],
+        side: ImageSide,
         query_pe: torch.Tensor,
-        key_pe: torch.Tensor,
         slices: list[slice],
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``TwoWayAttentionBlock.forward`` when every prompt sees the same image tokens: the
-        image's projections once, the attention per prompt."""
-        key = srcs[0][:1]  # 1 x N x C
-        queries = self._tokens_in(layer, queries, query_pe)
-
-        attn = layer.cross_attn_token_to_image
-        h = attn.num_heads
-        k_img = _heads(attn.k_proj(key + key_pe), h)  # 1 x H x N x d
-        v_img = _heads(attn.v_proj(key), h)
-        q_tok = _heads(attn.q_proj(queries + query_pe), h)  # B x H x T x d
-        outs = [F.scaled_dot_product_attention(q_tok[sl], k_img.expand(sl.stop - sl.start,
-                                               -1, -1, -1), v_img.expand(sl.stop - sl.start,
-                                               -1, -1, -1)) for sl in slices]  # fmt: skip
-        queries = queries + attn.out_proj(_merge(torch.cat(outs, dim=0)))
-        queries = self._tokens_mlp(layer, queries)
-
+    ) -> list[torch.Tensor]:
+        """The first image-to-token attention with the image's queries from ``side`` and, when
+        cheaper, the output projection re-associated (``A (v Wo)``)."""
         attn = layer.cross_attn_image_to_token
-        q = queries + query_pe
-        q_img = _heads(attn.q_proj(key + key_pe), h)  # 1 x H x N x d
-        k_tok = _heads(attn.k_proj(q), h)
-        v_tok = _heads(attn.v_proj(queries), h)
-        factor = self._factor(attn, queries.shape[1])
-        vo = self._value_out(attn, v_tok) if factor else None
+        if not self._factor(attn, queries.shape[1]):
+            return super()._first_image_to_token(layer, queries, side, query_pe, slices)
+        h = attn.num_heads
+        k_tok = _heads(attn.k_proj(queries + query_pe), h)
+        vo = self._value_out(attn, _heads(attn.v_proj(queries), h))
+        q_img, key = side.q_i2t, side.keys  # 1 x H x N x d, 1 x N x C
+        _, _, n, dh = q_img.shape
+        t = k_tok.shape[2]
         new_keys = []
         for sl in slices:
             b = sl.stop - sl.start
-            if factor:
-                assert vo is not None
-                logits = q_img @ k_tok[sl].transpose(-1, -2) * q_img.shape[-1] ** -0.5
-                a = logits.softmax(-1).transpose(1, 2).reshape(b, key.shape[1], -1)
-                new = torch.baddbmm(key, a, vo[sl])  # b x N x C
-            else:
-                o = F.scaled_dot_product_attention(q_img.expand(b, -1, -1, -1), k_tok[sl],
-                                                   v_tok[sl])  # fmt: skip
-                new = key + attn.out_proj(_merge(o))
-            new_keys.append(layer.norm4(new))
-        return queries, new_keys
+            # one product per head for the slice's prompts: N x d times d x (b*T)
+            k_all = k_tok[sl].transpose(0, 1).reshape(1, h, b * t, dh)
+            logits = (q_img @ k_all.transpose(-1, -2) * dh**-0.5).view(h, n, b, t)
+            a = logits.softmax(-1).permute(2, 1, 0, 3).reshape(b, n, h * t)
+            new_keys.append(layer.norm4(torch.baddbmm(key, a, vo[sl])))  # b x N x C
+        return new_keys
 
     # ------------------------------------------------------------------ later layers
 

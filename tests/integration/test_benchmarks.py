@@ -20,7 +20,7 @@ def test_make_bench_quick_prints_a_row_per_comparison_with_agreement() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| bench_")]
-    assert len(rows) == 8, proc.stdout[-3000:]
+    assert len(rows) == 9, proc.stdout[-3000:]
     decoder_speed = next(r for r in rows if "MaskDecoder (upstream)" in r)
     assert "bit-identical: True" in decoder_speed
     for row in (r for r in rows if r.startswith("| bench_prompted")):

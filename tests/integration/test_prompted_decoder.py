@@ -209,3 +209,22 @@ def test_factored_masks_match_instance_by_instance_calls(scene) -> None:
         for c in range(m.shape[1]):
             assert mask_iou(batched.masks[b, c], m[0, c]) >= 0.999, (b, c)
         assert np.allclose(batched.iou_predictions[b], s[0], atol=1e-4, rtol=0)
+
+
+def test_image_side_terms_are_shared_by_every_batch_and_decoder_of_an_image(scene) -> None:
+    """Clicks and boxes in several batches, through the exact and the factored decoder, compute
+    the first layer's image-side terms once for the image; NoC rounds with mask inputs do not
+    use them."""
+    decoder, masks = scene
+    decoder.__dict__.pop("_image_side", None)
+    decoder.__dict__.pop("_sliced_decoder", None)
+    decoder.__dict__.pop("_factored_decoder", None)
+    coords, labels = _clicks(masks)
+    boxes = np.stack([tight_box(m) for m in masks])  # type: ignore[misc]
+    for factored in (False, True):
+        for s in range(0, len(masks), 2):
+            decoder.decode(point_coords=coords[s : s + 2], point_labels=labels[s : s + 2],
+                           factored=factored)  # fmt: skip
+            decoder.decode(box=boxes[s : s + 2], multimask_output=False, factored=factored)
+    assert decoder._image_side.computed == 1
+    assert decoder._sliced_decoder.image_side is decoder._factored_decoder.image_side

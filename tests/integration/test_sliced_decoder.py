@@ -111,3 +111,47 @@ def test_fast_engine_slices_on_cpu_only(model) -> None:
     assert slice_size_for(torch.device("cuda")) is None
     fast = FastAMG(model, [AMGConfig(points_per_side=4)], torch.device("cpu"))
     assert isinstance(fast._sliced_decoder, SlicedMaskDecoder)
+
+
+def test_image_side_terms_are_computed_once_per_image(model, predictor) -> None:
+    """Batches of one image reuse the first layer's image-side terms (computed once), and every
+    batch is still bit-identical to sam2's decoder; another image (here: the embedding
+    shifted) computes them again; mask prompts (a dense embedding per prompt) do not use them."""
+    dec = SlicedMaskDecoder(model.sam_mask_decoder, 2)
+    with torch.inference_mode():
+        for n in (4, 6, 5):
+            kwargs = _inputs(model, predictor, n, with_masks=False)
+            ref_masks, ref_iou, _, _ = model.sam_mask_decoder(
+                multimask_output=True, repeat_image=True, **kwargs
+            )
+            masks, iou = dec(multimask_output=True, **kwargs)
+            assert torch.equal(masks, ref_masks) and torch.equal(iou, ref_iou)
+        assert dec.image_side.computed == 1
+        kwargs["image_embeddings"] = kwargs["image_embeddings"] + 0.5
+        ref_masks, _, _, _ = model.sam_mask_decoder(
+            multimask_output=True, repeat_image=True, **kwargs
+        )
+        assert torch.equal(dec(multimask_output=True, **kwargs)[0], ref_masks)
+        assert dec.image_side.computed == 2
+        with_masks = _inputs(model, predictor, 4, with_masks=True)
+        ref_masks, _, _, _ = model.sam_mask_decoder(
+            multimask_output=False, repeat_image=True, **with_masks
+        )
+        assert torch.equal(dec(multimask_output=False, **with_masks)[0], ref_masks)
+        assert dec.image_side.computed == 2
+
+
+def test_image_side_cache_follows_the_autocast_state(model, predictor) -> None:
+    """Terms computed in fp32 are not handed to a bf16 autocast batch (nor back)."""
+    dec = SlicedMaskDecoder(model.sam_mask_decoder, 2)
+    kwargs = _inputs(model, predictor, 4, with_masks=False)
+    with torch.inference_mode():
+        dec(multimask_output=True, **kwargs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ref, _, _, _ = model.sam_mask_decoder(multimask_output=True, repeat_image=True,
+                                                  **kwargs)  # fmt: skip
+            assert torch.equal(dec(multimask_output=True, **kwargs)[0], ref)
+        assert dec.image_side.computed == 2
+        ref, _, _, _ = model.sam_mask_decoder(multimask_output=True, repeat_image=True, **kwargs)
+        assert torch.equal(dec(multimask_output=True, **kwargs)[0], ref)
+        assert dec.image_side.computed == 3

@@ -46,6 +46,7 @@ from sam_bench.engines.base import autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
 from sam_bench.engines.factored_decoder import FactoredMaskDecoder
+from sam_bench.engines.image_side import ImageSideCache
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes
 
 
@@ -89,7 +90,14 @@ class PromptDecoder:
         size = slice_size_for(self.device, self.predictor.model) if self.sliced else None
         if size is None:
             return None
-        return SlicedMaskDecoder(self.predictor.model.sam_mask_decoder, size)
+        return SlicedMaskDecoder(self.predictor.model.sam_mask_decoder, size, self._image_side)
+
+    @functools.cached_property
+    def _image_side(self) -> ImageSideCache:
+        """The image's prompt-independent decoder terms, shared by both decoders: computed
+        on the first prompt batch of an image, reused by every later one (every NoC round of
+        every instance batch)."""
+        return ImageSideCache(self.predictor.model.sam_mask_decoder)
 
     @functools.cached_property
     def _factored_decoder(self) -> FactoredMaskDecoder | None:
@@ -97,7 +105,7 @@ class PromptDecoder:
         size = slice_size_for(self.device, self.predictor.model) if own else None
         if size is None:
             return None
-        return FactoredMaskDecoder(self.predictor.model.sam_mask_decoder, size)
+        return FactoredMaskDecoder(self.predictor.model.sam_mask_decoder, size, self._image_side)
 
     # ------------------------------------------------------------------ image
 
@@ -134,15 +142,18 @@ class PromptDecoder:
         return int(h), int(w)
 
     def reset(self) -> None:
-        """Forget the image (its features)."""
+        """Forget the image (its features and the decoder terms computed from them)."""
         if self.predictor is not None:
             self.predictor.reset_predictor()
+        if "_image_side" in self.__dict__:
+            self._image_side.clear()
 
     def close(self) -> None:
         """Drop the predictor (features and model reference); idempotent."""
         self.predictor = None
         self.__dict__.pop("_sliced_decoder", None)
         self.__dict__.pop("_factored_decoder", None)
+        self.__dict__.pop("_image_side", None)
         release_cuda_memory(self.device)
 
     # ------------------------------------------------------------------ prompts
