@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from sam_bench.models.runtimes.swap import prompt_batch_size
+
 #: Input normalisation change ``(mean_in, std_in, mean_out, std_out)``, per RGB channel.
 Renorm = tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]
 
@@ -96,11 +98,7 @@ class HFPromptEncoder(nn.Module):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # imported here: ``import sam2`` initialises Hydra globally, so importing sam_bench's
-        # model modules must not (a user's own ``initialize_config_dir`` would fail)
-        from sam2.modeling.sam.prompt_encoder import PromptEncoder
-
-        bs = PromptEncoder._get_batch_size(self, points, boxes, masks)  # sam2's rule
+        bs = prompt_batch_size(points, boxes, masks)  # sam2's rule
         weight: torch.Tensor = self.hf.no_mask_embed.weight  # type: ignore[union-attr,assignment]
         parts = [torch.empty((bs, 0, self.embed_dim), device=weight.device)]
         if points is not None:

@@ -23,6 +23,7 @@ from sam2.modeling.sam.mask_decoder import MaskDecoder
 from torch import nn
 
 from sam_bench.errors import SamBenchError
+from sam_bench.models.runtimes.swap import prompt_batch_size
 
 
 class OrtGraph:
@@ -136,11 +137,7 @@ class OrtPromptEncoder(_Adapter):
         boxes: torch.Tensor | None,
         masks: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # imported here: ``import sam2`` initialises Hydra globally, so importing sam_bench's
-        # model modules must not (a user's own ``initialize_config_dir`` would fail)
-        from sam2.modeling.sam.prompt_encoder import PromptEncoder
-
-        bs = PromptEncoder._get_batch_size(self, points, boxes, masks)  # sam2's rule
+        bs = prompt_batch_size(points, boxes, masks)  # sam2's rule
         device = self.no_mask.device
         sparse = torch.empty((bs, 0, self.embed_dim), device=device)
         if points is not None:

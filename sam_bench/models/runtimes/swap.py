@@ -64,3 +64,17 @@ def is_eager_decoder(model: torch.nn.Module) -> bool:
     from sam2.modeling.sam.mask_decoder import MaskDecoder
 
     return type(getattr(model, "sam_mask_decoder", None)) is MaskDecoder
+
+
+def prompt_batch_size(
+    points: tuple[torch.Tensor, torch.Tensor] | None,
+    boxes: torch.Tensor | None,
+    masks: torch.Tensor | None,
+) -> int:
+    """sam2's own rule for a prompt encoder's batch size (``PromptEncoder._get_batch_size``),
+    for the adapters that stand in for sam2's prompt encoder. sam2 is imported here, not at
+    module level: ``import sam2`` initialises Hydra globally, and importing sam_bench's model
+    modules must not (a user's own ``initialize_config_dir`` would then fail)."""
+    from sam2.modeling.sam.prompt_encoder import PromptEncoder
+
+    return int(PromptEncoder._get_batch_size(None, points, boxes, masks))  # type: ignore[arg-type]
