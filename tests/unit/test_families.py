@@ -12,25 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from sam_bench.config import ModelConfig
 from sam_bench.models.build import build_model, model_config
 from sam_bench.models.families import build_family_model, edgetam, fit_image_predictor, sam3_tracker
 from sam_bench.models.families.shell import build_shell
 from tests.hf_fixtures import embedded_image
+from tests.hf_fixtures import family_cfg as _cfg
 
 pytest.importorskip("transformers", minversion="5.0")  # edgetam random init: 5.20
-
-
-def _cfg(family: str, **kw: Any) -> ModelConfig:
-    spec = {"edgetam": edgetam, "sam3_tracker": sam3_tracker}[family]
-    size = {"edgetam": "repvit_m1", "sam3_tracker": "vit_l"}[family]
-    fields: dict[str, Any] = {
-        "name": family, "family": family, "size": size, "weights": "random",
-        "sam2_config": "configs/sam2.1/sam2.1_hiera_t.yaml", "checkpoint_file": spec.HUB_ID,
-        "url": f"https://huggingface.co/{spec.HUB_ID}",
-    }  # fmt: skip
-    fields.update(kw)
-    return ModelConfig(**fields)
 
 
 def _reference(hf: Any, x: torch.Tensor, coords: torch.Tensor, labels: np.ndarray, mm: bool) -> Any:

@@ -20,7 +20,6 @@ import pytest
 import torch
 from PIL import Image
 
-from sam_bench.config import ModelConfig
 from sam_bench.errors import SamBenchError
 from sam_bench.metrics.cost import StageTimes
 from sam_bench.models.build import build_video_model
@@ -31,24 +30,13 @@ from sam_bench.tasks.video.inputs import Prompt, VideoInput, link_frames
 from sam_bench.tasks.video.settings import VideoConfig
 from sam_bench.tasks.video.tracking import paint, track
 from tests.hf_fixtures import embedded_image
+from tests.hf_fixtures import family_cfg as _cfg
 
 pytest.importorskip("transformers", minversion="5.0")
 
 N_FRAMES = 3
 SHIFT = 6
 """Pixels the scene moves right per frame."""
-
-
-def _cfg(family: str, **kw: Any) -> ModelConfig:
-    spec = {"edgetam": edgetam, "sam3_tracker": sam3_tracker}[family]
-    size = {"edgetam": "repvit_m1", "sam3_tracker": "vit_l"}[family]
-    fields: dict[str, Any] = {
-        "name": family, "family": family, "size": size, "weights": "random",
-        "sam2_config": "configs/sam2.1/sam2.1_hiera_t.yaml", "checkpoint_file": spec.HUB_ID,
-        "url": f"https://huggingface.co/{spec.HUB_ID}",
-    }  # fmt: skip
-    fields.update(kw)
-    return ModelConfig(**fields)
 
 
 def _settings(**kw: Any) -> SimpleNamespace:
