@@ -40,6 +40,7 @@ def app(cfg: DictConfig) -> float:
         base_dir=Path(hc.runtime.cwd),
         sweep_dir=Path(hc.sweep.dir) if multirun else None,
         concurrent_jobs=concurrent_jobs(hc) if multirun else 1,
+        process_ends=not multirun,
     )
     if record["status"] == "dry_run":
         return 0.0
