@@ -171,6 +171,7 @@ def _run_job(spec: JobSpec, base_dir: Path | None) -> dict[str, Any]:
     from sam_bench.tracking import build_tracker, note_failure, safely
 
     job_dir, job_num, sweep_dir = spec.job_dir, spec.job_num, spec.sweep_dir
+    heap.settle()  # the command's own imports (Hydra, the harness): full collections skip them
     record = _PRECOMPUTED.pop(_key(job_dir), None)
     if record is None:
         record, rows = _run_specs([spec], base_dir or Path.cwd())[0]
