@@ -121,12 +121,16 @@ def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
         beyond_timed = m["run"] - m["compute"]
         model = m["compute"] + m["build"] + m["warm"]
         beyond = m["run"] - model
-        warm = "n/a" if math.isnan(m["warm"]) else f"{m['warm']:.1f} s"
+
+        def s_(x: float) -> str:
+            return "n/a" if math.isnan(x) else f"{x:.1f} s"
+
         print(f"  {name:<9} single run {m['run']:6.1f} s = timed compute {m['compute']:5.1f} s "
-              f"+ beyond it {beyond_timed:5.1f} s; = model work {model:5.1f} s (timed "
-              f"{m['compute']:.1f} s, build {m['build']:.1f} s, warm-up {warm}) + beyond the "
-              f"model {beyond:5.1f} s (goal <= {GOAL_S:.0f} s); dry run {m['dry']:5.1f} s; CPU "
-              f"time: run {m['run_cpu']:5.1f} s, dry run {m['dry_cpu']:4.1f} s")  # fmt: skip
+              f"+ beyond it {beyond_timed:5.1f} s; = model work {s_(model)} (timed "
+              f"{m['compute']:.1f} s, build {m['build']:.1f} s, warm-up {s_(m['warm'])}) + "
+              f"beyond the model {s_(beyond)} (goal <= {GOAL_S:.0f} s); dry run "
+              f"{m['dry']:5.1f} s; CPU time: run {m['run_cpu']:5.1f} s, dry run "
+              f"{m['dry_cpu']:4.1f} s")  # fmt: skip
         label = "" if name == "this" else " (baseline checkout)"
         rows += [
             Ratio(f"bench_small: 1 image, 4x4{label}", "single run, beyond the timed compute",
