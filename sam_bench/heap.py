@@ -8,11 +8,15 @@ single run, 1.3 s of its time). :func:`settle` marks everything alive as long-li
 and drops keeps being collected as before (young objects are never frozen); cyclic garbage
 among settled objects waits until :func:`release`, which the job calls at its end (a job's
 model must not outlive it) and which collects everything, as a full collection did before.
+Heavy imports run under :func:`settling`: the collections they would trigger walk the new
+modules' objects and find next to nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 
 def settle() -> None:
@@ -32,3 +36,18 @@ def release() -> int:
     of unreachable objects found (``gc.collect``)."""
     gc.unfreeze()
     return gc.collect()
+
+
+@contextlib.contextmanager
+def settling() -> Iterator[None]:
+    """Automatic collections paused while the block runs (heavy imports, building what
+    lives as long as the job), then :func:`settle`. The collector's enabled state is
+    restored; cyclic garbage the block left waits for :func:`release`."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+        settle()

@@ -181,8 +181,8 @@ def _run_job(spec: JobSpec, base_dir: Path | None) -> dict[str, Any]:
     if record["status"] == "dry_run":
         return record
     tracker = build_tracker(spec.cfg_node.get("tracking"))
-    heap.settle()  # full collections during the tracker's imports skip the job's heap
-    error = safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
+    with heap.settling():  # the tracker's imports (MLflow and its store)
+        error = safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
     if error is not None:
         if sweep_dir is not None:
             note_failure(sweep_dir, f"job {job_num}: {error}")
@@ -417,16 +417,16 @@ def _execute(
 ) -> list[list[dict[str, Any]]]:
     """Build the model once (or open the saved predictions), run the task's jobs through the
     shared loop, free the model, fill the records; returns the rows."""
-    from sam_bench import environment
-    from sam_bench.loop import run_items
-    from sam_bench.metrics.cost import Clock, PeakRSS
-    from sam_bench.models.build import UNTRAINED_BANNER
-    from sam_bench.tasks.base import JobContext
-    from sam_bench.tasks.predictions import ReplayTask
+    with heap.settling():  # torch and the harness (:mod:`sam_bench.heap`)
+        from sam_bench import environment
+        from sam_bench.loop import run_items
+        from sam_bench.metrics.cost import Clock, PeakRSS
+        from sam_bench.models.build import UNTRAINED_BANNER
+        from sam_bench.tasks.base import JobContext
+        from sam_bench.tasks.predictions import ReplayTask
 
     # sam2 modules call torch.jit.script at import; torch >= 2.10 warns about it on every job.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
-    heap.settle()  # torch and the harness are imported (:mod:`sam_bench.heap`)
     lead = cfgs[0]
     if not refs:
         raise SamBenchError(f"dataset {lead.dataset.name!r} has no images")
@@ -480,8 +480,8 @@ def _execute(
         )
         for cfg, spec, rec in zip(cfgs, specs, records, strict=True)
     ]
-    task = ReplayTask(ctxs, task_cls, source) if source is not None else task_cls(ctxs)
-    heap.settle()  # the engine and what it imported (torchvision through sam2's predictor)
+    with heap.settling():  # the engine and its imports (torchvision, through sam2's predictor)
+        task = ReplayTask(ctxs, task_cls, source) if source is not None else task_cls(ctxs)
     try:
         try:
             results = run_items(task, warmup=lead.warmup, progress=lead.progress, logs=logs)

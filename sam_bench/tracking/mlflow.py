@@ -49,8 +49,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sam_bench import heap
-
 if TYPE_CHECKING:
     from sam_bench.tracking import Objective, SweepOutcome
 
@@ -703,7 +701,6 @@ class MlflowTracker:
                 tags["sweep_dir"] = str(Path(sweep_dir).resolve())
             run_name = child_run_name(record, None if sweep_dir is None else [])
         job = record.get("job") or {}
-        heap.settle()  # MLflow and its store are imported (:mod:`sam_bench.heap`)
         run = self._retry(
             client.create_run,
             exp_id,

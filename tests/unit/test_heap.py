@@ -57,3 +57,26 @@ def test_unsettle_hands_settled_objects_back_to_the_collector() -> None:
     assert gc.get_freeze_count() == 0 and ref() is not None  # nothing collected yet
     gc.collect()
     assert ref() is None
+
+
+def test_settling_pauses_collections_then_settles_what_the_block_built() -> None:
+    ref = None
+    with heap.settling():
+        assert not gc.isenabled()
+        kept = [Node() for _ in range(3)]  # lives on after the block
+        ref = cyclic_garbage()  # the block's garbage: held until release
+    assert gc.isenabled() and gc.get_freeze_count() > 0
+    gc.collect()
+    assert ref() is not None and all(n.me is n for n in kept)
+    heap.release()
+    assert ref() is None
+
+
+def test_settling_restores_a_disabled_collector_and_settles_on_error() -> None:
+    gc.disable()
+    try:
+        with pytest.raises(ValueError), heap.settling():
+            raise ValueError("the block failed")
+        assert not gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.enable()
