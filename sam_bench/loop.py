@@ -110,8 +110,11 @@ def _reuse(task: Task, jobs: list[_Job], logs: list[ItemLog], ref: ImageRef) -> 
 
 def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
     """Run the task's untimed warm-up on the first item where it works (at most
-    :data:`WARMUP_TRIES` items); returns what happened (``task_info.warmup``)."""
+    :data:`WARMUP_TRIES` items); returns what happened (``task_info.warmup``), with
+    ``seconds``: the wall time of every try (items loaded, prepared and warmed up)."""
     failed: list[dict[str, str]] = []
+    clock = Clock(task.lead.device)
+    start = clock.now()
     for ref in refs:
         if len(failed) >= WARMUP_TRIES:
             break
@@ -126,10 +129,11 @@ def warm_up(task: Task, refs: list[ImageRef]) -> dict[str, Any]:
             log.warning("warm-up on %s failed (%s); trying the next item", ref.image_id, reason)
             failed.append({"image_id": ref.image_id, "error": reason})
             continue
-        return {**(said or {}), "item": ref.image_id, "failed": failed}
+        return {**(said or {}), "item": ref.image_id, "failed": failed,
+                "seconds": clock.now() - start}  # fmt: skip
     if failed:
         log.warning("no warm-up pass succeeded: the first timed item includes warm-up costs")
-    return {"item": None, "failed": failed}
+    return {"item": None, "failed": failed, "seconds": clock.now() - start}
 
 
 def run_items(

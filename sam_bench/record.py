@@ -21,7 +21,7 @@
     dataset         {name, format, n_images (items), fingerprint, warnings}
     task_info       task-specific facts (AMG: engine, cc_impl, points per image,
                     encoder_cache {dir, max_gb, hits, misses, writes, evictions, errors} or
-                    null) and the runner's: warmup {item, failed}, grouped_with_jobs,
+                    null) and the runner's: warmup {item, failed, seconds}, grouped_with_jobs,
                     input_warnings [{warning, count, examples}], resume {reused_images,
                     computed_images}, memory {oom_retries, ..., items_not_run}, stopped (why
                     a memory budget stopped the job), scored_from (predictions=PATH),

@@ -41,6 +41,7 @@ def test_a_cpu_run_warms_up_the_encoder_on_a_small_input(tmp_path: Path, monkeyp
     saved = json.loads((tmp_path / "job" / "result.json").read_text())
     warm = saved["task_info"]["warmup"]
     assert warm["kind"] == "light" and warm["item"] == "1" and warm["failed"] == []
+    assert isinstance(warm["seconds"], float) and warm["seconds"] > 0.0
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,7 @@ def test_a_failing_warm_up_moves_to_the_next_item(tmp_path: Path, monkeypatch) -
     warm = result.info["warmup"]
     assert warm["item"] == "2" and warm["failed"][0]["image_id"] == "1"
     assert "IndexError" in warm["failed"][0]["error"]
+    assert isinstance(warm["seconds"], float) and warm["seconds"] >= 0.0  # both tries, timed
     assert result.metrics["n_items_ok"] == 4 and not result.item_errors  # every item is timed
 
 
@@ -98,6 +99,7 @@ def test_warm_up_gives_up_after_a_few_items(tmp_path: Path, monkeypatch) -> None
     (result,) = run_items(task, warmup=True, progress=False)
     assert result.info["warmup"]["item"] is None
     assert len(result.info["warmup"]["failed"]) == WARMUP_TRIES
+    assert result.info["warmup"]["seconds"] >= 0.0
     assert result.metrics["n_items_ok"] == 4
 
 

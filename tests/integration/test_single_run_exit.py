@@ -1,0 +1,56 @@
+"""A single run ends its process with its heap settled (:mod:`sam_bench.heap`): the
+interpreter's shutdown skips the settled objects instead of collecting every module's objects
+once more. What the run writes at its end (record, MLflow run) must all be there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Runs the command as ``python -m sam_bench`` does, and prints, from the last atexit handler
+#: to run, how many objects are settled and how many the shutdown's collections will walk.
+CODE = """
+import atexit, gc, runpy, sys
+atexit.register(
+    lambda: print(f"EXIT settled={gc.get_freeze_count()} walked={len(gc.get_objects())}")
+)
+sys.argv = ["sam_bench", *sys.argv[1:]]
+runpy.run_module("sam_bench", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_single_run_exits_settled_and_its_mlflow_run_is_complete(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow.db"
+    args = ["dataset.limit=1", "amg.points_per_side=2", "model.weights=random", "progress=false",
+            f"tracking.uri=sqlite:///{db}", f"hydra.run.dir={tmp_path / 'job'}"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", CODE, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("EXIT ")]
+    counts = dict(kv.split("=") for kv in line.split()[1:])
+    settled, walked = int(counts["settled"]), int(counts["walked"])
+    assert settled > 100_000 and settled > 10 * walked, line  # torch & co. are settled
+    record = json.loads((tmp_path / "job" / "result.json").read_text())
+    assert record["status"] == "ok"
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    assert set(record["metrics"]) & set(run.data.metrics)  # the metrics reached the store
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert "result.json" in artifacts
