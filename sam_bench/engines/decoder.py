@@ -169,16 +169,10 @@ class SlicedMaskDecoder:
             [mlps[i](mask_tokens_out[:, i, :]) for i in range(d.num_mask_tokens)], dim=1
         )
         masks = []
+        upscale = _Upscaling(d, high_res_features)
         for sl, src in zip(slices, keys, strict=True):
             k = sl.stop - sl.start
-            src = src.transpose(1, 2).view(k, c, h, w)
-            if not d.use_high_res_features:
-                up = d.output_upscaling(src)
-            else:
-                dc1, ln1, act1, dc2, act2 = d.output_upscaling
-                feat_s0, feat_s1 = high_res_features or (None, None)
-                up = act1(ln1(dc1(src) + feat_s1))
-                up = act2(dc2(up) + feat_s0)
+            up = upscale(src.transpose(1, 2).view(k, c, h, w))
             _, uc, uh, uw = up.shape
             masks.append((hyper_in[sl] @ up.view(k, uc, uh * uw)).view(k, -1, uh, uw))
         iou_pred = d.iou_prediction_head(iou_token_out)
@@ -332,6 +326,98 @@ class SlicedMaskDecoder:
             v_img = _heads(attn.v_proj(v), attn.num_heads)
             outs.append(F.scaled_dot_product_attention(q_tok[sl], k_img, v_img))
         return attn.out_proj(_merge(torch.cat(outs, dim=0)))
+
+
+class _Upscaling:
+    """``MaskDecoder``'s upscaling of the image tokens (``output_upscaling`` plus the
+    high-resolution features) for one slice at a time, with upstream's operations in
+    upstream's order on tensors of upstream's layout, the element-wise ones in place on the
+    fresh temporaries they would otherwise copy (:func:`_fits`).
+
+    The transposed convolutions return channels-last tensors (their input is the token
+    layout); the high-resolution features they are added to are contiguous, and a sum of two
+    layouts is a slow strided pass. The features are laid out like the convolution's output
+    once per call (an addition is element-wise: the same bits in any layout)."""
+
+    def __init__(self, decoder: Any, high_res_features: list[torch.Tensor] | None) -> None:
+        self.d = decoder
+        self.feats = high_res_features
+        self._laid_out: dict[int, torch.Tensor] = {}
+
+    def __call__(self, src: torch.Tensor) -> torch.Tensor:
+        d = self.d
+        if not d.use_high_res_features:
+            out: torch.Tensor = d.output_upscaling(src)
+            return out
+        dc1, ln1, act1, dc2, act2 = d.output_upscaling
+        feat_s0, feat_s1 = self.feats or (None, None)
+        up = self._add_feature(1, dc1(src), feat_s1)
+        up = _activation(act1, _layer_norm_2d(ln1, up))
+        up = self._add_feature(0, dc2(up), feat_s0)
+        return _activation(act2, up)
+
+    def _add_feature(self, i: int, x: torch.Tensor, feat: Any) -> torch.Tensor:
+        """``x + feat`` (upstream's sum), in place in ``x`` with ``feat`` laid out as ``x``
+        when that keeps the result's values and dtype; out of place, as upstream, otherwise."""
+        if not _fits(x, feat):
+            return x + feat  # type: ignore[no-any-return]
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            if i not in self._laid_out:
+                self._laid_out[i] = feat.contiguous(memory_format=torch.channels_last)
+            feat = self._laid_out[i]
+        return x.add_(feat)
+
+
+def _inplace_add(x: torch.Tensor, y: Any) -> torch.Tensor:
+    """``x + y``, written into ``x`` (a fresh temporary) when the sum has ``x``'s shape and
+    dtype: the same element-wise additions, no new buffer (a large one is mapped fresh, and
+    faulted in page by page, on every call)."""
+    if _fits(x, y):
+        return x.add_(y)
+    return x + y  # type: ignore[no-any-return]
+
+
+def _fits(x: torch.Tensor, y: Any) -> bool:
+    """Whether ``x op y`` can be written into ``x`` with the same result: no broadcast of
+    ``x`` and no type promotion (autocast hands bf16 convolution outputs to fp32 terms)."""
+    if not isinstance(y, torch.Tensor) or x.requires_grad:
+        return False
+    return (
+        torch.broadcast_shapes(x.shape, y.shape) == x.shape and torch.result_type(x, y) == x.dtype
+    )
+
+
+def _layer_norm_2d(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """sam2's ``LayerNorm2d.forward`` (mean, subtract, square, mean, add eps, sqrt, divide,
+    scale, shift) on a fresh ``x``, the element-wise steps in place where they keep ``x``'s
+    dtype; any other module is called as is."""
+    if not _is_sam2_layer_norm_2d(norm) or x.requires_grad:
+        out: torch.Tensor = norm(x)
+        return out
+    weight, bias = norm.weight[:, None, None], norm.bias[:, None, None]
+    u = x.mean(1, keepdim=True)
+    if not (_fits(x, u) and _fits(x, weight) and _fits(x, bias)):
+        out = norm(x)
+        return out
+    x = x.sub_(u)  # upstream computes x - u twice: the same values
+    s = x.pow(2).mean(1, keepdim=True)
+    x = x.div_(torch.sqrt(s.add_(norm.eps)))
+    return x.mul_(weight).add_(bias)  # weight * x + bias (a product commutes exactly)
+
+
+def _is_sam2_layer_norm_2d(module: Any) -> bool:
+    """Whether ``module`` is sam2's ``LayerNorm2d`` (by its class, sam2 not imported here)."""
+    cls = type(module)
+    return cls.__name__ == "LayerNorm2d" and cls.__module__ == "sam2.modeling.sam2_utils"
+
+
+def _activation(act: Any, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` on a fresh ``x``: GELU in place (the same kernel), anything else as is."""
+    if type(act) is torch.nn.GELU and not x.requires_grad:
+        out: torch.Tensor = torch.ops.aten.gelu_(x, approximate=act.approximate)
+        return out
+    out = act(x)
+    return out
 
 
 def decode_prompts(
