@@ -211,8 +211,8 @@ class SlicedMaskDecoder:
             else:
                 queries, keys = self._block(layer, queries, keys, point_embedding, key_pe, slices)
         q = queries + point_embedding
-        ks = [k + key_pe for k in keys]
-        attn_out = self._token_to_image(t.final_attn_token_to_image, q, ks, keys, slices)
+        attn = t.final_attn_token_to_image
+        attn_out = self._token_to_image_pe(attn, q, keys, key_pe, slices)
         queries = queries + attn_out
         queries = t.norm_final_attn(queries)
         return queries, keys
@@ -258,7 +258,11 @@ class SlicedMaskDecoder:
         for sl in slices:
             q_img = side.q_i2t.expand(sl.stop - sl.start, -1, -1, -1)
             out = F.scaled_dot_product_attention(q_img, k_tok[sl], v_tok[sl])
-            new_keys.append(layer.norm4(side.keys + attn.out_proj(_merge(out))))
+            # side.keys + out: an addition commutes exactly, and gives the same bits in any
+            # layout; in place in the contiguous projection, from the contiguous keys (a sum
+            # into the token-strided layout is slow, and copied again by the norm)
+            out = attn.out_proj(_merge(out))
+            new_keys.append(layer.norm4(_inplace_add(out, side.keys_rows)))
         return new_keys
 
     def _block(
@@ -274,8 +278,7 @@ class SlicedMaskDecoder:
         queries = self._tokens_in(layer, queries, query_pe)
 
         q = queries + query_pe
-        ks = [k + key_pe for k in keys]
-        attn_out = self._token_to_image(layer.cross_attn_token_to_image, q, ks, keys, slices)
+        attn_out = self._token_to_image_pe(layer.cross_attn_token_to_image, q, keys, key_pe, slices)
         queries = self._tokens_mlp(layer, queries + attn_out)
 
         q = queries + query_pe
@@ -283,11 +286,11 @@ class SlicedMaskDecoder:
         k_tok = _heads(attn.k_proj(q), attn.num_heads)
         v_tok = _heads(attn.v_proj(queries), attn.num_heads)
         new_keys = []
+        with_pe = _WithPe(key_pe)
         for sl, key in zip(slices, keys, strict=True):
-            k_img = key + key_pe
-            q_img = _heads(attn.q_proj(k_img), attn.num_heads)
+            q_img = _heads(attn.q_proj(with_pe(key)), attn.num_heads)
             out = F.scaled_dot_product_attention(q_img, k_tok[sl], v_tok[sl])
-            key = key + attn.out_proj(_merge(out))
+            key = _inplace_add(attn.out_proj(_merge(out)), key)  # key + out, commuted
             new_keys.append(layer.norm4(key))
         return queries, new_keys
 
@@ -326,6 +329,44 @@ class SlicedMaskDecoder:
             v_img = _heads(attn.v_proj(v), attn.num_heads)
             outs.append(F.scaled_dot_product_attention(q_tok[sl], k_img, v_img))
         return attn.out_proj(_merge(torch.cat(outs, dim=0)))
+
+    @staticmethod
+    def _token_to_image_pe(
+        attn: Any,
+        q: torch.Tensor,
+        keys: list[torch.Tensor],
+        key_pe: torch.Tensor,
+        slices: list[slice],
+    ) -> torch.Tensor:
+        """:meth:`_token_to_image` with the keys ``key + key_pe`` formed slice by slice, in
+        one reused buffer (:class:`_WithPe`), the values ``keys``."""
+        q_tok = _heads(attn.q_proj(q), attn.num_heads)
+        with_pe = _WithPe(key_pe)
+        outs = []
+        for sl, v in zip(slices, keys, strict=True):
+            k_img = _heads(attn.k_proj(with_pe(v)), attn.num_heads)
+            v_img = _heads(attn.v_proj(v), attn.num_heads)
+            outs.append(F.scaled_dot_product_attention(q_tok[sl], k_img, v_img))
+        return attn.out_proj(_merge(torch.cat(outs, dim=0)))
+
+
+class _WithPe:
+    """``key + key_pe`` for one slice after another, written into one buffer per shape and
+    dtype (the same additions as upstream's; a fresh 16 MB sum per slice would be mapped and
+    faulted in each time). A sum is valid until the next call: the projection that reads it
+    runs first."""
+
+    def __init__(self, key_pe: torch.Tensor) -> None:
+        self.key_pe = key_pe
+        self._buf: torch.Tensor | None = None
+
+    def __call__(self, key: torch.Tensor) -> torch.Tensor:
+        if key.requires_grad or not key.is_contiguous() or not _fits(key, self.key_pe):
+            return key + self.key_pe
+        buf = self._buf
+        if buf is None or buf.shape != key.shape or buf.dtype != key.dtype:
+            buf = self._buf = torch.empty_like(key)
+        return torch.add(key, self.key_pe, out=buf)
 
 
 class _Upscaling:
