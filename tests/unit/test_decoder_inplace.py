@@ -20,6 +20,7 @@ from sam_bench.engines.decoder import (
     _layer_norm_2d,
     _Upscaling,
     _WithPe,
+    split,
 )
 
 
@@ -141,3 +142,11 @@ def test_with_pe_reuses_one_buffer_and_gives_the_sums() -> None:
     assert torch.equal(with_pe(larger), larger + pe)
     strided = torch.randn(4, 16, 64).transpose(1, 2)  # out of place, as upstream
     assert torch.equal(with_pe(strided), strided + pe)
+
+
+def test_split_never_leaves_a_short_last_slice() -> None:
+    assert split(4, 2) == [slice(0, 2), slice(2, 4)]
+    assert split(5, 2) == [slice(0, 2), slice(2, 5)]
+    assert split(3, 2) == [slice(0, 3)]
+    assert split(1, 2) == [slice(0, 1)]
+    assert split(8, 4) == [slice(0, 4), slice(4, 8)]
