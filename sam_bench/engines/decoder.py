@@ -62,13 +62,6 @@ def slice_size_for(device: torch.device, model: torch.nn.Module | None = None) -
     return CPU_SLICE_SIZE if device.type == "cpu" else None
 
 
-#: Prompts per upscaling chunk within a slice. The second transposed convolution's output is
-#: 8 MB per prompt: for 2 prompts it stays under glibc's largest mmap threshold (32 MB), so
-#: its memory is reused from chunk to chunk instead of mapped and faulted in afresh each time.
-#: The convolutions give the same bits for any batch of >= 2 prompts (:func:`split`).
-UPSCALE_SLICE_SIZE = 2
-
-
 def split(n: int, size: int) -> list[slice]:
     """Consecutive slices of ``size`` of ``range(n)``, the last one taking the remainder (so
     no slice holds fewer than ``size`` unless ``n`` does)."""
@@ -184,12 +177,9 @@ class SlicedMaskDecoder:
         upscale = _Upscaling(d, high_res_features)
         for sl, src in zip(slices, keys, strict=True):
             k = sl.stop - sl.start
-            image = src.transpose(1, 2).view(k, c, h, w)
-            for part in split(k, UPSCALE_SLICE_SIZE):
-                up = upscale(image[part])
-                m, uc, uh, uw = up.shape
-                hyper = hyper_in[sl][part]
-                masks.append((hyper @ up.view(m, uc, uh * uw)).view(m, -1, uh, uw))
+            up = upscale(src.transpose(1, 2).view(k, c, h, w))
+            _, uc, uh, uw = up.shape
+            masks.append((hyper_in[sl] @ up.view(k, uc, uh * uw)).view(k, -1, uh, uw))
         iou_pred = d.iou_prediction_head(iou_token_out)
         return torch.cat(masks, dim=0), iou_pred
 
