@@ -62,6 +62,15 @@ def slice_size_for(device: torch.device, model: torch.nn.Module | None = None) -
     return CPU_SLICE_SIZE if device.type == "cpu" else None
 
 
+def split(n: int, size: int) -> list[slice]:
+    """Consecutive slices of ``size`` of ``range(n)``, the last one taking the remainder (so
+    no slice holds fewer than ``size`` unless ``n`` does)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < size:
+        starts.pop()  # merge the short remainder into the previous slice
+    return [slice(s, e) for s, e in zip(starts, [*starts[1:], n], strict=True)]
+
+
 _heads = separate_heads
 _merge = merge_heads
 
@@ -120,11 +129,7 @@ class SlicedMaskDecoder:
         No slice holds a single prompt unless the batch does: a 1-prompt tensor takes a
         different memory layout through the upscaling convolution than a batch does, and
         so different rounding."""
-        size = self.slice_size
-        starts = list(range(0, n, size))
-        if len(starts) > 1 and n - starts[-1] < size:
-            starts.pop()  # merge the short remainder into the previous slice
-        return [slice(s, e) for s, e in zip(starts, [*starts[1:], n], strict=True)]
+        return split(n, self.slice_size)
 
     def _predict_masks(
         self,
@@ -169,16 +174,10 @@ class SlicedMaskDecoder:
             [mlps[i](mask_tokens_out[:, i, :]) for i in range(d.num_mask_tokens)], dim=1
         )
         masks = []
+        upscale = _Upscaling(d, high_res_features)
         for sl, src in zip(slices, keys, strict=True):
             k = sl.stop - sl.start
-            src = src.transpose(1, 2).view(k, c, h, w)
-            if not d.use_high_res_features:
-                up = d.output_upscaling(src)
-            else:
-                dc1, ln1, act1, dc2, act2 = d.output_upscaling
-                feat_s0, feat_s1 = high_res_features or (None, None)
-                up = act1(ln1(dc1(src) + feat_s1))
-                up = act2(dc2(up) + feat_s0)
+            up = upscale(src.transpose(1, 2).view(k, c, h, w))
             _, uc, uh, uw = up.shape
             masks.append((hyper_in[sl] @ up.view(k, uc, uh * uw)).view(k, -1, uh, uw))
         iou_pred = d.iou_prediction_head(iou_token_out)
@@ -217,8 +216,8 @@ class SlicedMaskDecoder:
             else:
                 queries, keys = self._block(layer, queries, keys, point_embedding, key_pe, slices)
         q = queries + point_embedding
-        ks = [k + key_pe for k in keys]
-        attn_out = self._token_to_image(t.final_attn_token_to_image, q, ks, keys, slices)
+        attn = t.final_attn_token_to_image
+        attn_out = self._token_to_image_pe(attn, q, keys, key_pe, slices)
         queries = queries + attn_out
         queries = t.norm_final_attn(queries)
         return queries, keys
@@ -264,7 +263,11 @@ class SlicedMaskDecoder:
         for sl in slices:
             q_img = side.q_i2t.expand(sl.stop - sl.start, -1, -1, -1)
             out = F.scaled_dot_product_attention(q_img, k_tok[sl], v_tok[sl])
-            new_keys.append(layer.norm4(side.keys + attn.out_proj(_merge(out))))
+            # side.keys + out: an addition commutes exactly, and gives the same bits in any
+            # layout; in place in the contiguous projection, from the contiguous keys (a sum
+            # into the token-strided layout is slow, and copied again by the norm)
+            out = attn.out_proj(_merge(out))
+            new_keys.append(layer.norm4(_inplace_add(out, side.keys_rows)))
         return new_keys
 
     def _block(
@@ -280,8 +283,7 @@ class SlicedMaskDecoder:
         queries = self._tokens_in(layer, queries, query_pe)
 
         q = queries + query_pe
-        ks = [k + key_pe for k in keys]
-        attn_out = self._token_to_image(layer.cross_attn_token_to_image, q, ks, keys, slices)
+        attn_out = self._token_to_image_pe(layer.cross_attn_token_to_image, q, keys, key_pe, slices)
         queries = self._tokens_mlp(layer, queries + attn_out)
 
         q = queries + query_pe
@@ -289,11 +291,11 @@ class SlicedMaskDecoder:
         k_tok = _heads(attn.k_proj(q), attn.num_heads)
         v_tok = _heads(attn.v_proj(queries), attn.num_heads)
         new_keys = []
+        with_pe = _WithPe(key_pe)
         for sl, key in zip(slices, keys, strict=True):
-            k_img = key + key_pe
-            q_img = _heads(attn.q_proj(k_img), attn.num_heads)
+            q_img = _heads(attn.q_proj(with_pe(key)), attn.num_heads)
             out = F.scaled_dot_product_attention(q_img, k_tok[sl], v_tok[sl])
-            key = key + attn.out_proj(_merge(out))
+            key = _inplace_add(attn.out_proj(_merge(out)), key)  # key + out, commuted
             new_keys.append(layer.norm4(key))
         return queries, new_keys
 
@@ -332,6 +334,136 @@ class SlicedMaskDecoder:
             v_img = _heads(attn.v_proj(v), attn.num_heads)
             outs.append(F.scaled_dot_product_attention(q_tok[sl], k_img, v_img))
         return attn.out_proj(_merge(torch.cat(outs, dim=0)))
+
+    @staticmethod
+    def _token_to_image_pe(
+        attn: Any,
+        q: torch.Tensor,
+        keys: list[torch.Tensor],
+        key_pe: torch.Tensor,
+        slices: list[slice],
+    ) -> torch.Tensor:
+        """:meth:`_token_to_image` with the keys ``key + key_pe`` formed slice by slice, in
+        one reused buffer (:class:`_WithPe`), the values ``keys``."""
+        q_tok = _heads(attn.q_proj(q), attn.num_heads)
+        with_pe = _WithPe(key_pe)
+        outs = []
+        for sl, v in zip(slices, keys, strict=True):
+            k_img = _heads(attn.k_proj(with_pe(v)), attn.num_heads)
+            v_img = _heads(attn.v_proj(v), attn.num_heads)
+            outs.append(F.scaled_dot_product_attention(q_tok[sl], k_img, v_img))
+        return attn.out_proj(_merge(torch.cat(outs, dim=0)))
+
+
+class _WithPe:
+    """``key + key_pe`` for one slice after another, written into one buffer per shape and
+    dtype (the same additions as upstream's; a fresh 16 MB sum per slice would be mapped and
+    faulted in each time). A sum is valid until the next call: the projection that reads it
+    runs first."""
+
+    def __init__(self, key_pe: torch.Tensor) -> None:
+        self.key_pe = key_pe
+        self._buf: torch.Tensor | None = None
+
+    def __call__(self, key: torch.Tensor) -> torch.Tensor:
+        if key.requires_grad or not key.is_contiguous() or not _fits(key, self.key_pe):
+            return key + self.key_pe
+        buf = self._buf
+        if buf is None or buf.shape != key.shape or buf.dtype != key.dtype:
+            buf = self._buf = torch.empty_like(key)
+        return torch.add(key, self.key_pe, out=buf)
+
+
+class _Upscaling:
+    """``MaskDecoder``'s upscaling of the image tokens (``output_upscaling`` plus the
+    high-resolution features) for one slice at a time, with upstream's operations in
+    upstream's order on tensors of upstream's layout, the element-wise ones in place on the
+    fresh temporaries they would otherwise copy (:func:`_fits`).
+
+    The transposed convolutions return channels-last tensors (their input is the token
+    layout); the high-resolution features they are added to are contiguous, and a sum of two
+    layouts is a slow strided pass. The features are laid out like the convolution's output
+    once per call (an addition is element-wise: the same bits in any layout)."""
+
+    def __init__(self, decoder: Any, high_res_features: list[torch.Tensor] | None) -> None:
+        self.d = decoder
+        self.feats = high_res_features
+        self._laid_out: dict[int, torch.Tensor] = {}
+
+    def __call__(self, src: torch.Tensor) -> torch.Tensor:
+        d = self.d
+        if not d.use_high_res_features:
+            out: torch.Tensor = d.output_upscaling(src)
+            return out
+        dc1, ln1, act1, dc2, act2 = d.output_upscaling
+        feat_s0, feat_s1 = self.feats or (None, None)
+        up = self._add_feature(1, dc1(src), feat_s1)
+        up = _activation(act1, _layer_norm_2d(ln1, up))
+        up = self._add_feature(0, dc2(up), feat_s0)
+        return _activation(act2, up)
+
+    def _add_feature(self, i: int, x: torch.Tensor, feat: Any) -> torch.Tensor:
+        """``x + feat`` (upstream's sum), in place in ``x`` with ``feat`` laid out as ``x``
+        when that keeps the result's values and dtype; out of place, as upstream, otherwise."""
+        if not _fits(x, feat):
+            return x + feat  # type: ignore[no-any-return]
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            if i not in self._laid_out:
+                self._laid_out[i] = feat.contiguous(memory_format=torch.channels_last)
+            feat = self._laid_out[i]
+        return x.add_(feat)
+
+
+def _inplace_add(x: torch.Tensor, y: Any) -> torch.Tensor:
+    """``x + y``, written into ``x`` (a fresh temporary) when the sum has ``x``'s shape and
+    dtype: the same element-wise additions, no new buffer (a large one is mapped fresh, and
+    faulted in page by page, on every call)."""
+    if _fits(x, y):
+        return x.add_(y)
+    return x + y  # type: ignore[no-any-return]
+
+
+def _fits(x: torch.Tensor, y: Any) -> bool:
+    """Whether ``x op y`` can be written into ``x`` with the same result: no broadcast of
+    ``x`` and no type promotion (autocast hands bf16 convolution outputs to fp32 terms)."""
+    if not isinstance(y, torch.Tensor) or x.requires_grad:
+        return False
+    return (
+        torch.broadcast_shapes(x.shape, y.shape) == x.shape and torch.result_type(x, y) == x.dtype
+    )
+
+
+def _layer_norm_2d(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """sam2's ``LayerNorm2d.forward`` (mean, subtract, square, mean, add eps, sqrt, divide,
+    scale, shift) on a fresh ``x``, the element-wise steps in place where they keep ``x``'s
+    dtype; any other module is called as is."""
+    if not _is_sam2_layer_norm_2d(norm) or x.requires_grad:
+        out: torch.Tensor = norm(x)
+        return out
+    weight, bias = norm.weight[:, None, None], norm.bias[:, None, None]
+    u = x.mean(1, keepdim=True)
+    if not (_fits(x, u) and _fits(x, weight) and _fits(x, bias)):
+        out = norm(x)
+        return out
+    x = x.sub_(u)  # upstream computes x - u twice: the same values
+    s = x.pow(2).mean(1, keepdim=True)
+    x = x.div_(torch.sqrt(s.add_(norm.eps)))
+    return x.mul_(weight).add_(bias)  # weight * x + bias (a product commutes exactly)
+
+
+def _is_sam2_layer_norm_2d(module: Any) -> bool:
+    """Whether ``module`` is sam2's ``LayerNorm2d`` (by its class, sam2 not imported here)."""
+    cls = type(module)
+    return cls.__name__ == "LayerNorm2d" and cls.__module__ == "sam2.modeling.sam2_utils"
+
+
+def _activation(act: Any, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` on a fresh ``x``: GELU in place (the same kernel), anything else as is."""
+    if type(act) is torch.nn.GELU and not x.requires_grad:
+        out: torch.Tensor = torch.ops.aten.gelu_(x, approximate=act.approximate)
+        return out
+    out = act(x)
+    return out
 
 
 def decode_prompts(

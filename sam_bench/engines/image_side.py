@@ -53,6 +53,9 @@ class ImageSide:
     keys: torch.Tensor
     """1 x N x C: image embedding plus the dense prompt embedding, as tokens (the residual
     of the first layer's image-to-token attention), strided as upstream's."""
+    keys_rows: torch.Tensor
+    """``keys`` as a contiguous tensor (the same values): the residual added to the first
+    image-to-token attention's contiguous output, summed without a strided pass."""
     k_t2i: torch.Tensor
     """1 x H x N x d: keys of the first token-to-image attention, ``k_proj(keys + key_pe)``."""
     v_t2i: torch.Tensor
@@ -78,6 +81,7 @@ def compute_image_side(
     return ImageSide(
         key_pe=key_pe,
         keys=keys,
+        keys_rows=keys.contiguous(),
         k_t2i=separate_heads(t2i.k_proj(x), t2i.num_heads),
         v_t2i=separate_heads(t2i.v_proj(keys), t2i.num_heads),
         q_i2t=separate_heads(i2t.q_proj(x), i2t.num_heads),
