@@ -72,6 +72,7 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
     ) -> None:
         super().__init__(decoder, slice_size, image_side)
         self.mask_projection: Any = mask_projection
+        self._buffers: dict[str, torch.Tensor] = {}
 
     def __call__(
         self,
@@ -156,7 +157,12 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
         if d.use_high_res_features and high_res_features is not None:
             feat_s0, feat_s1 = high_res_features
             up = PixelUpscaler.build(d, feat_s0, feat_s1, (h, w))
-            masks = [up.masks(k, hyper_in[sl]) for sl, k in zip(slices, keys, strict=True)]
+            most = max(sl.stop - sl.start for sl in slices) * h * w
+            scratch = (
+                self._scratch("up1", most * 4 * feat_s1.shape[1], feat_s1),
+                self._scratch("up2", most * 16 * feat_s0.shape[1], feat_s0),
+            )
+            masks = [up.masks(k, hyper_in[sl], scratch) for sl, k in zip(slices, keys, strict=True)]
         else:
             masks = []
             for sl, src in zip(slices, keys, strict=True):
@@ -165,6 +171,33 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
                 _, uc, uh, uw = out.shape
                 masks.append((hyper_in[sl] @ out.view(b, uc, uh * uw)).view(b, -1, uh, uw))
         return torch.cat(masks, dim=0), d.iou_prediction_head(hs[:, s, :])
+
+    def _scratch(self, name: str, size: int, like: torch.Tensor) -> torch.Tensor:
+        """A flat buffer ``name`` of at least ``size`` values of ``like``'s dtype and device,
+        kept for the next calls. Intermediates of a few slices' image tokens (16 MB and more)
+        are written into such buffers rather than fresh tensors: on the machines measured,
+        mapping fresh memory for them (page faults) cost 5-8x the element-wise pass itself.
+        Only for intermediates that no output refers to."""
+        buf = self._buffers.get(name)
+        if (
+            buf is None
+            or buf.numel() < size
+            or buf.dtype != like.dtype
+            or buf.device != like.device
+        ):
+            buf = self._buffers[name] = torch.empty(size, dtype=like.dtype, device=like.device)
+        return buf
+
+    def _with_pe(self, keys: list[torch.Tensor], key_pe: torch.Tensor) -> list[torch.Tensor]:
+        """``key + key_pe`` for each slice, in the scratch buffer ``x`` (one layer's at a
+        time: the caller drops them before the next layer's)."""
+        buf = self._scratch("x", sum(k.numel() for k in keys), keys[0])
+        xs, start = [], 0
+        for k in keys:
+            x = buf[start : start + k.numel()].view(k.shape)
+            xs.append(torch.add(k, key_pe, out=x))
+            start += k.numel()
+        return xs
 
     def _project(self, mask_features: torch.Tensor) -> torch.Tensor:
         """The dense prompt embedding of mask features (``mask_projection``)."""
@@ -201,7 +234,7 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
         q = queries + point_embedding
         attn = t.final_attn_token_to_image
         if self._factor(attn, n_tokens):
-            attn_out = self._t2i_factored(attn, q, keys, [k + key_pe for k in keys], slices)
+            attn_out = self._t2i_factored(attn, q, keys, self._with_pe(keys, key_pe), slices)
         else:
             ks = [k + key_pe for k in keys]
             attn_out = self._token_to_image(attn, q, ks, keys, slices)
@@ -237,10 +270,11 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
         new_keys = []
         for sl in slices:
             b = sl.stop - sl.start
-            # one product per head for the slice's prompts: N x d times d x (b*T)
+            # one product per head for the slice's prompts: (b*T) x d times d x N, token
+            # rows first so that the softmax over T runs along rows of N values
             k_all = k_tok[sl].transpose(0, 1).reshape(1, h, b * t, dh)
-            logits = (q_img @ k_all.transpose(-1, -2) * dh**-0.5).view(h, n, b, t)
-            a = logits.softmax(-1).permute(2, 1, 0, 3).reshape(b, n, h * t)
+            logits = (k_all @ q_img.transpose(-1, -2) * dh**-0.5).view(h, b, t, n)
+            a = logits.softmax(2).permute(1, 3, 0, 2).reshape(b, n, h * t)
             new_keys.append(layer.norm4(torch.baddbmm(key, a, vo[sl])))  # b x N x C
         return new_keys
 
@@ -299,7 +333,7 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``TwoWayAttentionBlock.forward`` with every image-side product re-associated."""
         queries = self._tokens_in(layer, queries, query_pe)
-        xs = [k + key_pe for k in keys]  # the image tokens with their positions, used twice
+        xs = self._with_pe(keys, key_pe)  # the image tokens with their positions, used twice
         attn_out = self._t2i_factored(
             layer.cross_attn_token_to_image, queries + query_pe, keys, xs, slices
         )
@@ -317,7 +351,9 @@ class FactoredMaskDecoder(SlicedMaskDecoder):
             # rows of N values (a softmax over a last dimension of T is ~2x slower)
             logits = torch.baddbmm(kb[sl], kq[sl], x.transpose(1, 2))  # b x (H*T) x N
             a = logits.view(b, h, -1, n).softmax(2).view(b, -1, n)
-            new_keys.append(layer.norm4(torch.baddbmm(key, a.transpose(1, 2), vo[sl])))
+            # in place: the keys of this layer are this decoder's own (the previous layer's
+            # output, or the repeated image embedding), and their t2i attention is done
+            new_keys.append(layer.norm4(key.baddbmm_(a.transpose(1, 2), vo[sl])))
         return queries, new_keys
 
     @staticmethod

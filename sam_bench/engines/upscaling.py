@@ -73,22 +73,43 @@ class PixelUpscaler:
         add2 = f0 + dc2.bias.repeat(4)
         return cls(w1, add1, w2, add2, ln1, act1, act2, hw)
 
-    def masks(self, keys: torch.Tensor, hyper_in: torch.Tensor) -> torch.Tensor:
+    def masks(
+        self,
+        keys: torch.Tensor,
+        hyper_in: torch.Tensor,
+        scratch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """``hyper_in @ upscaling(keys)``: ``keys`` b x N x C image tokens, ``hyper_in``
-        b x M x C2 (the hypernetwork outputs of the M tokens wanted); b x M x 4h x 4w."""
+        b x M x C2 (the hypernetwork outputs of the M tokens wanted); b x M x 4h x 4w.
+        ``scratch``: two flat tensors of at least b * N * 4*C1 and b * 4N * 4*C2 values for
+        the outputs of the two products (reused across calls, they save mapping fresh memory:
+        the page faults cost more than the GELU on these tensors)."""
         b, n, _ = keys.shape
         c1 = self.w1.shape[1] // 4
         c2 = self.w2.shape[1] // 4
-        up = torch.baddbmm(self.add1, keys, self.w1.expand(b, -1, -1))  # b x N x 4*C1
+        out1 = out2 = None
+        if scratch is not None:
+            out1 = scratch[0][: b * n * 4 * c1].view(b, n, 4 * c1)
+            out2 = scratch[1][: b * n * 16 * c2].view(b, n * 4, 4 * c2)
+        up = torch.baddbmm(self.add1, keys, self.w1.expand(b, -1, -1), out=out1)  # b x N x 4*C1
         up = F.layer_norm(up.view(b, n * 4, c1), (c1,), self.ln.weight, self.ln.bias, self.ln.eps)
-        up = self.act1(up)
-        up = torch.baddbmm(self.add2, up, self.w2.expand(b, -1, -1))  # b x 4N x 4*C2
-        up = self.act2(up).view(b, n * 16, c2)
+        up = _gelu_(self.act1, up)  # in place on the fresh temporary
+        up = torch.baddbmm(self.add2, up, self.w2.expand(b, -1, -1), out=out2)  # b x 4N x 4*C2
+        up = _gelu_(self.act2, up).view(b, n * 16, c2)
         m = hyper_in.shape[1]
         out = up @ hyper_in.transpose(1, 2)  # b x 16N x M, pixels (i, j, dy, dx, ey, ex)
         h, w = self.hw
         out = out.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return out.reshape(b, m, 4 * h, 4 * w)
+
+
+def _gelu_(act: Any, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)`` in place when ``act`` is a ``GELU`` (sam2's activation; the same
+    function, no new tensor), else ``act(x)``."""
+    if isinstance(act, torch.nn.GELU):
+        out: torch.Tensor = torch.ops.aten.gelu_(x, approximate=act.approximate)
+        return out
+    return act(x)  # type: ignore[no-any-return]
 
 
 def _kernel_matrix(weight: torch.Tensor) -> torch.Tensor:
