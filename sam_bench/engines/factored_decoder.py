@@ -17,8 +17,19 @@ it is not needed:
   instead of the projection's 128 (a key bias that is the same for every image token cancels
   in the softmax; the others are kept).
 
+* **Mask inputs** (NoC rounds after the first): the first layer takes the image and the
+  prompts' 16-channel mask features apart, the dense embedding's 1 x 1 convolution folded
+  into its products (:mod:`~sam_bench.engines.masked_layer`); the 256-channel dense
+  embedding and the per-prompt copies of the image embedding are never made.
+* **Upscaling** as per-pixel matrix products, channels last, for the returned masks' tokens
+  only (:mod:`~sam_bench.engines.upscaling`).
+* **Fewer passes over memory**: softmaxes over a head's few tokens run along rows of 4096
+  image tokens (token rows first), GELUs and residual additions work in place, and the
+  largest intermediates go to scratch buffers the decoder keeps between calls (~100 MB for
+  batches of 16): mapping fresh memory for a 16 MB tensor cost 5-8x the pass over it here.
+
 What remains per prompt is the attention itself, the layer norms of the image tokens and the
-upscaling convolutions. Sharing the first layer is exact (its projections are row-wise, so one
+upscaling products. Sharing the first layer is exact (its projections are row-wise, so one
 image's rows are the same bits as each prompt's copy); re-associating is the same function
 with the floating-point sums in another order:
 logits agree with sam2's decoder to ~1e-5 and masks to IoU >= 0.999 (tested against the
