@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from sam_bench.config import DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.engines.factored_decoder import FactoredMaskDecoder
+from sam_bench.engines.upscaling import PixelUpscaler
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
 from sam_bench.prompts.clicks import first_click, next_click
@@ -160,10 +161,9 @@ def test_factored_first_clicks_and_boxes_agree_with_predict(scene) -> None:
     _close_to_batch(decoder, box=boxes, multimask_output=False)
 
 
-def test_factored_later_clicks_with_mask_input_agree_with_predict(scene) -> None:
-    """Mask inputs differ per prompt, so the first layer is not shared: the re-associated
-    products alone."""
-    decoder, masks = scene
+def _round_two(decoder: PromptDecoder, masks: list[np.ndarray]) -> dict[str, Any]:
+    """A second NoC round: the first click plus a negative one (the box's top-left corner),
+    the first round's best low-res logits as mask input."""
     coords, labels = _clicks(masks)
     first = decoder.decode(point_coords=coords, point_labels=labels, multimask_output=True)
     kept = first.iou_predictions.argmax(axis=1)
@@ -171,10 +171,90 @@ def test_factored_later_clicks_with_mask_input_agree_with_predict(scene) -> None
     corner = np.stack([tight_box(m)[:2] for m in masks])[:, None].astype(np.float64)  # type: ignore[index]
     coords2 = np.concatenate([coords, corner], axis=1)
     labels2 = np.concatenate([labels, np.zeros_like(labels)], axis=1)
-    _close_to_batch(
-        decoder, point_coords=coords2, point_labels=labels2, mask_input=logits,
-        multimask_output=False,
-    )  # fmt: skip
+    return {"point_coords": coords2, "point_labels": labels2, "mask_input": logits}
+
+
+class _Calls:
+    """Counts a module's forward calls while in a ``with`` block."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module, self.n = module, 0
+
+    def __enter__(self) -> _Calls:
+        self.handle = self.module.register_forward_hook(lambda *_: setattr(self, "n", self.n + 1))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.remove()
+
+
+def test_factored_later_clicks_with_mask_input_agree_with_predict(scene) -> None:
+    """Mask inputs differ per prompt: the first layer takes the image and the 16-channel mask
+    features apart (``masked_layer``), so the 256-channel dense embedding (the prompt
+    encoder's last 1 x 1 convolution) is never computed on that path."""
+    decoder, masks = scene
+    prompts = _round_two(decoder, masks)
+    projection = decoder.predictor.model.sam_prompt_encoder.mask_downscaling[-1]
+    with _Calls(projection) as calls:
+        decoder.decode(factored=True, multimask_output=False, **prompts)
+    assert calls.n == 0, "the factored mask-input path was not taken"
+    _close_to_batch(decoder, multimask_output=False, **prompts)
+    _close_to_batch(decoder, multimask_output=True, **prompts)
+
+
+def test_factored_many_clicks_with_mask_input_agree_with_predict(scene) -> None:
+    """20 clicks and a mask input: re-associating would cost more, so the dense embedding is
+    projected as sam2 does and the products are sam2's; the upscaling is still the factored
+    one (so not bit-identical to the exact path)."""
+    decoder, masks = scene
+    prompts = _round_two(decoder, masks)
+    rng = np.random.default_rng(1)
+    h, w = decoder.image_hw
+    n = len(masks)
+    extra = rng.uniform(0, 1, size=(n, 18, 2)) * [w, h]
+    prompts["point_coords"] = np.concatenate([prompts["point_coords"], extra], axis=1)
+    prompts["point_labels"] = np.concatenate(
+        [prompts["point_labels"], rng.integers(0, 2, size=(n, 18))], axis=1
+    )
+    projection = decoder.predictor.model.sam_prompt_encoder.mask_downscaling[-1]
+    with _Calls(projection) as calls:
+        decoder.decode(factored=True, multimask_output=False, **prompts)
+    assert calls.n == 1, "20 clicks should project the dense embedding once, as sam2 does"
+    _close_to_batch(decoder, multimask_output=False, **prompts)
+
+
+def test_factored_dynamic_multimask_agrees_with_predict(scene) -> None:
+    """``apply_postprocessing=True`` models choose among all four masks by stability when one
+    mask is asked for: the factored decoder then computes all four."""
+    decoder, masks = scene
+    d = decoder.predictor.model.sam_mask_decoder
+    coords, labels = _clicks(masks)
+    saved = d.dynamic_multimask_via_stability
+    d.dynamic_multimask_via_stability = True
+    try:
+        _close_to_batch(decoder, point_coords=coords, point_labels=labels, multimask_output=False)
+    finally:
+        d.dynamic_multimask_via_stability = saved
+
+
+def test_pixel_upscaler_matches_sams_upscaling(scene) -> None:
+    """The per-pixel-matmul upscaling and hypernetwork product against sam2's modules as
+    ``MaskDecoder.predict_masks`` calls them (the image's own high-resolution features)."""
+    decoder, _ = scene
+    d = decoder.predictor.model.sam_mask_decoder
+    feat_s0, feat_s1 = (f[-1:] for f in decoder.predictor._features["high_res_feats"])
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.randn(3, 64 * 64, 256, generator=gen)
+    hyper = torch.randn(3, 2, 32, generator=gen)
+    with torch.inference_mode():
+        dc1, ln1, act1, dc2, act2 = d.output_upscaling
+        up = act1(ln1(dc1(keys.transpose(1, 2).reshape(3, 256, 64, 64)) + feat_s1))
+        up = act2(dc2(up) + feat_s0)
+        want = (hyper @ up.view(3, 32, -1)).view(3, 2, 256, 256)
+        got = PixelUpscaler.build(d, feat_s0, feat_s1, (64, 64)).masks(keys, hyper)
+    assert got.shape == want.shape == (3, 2, 256, 256)
+    diff = (got - want).abs().max().item()
+    assert diff <= 1e-5 * want.abs().max().item(), diff
 
 
 def test_factored_with_many_clicks_falls_back_to_sams_products(scene) -> None:

@@ -105,7 +105,11 @@ class PromptDecoder:
         size = slice_size_for(self.device, self.predictor.model) if own else None
         if size is None:
             return None
-        return FactoredMaskDecoder(self.predictor.model.sam_mask_decoder, size, self._image_side)
+        model = self.predictor.model
+        return FactoredMaskDecoder(
+            model.sam_mask_decoder, size, self._image_side,
+            mask_projection=model.sam_prompt_encoder.mask_downscaling[-1],
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ image
 
@@ -220,5 +224,32 @@ class PromptDecoder:
                 points = (box_coords, box_labels)
         if points is None:
             raise ValueError("a prompt batch needs points or boxes")
-        decoder = (self._factored_decoder if factored else None) or self._sliced_decoder
+        factored_decoder = self._factored_decoder if factored else None
+        if factored_decoder is not None and mask_input is not None and points[0].shape[0] > 1:
+            return _decode_masked(p, points, mask_input, multimask_output, factored_decoder)
+        decoder = factored_decoder or self._sliced_decoder
         return decode_prompts(p, points, mask_input, multimask_output, decoder)
+
+
+def _decode_masked(
+    predictor: Any,
+    points: tuple[torch.Tensor, torch.Tensor],
+    mask_input: torch.Tensor,
+    multimask_output: bool,
+    decoder: FactoredMaskDecoder,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~sam_bench.engines.decoder.decode_prompts` for a batch with mask inputs through
+    the factored decoder: the prompt encoder without the masks (the sparse embedding does not
+    depend on them), the masks through ``mask_downscaling`` up to its last 1 x 1 convolution,
+    which the decoder folds into its first layer
+    (:mod:`~sam_bench.engines.masked_layer`)."""
+    model = predictor.model
+    encoder = model.sam_prompt_encoder
+    sparse, dense = encoder(points=points, boxes=None, masks=None)
+    features = encoder.mask_downscaling[:-1](mask_input)
+    high_res = [f[-1].unsqueeze(0) for f in predictor._features["high_res_feats"]]
+    image_embed = predictor._features["image_embed"][-1].unsqueeze(0)
+    return decoder(
+        image_embed, encoder.get_dense_pe(), sparse, dense, multimask_output, high_res,
+        mask_features=features,
+    )  # fmt: skip

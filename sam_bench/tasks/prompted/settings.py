@@ -67,8 +67,9 @@ class PromptConfig:
     in a batch differ by ~1e-7 in the logits)."""
     decoder: str = "factored"
     """``task=prompted``, batches of 2 or more prompts on the CPU in fp32: ``factored`` (the
-    first layer's image projections once per batch, the other image-side products
-    re-associated: fewer operations, logits within ~1e-5 of sam2's, masks IoU >= 0.999) or
+    first layer's image projections once per batch, or from 16-channel mask features for
+    mask inputs, the other image-side products re-associated, the upscaling as per-pixel
+    matrix products: fewer operations, logits within ~1e-5 of sam2's, masks IoU >= 0.999) or
     ``exact`` (bit-identical to ``SAM2ImagePredictor.predict`` on the same batch). On CUDA
     and in bf16 both run sam2's order of operations."""
 
