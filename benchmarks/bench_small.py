@@ -29,7 +29,6 @@ share it moves much less than wall time, so it is the figure to compare checkout
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Ratio
+from common import Ratio, checkout_args
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["dataset.limit=1", "amg.points_per_side=4", "model.weights=random", "progress=false"]
@@ -155,14 +154,7 @@ def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument(
-        "--baseline", type=Path, default=None,
-        help="another sam_bench checkout, timed interleaved with this one",
-    )  # fmt: skip
-    args = parser.parse_args()
-    run(args.repeats, args.baseline)
+    run(*checkout_args(__doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

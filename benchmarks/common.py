@@ -8,10 +8,12 @@ prints them as one table with the machine and the date.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -68,3 +70,16 @@ def table(rows: list[Ratio]) -> str:
             f"| {r.baseline_value:.4g} {r.unit} | {r.ratio:.2f}x | {r.agreement} | {r.goal} |"
         )
     return "\n".join(out)
+
+
+def checkout_args(description: str) -> tuple[int, Path | None]:
+    """``--repeats`` and ``--baseline`` of the benchmarks that time this checkout against
+    another one, interleaved (``bench_small.py``, ``profile_small.py``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument(
+        "--baseline", type=Path, default=None,
+        help="another sam_bench checkout, timed interleaved with this one",
+    )  # fmt: skip
+    args = parser.parse_args()
+    return args.repeats, args.baseline

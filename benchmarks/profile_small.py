@@ -17,7 +17,6 @@ imported before the command starts (torch among them), so their import time fall
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import importlib
@@ -33,6 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from common import checkout_args
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["dataset.limit=1", "amg.points_per_side=4", "model.weights=random", "progress=false"]
@@ -165,14 +166,7 @@ def main() -> None:
     if sys.argv[1:2] == ["--child"]:
         child(sys.argv[2:])
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
-    parser.add_argument(
-        "--baseline", type=Path, default=None,
-        help="another sam_bench checkout, timed interleaved with this one",
-    )  # fmt: skip
-    args = parser.parse_args()
-    run(args.repeats, args.baseline)
+    run(*checkout_args(__doc__.splitlines()[0]))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from sam_bench.tasks.amg import AMGTask
 pytestmark = pytest.mark.usefixtures("hydra_conf")
 
 
-def test_the_model_is_collected_when_the_job_ends(tmp_path: Path, monkeypatch) -> None:
+def watch_models(monkeypatch: pytest.MonkeyPatch) -> list[weakref.ref[Any]]:
+    """Weak references to every model the AMG task builds from now on (the real build)."""
     refs: list[weakref.ref[Any]] = []
     build = AMGTask.build_model.__func__  # type: ignore[attr-defined]
 
@@ -27,6 +28,11 @@ def test_the_model_is_collected_when_the_job_ends(tmp_path: Path, monkeypatch) -
         return model, weights
 
     monkeypatch.setattr(AMGTask, "build_model", classmethod(watched))
+    return refs
+
+
+def test_the_model_is_collected_when_the_job_ends(tmp_path: Path, monkeypatch) -> None:
+    refs = watch_models(monkeypatch)
     for engine in ("fast", "reference"):
         cfg = compose(
             "config",
@@ -47,15 +53,7 @@ def test_a_single_run_that_ends_the_process_leaves_its_model_to_the_collector(
 ) -> None:
     """``process_ends=True`` skips the job-end collection, and still hands the heap back: an
     ordinary collection then frees the model."""
-    refs: list[weakref.ref[Any]] = []
-    build = AMGTask.build_model.__func__  # type: ignore[attr-defined]
-
-    def watched(cls: type[AMGTask], cfg: Any, device: Any) -> Any:
-        model, weights = build(cls, cfg, device)
-        refs.append(weakref.ref(model))
-        return model, weights
-
-    monkeypatch.setattr(AMGTask, "build_model", classmethod(watched))
+    refs = watch_models(monkeypatch)
     cfg = compose(
         "config",
         overrides=["model.weights=random", "amg.points_per_side=2", "dataset.limit=1",
