@@ -32,6 +32,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sam_bench.engines.decoder import _activation
+
 
 @dataclass(frozen=True)
 class PixelUpscaler:
@@ -93,23 +95,14 @@ class PixelUpscaler:
             out2 = scratch[1][: b * n * 16 * c2].view(b, n * 4, 4 * c2)
         up = torch.baddbmm(self.add1, keys, self.w1.expand(b, -1, -1), out=out1)  # b x N x 4*C1
         up = F.layer_norm(up.view(b, n * 4, c1), (c1,), self.ln.weight, self.ln.bias, self.ln.eps)
-        up = _gelu_(self.act1, up)  # in place on the fresh temporary
+        up = _activation(self.act1, up)  # in place on the fresh temporary
         up = torch.baddbmm(self.add2, up, self.w2.expand(b, -1, -1), out=out2)  # b x 4N x 4*C2
-        up = _gelu_(self.act2, up).view(b, n * 16, c2)
+        up = _activation(self.act2, up).view(b, n * 16, c2)
         m = hyper_in.shape[1]
         out = up @ hyper_in.transpose(1, 2)  # b x 16N x M, pixels (i, j, dy, dx, ey, ex)
         h, w = self.hw
         out = out.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
         return out.reshape(b, m, 4 * h, 4 * w)
-
-
-def _gelu_(act: Any, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)`` in place when ``act`` is a ``GELU`` (sam2's activation; the same
-    function, no new tensor), else ``act(x)``."""
-    if isinstance(act, torch.nn.GELU):
-        out: torch.Tensor = torch.ops.aten.gelu_(x, approximate=act.approximate)
-        return out
-    return act(x)  # type: ignore[no-any-return]
 
 
 def _kernel_matrix(weight: torch.Tensor) -> torch.Tensor:
