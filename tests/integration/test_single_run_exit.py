@@ -1,6 +1,6 @@
-"""A single run ends its process with its heap settled (:mod:`sam_bench.heap`): the
-interpreter's shutdown skips the settled objects instead of collecting every module's objects
-once more. What the run writes at its end (record, MLflow run) must all be there."""
+"""A single run ends its process with its heap settled (:mod:`sam_bench.heap`) and without
+the interpreter's shutdown (``sam_bench.__main__``; tests/unit/test_process_end.py): what the
+run writes at its end (record, MLflow run) must all be there."""
 
 from __future__ import annotations
 
