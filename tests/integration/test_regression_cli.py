@@ -42,12 +42,15 @@ def _env(cwd: Path) -> dict[str, str]:
 
 
 def run_pair(args: list[str], cwd: Path, names: tuple[str, str]) -> list[Path]:
-    """Run the same sweep twice, at the same time, into ``cwd/<name>``."""
+    """Run the same sweep twice, at the same time, into ``cwd/<name>``, one compute thread
+    each: two runs of two threads on two cores take turns unevenly, and a short stage
+    (post-processing, ~13 ms) of one could come out 2.5x the other's."""
+    env = {**_env(cwd), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "sam_bench", *args, f"hydra.sweep.dir={cwd / name}"],
             cwd=cwd,
-            env=_env(cwd),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
