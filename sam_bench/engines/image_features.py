@@ -193,8 +193,9 @@ class ImageFeatures:
         max_sprinkle_area: float = 0.0,
     ) -> None:
         self.model: Any = model
+        sam: Any = model
         self._transforms = ImageTransforms(
-            resolution=self.model.image_size,
+            resolution=sam.image_size,
             mask_threshold=mask_threshold,
             max_hole_area=max_hole_area,
             max_sprinkle_area=max_sprinkle_area,

@@ -59,7 +59,10 @@ def _library_path() -> str:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("torchvision is not installed")
-    finder_details = (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
+    finder_details = (
+        importlib.machinery.ExtensionFileLoader,
+        importlib.machinery.EXTENSION_SUFFIXES,
+    )
     for folder in spec.submodule_search_locations:
         finder = importlib.machinery.FileFinder(folder, finder_details)
         for name in _LIBRARIES:
@@ -89,7 +92,9 @@ def kernel_loaded() -> bool:
 #: docstring), else ``None``.
 _FALLBACK: Any = None
 if not kernel_loaded():
-    from torchvision.ops import boxes as _FALLBACK
+    import torchvision.ops.boxes
+
+    _FALLBACK = torchvision.ops.boxes
 
 
 def _autocast_float(t: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,13 @@ def _image(h: int, w: int, seed: int, gray: bool = False) -> np.ndarray:
     return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-IMAGES = [(37, 53, False), (480, 641, False), (1023, 1, False), (299, 1500, True), (1024, 1024, False)]
+IMAGES = [
+    (37, 53, False),
+    (480, 641, False),
+    (1023, 1, False),
+    (299, 1500, True),
+    (1024, 1024, False),
+]
 
 
 @pytest.mark.parametrize(("h", "w", "gray"), IMAGES)
@@ -73,9 +79,12 @@ def test_postprocess_masks_equals_sam2(hole: float, sprinkle: float) -> None:
     connected_components.install()
     g = torch.Generator().manual_seed(int(hole + sprinkle))
     # blobs with holes and islands: smooth noise, thresholded at 0
-    logits = torch.nn.functional.interpolate(
-        torch.randn(6, 1, 32, 32, generator=g), (256, 256), mode="bilinear"
-    ) * 8
+    logits = (
+        torch.nn.functional.interpolate(
+            torch.randn(6, 1, 32, 32, generator=g), (256, 256), mode="bilinear"
+        )
+        * 8
+    )
     ref_tf = SAM2Transforms(1024, 0.0, max_hole_area=hole, max_sprinkle_area=sprinkle)
     ours_tf = ImageTransforms(1024, 0.0, max_hole_area=hole, max_sprinkle_area=sprinkle)
     ref = ref_tf.postprocess_masks(logits, (480, 641))

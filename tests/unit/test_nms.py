@@ -72,7 +72,9 @@ def test_each_branch_equals_torchvisions_and_the_split_is_torchvisions() -> None
         vanilla = tv._batched_nms_vanilla(boxes, scores, idxs, 0.5)
         assert torch.equal(nms._offset_classes(boxes, scores, idxs, 0.5), trick)
         assert torch.equal(nms._per_class(boxes, scores, idxs, 0.5), vanilla)
-        assert torch.equal(nms.batched_nms(boxes, scores, idxs, 0.5), trick if n == 1000 else vanilla)
+        assert torch.equal(
+            nms.batched_nms(boxes, scores, idxs, 0.5), trick if n == 1000 else vanilla
+        )
         assert not torch.equal(trick, vanilla)  # the ties make the branches distinguishable
 
 
@@ -88,7 +90,9 @@ def test_under_bf16_autocast_as_torchvision(n: int) -> None:
     assert torch.equal(ours, ref)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int16, torch.int64])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.float16, torch.int16, torch.int64]
+)
 def test_box_area_equals_torchvision(dtype: torch.dtype) -> None:
     boxes, _, _ = _boxes(50, seed=5)
     boxes = (boxes * 10).to(dtype)
@@ -114,6 +118,37 @@ print('CHILD-OK', [len(r) for r in results])
 def test_the_kernel_loads_without_importing_torchvision(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "import torch\n" + inspect.getsource(_boxes) + CHILD],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0 and "CHILD-OK" in proc.stdout, proc.stderr[-3000:]
+
+
+#: In a fresh interpreter where torchvision's extension cannot be found (``find_spec`` says
+#: the package is missing): the functions hand over to ``torchvision.ops.boxes``.
+FALLBACK_CHILD = """
+import importlib.util, sys, torch
+real = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name == 'torchvision' else real(name, *a)
+from sam_bench.engines import nms
+importlib.util.find_spec = real
+assert not nms.kernel_loaded() and nms._FALLBACK is not None
+assert 'torchvision' in sys.modules
+import torchvision.ops
+for n in (200, 1500):
+    b, s, i = _boxes(n, seed=n)
+    assert torch.equal(nms.batched_nms(b, s, i, 0.5), torchvision.ops.batched_nms(b, s, i, 0.5))
+    assert torch.equal(nms.nms(b, s, 0.5), torchvision.ops.nms(b, s, 0.5))
+print('CHILD-OK')
+"""
+
+
+def test_without_the_library_torchvision_ops_runs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import torch\n" + inspect.getsource(_boxes) + FALLBACK_CHILD],
         cwd=tmp_path,
         capture_output=True,
         text=True,
