@@ -1,13 +1,15 @@
 """Python's cyclic garbage collector over a job's long-lived heap.
 
-A job imports torch, sam2, torchvision (through sam2's image predictor) and MLflow: some
-600,000 objects that live as long as the process. Each of Python's full collections walks all
-of them, ~0.25 s on a 2-core CPU, and the imports themselves trigger several (9 in a 1-image
-single run, 1.3 s of its time). :func:`settle` marks everything alive as long-lived
-(``gc.freeze``): later full collections walk only what was created since. What a job builds
-and drops keeps being collected as before (young objects are never frozen); cyclic garbage
-among settled objects waits until :func:`release`, which the job calls at its end (a job's
-model must not outlive it) and which collects everything, as a full collection did before.
+A job imports torch, sam2 and MLflow (and torchvision where sam2's official predictor or
+generator runs: the reference engine, the prompted task; the fast engine loads only
+torchvision's NMS kernel): some 600,000 objects that live as long as the process. Each of
+Python's full collections walks all of them, ~0.25 s on a 2-core CPU, and the imports
+themselves trigger several (9 in a 1-image single run, 1.3 s of its time). :func:`settle`
+marks everything alive as long-lived (``gc.freeze``): later full collections walk only what
+was created since. What a job builds and drops keeps being collected as before (young objects
+are never frozen); cyclic garbage among settled objects waits until :func:`release`, which the
+job calls at its end (a job's model must not outlive it) and which collects everything, as a
+full collection did before.
 Heavy imports run under :func:`settling`: the collections they would trigger walk the new
 modules' objects and find next to nothing.
 """

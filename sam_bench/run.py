@@ -480,7 +480,7 @@ def _execute(
         )
         for cfg, spec, rec in zip(cfgs, specs, records, strict=True)
     ]
-    with heap.settling():  # the engine and its imports (torchvision, through sam2's predictor)
+    with heap.settling():  # the engine and its imports (sam2's; torchvision for sam2's predictor)
         task = ReplayTask(ctxs, task_cls, source) if source is not None else task_cls(ctxs)
     try:
         try:

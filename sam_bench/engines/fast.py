@@ -50,15 +50,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-# At module level on purpose: torchvision's first import leaves a reference cycle of frames
-# (torch.fx.wrap keeps its own frame), which would keep alive the callers of whatever
-# imports it first; imported inside FastAMG, that would be the model.
-from torchvision.ops.boxes import batched_nms, box_area
-
 from sam_bench import progress
 from sam_bench.engines.base import MaskRecord, autocast, release_cuda_memory
 from sam_bench.engines.decoder import SlicedMaskDecoder, decode_prompts, slice_size_for
 from sam_bench.engines.encoder_cache import EncoderCache
+from sam_bench.engines.image_features import ImageFeatures, ImageTransforms
+from sam_bench.engines.nms import batched_nms, box_area
 from sam_bench.engines.postprocess import encode_rles, mask_boxes, stability_and_binary
 from sam_bench.limits import HalvingBatches
 from sam_bench.metrics.cost import Clock, GpuPeak, StageTimes, combine_peaks
@@ -150,9 +147,6 @@ class FastAMG:
         encoder_cache: EncoderCache | None = None,
     ) -> None:
         from sam2.utils.amg import build_all_layer_point_grids
-        from sam2.utils.transforms import SAM2Transforms
-
-        from sam_bench.models.image_predictor import image_predictor
 
         if not configs:
             raise ValueError("FastAMG needs at least one configuration")
@@ -168,12 +162,13 @@ class FastAMG:
         self.encoder_cache = encoder_cache
         first = configs[0]
         self.first = first
-        # The predictor only encodes images and holds features; its own mask post-processing
-        # is never used (each configuration has its own transforms below).
-        self.predictor: Any = image_predictor(model)
+        # ``SAM2ImagePredictor``'s image side without torchvision (the same tensors, bit for
+        # bit: :mod:`sam_bench.engines.image_features`); it only encodes images and holds
+        # features. Each configuration post-processes masks with its own transforms below.
+        self.predictor: Any = ImageFeatures(model)
         self.transforms = [
-            SAM2Transforms(
-                resolution=model.image_size,  # type: ignore[attr-defined]
+            ImageTransforms(
+                resolution=self.predictor._transforms.resolution,
                 mask_threshold=0.0,  # upstream's predictor threshold (AMG passes none)
                 max_hole_area=c.min_mask_region_area,
                 max_sprinkle_area=c.min_mask_region_area,

@@ -67,20 +67,21 @@ def test_the_metric_catalogue_imports_scipy_only_with_an_evaluator(tmp_path: Pat
     assert _heavy_after(code, tmp_path) == []
 
 
-@pytest.mark.parametrize("task", ["amg"])
-def test_a_dry_run_builds_nothing_heavy(task: str, tmp_path: Path) -> None:
-    """``dry_run=true`` composes and checks the job, lists the dataset and prints one line:
-    none of it needs torch, sam2 or MLflow (the print happens, so the run got that far)."""
-    code = (
-        "import sys, runpy, atexit\n"
-        "sys.argv = ['sam_bench', 'task=" + task + "', 'dry_run=true', 'dataset.limit=1',\n"
-        "            'model.weights=random', 'hydra.run.dir=out']\n"
-        "atexit.register(lambda: print('HEAVY=' + ','.join(sorted({m.split('.')[0] for m in\n"
-        f"    sys.modules}} & set({HEAVY!r})))))\n"
-        "runpy.run_module('sam_bench', run_name='__main__')\n"
-    )
+#: Runs ``python -m sam_bench ARGS`` as the command line does and prints, from the last atexit
+#: handler to run (the job has ended), every module name the process has imported.
+JOB = (
+    "import sys, runpy, atexit\n"
+    "atexit.register(lambda: print('MODULES=' + ','.join(sorted(sys.modules))))\n"
+    "sys.argv = ['sam_bench', *sys.argv[1:]]\n"
+    "runpy.run_module('sam_bench', run_name='__main__')\n"
+)
+
+
+def _job_modules(args: list[str], tmp_path: Path) -> tuple[str, set[str]]:
+    """The stdout of a job run with ``args`` in a fresh interpreter, and the modules it had
+    imported when it ended (the run must succeed and report them)."""
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", JOB, *args, "hydra.run.dir=out"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -88,9 +89,35 @@ def test_a_dry_run_builds_nothing_heavy(task: str, tmp_path: Path) -> None:
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert f"[dry run] task={task}" in proc.stdout, proc.stdout[-2000:]
-    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY=")]
-    assert line == "HEAVY=", line
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES=")]
+    modules = set(line[len("MODULES=") :].split(","))
+    assert "sam_bench.run" in modules, line[:2000]  # the job ran (the list is not empty)
+    return proc.stdout, modules
+
+
+@pytest.mark.parametrize("task", ["amg"])
+def test_a_dry_run_builds_nothing_heavy(task: str, tmp_path: Path) -> None:
+    """``dry_run=true`` composes and checks the job, lists the dataset and prints one line:
+    none of it needs torch, sam2 or MLflow (the print happens, so the run got that far)."""
+    args = [f"task={task}", "dry_run=true", "dataset.limit=1", "model.weights=random"]
+    stdout, modules = _job_modules(args, tmp_path)
+    assert f"[dry run] task={task}" in stdout, stdout[-2000:]
+    assert sorted({m.split(".")[0] for m in modules} & set(HEAVY)) == []
+
+
+@pytest.mark.slow  # a real job: model build, encoder, 16 prompts (~30 s on a busy CPU)
+def test_a_small_amg_run_imports_neither_torchvision_nor_dynamo(tmp_path: Path) -> None:
+    """Issue 24 item 5: the fast engine's single run (``engine=fast``, the default) encodes,
+    decodes and suppresses without the torchvision package, whose import costs about a second
+    (``torch._dynamo``, through ``torchvision.models``); NMS loads torchvision's compiled
+    kernel only (:mod:`sam_bench.engines.nms`)."""
+    args = ["dataset.limit=1", "amg.points_per_side=4", "model.weights=random", "progress=false"]
+    _, modules = _job_modules(args, tmp_path)
+    assert {"torch", "sam2", "sam_bench.engines.fast"} <= modules  # the engine ran
+    assert (tmp_path / "out" / "result.json").is_file()
+    pulled = sorted(m for m in modules if m.split(".")[0] == "torchvision")
+    pulled += sorted(m for m in modules if m == "torch._dynamo" or m.startswith("torch._dynamo."))
+    assert pulled == [], pulled[:20]
 
 
 def test_importing_the_model_modules_leaves_hydra_uninitialised(tmp_path: Path) -> None:
