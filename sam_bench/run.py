@@ -172,6 +172,10 @@ def run_job(
         else:
             tracker = build_tracker(cfg_node.get("tracking"))
             error = safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the helper has nothing to log
+        if worker is not None:
+            worker.abort()
+        raise
     finally:
         if worker is not None:
             worker.close()

@@ -111,13 +111,23 @@ class TrackingWorker:
         try:
             self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop the helper at once (the job was interrupted: nothing is left to log)."""
+        with contextlib.suppress(OSError):
             self._proc.kill()
-            self._proc.wait()
+        self._proc.wait()
 
 
-def _reply(out: IO[str], message: Mapping[str, Any]) -> None:
-    out.write(json.dumps(dict(message)) + "\n")
-    out.flush()
+def _reply(out: IO[str], message: Mapping[str, Any]) -> bool:
+    """Send ``message``; ``False`` when the job is gone."""
+    try:
+        out.write(json.dumps(dict(message)) + "\n")
+        out.flush()
+    except OSError:
+        return False
+    return True
 
 
 def serve(inp: IO[str], out: IO[str]) -> None:
@@ -134,7 +144,8 @@ def serve(inp: IO[str], out: IO[str]) -> None:
     tracker = MlflowTracker(header.get("tracking") or {})
     with contextlib.suppress(Exception):  # a store that fails to open fails the logging below
         tracker.open_store(resolve_uri(tracker.uri_cfg, Path(header["launch_dir"])))
-    _reply(out, {"ready": True})
+    if not _reply(out, {"ready": True}):
+        return
     line = inp.readline()
     if not line:
         return

@@ -95,6 +95,26 @@ def test_the_helper_exits_when_the_job_goes_away(tmp_path: Path) -> None:
     assert worker._proc.returncode == 0 and time.monotonic() - t0 < 10
 
 
+def test_a_job_gone_before_the_store_is_open_leaves_no_traceback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    worker = TrackingWorker.start(_tracking("early"), tmp_path)
+    assert worker is not None
+    proc = worker._proc
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.close()  # the job is gone before the store is open: no one reads the answer
+    proc.stdout.close()
+    assert proc.wait(timeout=300) == 0
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_an_interrupted_job_stops_the_helper_at_once(tmp_path: Path) -> None:
+    worker = TrackingWorker.start(_tracking("interrupted"), tmp_path)
+    assert worker is not None
+    worker.abort()
+    assert worker._proc.returncode is not None and worker._proc.returncode != 0
+
+
 def _cfg(**over: Any) -> Any:
     base: dict[str, Any] = {"dry_run": False, "tracking": _tracking(None)}
     for key, value in over.items():
