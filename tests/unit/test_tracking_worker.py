@@ -72,8 +72,7 @@ def test_the_helper_logs_what_the_job_process_logs(
 
 def test_the_helper_reports_the_error_the_job_process_would(tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
-    (tmp_path / "not_a_db").mkdir()  # a folder where the SQLite file should be
-    uri = f"sqlite:///{tmp_path / 'not_a_db'}"
+    uri = "nosuch://store"  # a scheme MLflow does not know: opening the store fails at once
     job_dir = tmp_path / "run"
     record = _job(job_dir, 0)
     record["job"]["num"] = None
