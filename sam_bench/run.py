@@ -189,19 +189,22 @@ def run_job(
 def _tracking_worker(cfg_node: DictConfig, sweep_dir: Path | None) -> Any:
     """A single run's MLflow helper process (:mod:`sam_bench.tracking.worker`), started now
     so that MLflow is imported and its store opened while the job imports torch and reads its
-    data; ``None`` for sweeps, dry runs, other trackers, ``tracking.background=false`` or
-    when it cannot start."""
+    data; ``None`` for sweeps, dry runs, other trackers, ``tracking.background=false`` (or
+    ``null`` on a machine with no spare core) or when it cannot start."""
     tracking = cfg_node.get("tracking")
     if (
         sweep_dir is not None
         or cfg_node.get("dry_run")
         or tracking is None
         or tracking.get("name") != "mlflow"
-        or not tracking.get("background", True)
+        or tracking.get("background") is False
     ):
         return None
     from sam_bench.tracking.mlflow import launch_dir
-    from sam_bench.tracking.worker import TrackingWorker
+    from sam_bench.tracking.worker import TrackingWorker, spare_core
+
+    if tracking.get("background") is None and not spare_core():
+        return None
 
     container = OmegaConf.to_container(tracking, resolve=True)
     assert isinstance(container, dict)

@@ -1,14 +1,14 @@
 """A single run's MLflow logging in a helper process, started when the job starts.
 
-Importing MLflow and opening its store (SQLAlchemy, the schema check) takes seconds of one
-CPU core, all of it beyond the model's work. A single run (``tracking=mlflow``,
-``tracking.background=true``, the default) starts ``python -m sam_bench.tracking.worker``
-when the job starts: it imports MLflow and opens the store while the job imports torch and
-reads its dataset, then waits. The job waits for it to be ready before the model is built, so
-no measured stage (model build, warm-up, timed items) shares the CPU with it; after the job
-wrote its record, the helper logs it exactly as :meth:`MlflowTracker.job_end` in the job's
-process would and answers with the error, if any, which the job reports as before
-(``tracking.required``).
+Importing MLflow and opening its store (SQLAlchemy, the schema check) takes ~2 s of one CPU
+core, all of it beyond the model's work. A single run (``tracking=mlflow``; with
+``tracking.background=true``, or ``null``, the default, when a core is spare) starts
+``python -m sam_bench.tracking.worker`` when the job starts: it imports MLflow and opens the
+store while the job imports torch and reads its dataset, then waits. The job waits for it to
+be ready before the model is built, so no measured stage (model build, warm-up, timed items)
+shares the CPU with it; after the job wrote its record, the helper logs it exactly as
+:meth:`MlflowTracker.job_end` in the job's process would and answers with the error, if any,
+which the job reports as before (``tracking.required``).
 
 Protocol (one JSON object per line): the job sends ``{"tracking": ..., "launch_dir": ...}``;
 the helper answers ``{"ready": true}`` once the store is open (or failed to open: the error
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -31,6 +32,17 @@ log = logging.getLogger(__name__)
 
 JOB_END = "logging the job"
 """What the job's logging is called in its error texts (as :func:`run_job` words them)."""
+
+
+def spare_core() -> bool:
+    """Whether a helper process would find a free core: the load average over the last
+    minute is below the core count minus one (without a load average: 4 cores or more)."""
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this system
+        return cores >= 4
+    return load < cores - 1
 
 
 class TrackingWorker:

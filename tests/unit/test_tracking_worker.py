@@ -5,6 +5,7 @@ the job goes away."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from test_tracking_mlflow import _job, _runs
 from sam_bench.config import TrackingConfig
 from sam_bench.run import _tracking_worker
 from sam_bench.tracking import build_tracker, safely
-from sam_bench.tracking.worker import TrackingWorker
+from sam_bench.tracking import worker as worker_module
+from sam_bench.tracking.worker import TrackingWorker, spare_core
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:mlflow.*")
 
@@ -141,6 +143,31 @@ def test_a_single_run_with_mlflow_gets_the_helper(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    worker = _tracking_worker(_cfg(tracking={"background": True}), None)
+    assert isinstance(worker, TrackingWorker)
+    worker.abort()
+
+
+def test_background_null_starts_the_helper_only_with_a_spare_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert _cfg().tracking.background is None  # the default
+    monkeypatch.setattr(worker_module, "spare_core", lambda: False)
+    assert _tracking_worker(_cfg(), None) is None
+    monkeypatch.setattr(worker_module, "spare_core", lambda: True)
     worker = _tracking_worker(_cfg(), None)
     assert isinstance(worker, TrackingWorker)
-    worker.close()
+    worker.abort()
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "spare"),
+    [(2, 0.4, True), (2, 1.0, False), (2, 6.5, False), (16, 3.0, True), (1, 0.0, False)],
+)
+def test_a_spare_core_is_one_the_last_minute_left_idle(
+    monkeypatch: pytest.MonkeyPatch, cores: int, load: float, spare: bool
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert spare_core() is spare
