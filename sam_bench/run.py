@@ -185,13 +185,9 @@ def _run_job(spec: JobSpec, base_dir: Path | None) -> dict[str, Any]:
         if record["status"] == "dry_run":
             return record
         error = _track(spec, record, worker)
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the helper has nothing to log
-        if worker is not None:
-            worker.abort()
-        raise
     finally:
-        if worker is not None:
-            worker.close()
+        if worker is not None:  # interrupted (Ctrl-C, SIGTERM) or raised: nothing to log
+            worker.detach()  # (nothing to do once the helper logged the job)
     if error is not None:
         if sweep_dir is not None:
             note_failure(sweep_dir, f"job {job_num}: {error}")
@@ -199,14 +195,12 @@ def _run_job(spec: JobSpec, base_dir: Path | None) -> dict[str, Any]:
     return record
 
 
-def _track(
-    spec: JobSpec, record: dict[str, Any], worker: TrackingWorker | None
-) -> str | None:
+def _track(spec: JobSpec, record: dict[str, Any], worker: TrackingWorker | None) -> str | None:
     """Log the job (its record is written) through the single run's MLflow helper when it
-    is there, else in this process; returns the error text (``safely``'s) or ``None``."""
+    is ready, else in this process; returns the error text (``safely``'s) or ``None``."""
     from sam_bench.tracking import build_tracker, safely
 
-    if worker is not None:
+    if worker is not None and worker.wait_ready():
         error = worker.job_end(record, spec.job_dir)
         if error is not None:
             log.warning("tracking: %s", error)
@@ -321,7 +315,7 @@ def validate(cfg_node: DictConfig) -> tuple[Config, type[Task]]:
 
 
 def _run_specs(
-    specs: list[JobSpec], base_dir: Path, *, before_build: Callable[[], None] | None = None
+    specs: list[JobSpec], base_dir: Path, *, before_build: Callable[[], object] | None = None
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Validate, build and run jobs as one group; returns (record, rows) per job.
     ``before_build`` is called right before the model is built (nothing measured runs
@@ -468,7 +462,7 @@ def _execute(
     records: list[dict[str, Any]],
     cache_dirs: list[Path | None],
     base_dir: Path,
-    before_build: Callable[[], None] | None = None,
+    before_build: Callable[[], object] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Build the model once (or open the saved predictions), run the task's jobs through the
     shared loop, free the model, fill the records; returns the rows."""

@@ -1,11 +1,12 @@
 """A single run's MLflow logging in a helper process (:mod:`sam_bench.tracking.worker`): the
-helper logs exactly what the job's own process logs, reports the same errors, and exits when
-the job goes away."""
+helper logs exactly what the job's own process logs, reports the same errors, exits on its
+own when the job goes away, and leaves the logging to the job's process when it cannot help."""
 
 from __future__ import annotations
 
 import math
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from test_tracking_mlflow import _job, _runs
 
 from sam_bench.config import TrackingConfig
-from sam_bench.run import _tracking_worker
+from sam_bench.run import JobSpec, _track, _tracking_worker
 from sam_bench.tracking import build_tracker, safely
 from sam_bench.tracking import worker as worker_module
 from sam_bench.tracking.worker import TrackingWorker, spare_core
@@ -96,24 +97,76 @@ def test_the_helper_exits_when_the_job_goes_away(tmp_path: Path) -> None:
     assert worker._proc.returncode == 0 and time.monotonic() - t0 < 10
 
 
-def test_a_job_gone_before_the_store_is_open_leaves_no_traceback(
+def _exited(proc: Any, timeout_s: float) -> int:
+    """The helper's exit status (it must exit on its own within ``timeout_s``)."""
+    try:
+        return int(proc.wait(timeout=timeout_s))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the helper was still running after {timeout_s} s") from None
+
+
+def test_a_job_gone_before_the_store_is_open_leaves_no_output(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     worker = TrackingWorker.start(_tracking("early"), tmp_path)
     assert worker is not None
-    proc = worker._proc
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.close()  # the job is gone before the store is open: no one reads the answer
-    proc.stdout.close()
-    assert proc.wait(timeout=300) == 0
-    assert "Traceback" not in capfd.readouterr().err
+    worker.detach()  # the job is gone before the store is open: no one reads the answer
+    assert _exited(worker._proc, 300) == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Broken pipe" not in err and "Exception" not in err, err
+    assert (tmp_path / "mlflow.db").is_file()  # the store was opened to the end, not cut off
 
 
-def test_an_interrupted_job_stops_the_helper_at_once(tmp_path: Path) -> None:
-    worker = TrackingWorker.start(_tracking("interrupted"), tmp_path)
+def test_a_helper_not_ready_in_time_is_left_to_finish_alone(tmp_path: Path) -> None:
+    """A store that does not open (here: another process holds its lock) within the
+    timeout: the job goes on without the helper, which exits once it could open it."""
+    fcntl = pytest.importorskip("fcntl")
+    with open(tmp_path / "mlflow.db.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        worker = TrackingWorker.start(_tracking("locked"), tmp_path)
+        assert worker is not None
+        t0 = time.monotonic()
+        assert worker.wait_ready(timeout_s=1.0) is False
+        assert time.monotonic() - t0 < 10
+        assert worker.wait_ready() is False  # asked once
+        assert worker._proc.poll() is None  # not killed: it holds nothing half-done
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    assert _exited(worker._proc, 300) == 0
+    assert worker.job_end({}, tmp_path).endswith("the MLflow helper process was not ready")
+
+
+def test_a_helper_gone_before_it_is_ready_leaves_the_logging_to_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = _cfg(tracking={"background": True, "experiment": "crashed"})
+    worker = _tracking_worker(cfg, None)
     assert worker is not None
-    worker.abort()
-    assert worker._proc.returncode is not None and worker._proc.returncode != 0
+    worker._proc.kill()  # the helper crashed before it was ready
+    worker._proc.wait()
+    job_dir = tmp_path / "outputs" / "run"
+    record = _job(job_dir, 0)
+    record["job"]["num"] = None
+    spec = JobSpec(cfg, job_dir, [], None, None)
+    assert _track(spec, record, worker) is None  # logged by the job's own process
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = _runs(client, "crashed")
+    assert run.info.status == "FINISHED" and run.data.metrics
+
+
+def test_a_helper_gone_while_logging_is_a_tracking_failure(tmp_path: Path) -> None:
+    worker = TrackingWorker.start(_tracking("crash"), tmp_path)
+    assert worker is not None
+    assert worker.wait_ready()
+    worker._proc.kill()  # the helper dies with the record sent
+    error = worker.job_end({"status": "ok"}, tmp_path)
+    assert error == "logging the job failed: the MLflow helper process exited (status -9)"
 
 
 def _cfg(**over: Any) -> Any:
@@ -145,7 +198,8 @@ def test_a_single_run_with_mlflow_gets_the_helper(
     monkeypatch.chdir(tmp_path)
     worker = _tracking_worker(_cfg(tracking={"background": True}), None)
     assert isinstance(worker, TrackingWorker)
-    worker.abort()
+    worker.detach()
+    assert _exited(worker._proc, 300) == 0
 
 
 def test_background_null_starts_the_helper_only_with_a_spare_core(
@@ -158,7 +212,8 @@ def test_background_null_starts_the_helper_only_with_a_spare_core(
     monkeypatch.setattr(worker_module, "spare_core", lambda: True)
     worker = _tracking_worker(_cfg(), None)
     assert isinstance(worker, TrackingWorker)
-    worker.abort()
+    worker.detach()
+    assert _exited(worker._proc, 300) == 0
 
 
 @pytest.mark.parametrize(
