@@ -25,9 +25,12 @@ share runs beside the job, so "own" is the part on the command's path.
 
 ``--baseline DIR``: also time the same commands from another checkout of sam_bench (e.g. a
 ``git worktree`` of an older commit), interleaved with this one, and print both.
+``--background true|false|null``: this checkout's ``tracking.background``; ``both``: its
+commands with and without the MLflow helper process, interleaved (``helper`` / ``no helper``).
 
     .venv/bin/python benchmarks/bench_small.py                  # 3 rounds
     .venv/bin/python benchmarks/bench_small.py --repeats 5 --baseline /tmp/old-checkout
+    .venv/bin/python benchmarks/bench_small.py --repeats 5 --background both
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Ratio, checkout_args
+from common import Ratio, checkout_args, checkout_variants
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["dataset.limit=1", "amg.points_per_side=4", "model.weights=random", "progress=false"]
@@ -93,13 +96,17 @@ def compute_s(job_dir: Path) -> tuple[float, float, float]:
     return compute, float(metrics.get("model_build_s", nan)), nan if warm is None else warm
 
 
-def measure(checkouts: dict[str, Path], repeats: int) -> dict[str, dict[str, float]]:
-    """Medians per checkout of: single run wall, dry run wall, compute, model build."""
+def measure(
+    variants: dict[str, tuple[Path, tuple[str, ...]]], repeats: int
+) -> dict[str, dict[str, float]]:
+    """Medians per variant (checkout, extra overrides) of: single run wall, dry run wall,
+    compute, model build, warm-up, CPU times."""
     samples: dict[str, dict[str, list[float]]] = {
-        name: {k: [] for k in (
-            "run", "dry", "compute", "build", "warm", "run_cpu", "dry_cpu", "run_own"
-        )}
-        for name in checkouts
+        name: {
+            k: []
+            for k in ("run", "dry", "compute", "build", "warm", "run_cpu", "dry_cpu", "run_own")
+        }
+        for name in variants
     }
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
@@ -111,15 +118,16 @@ def measure(checkouts: dict[str, Path], repeats: int) -> dict[str, dict[str, flo
         quiet_mlflow()
         MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}").search_experiments()
         for r in range(repeats):
-            for name, checkout in checkouts.items():
-                s = samples[name]
+            for name, (checkout, overrides) in variants.items():
+                s, folder = samples[name], name.replace(" ", "_")
                 for key, extra in (("dry", ("dry_run=true",)), ("run", ())):
-                    wall, cpu, own = command(checkout, cwd, cwd / f"{name}-{key}{r}", *extra)
+                    out = cwd / f"{folder}-{key}{r}"
+                    wall, cpu, own = command(checkout, cwd, out, *overrides, *extra)
                     s[key].append(wall)
                     s[f"{key}_cpu"].append(cpu)
                     if key == "run":
                         s["run_own"].append(own)
-                compute, build, warm = compute_s(cwd / f"{name}-run{r}")
+                compute, build, warm = compute_s(cwd / f"{folder}-run{r}")
                 s["compute"].append(compute)
                 s["build"].append(build)
                 s["warm"].append(warm)
@@ -131,11 +139,13 @@ def measure(checkouts: dict[str, Path], repeats: int) -> dict[str, dict[str, flo
     return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
 
 
-def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
-    """Prints the figures (and the baseline checkout's, interleaved) and returns them."""
-    checkouts = {"this": REPO, **({"baseline": baseline.resolve()} if baseline else {})}
+def run(
+    repeats: int = 3, baseline: Path | None = None, background: str | None = None
+) -> list[Ratio]:
+    """Prints the figures (and the baseline checkout's, or those without the MLflow helper,
+    interleaved) and returns them."""
     print(f"small command: 1 image, 4x4 grid, single run and dry run, {repeats} round(s)")
-    med = measure(checkouts, repeats)
+    med = measure(checkout_variants(REPO, baseline, background), repeats)
     rows = []
     for name, m in med.items():
         beyond_timed = m["run"] - m["compute"]
@@ -152,7 +162,7 @@ def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
               f"{m['dry']:5.1f} s; CPU time: run {m['run_cpu']:5.1f} s (own {m['run_own']:5.1f} s, "
               f"MLflow helper {m['run_cpu'] - m['run_own']:4.1f} s), dry run "
               f"{m['dry_cpu']:4.1f} s")  # fmt: skip
-        label = "" if name == "this" else " (baseline checkout)"
+        label = {"this": "", "baseline": " (baseline checkout)"}.get(name, f" ({name})")
         rows += [
             Ratio(f"bench_small: 1 image, 4x4{label}", "single run, beyond the timed compute",
                   "the timed image's compute (encoder+decoder+postprocess)", beyond_timed,
@@ -163,10 +173,12 @@ def run(repeats: int = 3, baseline: Path | None = None) -> list[Ratio]:
             Ratio(f"bench_small: 1 image, 4x4{label}", "dry run", "single run", m["dry"],
                   m["run"], "s"),
         ]  # fmt: skip
-    if "baseline" in med:
-        this, base = med["this"], med["baseline"]
+    for a, b in (("this", "baseline"), ("helper", "no helper"), ("helper", "baseline")):
+        if a not in med or b not in med:
+            continue
+        this, base = med[a], med[b]
         beyond = (this["run"] - this["compute"]) / (base["run"] - base["compute"])
-        print(f"  this / baseline: single run {this['run'] / base['run']:.2f}x, dry run "
+        print(f"  {a} / {b}: single run {this['run'] / base['run']:.2f}x, dry run "
               f"{this['dry'] / base['dry']:.2f}x, beyond the timed compute {beyond:.2f}x; "
               f"CPU time: run {this['run_cpu'] / base['run_cpu']:.2f}x (own "
               f"{this['run_own'] / base['run_own']:.2f}x), dry run "
