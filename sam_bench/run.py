@@ -230,7 +230,10 @@ def _tracking_worker(cfg_node: DictConfig, sweep_dir: Path | None) -> TrackingWo
     if tracking.get("background") is None and not spare_core():
         return None
 
-    container = OmegaConf.to_container(tracking, resolve=True)
+    try:
+        container = OmegaConf.to_container(tracking, resolve=True)
+    except Exception:  # the job's validation says what is wrong, in one line
+        return None
     assert isinstance(container, dict)
     return TrackingWorker.start({str(k): v for k, v in container.items()}, launch_dir())
 

@@ -186,6 +186,11 @@ def _cfg(**over: Any) -> Any:
         ("a dry run", _cfg(dry_run=True), None),
         ("tracking=none", _cfg(tracking={"name": "none"}), None),
         ("tracking.background=false", _cfg(tracking={"background": False}), None),
+        (
+            "a tracking config that does not resolve (validation reports it)",
+            _cfg(tracking={"background": True, "uri": "${nosuch.key}"}),
+            None,
+        ),
     ],
 )
 def test_no_helper_where_it_saves_nothing(why: str, cfg: Any, sweep_dir: Path | None) -> None:
