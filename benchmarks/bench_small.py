@@ -54,25 +54,26 @@ GOAL_S = 3.0
 STAGES = ("encoder", "decoder", "postprocess")
 
 
-#: ``python -m sam_bench`` that also writes its own process's CPU seconds into OWN_CPU_FILE.
+#: ``python -m sam_bench`` that also writes, at its exit, the CPU seconds of the child
+#: processes it waited for (its MLflow helper) into HELPER_CPU_FILE.
 LAUNCH = """import atexit, os, resource, runpy, sys
-def own():
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    with open(os.environ["OWN_CPU_FILE"], "w") as f:
+def helper():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(os.environ["HELPER_CPU_FILE"], "w") as f:
         f.write(str(r.ru_utime + r.ru_stime))
-atexit.register(own)
+atexit.register(helper)
 runpy.run_module("sam_bench", run_name="__main__", alter_sys=True)
 """
 
 
 def command(checkout: Path, cwd: Path, out: Path, *extra: str) -> tuple[float, float, float]:
     """Wall seconds, CPU seconds (user + system, every thread, helper processes included)
-    and the command's own process's CPU seconds, of one ``python -m sam_bench`` run of
-    ``checkout`` (its package first on ``PYTHONPATH``), launched from ``cwd``; exits with the
-    command's error when it fails. CPU seconds move less than wall time when other processes
-    share the machine."""
-    own_file = out.parent / f".{out.name}.own_cpu"
-    env = dict(os.environ, PYTHONPATH=str(checkout), OWN_CPU_FILE=str(own_file))
+    and the command's own process's CPU seconds (without its helpers), of one ``python -m
+    sam_bench`` run of ``checkout`` (its package first on ``PYTHONPATH``), launched from
+    ``cwd``; exits with the command's error when it fails. CPU seconds move less than wall
+    time when other processes share the machine."""
+    helper_file = out.parent / f".{out.name}.helper_cpu"
+    env = dict(os.environ, PYTHONPATH=str(checkout), HELPER_CPU_FILE=str(helper_file))
     cmd = [sys.executable, "-c", LAUNCH, *ARGS, *extra, f"hydra.run.dir={out}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -82,7 +83,7 @@ def command(checkout: Path, cwd: Path, out: Path, *extra: str) -> tuple[float, f
     if proc.returncode != 0:
         sys.exit(f"python -m sam_bench {' '.join(cmd[3:])} failed:\n{proc.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return seconds, cpu, float(own_file.read_text())
+    return seconds, cpu, cpu - float(helper_file.read_text())
 
 
 def compute_s(job_dir: Path) -> tuple[float, float, float]:
