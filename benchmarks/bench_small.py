@@ -160,9 +160,9 @@ def run(
               f"+ beyond it {beyond_timed:5.1f} s; = model work {s_(model)} (timed "
               f"{m['compute']:.1f} s, build {m['build']:.1f} s, warm-up {s_(m['warm'])}) + "
               f"beyond the model {s_(beyond)} (goal <= {GOAL_S:.0f} s); dry run "
-              f"{m['dry']:5.1f} s; CPU time: run {m['run_cpu']:5.1f} s (own {m['run_own']:5.1f} s, "
-              f"MLflow helper {m['run_cpu'] - m['run_own']:4.1f} s), dry run "
-              f"{m['dry_cpu']:4.1f} s")  # fmt: skip
+              f"{m['dry']:5.1f} s; CPU time: run {m['run_cpu']:5.1f} s (own "
+              f"{m['run_own']:5.1f} s, child processes: MLflow helper, git "
+              f"{m['run_cpu'] - m['run_own']:4.1f} s), dry run {m['dry_cpu']:4.1f} s")  # fmt: skip
         label = {"this": "", "baseline": " (baseline checkout)"}.get(name, f" ({name})")
         rows += [
             Ratio(f"bench_small: 1 image, 4x4{label}", "single run, beyond the timed compute",

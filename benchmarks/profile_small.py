@@ -139,7 +139,7 @@ def child(argv: list[str]) -> None:
 
     def report() -> None:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        helper = resource.getrusage(resource.RUSAGE_CHILDREN)  # the MLflow helper, waited for
+        helper = resource.getrusage(resource.RUSAGE_CHILDREN)  # MLflow helper, git: waited for
         print(f"TOTAL {wall:.3f} {cpu:.3f} {collecting[1]:.3f}", flush=True)
         print(f"HELPER {helper.ru_utime + helper.ru_stime:.3f}", flush=True)
         for label, w, c in spans:
@@ -172,7 +172,7 @@ def one_run(checkout: Path, cwd: Path, out: Path, *extra: str) -> dict[str, floa
             out_["exit [wall]"] = wall - float(m[1])
             out_["full collections [wall]"] = float(m[3])
         elif m := re.match(r"HELPER ([\d.]+)$", line):
-            out_["MLflow helper process [CPU]"] = float(m[1])
+            out_["child processes (MLflow helper, git) [CPU]"] = float(m[1])
             out_["own process [CPU]"] = cpu - float(m[1])
         elif m := re.match(r"PHASE ([\d.]+) ([\d.]+) (.+)$", line):
             for kind, value in (("wall", m[1]), ("CPU", m[2])):
