@@ -72,14 +72,38 @@ def table(rows: list[Ratio]) -> str:
     return "\n".join(out)
 
 
-def checkout_args(description: str) -> tuple[int, Path | None]:
-    """``--repeats`` and ``--baseline`` of the benchmarks that time this checkout against
-    another one, interleaved (``bench_small.py``, ``profile_small.py``)."""
+def checkout_args(description: str) -> tuple[int, Path | None, str | None]:
+    """``--repeats``, ``--baseline`` and ``--background`` of the benchmarks that time this
+    checkout against another one, interleaved (``bench_small.py``, ``profile_small.py``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
     parser.add_argument(
         "--baseline", type=Path, default=None,
         help="another sam_bench checkout, timed interleaved with this one",
     )  # fmt: skip
+    parser.add_argument(
+        "--background", choices=("true", "false", "null", "both"), default=None,
+        help="tracking.background of this checkout's commands (default: its config's); "
+        "both: with and without the MLflow helper process, interleaved",
+    )  # fmt: skip
     args = parser.parse_args()
-    return args.repeats, args.baseline
+    return args.repeats, args.baseline, args.background
+
+
+def checkout_variants(
+    repo: Path, baseline: Path | None, background: str | None
+) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    """The commands ``checkout_args`` asks for: name -> (checkout, extra overrides); this
+    checkout is ``this`` (or ``helper`` / ``no helper`` with ``--background both``), the
+    other one ``baseline`` (with its own defaults)."""
+    variants: dict[str, tuple[Path, tuple[str, ...]]]
+    if background == "both":
+        variants = {
+            "helper": (repo, ("tracking.background=true",)),
+            "no helper": (repo, ("tracking.background=false",)),
+        }
+    else:
+        variants = {"this": (repo, (f"tracking.background={background}",) if background else ())}
+    if baseline is not None:
+        variants["baseline"] = (baseline.resolve(), ())
+    return variants

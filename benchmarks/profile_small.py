@@ -8,11 +8,19 @@ prints each one's wall and CPU seconds, the wall time of Python's full garbage c
 and of the exit (after the last atexit handler). The parent adds the process's CPU time and
 prints medians: "beyond the model" is the process less model build, warm-up and the timed
 image. ``--baseline DIR`` also runs another checkout (e.g. a ``git worktree`` of an older
-commit), interleaved; its functions must have the same names. The wrapped modules are
-imported before the command starts (torch among them), so their import time falls in
-"process", not in a phase.
+commit), interleaved; its functions must have the same names (a phase a checkout lacks is
+left out of its figures). The functions are wrapped as their modules are first imported,
+where the command imports them: an import made inside a wrapped function (e.g. torchvision's,
+in the engine build) counts in that phase, the others only in "process".
+
+With the MLflow helper process (``tracking.background``; ``--background true|false|null``
+sets it, ``both`` runs the command with and without it, interleaved), MLflow's import, store
+and logging run in the helper: the job's MLflow phases are then its start, the wait for it
+before the model build and the hand-off of the record (the answer included), and the
+process's CPU is split into the job's own and the helper's.
 
     .venv/bin/python benchmarks/profile_small.py --repeats 3 --baseline /tmp/old-checkout
+    .venv/bin/python benchmarks/profile_small.py --repeats 3 --background both
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from __future__ import annotations
 import functools
 import gc
 import importlib
+import importlib.abc
+import importlib.util
 import os
 import re
 import resource
@@ -33,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import checkout_args
+from common import checkout_args, checkout_variants
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["dataset.limit=1", "amg.points_per_side=4", "model.weights=random", "progress=false"]
@@ -50,9 +60,39 @@ PHASES = [
     ("sam_bench.run", None, "free_memory", "job-end collection"),
     ("sam_bench.run", None, "write_outcome", "records"),
     ("sam_bench.tracking.mlflow", "MlflowTracker", "job_end", "MLflow"),
+    ("sam_bench.tracking.worker", "TrackingWorker", "start", "MLflow helper: start"),
+    ("sam_bench.tracking.worker", "TrackingWorker", "wait_ready", "MLflow helper: wait"),
+    ("sam_bench.tracking.worker", "TrackingWorker", "job_end", "MLflow helper: hand-off"),
     ("sam_bench.report.console", None, "print_job", "console table"),
 ]
 MODEL = ("model build + hash", "warm-up", "timed image")
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Calls ``patch(module)`` right after each of ``names`` is first imported, where the
+    command imports it (so the imports stay on the command's own path)."""
+
+    def __init__(self, names: set[str], patch: Callable[[Any], None]) -> None:
+        self.names, self.patch = names, patch
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in self.names:
+            return None
+        sys.meta_path.remove(self)  # the ordinary finders locate it
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module, patch = spec.loader.exec_module, self.patch
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
 
 
 def child(argv: list[str]) -> None:
@@ -81,19 +121,27 @@ def child(argv: list[str]) -> None:
 
         return wrapper
 
-    for module, cls, name, label in PHASES:
-        owner: Any = importlib.import_module(module)
-        if cls is not None:
-            owner = getattr(owner, cls)
-        attr = owner.__dict__[name] if cls is not None else getattr(owner, name)
-        if isinstance(attr, classmethod):
-            setattr(owner, name, classmethod(timed(attr.__func__, label)))
-        else:
-            setattr(owner, name, timed(attr, label))
+    def patch(module: Any) -> None:
+        for name_, cls, fn_name, label in PHASES:
+            if name_ != module.__name__:
+                continue
+            owner = getattr(module, cls) if cls is not None else module
+            attr = owner.__dict__[fn_name]
+            if isinstance(attr, classmethod):
+                setattr(owner, fn_name, classmethod(timed(attr.__func__, label)))
+            else:
+                setattr(owner, fn_name, timed(attr, label))
+
+    modules = {m for m, *_ in PHASES}
+    for loaded in modules & set(sys.modules):
+        patch(sys.modules[loaded])
+    sys.meta_path.insert(0, _PatchOnImport(modules - set(sys.modules), patch))
 
     def report() -> None:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        helper = resource.getrusage(resource.RUSAGE_CHILDREN)  # MLflow helper, git: waited for
         print(f"TOTAL {wall:.3f} {cpu:.3f} {collecting[1]:.3f}", flush=True)
+        print(f"HELPER {helper.ru_utime + helper.ru_stime:.3f}", flush=True)
         for label, w, c in spans:
             print(f"PHASE {w:.3f} {c:.3f} {label}", flush=True)
 
@@ -104,10 +152,12 @@ def child(argv: list[str]) -> None:
     runpy.run_module("sam_bench", run_name="__main__")
 
 
-def one_run(checkout: Path, cwd: Path, out: Path) -> dict[str, float]:
-    """One child run of ``checkout``: seconds per phase (``label [wall]``, ``label [CPU]``)."""
+def one_run(checkout: Path, cwd: Path, out: Path, *extra: str) -> dict[str, float]:
+    """One child run of ``checkout`` (with ``extra`` overrides): seconds per phase (``label
+    [wall]``, ``label [CPU]``)."""
     env = dict(os.environ, PYTHONPATH=str(checkout))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", *ARGS, f"hydra.run.dir={out}"]
+    script = str(Path(__file__).resolve())
+    cmd = [sys.executable, script, "--child", *ARGS, *extra, f"hydra.run.dir={out}"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
@@ -121,6 +171,9 @@ def one_run(checkout: Path, cwd: Path, out: Path) -> dict[str, float]:
         if m := re.match(r"TOTAL ([\d.]+) ([\d.]+) ([\d.]+)$", line):
             out_["exit [wall]"] = wall - float(m[1])
             out_["full collections [wall]"] = float(m[3])
+        elif m := re.match(r"HELPER ([\d.]+)$", line):
+            out_["child processes (MLflow helper, git) [CPU]"] = float(m[1])
+            out_["own process [CPU]"] = cpu - float(m[1])
         elif m := re.match(r"PHASE ([\d.]+) ([\d.]+) (.+)$", line):
             for kind, value in (("wall", m[1]), ("CPU", m[2])):
                 key = f"{m[3]} [{kind}]"
@@ -132,21 +185,24 @@ def one_run(checkout: Path, cwd: Path, out: Path) -> dict[str, float]:
     return out_
 
 
-def run(repeats: int = 3, baseline: Path | None = None) -> dict[str, dict[str, float]]:
-    """Prints the medians per phase (and the baseline checkout's, interleaved)."""
+def run(
+    repeats: int = 3, baseline: Path | None = None, background: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Prints the medians per phase (and the baseline checkout's, or those without the
+    MLflow helper, interleaved)."""
     from mlflow.tracking import MlflowClient
 
     from sam_bench.quiet import quiet_mlflow
 
-    checkouts = {"this": REPO, **({"baseline": baseline.resolve()} if baseline else {})}
-    samples: dict[str, dict[str, list[float]]] = {name: {} for name in checkouts}
+    variants = checkout_variants(REPO, baseline, background)
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in variants}
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         quiet_mlflow()  # the store a user already has (creating it is a one-off, untimed)
         MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}").search_experiments()
         for r in range(repeats):
-            for name, checkout in checkouts.items():
-                got = one_run(checkout, cwd, cwd / f"{name}{r}")
+            for name, (checkout, overrides) in variants.items():
+                got = one_run(checkout, cwd, cwd / f"{name.replace(' ', '_')}{r}", *overrides)
                 for key, value in got.items():
                     samples[name].setdefault(key, []).append(value)
                 print(f"  round {r + 1} {name:<9} process {got['process [wall]']:5.1f} s wall "
@@ -157,7 +213,7 @@ def run(repeats: int = 3, baseline: Path | None = None) -> dict[str, dict[str, f
     print(
         f"\n  {'median of ' + str(repeats) + ' (seconds)':<40}" + "".join(f"{n:>10}" for n in med)
     )
-    for key in med["this"]:
+    for key in dict.fromkeys(k for m in med.values() for k in m):  # every variant's keys
         print(f"  {key:<40}" + "".join(f"{m.get(key, float('nan')):10.2f}" for m in med.values()))
     return med
 

@@ -15,6 +15,7 @@ import random
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +41,7 @@ from sam_bench.record import new_record, write_json, write_rows_csv
 
 if TYPE_CHECKING:
     from sam_bench.tasks.base import Task
+    from sam_bench.tracking.worker import TrackingWorker
 
 log = logging.getLogger(__name__)
 
@@ -168,26 +170,72 @@ def run_job(
 
 
 def _run_job(spec: JobSpec, base_dir: Path | None) -> dict[str, Any]:
-    from sam_bench.tracking import build_tracker, note_failure, safely
+    from sam_bench.tracking import note_failure
 
     job_dir, job_num, sweep_dir = spec.job_dir, spec.job_num, spec.sweep_dir
     heap.settle()  # the command's own imports (Hydra, the harness): full collections skip them
     record = _PRECOMPUTED.pop(_key(job_dir), None)
-    if record is None:
-        record, rows = _run_specs([spec], base_dir or Path.cwd())[0]
+    worker = _tracking_worker(spec.cfg_node, sweep_dir) if record is None else None
+    try:
+        if record is None:
+            ready = worker.wait_ready if worker is not None else None
+            record, rows = _run_specs([spec], base_dir or Path.cwd(), before_build=ready)[0]
+            if record["status"] != "dry_run":
+                write_outcome(spec, record, rows)  # on disk before anything is tracked
         if record["status"] == "dry_run":
             return record
-        write_outcome(spec, record, rows)
-    if record["status"] == "dry_run":
-        return record
-    tracker = build_tracker(spec.cfg_node.get("tracking"))
-    with heap.settling():  # the tracker's imports (MLflow and its store)
-        error = safely("logging the job", tracker.job_end, record, job_dir, sweep_dir)
+        error = _track(spec, record, worker)
+    finally:
+        if worker is not None:  # interrupted (Ctrl-C, SIGTERM) or raised: nothing to log
+            worker.detach()  # (nothing to do once the helper logged the job)
     if error is not None:
         if sweep_dir is not None:
             note_failure(sweep_dir, f"job {job_num}: {error}")
         record["tracking_error"] = error  # not on disk: the single run's exit says it
     return record
+
+
+def _track(spec: JobSpec, record: dict[str, Any], worker: TrackingWorker | None) -> str | None:
+    """Log the job (its record is written) through the single run's MLflow helper when it
+    is ready, else in this process; returns the error text (``safely``'s) or ``None``."""
+    from sam_bench.tracking import build_tracker, safely
+
+    if worker is not None and worker.wait_ready():
+        error = worker.job_end(record, spec.job_dir)
+        if error is not None:
+            log.warning("tracking: %s", error)
+        return error
+    tracker = build_tracker(spec.cfg_node.get("tracking"))
+    with heap.settling():  # the tracker's imports (MLflow and its store)
+        return safely("logging the job", tracker.job_end, record, spec.job_dir, spec.sweep_dir)
+
+
+def _tracking_worker(cfg_node: DictConfig, sweep_dir: Path | None) -> TrackingWorker | None:
+    """A single run's MLflow helper process (:mod:`sam_bench.tracking.worker`), started now
+    so that MLflow is imported and its store opened while the job imports torch and reads its
+    data; ``None`` for sweeps, dry runs, other trackers, ``tracking.background=false`` (or
+    ``null`` on a machine with no spare core) or when it cannot start."""
+    tracking = cfg_node.get("tracking")
+    if (
+        sweep_dir is not None
+        or cfg_node.get("dry_run")
+        or tracking is None
+        or tracking.get("name") != "mlflow"
+        or tracking.get("background") is False
+    ):
+        return None
+    from sam_bench.tracking.mlflow import launch_dir
+    from sam_bench.tracking.worker import TrackingWorker, spare_core
+
+    if tracking.get("background") is None and not spare_core():
+        return None
+
+    try:
+        container = OmegaConf.to_container(tracking, resolve=True)
+    except Exception:  # the job's validation says what is wrong, in one line
+        return None
+    assert isinstance(container, dict)
+    return TrackingWorker.start({str(k): v for k, v in container.items()}, launch_dir())
 
 
 def objective(record: dict[str, Any], cfg: DictConfig) -> tuple[float, str]:
@@ -270,9 +318,11 @@ def validate(cfg_node: DictConfig) -> tuple[Config, type[Task]]:
 
 
 def _run_specs(
-    specs: list[JobSpec], base_dir: Path
+    specs: list[JobSpec], base_dir: Path, *, before_build: Callable[[], object] | None = None
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-    """Validate, build and run jobs as one group; returns (record, rows) per job."""
+    """Validate, build and run jobs as one group; returns (record, rows) per job.
+    ``before_build`` is called right before the model is built (nothing measured runs
+    before it)."""
     from sam_bench.data.registry import build_dataset
     from sam_bench.engines.encoder_cache import resolve_dir
     from sam_bench.metrics.catalogue import CATALOGUE
@@ -318,6 +368,7 @@ def _run_specs(
                     [records[i] for i, _ in live],
                     [cache_dirs.get(i) for i, _ in live],
                     base_dir,
+                    before_build,
                 )
                 for (i, _), r in zip(live, outs, strict=True):
                     rows[i] = r
@@ -414,6 +465,7 @@ def _execute(
     records: list[dict[str, Any]],
     cache_dirs: list[Path | None],
     base_dir: Path,
+    before_build: Callable[[], object] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """Build the model once (or open the saved predictions), run the task's jobs through the
     shared loop, free the model, fill the records; returns the rows."""
@@ -451,6 +503,8 @@ def _execute(
         path = Path(lead.predictions).expanduser()
         source = task_cls.read_predictions(path if path.is_absolute() else base_dir / path, dataset)
     elif task_cls.spec.model:
+        if before_build is not None:
+            before_build()
         seed_everything(lead.seed)
         clock = Clock(device)
         t0 = clock.now()

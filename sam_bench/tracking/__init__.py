@@ -130,10 +130,15 @@ def safely(what: str, fn: Any, *args: Any) -> str | None:
     try:
         fn(*args)
     except Exception as e:
-        text = f"{what} failed: {type(e).__name__}: {e}"
+        text = failure_text(what, e)
         log.warning("tracking: %s", text)
         return text
     return None
+
+
+def failure_text(what: str, e: BaseException) -> str:
+    """How a failed tracker hook is reported (``logging the job failed: OSError: ...``)."""
+    return f"{what} failed: {type(e).__name__}: {e}"
 
 
 #: Tracking failures of a sweep, one JSON line each (jobs append from their processes).

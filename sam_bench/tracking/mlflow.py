@@ -474,6 +474,11 @@ class MlflowTracker:
             self._retry(client.search_experiments, max_results=1)
         return client
 
+    def open_store(self, uri: str) -> None:
+        """Import MLflow and open the store at ``uri`` (MLflow keeps it open for the process:
+        the logging that follows does not open it again). Raises what opening raises."""
+        self._client(uri)
+
     def _retry(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return retry(fn, *args, timeout_s=self.retry_timeout_s, **kwargs)
 

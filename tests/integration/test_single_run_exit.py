@@ -26,10 +26,15 @@ runpy.run_module("sam_bench", run_name="__main__")
 
 
 @pytest.mark.slow
-def test_a_single_run_exits_settled_and_its_mlflow_run_is_complete(tmp_path: Path) -> None:
+@pytest.mark.parametrize("background", ["true", "false"])
+def test_a_single_run_exits_settled_and_its_mlflow_run_is_complete(
+    tmp_path: Path, background: str
+) -> None:
+    """With the MLflow helper process (``tracking.background=true``) and without it."""
     db = tmp_path / "mlflow.db"
     args = ["dataset.limit=1", "amg.points_per_side=2", "model.weights=random", "progress=false",
-            f"tracking.uri=sqlite:///{db}", f"hydra.run.dir={tmp_path / 'job'}"]  # fmt: skip
+            f"tracking.uri=sqlite:///{db}", f"tracking.background={background}",
+            f"hydra.run.dir={tmp_path / 'job'}"]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-c", CODE, *args],
         cwd=tmp_path,
