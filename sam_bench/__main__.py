@@ -6,10 +6,9 @@ the sweep summary is :class:`sam_bench.sweep_end.SweepSummaryCallback`.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,6 +17,7 @@ from omegaconf import DictConfig
 
 from sam_bench import heap
 from sam_bench.config import register_configs
+from sam_bench.ending import end_process
 from sam_bench.quiet import quiet_mlflow
 
 register_configs()
@@ -46,8 +46,8 @@ def app(cfg: DictConfig) -> float:
         process_ends=not multirun,
     )
     if not multirun:
-        # The process ends after this job (:func:`_end_process`); where it ends the usual way
-        # (a thread still running), the shutdown's collections skip the settled heap.
+        # The process ends after this job (:func:`sam_bench.ending.end_process`); where it
+        # ends the usual way (a thread still running), the shutdown skips the settled heap.
         heap.settle()
     if record["status"] == "dry_run":
         return 0.0
@@ -66,32 +66,6 @@ def app(cfg: DictConfig) -> float:
 _SINGLE_RUN = [False]
 
 
-def _end_process(code: int) -> NoReturn:
-    """End a single run's process with ``code`` without the interpreter's shutdown.
-
-    The shutdown tears down every module (torch, sam2, MLflow: ~0.5 s on a 2-core CPU) and
-    frees the job's heap object by object; nothing of it is the job's. What a shutdown does
-    that matters still happens: the atexit handlers run (logging's flushes and closes its
-    files, MLflow's, the caller's), then standard output and error are flushed. Where a
-    non-daemon thread is still running (the interpreter would wait for it), the process ends
-    the usual way instead.
-    """
-    import atexit
-    import os
-    import threading
-
-    main = threading.main_thread()
-    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
-        sys.exit(code)
-    try:
-        atexit._run_exitfuncs()  # what Python's shutdown would run; errors are printed
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
-
-
 class Interrupted(KeyboardInterrupt):
     """SIGTERM, raised where the command is (as Ctrl-C raises KeyboardInterrupt)."""
 
@@ -104,8 +78,8 @@ def main() -> None:
     """Console-script entry point (``sam-bench``). Ctrl-C or SIGTERM stop it cleanly: the item
     in flight is abandoned (finished items stay in the job's journal), the sweep's tracking
     ends as killed, one line says how to resume, and the exit status is 130. After a single
-    run the process ends at once (:func:`_end_process`): call it as a command, not from code
-    that goes on afterwards."""
+    run the process ends at once (:func:`sam_bench.ending.end_process`): call it as a
+    command, not from code that goes on afterwards."""
     import signal
 
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -118,9 +92,9 @@ def main() -> None:
     except SystemExit as e:
         if not _SINGLE_RUN[0] or not isinstance(e.code, int | None):
             raise
-        _end_process(e.code or 0)
+        end_process(e.code or 0)
     if _SINGLE_RUN[0]:
-        _end_process(0)
+        end_process(0)
 
 
 if __name__ == "__main__":

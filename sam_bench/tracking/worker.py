@@ -209,8 +209,7 @@ def serve(inp: IO[str], out: IO[str]) -> None:
 if __name__ == "__main__":
     _protocol, sys.stdout = sys.stdout, sys.stderr  # nothing else may write to the protocol
     serve(sys.stdin, _protocol)
-    # The process ends with its heap settled: the interpreter's exit does not walk MLflow's
-    # objects once more (the job waits for this exit).
-    from sam_bench import heap
+    # The job waits for this exit: no interpreter shutdown (MLflow's modules torn down).
+    from sam_bench.ending import end_process
 
-    heap.settle()
+    end_process(0)

@@ -1,6 +1,7 @@
-"""A single run's process ends without the interpreter's shutdown (``sam_bench.__main__``'s
-``_end_process``): its atexit handlers still run, its exit status is kept, and where a thread
-the interpreter would wait for is still running, the process ends the usual way.
+"""A single run's process ends without the interpreter's shutdown
+(:func:`sam_bench.ending.end_process`, called by ``sam_bench.__main__``): its atexit handlers
+still run, its exit status is kept, and where a thread the interpreter would wait for is still
+running, the process ends the usual way.
 
 The child runs ``python -m sam_bench`` as :mod:`runpy` does; its last atexit handler prints
 ``ATEXIT`` and leaves a module holding an object whose finaliser prints ``SHUTDOWN`` when the
