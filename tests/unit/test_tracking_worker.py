@@ -197,11 +197,13 @@ def test_no_helper_where_it_saves_nothing(why: str, cfg: Any, sweep_dir: Path | 
     assert _tracking_worker(cfg, sweep_dir) is None, why
 
 
-def test_a_single_run_with_mlflow_gets_the_helper(
+def test_a_single_run_with_mlflow_gets_the_helper_by_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    worker = _tracking_worker(_cfg(tracking={"background": True}), None)
+    assert _cfg().tracking.background is True  # the default
+    monkeypatch.setattr(worker_module, "spare_core", lambda: False)  # whatever the load
+    worker = _tracking_worker(_cfg(), None)
     assert isinstance(worker, TrackingWorker)
     worker.detach()
     assert _exited(worker._proc, 300) == 0
@@ -211,11 +213,11 @@ def test_background_null_starts_the_helper_only_with_a_spare_core(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert _cfg().tracking.background is None  # the default
+    auto = _cfg(tracking={"background": None})
     monkeypatch.setattr(worker_module, "spare_core", lambda: False)
-    assert _tracking_worker(_cfg(), None) is None
+    assert _tracking_worker(auto, None) is None
     monkeypatch.setattr(worker_module, "spare_core", lambda: True)
-    worker = _tracking_worker(_cfg(), None)
+    worker = _tracking_worker(auto, None)
     assert isinstance(worker, TrackingWorker)
     worker.detach()
     assert _exited(worker._proc, 300) == 0
