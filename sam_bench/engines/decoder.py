@@ -428,9 +428,16 @@ def _fits(x: torch.Tensor, y: Any) -> bool:
     ``x`` and no type promotion (autocast hands bf16 convolution outputs to fp32 terms)."""
     if not isinstance(y, torch.Tensor) or x.requires_grad:
         return False
-    return (
-        torch.broadcast_shapes(x.shape, y.shape) == x.shape and torch.result_type(x, y) == x.dtype
-    )
+    return _broadcasts_to(y.shape, x.shape) and torch.result_type(x, y) == x.dtype
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether broadcasting ``shape`` against ``target`` gives ``target`` (each trailing
+    dimension equal or 1). Not ``torch.broadcast_shapes``: its first call imports sympy
+    (~0.3 s), which would land in the first image's timed decoder stage."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
 
 
 def _layer_norm_2d(norm: Any, x: torch.Tensor) -> torch.Tensor:

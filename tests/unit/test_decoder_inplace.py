@@ -15,6 +15,7 @@ import torch
 
 from sam_bench.engines.decoder import (
     _activation,
+    _broadcasts_to,
     _fits,
     _inplace_add,
     _layer_norm_2d,
@@ -150,3 +151,17 @@ def test_split_never_leaves_a_short_last_slice() -> None:
     assert split(3, 2) == [slice(0, 3)]
     assert split(1, 2) == [slice(0, 1)]
     assert split(8, 4) == [slice(0, 4), slice(4, 8)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "target"),
+    [((), (2, 3)), ((3,), (2, 3)), ((1, 3), (2, 3)), ((2, 1), (2, 3)), ((2, 3), (2, 3)),
+     ((1,), (0,)), ((0,), (0,)), ((4, 2, 3), (2, 3)), ((3, 1), (2, 3)), ((2,), (2, 3)),
+     ((1, 1, 3), (5, 2, 3)), ((5, 2, 1), (5, 2, 3)), ((2, 3), (1, 3)), ((2, 0), (2, 1))],
+)  # fmt: skip
+def test_broadcasts_to_agrees_with_torch(shape: tuple[int, ...], target: tuple[int, ...]) -> None:
+    try:
+        expected = torch.broadcast_shapes(shape, target) == torch.Size(target)
+    except RuntimeError:  # shapes that do not broadcast at all
+        expected = False
+    assert _broadcasts_to(torch.Size(shape), torch.Size(target)) == expected
