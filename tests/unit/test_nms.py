@@ -115,9 +115,10 @@ print('CHILD-OK', [len(r) for r in results])
 """
 
 
-def test_the_kernel_loads_without_importing_torchvision(tmp_path: Path) -> None:
+def _child(code: str, tmp_path: Path) -> None:
+    """Run ``code`` (with ``_boxes`` defined) in a fresh interpreter; it must print CHILD-OK."""
     proc = subprocess.run(
-        [sys.executable, "-c", "import torch\n" + inspect.getsource(_boxes) + CHILD],
+        [sys.executable, "-c", "import torch\n" + inspect.getsource(_boxes) + code],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -125,6 +126,10 @@ def test_the_kernel_loads_without_importing_torchvision(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert proc.returncode == 0 and "CHILD-OK" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_the_kernel_loads_without_importing_torchvision(tmp_path: Path) -> None:
+    _child(CHILD, tmp_path)
 
 
 #: In a fresh interpreter where torchvision's extension cannot be found (``find_spec`` says
@@ -147,12 +152,4 @@ print('CHILD-OK')
 
 
 def test_without_the_library_torchvision_ops_runs(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", "import torch\n" + inspect.getsource(_boxes) + FALLBACK_CHILD],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
-    assert proc.returncode == 0 and "CHILD-OK" in proc.stdout, proc.stderr[-3000:]
+    _child(FALLBACK_CHILD, tmp_path)
