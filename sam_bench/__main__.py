@@ -10,6 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":  # ``python -m sam_bench``: before Hydra is imported (~0.3 s)
+    from sam_bench.quiet import quiet_mlflow
+    from sam_bench.tracking.worker import prestart
+
+    quiet_mlflow()  # its environment variable, which the helper inherits
+    prestart(sys.argv[1:])  # a single run's MLflow helper process, when one is expected
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -82,6 +89,9 @@ def main() -> None:
     command, not from code that goes on afterwards."""
     import signal
 
+    from sam_bench.tracking.worker import prestart
+
+    prestart(sys.argv[1:])  # the console script (``python -m`` started it above)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()

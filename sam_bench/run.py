@@ -215,6 +215,15 @@ def _tracking_worker(cfg_node: DictConfig, sweep_dir: Path | None) -> TrackingWo
     so that MLflow is imported and its store opened while the job imports torch and reads its
     data; ``None`` for sweeps, dry runs, other trackers, ``tracking.background=false`` (or
     ``null`` on a machine with no spare core) or when it cannot start."""
+    from sam_bench.tracking import worker
+
+    started = _start_worker(cfg_node, sweep_dir)
+    if started is None:
+        worker.discard_early()  # one the command started before its configuration was known
+    return started
+
+
+def _start_worker(cfg_node: DictConfig, sweep_dir: Path | None) -> TrackingWorker | None:
     tracking = cfg_node.get("tracking")
     if (
         sweep_dir is not None

@@ -29,6 +29,7 @@ from sam_bench.report.analysis import SweepFacts, best_configuration, job_label,
 from sam_bench.report.console import print_summary
 from sam_bench.report.summary import collect, write_summary
 from sam_bench.tracking import Best, Objective, SweepOutcome, build_tracker, note_failure, safely
+from sam_bench.tracking.worker import discard_early
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +325,7 @@ class SweepSummaryCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Once per multirun (an Optuna sweep launches many batches into one folder): choose
         the folder to resume or refuse to overwrite one, then start tracking."""
+        discard_early()  # a single run's MLflow helper, started before the mode was known
         if not config.get("dry_run"):
             check_sweep_folder(config)
             warn_gpu_workers(config)

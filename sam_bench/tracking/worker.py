@@ -10,13 +10,21 @@ shares the CPU with it; after the job wrote its record, the helper logs it exact
 :meth:`MlflowTracker.job_end` in the job's process would and answers with the error, if any,
 which the job reports as before (``tracking.required``).
 
+The command starts the helper earlier still, before it imports Hydra (:func:`prestart`), when
+its command line asks for a single run the helper would serve; the job takes that process over
+once its configuration is composed, or kills it (it has read and written nothing) where the
+configuration says otherwise (:func:`discard_early`), before anything is measured. The header
+carries the job's environment and launch folder, which the helper takes on before it opens the
+store (imports such as OpenCV's set variables after the command started).
+
 Where the helper cannot help, the job logs in its own process as without it: when the helper
 does not start, exits before it is ready, or is not ready within :data:`READY_TIMEOUT_S`.
 The job never kills it: an interrupted or failed job closes the pipes (:meth:`detach`) and the
 helper ends what it is doing (never a store half-created) and exits. It runs in its own
 session, so Ctrl-C in a terminal reaches the job only.
 
-Protocol (one JSON object per line): the job sends ``{"tracking": ..., "launch_dir": ...}``;
+Protocol (one JSON object per line): the job sends ``{"tracking": ..., "launch_dir": ...,
+"environ": ...}``;
 the helper answers ``{"ready": true}`` once the store is open (or failed to open: the error
 comes again when the job is logged); the job sends ``{"record": ..., "job_dir": ...}``; the
 helper answers ``{"error": text or null}`` and exits. End of input makes it exit.
@@ -31,7 +39,7 @@ import os
 import select
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,23 +76,15 @@ class TrackingWorker:
     @classmethod
     def start(cls, tracking: Mapping[str, Any], launch_dir: Path) -> TrackingWorker | None:
         """Start the helper for ``tracking`` (the resolved ``tracking`` config) with the
-        store's relative paths taken from ``launch_dir``; ``None`` when it cannot start (the
-        job then logs in its own process)."""
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "sam_bench.tracking.worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                cwd=launch_dir,
-                text=True,
-                encoding="utf-8",
-                start_new_session=True,  # Ctrl-C stops the job, which then detaches this
-            )
-        except OSError as e:
-            log.debug("tracking helper not started: %s", e)
+        store's relative paths taken from ``launch_dir``, or take over the one
+        :func:`prestart` started; ``None`` when it cannot start (the job then logs in its own
+        process)."""
+        proc = _take_early() or _spawn(launch_dir)
+        if proc is None:
             return None
         worker = cls(proc)
-        if not worker._send({"tracking": dict(tracking), "launch_dir": str(launch_dir)}):
+        header = {"tracking": dict(tracking), "launch_dir": str(launch_dir)}
+        if not worker._send({**header, "environ": dict(os.environ)}):
             worker.detach()
             return None
         return worker
@@ -166,6 +166,106 @@ class TrackingWorker:
                     stream.close()
 
 
+def _spawn(launch_dir: Path) -> subprocess.Popen[str] | None:
+    """Start ``python -m sam_bench.tracking.worker`` in ``launch_dir``; ``None`` when it
+    cannot start (the job then logs in its own process)."""
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sam_bench.tracking.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=launch_dir,
+            text=True,
+            encoding="utf-8",
+            start_new_session=True,  # Ctrl-C stops the job, which then detaches this
+        )
+    except OSError as e:
+        log.debug("tracking helper not started: %s", e)
+        return None
+
+
+_EARLY: list[subprocess.Popen[str]] = []
+"""The helper :func:`prestart` started, until it is taken over or killed."""
+
+
+def expected(argv: Sequence[str]) -> bool:
+    """Whether the command line ``argv`` (Hydra's arguments, without the program) asks for a
+    single run that the helper would serve with the default configuration: no Hydra flag but
+    ``--run`` (multirun, help, ``--cfg``, another config), no sweep preset or
+    ``hydra.mode``, no dry run, no tracker but MLflow, ``tracking.background`` not false (and
+    where it is null, a spare core). An override this cannot read leaves the answer to the
+    composed configuration (the job kills a helper it does not need)."""
+    background: bool | None = True
+    for arg in argv:
+        if arg.startswith("-"):
+            if arg in ("-r", "--run"):
+                continue
+            return False
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep:
+            return False
+        value = value.strip().strip("'\"").lower()
+        if key in ("sweep", "hydra.mode") and value not in ("null", "run"):
+            return False
+        if key == "dry_run" and value == "true":
+            return False
+        if key in ("tracking", "tracking.name") and value != "mlflow":
+            return False
+        if key == "tracking.background":
+            if value == "false":
+                return False
+            background = None if value == "null" else background
+    return background is True or spare_core()
+
+
+def prestart(argv: Sequence[str]) -> None:
+    """Start the helper now, before the command imports Hydra and composes its configuration,
+    where ``argv`` asks for a single run it would serve (:func:`expected`): MLflow's import
+    then overlaps the command's own start-up too. :meth:`TrackingWorker.start` takes it
+    over; one not taken over is killed by :func:`discard_early` (also at exit). Once per
+    process."""
+    if _EARLY or not expected(argv):
+        return
+    proc = _spawn(Path.cwd())
+    if proc is None:
+        return
+    _EARLY.append(proc)
+    import atexit
+
+    atexit.register(discard_early)
+
+
+def _take_early() -> subprocess.Popen[str] | None:
+    """The helper :func:`prestart` started, where it is still running; else ``None``."""
+    if not _EARLY:
+        return None
+    proc = _EARLY.pop()
+    if proc.poll() is None:
+        log.debug("tracking helper: taking over the one started early")
+        return proc
+    log.debug("tracking helper: the one started early has exited (%s)", proc.returncode)
+    _kill(proc)
+    return None
+
+
+def discard_early() -> None:
+    """Kill the helper :func:`prestart` started where the job does not take it over (a
+    sweep, a dry run, another tracker): it has read and written nothing yet."""
+    while _EARLY:
+        log.debug("tracking helper: the one started early is not needed")
+        _kill(_EARLY.pop())
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(OSError):
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        with contextlib.suppress(OSError):
+            if stream is not None:
+                stream.close()
+
+
 def _reply(out: IO[str], message: Mapping[str, Any]) -> bool:
     """Send ``message``; ``False`` when the job is gone."""
     try:
@@ -176,6 +276,17 @@ def _reply(out: IO[str], message: Mapping[str, Any]) -> bool:
     return True
 
 
+def _take_on(environ: Mapping[str, str] | None, launch_dir: Path) -> None:
+    """The job's environment variables (as they are when the job starts, not when the helper
+    started) and its launch folder as the working directory."""
+    if environ is not None:
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)
+    with contextlib.suppress(OSError):
+        os.chdir(launch_dir)
+
+
 def serve(inp: IO[str], out: IO[str]) -> None:
     """The helper's side: read the header, open the store, answer ready, log the one job."""
     from sam_bench import heap
@@ -184,10 +295,13 @@ def serve(inp: IO[str], out: IO[str]) -> None:
     from sam_bench.tracking.mlflow import MlflowTracker, resolve_uri
 
     quiet_mlflow()
+    with heap.settling(), contextlib.suppress(ImportError):  # before the header: a helper
+        import mlflow.tracking  # noqa: F401  # started early imports MLflow while Hydra runs
     line = inp.readline()
     if not line:
         return
     header = json.loads(line)
+    _take_on(header.get("environ"), Path(header["launch_dir"]))
     tracker = MlflowTracker(header.get("tracking") or {})
     with heap.settling(), contextlib.suppress(Exception):  # MLflow, SQLAlchemy: long-lived
         # a store that fails to open fails the logging below, with the job process's error

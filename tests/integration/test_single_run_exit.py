@@ -34,7 +34,8 @@ def test_a_single_run_exits_settled_and_its_mlflow_run_is_complete(
     db = tmp_path / "mlflow.db"
     args = ["dataset.limit=1", "amg.points_per_side=2", "model.weights=random", "progress=false",
             f"tracking.uri=sqlite:///{db}", f"tracking.background={background}",
-            f"hydra.run.dir={tmp_path / 'job'}"]  # fmt: skip
+            f"hydra.run.dir={tmp_path / 'job'}",
+            "hydra.verbose=[sam_bench.tracking.worker]"]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-c", CODE, *args],
         cwd=tmp_path,
@@ -44,6 +45,11 @@ def test_a_single_run_exits_settled_and_its_mlflow_run_is_complete(
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the helper the command started before Hydra's import is the one that logged (Hydra's
+    # console log handler writes to stdout)
+    taken = "taking over the one started early" in proc.stdout
+    assert taken is (background == "true"), proc.stdout[-3000:]
+    assert "started early" not in proc.stdout or taken, proc.stdout[-3000:]
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("EXIT ")]
     counts = dict(kv.split("=") for kv in line.split()[1:])
     settled, walked = int(counts["settled"]), int(counts["walked"])

@@ -233,3 +233,101 @@ def test_a_spare_core_is_one_the_last_minute_left_idle(
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     assert spare_core() is spare
+
+
+@pytest.fixture
+def no_early() -> Any:
+    """Nothing started early is left behind by a test."""
+    yield
+    worker_module.discard_early()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], True),
+        (["dataset.limit=1", "amg.points_per_side=4", "model.weights=random"], True),
+        (["--run", "tracking=mlflow", "tracking.background=true", "+x.y=1"], True),
+        (["-m", "amg.points_per_side=4,8"], False),
+        (["--multirun"], False),
+        (["--help"], False),
+        (["--cfg", "job"], False),
+        (["-cn", "other"], False),
+        (["sweep=quickstart"], False),
+        (["hydra.mode=MULTIRUN"], False),
+        (["dry_run=true"], False),
+        (["dry_run=True"], False),
+        (["tracking=none"], False),
+        (["tracking.name=none"], False),
+        (["tracking.background=false"], False),
+        (["~tracking"], False),
+    ],
+)
+def test_the_command_line_tells_when_a_helper_is_expected(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: bool
+) -> None:
+    monkeypatch.setattr(worker_module, "spare_core", lambda: False)  # true needs no spare core
+    assert worker_module.expected(argv) is expected
+
+
+def test_background_null_on_the_command_line_expects_a_helper_with_a_spare_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for spare in (False, True):
+        monkeypatch.setattr(worker_module, "spare_core", lambda spare=spare: spare)
+        assert worker_module.expected(["tracking.background=null"]) is spare
+
+
+def test_a_helper_started_early_is_taken_over_with_the_jobs_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_early: None
+) -> None:
+    """``prestart`` runs before the configuration is known; the job takes that process over
+    and it logs with the environment the job has then (here a store named only after it
+    started), exactly as a helper started by the job."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    worker_module.prestart(["dataset.limit=1"])
+    (early,) = worker_module._EARLY
+    assert early.poll() is None
+    later = tmp_path / "named-later.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{later}")
+    worker = _tracking_worker(_cfg(tracking={"experiment": "early"}), None)
+    assert worker is not None and worker._proc is early and worker_module._EARLY == []
+    job_dir = tmp_path / "outputs" / "run"
+    record = _job(job_dir, 0)
+    record["job"]["num"] = None
+    assert worker.job_end(record, job_dir) is None
+    assert early.returncode == 0
+    (run,) = _runs(MlflowClient(f"sqlite:///{later}"), "early")
+    assert run.info.status == "FINISHED" and run.data.metrics
+    assert not (tmp_path / "mlflow.db").exists()  # not the store of the helper's start
+
+
+@pytest.mark.parametrize(
+    ("why", "cfg", "sweep_dir"),
+    [("a dry run", _cfg(dry_run=True), None), ("a sweep", _cfg(), Path("multirun/x"))],
+)
+def test_a_helper_started_early_that_the_job_does_not_need_is_killed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_early: None, why: str, cfg: Any,
+    sweep_dir: Path | None,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    worker_module.prestart([])  # e.g. a preset the command line does not show
+    (early,) = worker_module._EARLY
+    assert _tracking_worker(cfg, sweep_dir) is None, why
+    assert worker_module._EARLY == [] and early.returncode == -9  # killed, reaped
+    assert not (tmp_path / "mlflow.db").exists()  # it had opened nothing
+
+
+def test_no_helper_is_started_early_where_the_command_line_rules_it_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_early: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    worker_module.prestart(["-m", "amg.points_per_side=4,8"])
+    assert worker_module._EARLY == []
+    worker_module.prestart([])
+    worker_module.prestart([])  # once per process
+    assert len(worker_module._EARLY) == 1
