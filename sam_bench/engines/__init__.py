@@ -35,6 +35,10 @@ def _amg(cfg: Config) -> AMGConfig:
     return settings
 
 
+#: The module of each engine (imported when the engine is built).
+ENGINE_MODULES = {"reference": "sam_bench.engines.reference", "fast": "sam_bench.engines.fast"}
+
+
 def reference_engine(
     model: torch.nn.Module, cfg: Config, device: torch.device, cache: EncoderCache | None
 ) -> AMGEngine:

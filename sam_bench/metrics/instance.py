@@ -38,11 +38,12 @@ none.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -303,11 +304,14 @@ class InstanceEvaluator:
 
     name = "instance"
 
+    IMPORTS: ClassVar[tuple[str, ...]] = ("scipy.ndimage", "scipy.optimize")
+    """What scoring imports (~0.3 s): imported when the evaluator is created."""
+
     def __init__(self) -> None:
         # scipy is imported here, before any image is scored, so its import never counts in
         # the first image's ``metrics`` stage (the module itself imports it on use)
-        import scipy.ndimage
-        import scipy.optimize  # noqa: F401
+        for name in self.IMPORTS:
+            importlib.import_module(name)
 
         self._records: list[_ImageRecord] = []
         self._ids: set[str] = set()

@@ -274,6 +274,14 @@ class Task:
             )
 
     @classmethod
+    def preload(cls, cfg: Config) -> tuple[str, ...]:
+        """Modules a job of ``cfg`` imports once the task is created or scores (SciPy, its
+        engine): the runner imports them right before the model is built, where nothing is
+        measured and a single run waits for its MLflow helper anyway, instead of after the
+        build. Default: none."""
+        return ()
+
+    @classmethod
     def build_model(cls, cfg: Config, device: torch.device) -> tuple[torch.nn.Module, WeightsInfo]:
         """The model the group's jobs share (called once per group, timed as
         ``model_build_s``, only when :attr:`TaskSpec.model`). Default: the SAM 2 image model

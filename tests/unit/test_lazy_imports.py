@@ -77,11 +77,25 @@ JOB = (
 )
 
 
-def _job_modules(args: list[str], tmp_path: Path) -> tuple[str, set[str]]:
-    """The stdout of a job run with ``args`` in a fresh interpreter, and the modules it had
-    imported when it ended (the run must succeed and report them)."""
+#: Before :data:`JOB`: prints, at exit, the modules first imported once the model build began.
+LATE = (
+    "import sys, atexit\n"
+    "from sam_bench.tasks.amg.task import AMGTask\n"
+    "build, seen = AMGTask.build_model.__func__, []\n"
+    "def timed_build(cls, cfg, device):\n"
+    "    seen.append(set(sys.modules))\n"
+    "    return build(cls, cfg, device)\n"
+    "AMGTask.build_model = classmethod(timed_build)\n"
+    "atexit.register(lambda: print('LATE=' + ','.join(sorted(set(sys.modules) - seen[0]))))\n"
+)
+
+
+def _job_modules(args: list[str], tmp_path: Path, before: str = "") -> tuple[str, set[str]]:
+    """The stdout of a job run with ``args`` in a fresh interpreter (after the code
+    ``before``), and the modules it had imported when it ended (the run must succeed and
+    report them)."""
     proc = subprocess.run(
-        [sys.executable, "-c", JOB, *args, "hydra.run.dir=out"],
+        [sys.executable, "-c", before + JOB, *args, "hydra.run.dir=out"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -112,7 +126,7 @@ def test_a_small_amg_run_imports_neither_torchvision_nor_dynamo_nor_sympy(tmp_pa
     (``torch._dynamo``, through ``torchvision.models``); NMS loads torchvision's compiled
     kernel only (:mod:`sam_bench.engines.nms`)."""
     args = ["dataset.limit=1", "amg.points_per_side=4", "model.weights=random", "progress=false"]
-    _, modules = _job_modules(args, tmp_path)
+    stdout, modules = _job_modules(args, tmp_path, before=LATE)
     assert {"torch", "sam2", "sam_bench.engines.fast"} <= modules  # the engine ran
     assert (tmp_path / "out" / "result.json").is_file()
     pulled = sorted(m for m in modules if m.split(".")[0] == "torchvision")
@@ -121,6 +135,13 @@ def test_a_small_amg_run_imports_neither_torchvision_nor_dynamo_nor_sympy(tmp_pa
     # the timed decoder stage of the first image
     pulled += sorted(m for m in modules if m.split(".")[0] == "sympy")
     assert pulled == [], pulled[:20]
+    # what the task imports once it is created or scores (SciPy, the engine) is imported
+    # before the model build (AMGTask.preload), beside a single run's MLflow helper start
+    (line,) = [ln for ln in stdout.splitlines() if ln.startswith("LATE=")]
+    late = set(line[len("LATE=") :].split(","))
+    assert "sam2.modeling.sam2_base" in late, line[:2000]  # the build came after the snapshot
+    after = sorted(m for m in late if m.split(".")[0] == "scipy" or m.startswith("sam_bench.eng"))
+    assert after == [], after[:20]
 
 
 def test_importing_the_model_modules_leaves_hydra_uninitialised(tmp_path: Path) -> None:
@@ -133,3 +154,19 @@ def test_importing_the_model_modules_leaves_hydra_uninitialised(tmp_path: Path) 
         "assert not GlobalHydra.instance().is_initialized(), 'Hydra initialised by an import'\n"
     )
     assert "sam2" not in _heavy_after(code, tmp_path)
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference", "someone-elses"])
+def test_the_amg_task_preloads_what_scoring_and_its_engine_import(engine: str) -> None:
+    """Names only (the slow run above checks nothing is left to import after the build)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from sam_bench.engines import ENGINE_MODULES
+    from sam_bench.metrics.instance import InstanceEvaluator
+    from sam_bench.tasks.amg import AMGTask
+
+    names = AMGTask.preload(SimpleNamespace(engine=engine))  # type: ignore[arg-type]
+    own = [ENGINE_MODULES[engine]] if engine in ENGINE_MODULES else []
+    assert list(names) == [*InstanceEvaluator.IMPORTS, *own]
+    assert all(importlib.util.find_spec(n) is not None for n in names), names

@@ -20,8 +20,9 @@ import contextlib
 import logging
 from typing import Any, ClassVar
 
+from sam_bench.config import Config
 from sam_bench.data.base import Sample
-from sam_bench.engines import GroupEngine, MaskRecord, build_group_engine
+from sam_bench.engines import ENGINE_MODULES, GroupEngine, MaskRecord, build_group_engine
 from sam_bench.engines.encoder_cache import EncoderCache, encoder_identity
 from sam_bench.errors import ConfigError
 from sam_bench.metrics.base import Evaluator, Evaluators
@@ -89,6 +90,12 @@ class AMGTask(Task):
         for key in (*amg_fields("postprocess"), *amg_fields("label")):
             amg.pop(key, None)
         return config
+
+    @classmethod
+    def preload(cls, cfg: Config) -> tuple[str, ...]:
+        """SciPy (scoring) and the engine's module."""
+        engine = ENGINE_MODULES.get(cfg.engine)
+        return (*InstanceEvaluator.IMPORTS, *([engine] if engine else []))
 
     @classmethod
     def evaluator_for(cls, ctx: JobContext, *, live: bool = True) -> Evaluator:
