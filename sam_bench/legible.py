@@ -90,12 +90,15 @@ def tidy_axis(
 
 
 def renderer_of(fig: Figure) -> Any:
-    """Draw ``fig`` (on an Agg canvas when it has none that renders) and return the renderer
-    that drew it."""
+    """Lay ``fig`` out as drawing it would (its layout engine, every artist's position; on an
+    Agg canvas when it has none that renders) and return the renderer, which measures text
+    as the saved figure's; no pixel is drawn (that was half of a report's plotting time)."""
     if not hasattr(fig.canvas, "get_renderer"):
         FigureCanvasAgg(fig)
-    fig.canvas.draw()
-    return fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    with renderer._draw_disabled():  # what Figure.draw_without_rendering does
+        fig.draw(renderer)
+    return renderer
 
 
 _draw = renderer_of

@@ -133,6 +133,8 @@ def save_figure(fig: Figure, title: str, path: Path, facts: SweepFacts) -> Path:
     inspect = _INSPECT.get()
     if inspect is not None:
         inspect(fig, path)
+    if any(ax.get_visible() and ax.axison for ax in fig.axes):  # laid out by the check above:
+        fig.set_layout_engine("none")  # the saved figure keeps that layout (not computed again)
     fig.savefig(path, dpi=100, metadata={"Title": titles, "Software": "sam_bench"})
     return path
 
