@@ -364,12 +364,14 @@ class TrackingConfig:
     """Whether a tracking failure fails the command: the sweep ends listing what was not
     tracked and exits 1 (the records are complete either way). ``false``: a warning."""
     background: bool | None = True
-    """``mlflow``, single runs: import MLflow and open its store in a helper process started
-    with the job, while the job imports torch and reads its data; the job waits for it before
-    the model is built (no measured stage shares the CPU with it), and the helper logs the
-    run once the record is written. Where a core is free this takes MLflow off the command's
-    path (~0.5 s of wall time on 2 cores); where none is, the command takes as long as
-    without it and the helper adds ~0.5 s of CPU. A helper that exits before it is ready, or
+    """``mlflow``, single runs: import MLflow and open its store in a helper process, while
+    the job starts, imports torch and reads its data (``python -m sam_bench`` starts it before
+    importing Hydra when its command line shows such a run; the job takes it over, or kills
+    it when the configuration says otherwise); the job waits for it before the model is
+    built (no measured stage shares the CPU with it), and the helper logs the run once the
+    record is written. Where a core is free this takes MLflow off the command's path (~1 s
+    of wall time on 2 cores); where none is, the command takes about as long as without it
+    (the same CPU time, in two processes). A helper that exits before it is ready, or
     is not ready within 30 s, leaves the logging to the job's process. ``true`` (default):
     always; ``null``: only when the machine has a spare core (load average over the last
     minute below the core count minus one); ``false``: never (all in the job's process,

@@ -1,8 +1,8 @@
-"""A single run's MLflow logging in a helper process, started when the job starts.
+"""A single run's MLflow logging in a helper process, started when the command starts.
 
 Importing MLflow and opening its store (SQLAlchemy, the schema check) takes ~2 s of one CPU
 core, all of it beyond the model's work. A single run (``tracking=mlflow``; with
-``tracking.background=true``, or ``null``, the default, when a core is spare) starts
+``tracking.background=true``, the default, or ``null`` when a core is spare) starts
 ``python -m sam_bench.tracking.worker`` when the job starts: it imports MLflow and opens the
 store while the job imports torch and reads its dataset, then waits. The job waits for it to
 be ready before the model is built, so no measured stage (model build, warm-up, timed items)
