@@ -102,14 +102,20 @@ def test_a_single_run_interrupted_while_its_helper_starts(tmp_path: Path, sig: i
     psutil = pytest.importorskip("psutil")
     from mlflow.tracking import MlflowClient
 
-    cmd, env = _command(tmp_path, tmp_path / "stopped", "tracking.background=true")
+    out = tmp_path / "stopped"
+    cmd, env = _command(tmp_path, out, "tracking.background=true")
     job = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 300
     helpers: list[Any] = []
-    while not helpers and job.poll() is None and time.monotonic() < deadline:
+    # the command starts the helper before it imports Hydra; the job has begun (and handles
+    # signals) once Hydra wrote its configuration
+    started = out / ".hydra" / "config.yaml"
+    while job.poll() is None and time.monotonic() < deadline:
         helpers = psutil.Process(job.pid).children()
+        if helpers and started.is_file():
+            break
         time.sleep(0.01)
     assert helpers, "the single run started no MLflow helper"
     job.send_signal(sig)
