@@ -137,9 +137,12 @@ class GroupingLauncher(Launcher):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        from sam_bench.sweep_compose import compose_once
+
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        compose_once(hydra_context.config_loader, config)  # not again after the sweeper's check
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
