@@ -5,13 +5,10 @@ run writes at its end (record, MLflow run) must all be there."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from fresh import fresh_python, printed
 
 #: Runs the command as ``python -m sam_bench`` does, and prints, from the last atexit handler
 #: to run, how many objects are settled and how many the shutdown's collections will walk.
@@ -36,22 +33,14 @@ def test_a_single_run_exits_settled_and_its_mlflow_run_is_complete(
             f"tracking.uri=sqlite:///{db}", f"tracking.background={background}",
             f"hydra.run.dir={tmp_path / 'job'}",
             "hydra.verbose=[sam_bench.tracking.worker]"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-c", CODE, *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = fresh_python(CODE, *args, cwd=tmp_path)
     # the helper the command started before Hydra's import is the one that logged (Hydra's
     # console log handler writes to stdout)
     taken = "taking over the one started early" in proc.stdout
     assert taken is (background == "true"), proc.stdout[-3000:]
     assert "started early" not in proc.stdout or taken, proc.stdout[-3000:]
-    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("EXIT ")]
-    counts = dict(kv.split("=") for kv in line.split()[1:])
+    line = printed(proc, "EXIT ")
+    counts = dict(kv.split("=") for kv in line.split())
     settled, walked = int(counts["settled"]), int(counts["walked"])
     assert settled > 100_000 and settled > 10 * walked, line  # torch & co. are settled
     record = json.loads((tmp_path / "job" / "result.json").read_text())

@@ -5,16 +5,13 @@ composing again, and every job's configuration is the one Hydra's own flow gives
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from fresh import fresh_python, printed
 from omegaconf import OmegaConf
 
 from sam_bench.sweep_compose import BASIC_SWEEPER, ComposedOnce, compose_once
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: Runs ``python -m sam_bench ARGS`` counting Hydra's compositions of each job (by its
 #: overrides); with ``ORIGINAL`` as first argument, without :func:`compose_once`.
@@ -40,17 +37,8 @@ def _sweep(tmp_path: Path, name: str, original: bool) -> tuple[dict[str, int], P
     out = tmp_path / name
     args = ["-m", "dry_run=true", "amg.pred_iou_thresh=0.1,0.2", "amg.points_per_side=4,8",
             "tracking=none", f"hydra.sweep.dir={out}"]  # fmt: skip
-    proc = subprocess.run(
-        [sys.executable, "-c", SWEEP, "ORIGINAL" if original else "-", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("COMPOSED=")]
-    return ast.literal_eval(line[len("COMPOSED=") :]), out
+    proc = fresh_python(SWEEP, "ORIGINAL" if original else "-", *args, cwd=tmp_path)
+    return ast.literal_eval(printed(proc, "COMPOSED=")), out
 
 
 def test_each_job_is_composed_once_into_the_configuration_hydra_gives(tmp_path: Path) -> None:
