@@ -92,7 +92,7 @@ def tidy_axis(
 def renderer_of(fig: Figure) -> Any:
     """Lay ``fig`` out as drawing it would (its layout engine, every artist's position; on an
     Agg canvas when it has none that renders) and return the renderer, which measures text
-    as the saved figure's; no pixel is drawn (that was half of a report's plotting time)."""
+    as the saved figure's; no pixel is drawn (the saved figure draws them once)."""
     if not hasattr(fig.canvas, "get_renderer"):
         FigureCanvasAgg(fig)
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
