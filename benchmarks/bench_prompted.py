@@ -40,6 +40,7 @@ from pycocotools import mask as mask_utils
 from sam_bench.config import DatasetConfig, ModelConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
 from sam_bench.models.build import build_model
+from sam_bench.models.image_predictor import image_predictor
 from sam_bench.preprocess import to_model_input
 from sam_bench.prompts.boxes import tight_box
 from sam_bench.prompts.clicks import first_click
@@ -75,7 +76,8 @@ def run(instances: int = 32, batch_size: int = 16, repeats: int = 3) -> list[Rat
 
     decoder = PromptDecoder(model, torch.device("cpu"))
     decoder.set_image(image, [])
-    predictor = decoder.predictor  # the official predictor, same embedding
+    predictor = image_predictor(model)  # the official predictor, the same (bit-identical)
+    predictor.set_image(image)  # embedding as the decoder's ImageFeatures
     bs = batch_size
     print(
         f"{n} instances of {sample.ref.path.name}, sam2.1 tiny (random weights), CPU, "

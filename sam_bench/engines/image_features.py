@@ -20,11 +20,14 @@ module computes them with the same torch operations, so the results are bit-iden
   (a family shell's ``bb_feat_sizes``: :func:`~sam_bench.models.image_predictor
   .fit_image_predictor`). It keeps the predictor's attribute names (``model``,
   ``_transforms``, ``_features``, ``_orig_hw``, ``_is_batch``, ``_is_image_set``,
-  ``_bb_feat_sizes``, ``device``, ``reset_predictor``), which the encoder cache and the
-  decoder read.
+  ``_bb_feat_sizes``, ``device``, ``reset_predictor``, ``mask_threshold``), which the encoder
+  cache and the decoders read, and prepares prompts as the predictor does
+  (``_prep_prompts``: coordinates and boxes to the model's input pixels, tensors on the
+  model's device).
 
-Only the fast engine uses it: the reference engine and the prompted task run sam2's own
-classes.
+The fast engine and the prompted task use it (a prompted single run then imports neither
+torchvision nor ``torch._dynamo`` either); the reference engine runs sam2's own classes, and
+the agreement checks of ``model.runtime`` call sam2's ``SAM2ImagePredictor.predict``.
 """
 
 from __future__ import annotations
@@ -243,3 +246,36 @@ class ImageFeatures:
         ][::-1]
         self._features = {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
         self._is_image_set = True
+
+    def _prep_prompts(
+        self,
+        point_coords: Any,
+        point_labels: Any,
+        box: Any,
+        mask_logits: Any,
+        normalize_coords: bool,
+        img_idx: int = -1,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Prompts as ``SAM2ImagePredictor._prep_prompts`` prepares them, on the model's
+        device: (mask input B x 1 x h x w float, point coordinates B x N x 2 in the model's
+        input pixels, labels B x N int, boxes B x 2 x 2); a single prompt set (N x 2 points,
+        1 x h x w mask) gets its batch dimension; ``normalize_coords``: the coordinates are
+        pixels of the image set (``img_idx``), else already in [0, 1]."""
+        hw = self._orig_hw[img_idx] if self._orig_hw else None
+        coords = labels = boxes = masks = None
+        if point_coords is not None:
+            if point_labels is None:
+                raise ValueError("point_labels must be supplied if point_coords is supplied")
+            xy = torch.as_tensor(point_coords, dtype=torch.float, device=self.device)
+            coords = self._transforms.transform_coords(xy, normalize_coords, hw)
+            labels = torch.as_tensor(point_labels, dtype=torch.int, device=self.device)
+            if coords.ndim == 2:  # one prompt set
+                coords, labels = coords.unsqueeze(0), labels.unsqueeze(0)
+        if box is not None:
+            xyxy = torch.as_tensor(box, dtype=torch.float, device=self.device)
+            boxes = self._transforms.transform_boxes(xyxy, normalize_coords, hw)
+        if mask_logits is not None:
+            masks = torch.as_tensor(mask_logits, dtype=torch.float, device=self.device)
+            if masks.ndim == 3:  # one mask
+                masks = masks.unsqueeze(0)
+        return masks, coords, labels, boxes

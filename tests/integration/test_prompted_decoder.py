@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from pycocotools import mask as mask_utils
+from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from sam_bench.config import DatasetConfig, PreprocessConfig
 from sam_bench.data.registry import build_dataset
@@ -39,13 +40,20 @@ def scene(tiny_model: Any) -> tuple[PromptDecoder, list[np.ndarray]]:
     masks = [np.asarray(mask_utils.decode(r), dtype=bool) for r in sample.gt.rles]
     decoder = PromptDecoder(tiny_model, torch.device("cpu"))
     decoder.set_image(image, [])
+    official = SAM2ImagePredictor(tiny_model)  # the decoder encodes with sam_bench's own copy
+    official.set_image(image)  # of the predictor's image side (ImageFeatures)
+    OFFICIAL[id(decoder)] = official
     return decoder, masks
 
 
+#: The official predictor with the image of each decoder of :func:`scene` set.
+OFFICIAL: dict[int, SAM2ImagePredictor] = {}
+
+
 def _official(decoder: PromptDecoder, **prompts: Any) -> tuple[np.ndarray, ...]:
-    """``SAM2ImagePredictor.predict`` (the very predictor the decoder holds), as B x C x ...
-    arrays even for a batch of one (``predict`` squeezes the batch dimension away)."""
-    masks, ious, low_res = decoder.predictor.predict(**prompts)
+    """``SAM2ImagePredictor.predict`` with the decoder's image set, as B x C x ... arrays even
+    for a batch of one (``predict`` squeezes the batch dimension away)."""
+    masks, ious, low_res = OFFICIAL[id(decoder)].predict(**prompts)
     if masks.ndim == 3:
         masks, ious, low_res = masks[None], ious[None], low_res[None]
     return masks.astype(bool), ious, low_res

@@ -134,3 +134,44 @@ def test_a_models_own_feature_sizes_are_used(tiny_model: Any) -> None:
         ref.set_image(image)
     _features_equal(ours, ref)
     assert ours._features is not None and ours._features["image_embed"].shape[-2:] == (32, 32)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize(
+    "case",
+    ["batched points", "one prompt set", "boxes", "boxes and points", "masks", "one mask", "none"],
+)
+def test_prompts_are_prepared_as_the_official_predictor(
+    tiny_model: Any, case: str, normalize: bool
+) -> None:
+    """``_prep_prompts`` (what the prompted task decodes from) against sam2's own, tensor for
+    tensor (values, dtype, shape), for the prompt shapes ``predict`` accepts."""
+    rng = np.random.default_rng(5)
+    scale = np.array([451.0, 300.0]) if normalize else np.ones(2)
+    points = labels = box = masks = None
+    if case in ("batched points", "boxes and points"):
+        points, labels = rng.random((3, 2, 2)) * scale, rng.integers(0, 2, (3, 2))
+    if case == "one prompt set":
+        points, labels = (rng.random((4, 2)) * scale).tolist(), [1, 0, 1, 1]
+    if case in ("boxes", "boxes and points"):
+        box = np.sort(rng.random((3, 2, 2)) * scale, axis=1).reshape(3, 4)
+    if case == "masks":
+        masks = rng.normal(size=(3, 1, 256, 256)).astype(np.float32)
+    if case == "one mask":
+        masks = torch.from_numpy(rng.normal(size=(1, 256, 256)))  # float64: converted
+    ours, ref = ImageFeatures(tiny_model), SAM2ImagePredictor(tiny_model)
+    ours._orig_hw = ref._orig_hw = [(300, 451)]  # the state an image leaves (prompts only)
+    got = ours._prep_prompts(points, labels, box, masks, normalize)
+    want = ref._prep_prompts(points, labels, box, masks, normalize)
+    assert [g is None for g in got] == [w is None for w in want]
+    assert any(g is not None for g in got) is (case != "none")
+    for g, w in zip(got, want, strict=True):
+        if w is not None:
+            assert g.dtype == w.dtype and g.device == w.device and torch.equal(g, w)
+
+
+def test_points_without_labels_are_refused(tiny_model: Any) -> None:
+    ours = ImageFeatures(tiny_model)
+    ours._orig_hw = [(10, 10)]
+    with pytest.raises(ValueError, match="point_labels"):
+        ours._prep_prompts([[1.0, 2.0]], None, None, None, True)

@@ -123,6 +123,21 @@ def test_a_small_amg_run_imports_neither_torchvision_nor_dynamo_nor_sympy(tmp_pa
     assert after == [], after[:20]
 
 
+@pytest.mark.slow  # a real job: model build, encoder, prompts of every instance
+def test_a_small_prompted_run_imports_neither_torchvision_nor_dynamo(tmp_path: Path) -> None:
+    """The prompted task encodes and prepares prompts with sam_bench's torch-only copy of the
+    predictor's image side (``ImageFeatures``), not ``SAM2ImagePredictor``, whose
+    ``sam2.utils.transforms`` imports torchvision (~1.4 s with ``torch._dynamo``)."""
+    args = ["task=prompted", "dataset.limit=1", "model.weights=random", "progress=false",
+            "tracking=none"]  # fmt: skip
+    _, modules = _job_modules(args, tmp_path)
+    assert {"torch", "sam2", "sam_bench.tasks.prompted.decoder"} <= modules  # it ran
+    assert (tmp_path / "out" / "result.json").is_file()
+    pulled = sorted(m for m in modules if m.split(".")[0] == "torchvision")
+    pulled += sorted(m for m in modules if m == "torch._dynamo" or m.startswith("torch._dynamo."))
+    assert pulled == [], pulled[:20]
+
+
 def test_importing_the_model_modules_leaves_hydra_uninitialised(tmp_path: Path) -> None:
     """``import sam2`` initialises Hydra globally; a user (or a test) that imports sam_bench's
     model builders and then calls ``initialize_config_dir`` must not fail on it."""

@@ -1,12 +1,15 @@
 """``SAM2ImagePredictor`` prompted for many instances of one image at once.
 
 The image encoder runs once per image (:meth:`PromptDecoder.set_image`, through the on-disk
-encoder cache when ``cache.dir`` is set); every prompt batch is then decoded against that
+encoder cache when ``cache.dir`` is set) as ``SAM2ImagePredictor.set_image`` runs it, by
+:class:`~sam_bench.engines.image_features.ImageFeatures` (the predictor's image side and prompt
+preparation in torch alone, bit-identical: no torchvision import); every prompt batch is then
+decoded against that
 embedding by :meth:`PromptDecoder.decode`, which computes what ``SAM2ImagePredictor.predict``
 computes for the same batch (``point_coords`` B x N x 2, ``point_labels`` B x N, ``box`` B x 4,
 ``mask_input`` B x 1 x 256 x 256):
 
-* the prompts are prepared by the predictor's own ``_prep_prompts`` (coordinates normalised
+* the prompts are prepared as the predictor's ``_prep_prompts`` does (coordinates normalised
   by the image size and scaled to 1024, a box as two corner points labelled 2 and 3, put
   before the clicks);
 * prompt encoder and mask decoder as in ``SAM2ImagePredictor._predict``; on the CPU a batch of
@@ -75,9 +78,9 @@ class PromptDecoder:
         encoder_cache: EncoderCache | None = None,
         sliced: bool = True,
     ) -> None:
-        from sam_bench.models.image_predictor import image_predictor
+        from sam_bench.engines.image_features import ImageFeatures
 
-        self.predictor: Any = image_predictor(model)
+        self.predictor: Any = ImageFeatures(model)  # SAM2ImagePredictor's image side and prompts
         self.device = device
         self.dtype = dtype
         self.clock = Clock(device)
