@@ -160,10 +160,15 @@ class TrackingWorker:
         if self._closed:
             return
         self._closed = True
-        for stream in (self._proc.stdin, self._proc.stdout):
-            with contextlib.suppress(OSError):
-                if stream is not None:
-                    stream.close()
+        _close_streams(self._proc)
+
+
+def _close_streams(proc: subprocess.Popen[str]) -> None:
+    """Close the job's ends of the helper's pipes (its end of input)."""
+    for stream in (proc.stdin, proc.stdout):
+        with contextlib.suppress(OSError):
+            if stream is not None:
+                stream.close()
 
 
 def _spawn(launch_dir: Path) -> subprocess.Popen[str] | None:
@@ -214,7 +219,7 @@ def expected(argv: Sequence[str]) -> bool:
         if key == "tracking.background":
             if value == "false":
                 return False
-            background = None if value == "null" else background
+            background = None if value == "null" else True
     return background is True or spare_core()
 
 
@@ -260,10 +265,7 @@ def _kill(proc: subprocess.Popen[str]) -> None:
     with contextlib.suppress(OSError):
         proc.kill()
         proc.wait()
-    for stream in (proc.stdin, proc.stdout):
-        with contextlib.suppress(OSError):
-            if stream is not None:
-                stream.close()
+    _close_streams(proc)
 
 
 def _reply(out: IO[str], message: Mapping[str, Any]) -> bool:

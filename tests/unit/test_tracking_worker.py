@@ -248,6 +248,7 @@ def no_early() -> Any:
         ([], True),
         (["dataset.limit=1", "amg.points_per_side=4", "model.weights=random"], True),
         (["--run", "tracking=mlflow", "tracking.background=true", "+x.y=1"], True),
+        (["tracking.background=null", "tracking.background=true"], True),  # the last one wins
         (["-m", "amg.points_per_side=4,8"], False),
         (["--multirun"], False),
         (["--help"], False),
