@@ -14,7 +14,10 @@ test_fast_engine.py`` checks it against the reference engine). Three things diff
   fields (``pred_iou_thresh``, ``stability_score_thresh`` / ``_offset``, ``mask_threshold``,
   ``box_nms_thresh``, ``crop_nms_thresh``, ``min_mask_region_area`` -- hole filling / island
   removal on the low-res logits, as upstream does --, ``output_mode``, ``postfilter``) never
-  touch the shared results.
+  touch the shared results. Configurations that would compute the same candidate masks
+  (equal :func:`mask_key`: predicted-IoU threshold, mask threshold, stability offset, hole /
+  island area) upsample them and score their stability once per prompt batch; only the
+  filters after that (stability threshold, crop edge), RLEs and NMS are each one's own.
 * **Order of cheap filters.** Candidates are filtered by predicted IoU *before* their logits
   are upsampled (upstream upsamples every candidate first); upsampling, hole filling and the
   stability score are per mask, so the kept masks are the same.
@@ -34,8 +37,9 @@ test_fast_engine.py`` checks it against the reference engine). Three things diff
   ``points_per_batch`` would compute it, not necessarily bit for bit as the unretried run;
   each retry is recorded (``per_image.csv`` ``oom_retries`` / ``oom_batch``).
 
-Timing: the shared encoder / decoder seconds are added in full to every configuration's
-:class:`StageTimes`, so a configuration's latency is what it would cost alone. Upsampling of
+Timing: the shared encoder / decoder seconds (and shared candidate masks' seconds, into
+``postprocess``) are added in full to every configuration's :class:`StageTimes`, so a
+configuration's latency is what it would cost alone. Upsampling of
 the kept logits counts as post-processing here (upstream counts it inside the decoder call).
 """
 
@@ -67,6 +71,26 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+def mask_key(amg: AMGConfig) -> tuple[Any, ...]:
+    """The AMG settings that decide a prompt batch's candidate masks before any per-mask
+    filter but the predicted-IoU one (:meth:`FastAMG._candidate_masks`): configurations with
+    equal keys (and equal :func:`candidate_key`) compute them once."""
+    return (
+        amg.pred_iou_thresh,
+        amg.mask_threshold,
+        amg.stability_score_offset,
+        amg.min_mask_region_area,
+    )
+
+
+def groups_by(keys: list[Any]) -> list[list[int]]:
+    """Indices of equal ``keys``, grouped, in order of first appearance."""
+    groups: dict[Any, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
 def candidate_key(amg: AMGConfig) -> tuple[Any, ...]:
     """The AMG settings that decide the decoder candidates (equal keys can share them): the
     fields whose role is ``candidate`` (:func:`sam_bench.tasks.amg.settings.amg_fields`)."""
@@ -84,6 +108,16 @@ class _Peaks:
 
     shared: float
     own: list[float]
+
+
+@dataclass
+class _Masks:
+    """A prompt batch's candidate masks for the configurations of one :func:`mask_key`: the
+    candidates' indices in the batch, stability scores and binary masks (N x H x W)."""
+
+    idx: torch.Tensor
+    stability: torch.Tensor
+    binary: torch.Tensor
 
 
 @dataclass
@@ -175,6 +209,8 @@ class FastAMG:
             )
             for c in configs
         ]
+        #: configurations computing the same candidate masks (:func:`mask_key`), in order
+        self.mask_groups = groups_by([mask_key(c) for c in configs])
         if first.points_per_side is not None:
             self.point_grids = build_all_layer_point_grids(
                 first.points_per_side, first.crop_n_layers, first.crop_n_points_downscale_factor
@@ -258,34 +294,45 @@ class FastAMG:
 
     # ------------------------------------------------------------ per-configuration steps
 
-    def _postprocess_batch(
-        self,
-        j: int,
-        low_res: torch.Tensor,
-        iou: torch.Tensor,
-        pts: torch.Tensor,
-        im_size: tuple[int, int],
-        crop_box: list[int],
-        orig_size: tuple[int, int],
-        kept: _Kept,
-    ) -> None:
-        """Upstream ``_process_batch`` after the decoder, for configuration ``j``."""
-        from sam2.utils.amg import is_box_near_crop_edge
-
+    def _candidate_masks(
+        self, j: int, low_res: torch.Tensor, iou: torch.Tensor, im_size: tuple[int, int]
+    ) -> _Masks | None:
+        """Upstream ``_process_batch`` after the decoder, first part, for configuration ``j``:
+        candidates over ``pred_iou_thresh``, upsampled (hole filling / island removal on the
+        low-res logits), their stability scores and binary masks. The same for every
+        configuration with ``j``'s :func:`mask_key`. ``None``: no candidate passes."""
         cfg = self.configs[j]
-        orig_h, orig_w = orig_size
         idx = torch.arange(iou.shape[0], device=iou.device)
         if cfg.pred_iou_thresh > 0.0:
             idx = idx[iou > cfg.pred_iou_thresh]
         if idx.numel() == 0:
-            return
+            return None
         # every candidate kept: the logits as they are (indexing would copy them all)
         kept_low_res = low_res if idx.numel() == low_res.shape[0] else low_res[idx]
         masks = self.transforms[j].postprocess_masks(kept_low_res, im_size)[:, 0]
         stability, binary = stability_and_binary(
             masks, cfg.mask_threshold, cfg.stability_score_offset
         )
-        del masks
+        return _Masks(idx, stability, binary)
+
+    def _keep_masks(
+        self,
+        j: int,
+        masks: _Masks,
+        iou: torch.Tensor,
+        pts: torch.Tensor,
+        crop_box: list[int],
+        orig_size: tuple[int, int],
+        kept: _Kept,
+    ) -> None:
+        """Upstream ``_process_batch`` after the decoder, second part, for configuration
+        ``j``: the stability filter, boxes, crop-edge filter and RLEs of ``masks`` (which it
+        does not change) into ``kept``."""
+        from sam2.utils.amg import is_box_near_crop_edge
+
+        cfg = self.configs[j]
+        orig_h, orig_w = orig_size
+        idx, stability, binary = masks.idx, masks.stability, masks.binary
         if cfg.stability_score_thresh > 0.0:
             keep = stability >= cfg.stability_score_thresh
             idx, binary, stability = idx[keep], binary[keep], stability[keep]
@@ -446,14 +493,23 @@ class FastAMG:
             for t in times:
                 t.add("decoder", dec)
         peaks.shared = self._peak(peaks.shared)
-        out = []
-        for j, t in enumerate(times):
-            kept = _Kept()
+        out = [_Kept() for _ in times]
+        for group in self.mask_groups:
+            # the candidates' masks once for the configurations that would compute the same;
+            # each counts those seconds (and that peak) in full, as if it had run alone
             self.gpu.reset()
-            with t.measure("postprocess", self.clock):
-                self._postprocess_batch(j, low_res, iou, pts, im_size, crop_box, orig_size, kept)
-            peaks.own[j] = self._peak(peaks.own[j])
-            out.append(kept)
+            t0 = self.clock.now()
+            masks = self._candidate_masks(group[0], low_res, iou, im_size)
+            seconds = self.clock.now() - t0
+            group_peak = self._peak(math.nan)
+            for j in group:
+                times[j].add("postprocess", seconds)
+                self.gpu.reset()
+                with times[j].measure("postprocess", self.clock):
+                    if masks is not None:
+                        self._keep_masks(j, masks, iou, pts, crop_box, orig_size, out[j])
+                peaks.own[j] = self._peak(combine_peaks(peaks.own[j], group_peak))
+            del masks
         return out
 
     def _records(

@@ -30,6 +30,9 @@ SHARED = [
     {**KEEP, "stability_score_thresh": 0.2, "stability_score_offset": 0.5, "mask_threshold": -0.5},
     {**KEEP, "min_mask_region_area": 50},
     {**KEEP, "pred_iou_thresh": 0.3, "box_nms_thresh": 0.5, "min_mask_region_area": 20},
+    # the same candidate masks as configurations 0 and 3 (computed once), other filters
+    {**KEEP, "box_nms_thresh": 0.8},
+    {**KEEP, "stability_score_thresh": 0.6, "stability_score_offset": 0.5, "mask_threshold": -0.5},
 ]
 #: Configurations that change the candidates (each its own FastAMG).
 ALONE = [
@@ -74,6 +77,7 @@ def test_shared_configurations_equal_reference(model, images) -> None:
     cfgs = [AMGConfig(points_per_side=4, **v) for v in SHARED]
     assert len({candidate_key(c) for c in cfgs}) == 1
     fast = FastAMG(model, cfgs, torch.device("cpu"))
+    assert fast.mask_groups == [[0, 2, 6], [1], [3, 7], [4], [5]]
     for image in images:
         times = [StageTimes() for _ in cfgs]
         outs = fast.generate_many(image, times)
