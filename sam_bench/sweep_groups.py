@@ -86,12 +86,18 @@ def job_spec(sweep_config: DictConfig, concurrent_jobs: int = 1) -> JobSpec:
     sweep_dir = Path(str(sc.hydra.sweep.dir)).absolute()
     return JobSpec(
         cfg_node=task_config(sc),
-        job_dir=sweep_dir / str(sc.hydra.sweep.subdir),
+        job_dir=job_dir(sc),
         overrides=list(sc.hydra.overrides.task),
         job_num=int(sc.hydra.job.num),
         sweep_dir=sweep_dir,
         concurrent_jobs=concurrent_jobs,
     )
+
+
+def job_dir(sweep_config: DictConfig) -> Path:
+    """The job's directory, as :func:`job_spec` gives it (without copying the config)."""
+    hydra = sweep_config.hydra
+    return Path(str(hydra.sweep.dir)).absolute() / str(hydra.sweep.subdir)
 
 
 def _encoder_key(cfg: DictConfig) -> str | None:
@@ -117,16 +123,19 @@ def _encoder_key(cfg: DictConfig) -> str | None:
     return json.dumps({k: c.get(k) for k in keys}, sort_keys=True, default=str)
 
 
-def share_encoder(sweep_configs: list[DictConfig], sweep_dir: Path) -> list[int]:
+def share_encoder(
+    sweep_configs: list[DictConfig], sweep_dir: Path, units: list[list[int]] | None = None
+) -> list[int]:
     """``cache.in_sweep``: units of work (groups, lone jobs) that encode the same images with
     the same model get ``cache.dir`` = the sweep's :data:`~sam_bench.layout.SWEEP_ENCODER_CACHE`,
     so the sweep pays one encoder pass per image instead of one per unit (results and
-    ``latency_ms_*`` unchanged: see :mod:`sam_bench.engines.encoder_cache`). Returns the jobs
-    given the cache."""
+    ``latency_ms_*`` unchanged: see :mod:`sam_bench.engines.encoder_cache`). ``units``: the
+    sweep's :func:`plan` when the caller has it (``cache.dir`` is no part of a group key, so
+    the plan is the same before and after). Returns the jobs given the cache."""
     from sam_bench.layout import SWEEP_ENCODER_CACHE
 
     by_key: dict[str, list[list[int]]] = defaultdict(list)
-    for unit in plan(sweep_configs):
+    for unit in plan(sweep_configs) if units is None else units:
         key = _encoder_key(task_config(sweep_configs[unit[0]]))
         if key is not None:
             by_key[key].append(unit)
@@ -147,9 +156,12 @@ def share_encoder(sweep_configs: list[DictConfig], sweep_dir: Path) -> list[int]
     return shared
 
 
-def precompute_shared(sweep_configs: list[DictConfig], base_dir: Path) -> None:
-    """Compute every group of two or more jobs ahead of Hydra running them."""
-    for unit in plan(sweep_configs):
+def precompute_shared(
+    sweep_configs: list[DictConfig], base_dir: Path, units: list[list[int]] | None = None
+) -> None:
+    """Compute every group of two or more jobs ahead of Hydra running them (``units``: the
+    sweep's :func:`plan`, when the caller has it)."""
+    for unit in plan(sweep_configs) if units is None else units:
         if len(unit) < 2:
             continue
         specs = [job_spec(sweep_configs[i]) for i in unit]

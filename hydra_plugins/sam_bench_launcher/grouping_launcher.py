@@ -172,10 +172,10 @@ class GroupingLauncher(Launcher):
             return self._launch_remote(jobs, settings)
 
         from sam_bench import progress
-        from sam_bench.sweep_groups import job_spec, precompute_shared, share_encoder
+        from sam_bench.sweep_groups import job_dir, plan, precompute_shared, share_encoder
 
         configs = [cfg for _, _, cfg in jobs]
-        dirs = [job_spec(cfg).job_dir for cfg in configs]
+        dirs = [job_dir(cfg) for cfg in configs]
         shown = bool(configs) and all(
             bool(cfg.get("progress", True)) and not cfg.get("dry_run") for cfg in configs
         )
@@ -189,12 +189,14 @@ class GroupingLauncher(Launcher):
         else:
             sweep_bar.add(dirs)
         try:
+            units = None  # each optimisation plans again if planning failed here
             try:
-                share_encoder(configs, Path(str(self.config.hydra.sweep.dir)))
+                units = plan(configs)
+                share_encoder(configs, Path(str(self.config.hydra.sweep.dir)), units)
             except Exception as e:  # an optimisation: never lose a sweep to it
                 log.warning("no in-sweep encoder cache (%s: %s)", type(e).__name__, e)
             try:
-                precompute_shared(configs, Path(os.getcwd()))
+                precompute_shared(configs, Path(os.getcwd()), units)
             except Exception as e:  # never lose a sweep to the optimisation: jobs run alone
                 log.warning(
                     "sharing work between jobs failed (%s: %s); jobs run alone",
@@ -202,9 +204,9 @@ class GroupingLauncher(Launcher):
                     e,
                 )
             returns = []
-            for job, job_dir in zip(jobs, dirs, strict=True):
+            for job, folder in zip(jobs, dirs, strict=True):
                 returns.append(self._run(job))
-                sweep_bar.finish(job_dir)
+                sweep_bar.finish(folder)
             return returns
         finally:
             if sweep_bar.complete or sys.exc_info()[0] is not None:

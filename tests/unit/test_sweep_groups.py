@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hydra import compose
+from omegaconf import open_dict
 
 from sam_bench.config import register_configs
-from sam_bench.sweep_groups import group_key
+from sam_bench.sweep_groups import group_key, plan
 
 register_configs()
 pytestmark = pytest.mark.usefixtures("hydra_conf")
@@ -116,10 +119,25 @@ def share(tmp_path, *jobs: list[str]) -> list[int]:  # type: ignore[no-untyped-d
     from sam_bench.sweep_groups import share_encoder
 
     cfgs = [compose("config", overrides=o, return_hydra_config=True) for o in jobs]
+    again = copy.deepcopy(cfgs)
     shared = share_encoder(cfgs, tmp_path)
     for i, cfg in enumerate(cfgs):
         assert cfg.cache.dir == (str(tmp_path / SWEEP_ENCODER_CACHE) if i in shared else None)
+    # the launcher passes the plan it made: the same outcome
+    assert share_encoder(again, tmp_path, plan(again)) == shared
+    assert [c.cache.dir for c in again] == [c.cache.dir for c in cfgs]
     return shared
+
+
+def test_job_dir_is_the_absolute_sweep_subdir(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sam_bench.sweep_groups import job_dir, job_spec
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose("config", overrides=["hydra.sweep.dir=runs/x"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.job.num = 3
+    assert job_dir(cfg) == tmp_path / "runs" / "x" / "3"
+    assert job_spec(cfg).job_dir == job_dir(cfg)
 
 
 def test_groups_that_encode_the_same_images_share_the_sweeps_encoder_cache(tmp_path) -> None:  # type: ignore[no-untyped-def]
