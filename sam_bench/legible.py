@@ -8,7 +8,8 @@ Shared by the sweep plots (:mod:`sam_bench.report.plots`) and the tasks' own fig
   that do not invent a ``±0.04`` scale, a visible span around nearly constant data, integer
   ticks for counts (clicks, masks, frames).
 * :func:`avoid_tick_overlap`: rotates the x tick labels of an axes whose labels collide, then
-  thins them out if rotation is not enough.
+  thins them out if rotation is not enough; :func:`save_legible` saves a figure with it,
+  drawing it once when nothing collides.
 * :func:`overlaps`: every pair of text labels whose drawn extents intersect, and every legend
   that covers data or text, measured with matplotlib's own renderer
   (``Text.get_window_extent``, ``Legend.get_window_extent``, artists' extents).
@@ -17,7 +18,7 @@ Shared by the sweep plots (:mod:`sam_bench.report.plots`) and the tasks' own fig
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -127,18 +128,26 @@ def _intersect(a: Bbox, b: Bbox) -> bool:
     return w > SLACK and h > SLACK
 
 
-def avoid_tick_overlap(fig: Figure) -> None:
+def _has_ticks(fig: Figure) -> bool:
+    return any(ax.get_visible() and ax.axison for ax in fig.axes)
+
+
+def avoid_tick_overlap(fig: Figure, renderer: Any = None) -> bool:
     """Rotate the x tick labels of every axes of ``fig`` whose labels collide (30°, then 90°),
     then show every second, third... label until none collide. A figure without a visible
-    axis (image panels) has no tick labels: it is left alone, not drawn."""
-    if not any(ax.get_visible() and ax.axison for ax in fig.axes):
-        return
-    renderer = _draw(fig)
+    axis (image panels) has no tick labels: it is left alone, not drawn. ``renderer``: that
+    of a drawing of ``fig`` as it is now (then it is not laid out again to be measured).
+    Returns whether anything changed (and ``fig`` was laid out again)."""
+    if not _has_ticks(fig):
+        return False
+    changed = False
+    renderer = renderer or _draw(fig)
     for ax in fig.axes:
         for angle in (30, 90):
             labels = _drawn_ticklabels(ax, "x")
             if not _boxes_collide([t.get_window_extent(renderer) for t in labels]):
                 break
+            changed = True
             for t in ax.get_xticklabels():
                 t.set_rotation(angle)
                 t.set_horizontalalignment("right" if angle < 90 else "center")
@@ -147,12 +156,48 @@ def avoid_tick_overlap(fig: Figure) -> None:
         labels = _drawn_ticklabels(ax, "x")
         step = 2
         while _boxes_collide([t.get_window_extent(renderer) for t in labels if t.get_visible()]):
+            changed = True
             for i, t in enumerate(labels):
                 t.set_visible(i % step == 0)
             step += 1
             if step > len(labels):
                 break
             renderer = _draw(fig)
+    return changed
+
+
+def save_legible(
+    fig: Figure,
+    path: Any,
+    inspect: Callable[[Figure], None] | None = None,
+    *,
+    dpi: float = 100,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Save ``fig`` as a PNG at ``dpi`` with :func:`avoid_tick_overlap`, drawn once when its
+    tick labels do not collide: laid out and drawn in one pass (``savefig`` lays a figure
+    with a layout engine out in a pass of its own first), the labels measured on that drawing,
+    and the figure laid out and drawn again only when they had to change (with that layout
+    kept). ``inspect(fig)`` runs on the drawn figure before it is written (it may lay the
+    figure out to measure it: then it is drawn again). The pixels and the PNG metadata
+    (``metadata`` over matplotlib's ``Software``) are ``savefig``'s with the default
+    ``savefig.*`` settings; other ``savefig.*`` rc settings do not apply."""
+    import matplotlib.image
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()
+    changed = avoid_tick_overlap(fig, canvas.get_renderer())
+    if inspect is not None:
+        inspect(fig)
+        changed = True
+    if changed:
+        if _has_ticks(fig):  # laid out by the check: drawn as laid out
+            fig.set_layout_engine("none")
+        canvas.draw()
+    matplotlib.image.imsave(
+        path, canvas.buffer_rgba(), format="png", origin="upper", dpi=fig.dpi, metadata=metadata
+    )
 
 
 def texts_of(fig: Figure, renderer: Any) -> list[tuple[str, Text]]:

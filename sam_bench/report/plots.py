@@ -30,7 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from sam_bench.layout import PLOTS_DIR, SKIPPED_FILE
-from sam_bench.legible import avoid_tick_overlap, renderer_of, tidy_axis
+from sam_bench.legible import renderer_of, save_legible, tidy_axis
 from sam_bench.report.analysis import (
     SkipPlot,
     SweepFacts,
@@ -129,14 +129,19 @@ def save_figure(fig: Figure, title: str, path: Path, facts: SweepFacts) -> Path:
     text = "\n".join([title, *facts.caveats()])
     fig.suptitle(text, fontsize=11, color="darkred" if facts.caveats() else "black")
     titles = "\n".join([text, *(ax.get_title() for ax in fig.axes if ax.get_title())])
-    avoid_tick_overlap(fig)
     inspect = _INSPECT.get()
-    if inspect is not None:
-        inspect(fig, path)
-    if any(ax.get_visible() and ax.axison for ax in fig.axes):  # laid out by the check above:
-        fig.set_layout_engine("none")  # the saved figure keeps that layout (not computed again)
-    fig.savefig(path, dpi=100, metadata={"Title": titles, "Software": "sam_bench"})
+    save_legible(
+        fig,
+        path,
+        None if inspect is None else partial(_inspect_at, inspect, path),
+        dpi=100,
+        metadata={"Title": titles, "Software": "sam_bench"},
+    )
     return path
+
+
+def _inspect_at(inspect: Inspect, path: Path, fig: Figure) -> None:
+    inspect(fig, path)
 
 
 def plot_pareto(rows: list[dict[str, Any]], facts: SweepFacts, path: Path, x: str, y: str) -> Path:

@@ -22,7 +22,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from sam_bench.data.base import VideoTruth
-from sam_bench.legible import avoid_tick_overlap
+from sam_bench.legible import save_legible
 from sam_bench.tasks.video.metrics import VideoEvaluator, VideoPrediction, frame_lookup
 from sam_bench.tasks.video.outputs import (
     J_FRAMES_FIGURE,
@@ -123,8 +123,7 @@ def _finish(fig: Figure, title: str, untrained: bool | None, path: Path) -> None
     fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10,
                  color="darkred" if note else "black")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    avoid_tick_overlap(fig)
-    fig.savefig(path, dpi=100)
+    save_legible(fig, path, dpi=100)
 
 
 def jf_per_sequence_figure(ev: VideoEvaluator, path: Path, untrained: bool | None) -> bool:
