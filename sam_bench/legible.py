@@ -191,9 +191,8 @@ def save_legible(
     if inspect is not None:
         inspect(fig)
         changed = True
-    if changed:
-        if _has_ticks(fig):  # laid out by the check: drawn as laid out
-            fig.set_layout_engine("none")
+    if changed:  # drawn as last laid out (by the first drawing, the check or the inspection)
+        fig.set_layout_engine("none")
         canvas.draw()
     matplotlib.image.imsave(
         path, canvas.buffer_rgba(), format="png", origin="upper", dpi=fig.dpi, metadata=metadata

@@ -41,6 +41,7 @@ from sam_bench.report.analysis import (
     sweep_facts,
     values_of,
 )
+from sam_bench.report.forked import run_forked
 from sam_bench.report.overlay import draw_overlays
 from sam_bench.report.view import MetricView
 
@@ -56,7 +57,9 @@ LEGEND_OUTSIDE: dict[str, Any] = {"loc": "upper left", "bbox_to_anchor": (1.02, 
 
 Inspect = Callable[[Figure, Path], None]
 #: Called with every figure :func:`make_plots` draws, just before it is saved (tests check
-#: the figures' legibility with it); ``None``: nothing is called.
+#: the figures' legibility with it; then every figure is drawn in this process); ``None``:
+#: nothing is called, and the figures are drawn by two processes
+#: (:mod:`sam_bench.report.forked`).
 _INSPECT: contextvars.ContextVar[Inspect | None] = contextvars.ContextVar(
     "sam_bench_plot_inspect", default=None
 )
@@ -508,13 +511,26 @@ def _make_plots(sweep_dir: Path, rows: list[dict[str, Any]]) -> list[Path]:
         skipped["heatmap"] = "needs at least two swept parameters"
     elif len(pairs) > MAX_HEATMAPS:
         skipped["heatmap"] = f"only the first {MAX_HEATMAPS} of {len(pairs)} pairs are drawn"
+    tasks = [partial(_draw_one, draw, out / f"{name}.png") for name, draw in jobs]
+    # two processes draw them (the sweep is done: its second core is free); one where a test
+    # inspects each figure (its hook runs in this process)
+    drawn = [t() for t in tasks] if _INSPECT.get() is not None else run_forked(tasks)
     written = []
-    for name, draw in jobs:
-        try:
-            written.append(draw(out / f"{name}.png"))
-        except SkipPlot as e:
-            skipped[name] = str(e)
-        except Exception as e:  # one broken plot must not cost the report
-            skipped[name] = f"failed: {type(e).__name__}: {e}"
+    for (name, _), (path, why) in zip(jobs, drawn, strict=True):
+        if path is not None:
+            written.append(Path(path))
+        else:
+            skipped[name] = why
     (out / SKIPPED_FILE).write_text(json.dumps(skipped, indent=2) + "\n", encoding="utf-8")
     return written
+
+
+def _draw_one(draw: Callable[[Path], Path], path: Path) -> tuple[str | None, str]:
+    """``(path written, "")`` or ``(None, why it was skipped)``: JSON values (a figure drawn
+    in the forked process comes back as JSON)."""
+    try:
+        return str(draw(path)), ""
+    except SkipPlot as e:
+        return None, str(e)
+    except Exception as e:  # one broken plot must not cost the report
+        return None, f"failed: {type(e).__name__}: {e}"

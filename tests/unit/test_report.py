@@ -304,6 +304,48 @@ def test_stale_plots_are_removed(grid_sweep: Path) -> None:
     assert {p.stem for p in second} == {"series_ar_1000_by_object_size", "mask_overlays"}
 
 
+def test_plots_drawn_in_two_processes_equal_those_drawn_in_one(
+    grid_sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The forked drawing (two processes) writes what drawing in this process writes: the same
+    files in the same order, pixel for pixel, the same skipped reasons; a plot that fails in
+    either process is reported, not lost."""
+    from sam_bench.report import forked, plots
+
+    rows = collect(grid_sweep)
+
+    def broken(*args: Any) -> Path:
+        raise RuntimeError("broken plot")
+
+    monkeypatch.setattr(plots, "plot_marginal", broken)
+    monkeypatch.setattr(forked, "cpus", lambda: 2)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def counted_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counted_fork)
+
+    def drawn(paths: list[Path]) -> tuple[list[tuple[str, bytes]], str]:
+        out = []
+        for p in paths:
+            with Image.open(p) as im:
+                out.append((p.name, np.asarray(im.convert("RGBA")).tobytes()))
+        return out, (grid_sweep / "plots" / "skipped.json").read_text()
+
+    two = drawn(make_plots(grid_sweep, rows))
+    assert len(forks) == 1
+    one = drawn(make_plots(grid_sweep, rows, inspect=lambda fig, path: None))  # here only
+    assert len(forks) == 1
+    assert [n for n, _ in two[0]] == [n for n, _ in one[0]] and len(one[0]) >= 4
+    assert two == one
+    assert json.loads(two[1])["marginal_effects"] == "failed: RuntimeError: broken plot"
+
+
 # --- overlay ------------------------------------------------------------------------------
 
 
