@@ -1,5 +1,5 @@
 """``run_forked``: every task once, results in order, shared with a forked copy of the process,
-and nothing lost when the copy fails or dies."""
+and nothing lost when the copy fails, dies or hangs."""
 
 from __future__ import annotations
 
@@ -58,10 +58,18 @@ def _dies_in_copy(i: int, parent: int) -> int:
     return i
 
 
+def _hangs_in_copy(i: int, parent: int) -> int:
+    if os.getpid() != parent:
+        time.sleep(600)  # as if stuck on a lock another thread held at the fork
+    time.sleep(0.05)
+    return i
+
+
 @pytest.mark.usefixtures("two_cpus")
-@pytest.mark.parametrize("task", [_fails_in_copy, _dies_in_copy])
+@pytest.mark.parametrize("task", [_fails_in_copy, _dies_in_copy, _hangs_in_copy])
 def test_what_the_copy_did_not_finish_runs_here(task) -> None:  # type: ignore[no-untyped-def]
-    assert run_forked([partial(task, i, os.getpid()) for i in range(6)]) == list(range(6))
+    tasks = [partial(task, i, os.getpid()) for i in range(6)]
+    assert run_forked(tasks, silence_s=1.0) == list(range(6))
 
 
 def _always_fails() -> int:
