@@ -88,7 +88,8 @@ def _lines(fd: int, silence_s: float) -> Iterator[bytes]:
         yield from lines
 
 
-def _pull(queue_r: int) -> Any:
+def _pull(queue_r: int) -> Iterator[int]:
+    """Task numbers taken from the queue until it is empty."""
     while len(word := os.read(queue_r, _WORD.size)) == _WORD.size:
         yield _WORD.unpack(word)[0]
 
