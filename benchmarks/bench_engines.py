@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,16 +60,25 @@ def command(args: list[str], images: int, label: str) -> tuple[float, float, flo
     return seconds, latency, rss
 
 
-def threshold(images: int) -> list[Ratio]:
-    print("threshold sweep (16x16 grid, 3 x 3 thresholds)")
+def threshold(images: int, repeats: int = 3) -> list[Ratio]:
+    """The two fast commands ``repeats`` times, interleaved, compared by their medians (one
+    command varies by +-1.5 s from run to run on a 2-core machine: one pair decides nothing
+    near the 1.2x target); the official generator's command once."""
+    print(f"threshold sweep (16x16 grid, 3 x 3 thresholds), fast pair {repeats}x interleaved")
     grid = ["amg.points_per_side=16"]
-    fast9, _ = timed(["engine=fast", *grid, *THRESH], images, "fast, 9 configurations")
+    nines, ones = [], []
+    for r in range(repeats):
+        nines.append(
+            timed(["engine=fast", *grid, *THRESH], images, f"fast, 9 configurations #{r}")[0]
+        )
+        ones.append(timed(["engine=fast", *grid], images, f"fast, 1 configuration #{r}")[0])
+        print(f"  round {r}: fast 9 / fast 1 = {nines[-1] / ones[-1]:5.2f}x", flush=True)
     ref9, _ = timed(["engine=reference", *grid, *THRESH], images, "reference, 9 configurations")
-    fast1, _ = timed(["engine=fast", *grid], images, "fast, 1 configuration")
-    print(f"  fast 9 / fast 1       = {fast9 / fast1:5.2f}x   (target <= 1.2x)")
+    fast9, fast1 = statistics.median(nines), statistics.median(ones)
+    print(f"  fast 9 / fast 1       = {fast9 / fast1:5.2f}x   (medians; target <= 1.2x)")
     print(f"  reference 9 / fast 1  = {ref9 / fast1:5.2f}x")
     print(f"  reference 9 / fast 9  = {ref9 / fast9:5.2f}x faster\n")
-    name = f"bench_engines threshold: 16x16, {images} image(s)"
+    name = f"bench_engines threshold: 16x16, {images} image(s), fast medians of {repeats}"
     return [
         Ratio(name, "fast, 9 configurations", "fast, 1 configuration", fast9, fast1, "s", "",
               ">= 0.83x (9 cost <= 1.2x one)"),
@@ -119,12 +129,20 @@ def main() -> None:
         "--images", type=int, default=None,
         help="images of the embedded dataset (default: 1; keep_all: 3)",
     )  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=int, default=3,
+        help="threshold: interleaved rounds of the two fast commands (medians; default 3)",
+    )  # fmt: skip
     args = parser.parse_args()
     unknown = [w for w in args.which if w not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
     for name in args.which or BENCHMARKS:
-        BENCHMARKS[name](args.images or DEFAULT_IMAGES[name])
+        images = args.images or DEFAULT_IMAGES[name]
+        if name == "threshold":
+            threshold(images, args.repeats)
+        else:
+            BENCHMARKS[name](images)
 
 
 if __name__ == "__main__":
